@@ -1,0 +1,52 @@
+"""Conventions shared by every ``gasdb`` command: workspace argument, ``--json``, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from gasdb_tools import progress
+from gasdb_tools.errors import GasdbError
+from gasdb_tools.workspace import Workspace
+
+__all__ = ["workspace_argument", "json_option", "emit_json", "fail", "open_workspace"]
+
+
+def open_workspace(ctx, param, value) -> Workspace:
+    """click callback: open a workspace or report a usage error (exit 2)."""
+    try:
+        return Workspace.open(value)
+    except GasdbError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def workspace_argument(func):
+    """Positional ``WORKSPACE`` argument, opened as a :class:`Workspace`."""
+    return click.argument("workspace", metavar="WORKSPACE", callback=open_workspace,
+                          type=click.Path(file_okay=False, path_type=Path))(func)
+
+
+def _json_callback(ctx, param, value):
+    if value:
+        progress.set_enabled(False)
+    return value
+
+
+def json_option(func):
+    """``--json``: print a machine-readable result on stdout (and no progress bars)."""
+    return click.option("--json", "as_json", is_flag=True, callback=_json_callback, expose_value=True,
+                        help="Print a machine-readable JSON result on stdout.")(func)
+
+
+def emit_json(obj) -> None:
+    """Print ``obj`` as deterministic JSON on stdout."""
+    click.echo(json.dumps(obj, sort_keys=True, indent=2, allow_nan=False, default=str))
+
+
+def fail(message: str | None = None) -> None:
+    """End a command with exit code 1 (a failed check), after printing ``message`` to stderr."""
+    if message:
+        click.echo(message, err=True)
+    raise click.exceptions.Exit(1)

@@ -1,0 +1,152 @@
+"""The one image reader and writer (8/16-bit PNG and friends), plus small dtype helpers.
+
+Arrays are numpy, channels last, colour in **RGB(A)** order (OpenCV's BGR is converted at the
+boundary, here and nowhere else). Thermal frames keep their bit depth: a 16-bit PNG reads back as
+``uint16``. Writes are atomic (:func:`gasdb_tools.fsutil.atomic_write_bytes`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gasdb_tools.errors import FormatError
+from gasdb_tools.fsutil import atomic_write_bytes
+
+__all__ = ["read_image", "write_image", "encode_png", "decode_image", "to_gray", "to_float01", "to_uint8"]
+
+_MODES = ("unchanged", "gray", "rgb")
+
+
+def decode_image(data: bytes, *, mode: str = "unchanged", name: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes (PNG, JPEG, TIFF, ...) into an array.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded file content.
+    mode : {'unchanged', 'gray', 'rgb'}
+        ``unchanged`` keeps channels and bit depth (H×W, H×W×3 RGB or H×W×4 RGBA);
+        ``gray`` returns H×W (colour converted with OpenCV's luma weights, bit depth kept);
+        ``rgb`` returns H×W×3 (a gray image is repeated, alpha dropped).
+    name : str
+        Shown in error messages.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if image is None:
+        raise FormatError("cannot decode the image (not an image, truncated or unsupported format)",
+                          file=name, fix="re-export the file as PNG")
+    if image.ndim == 3:
+        code = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGBA}.get(image.shape[2])
+        image = cv2.cvtColor(image, code) if code is not None else image
+    if mode == "gray":
+        return to_gray(image)
+    if mode == "rgb":
+        if image.ndim == 2:
+            return np.repeat(image[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(image[:, :, :3])
+    return image
+
+
+def read_image(path, *, mode: str = "unchanged") -> np.ndarray:
+    """Read an image file; see :func:`decode_image` for ``mode``.
+
+    Raises
+    ------
+    FormatError
+        When the file is missing or cannot be decoded (the message names the file).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError("image file not found", file=path, fix="check the path or rerun the stage "
+                          "that writes it") from None
+    except IsADirectoryError:
+        raise FormatError("expected an image file, found a folder", file=path) from None
+    return decode_image(data, mode=mode, name=str(path))
+
+
+def encode_png(image: np.ndarray, *, compression: int = 3) -> bytes:
+    """Encode a uint8/uint16 array (H×W, H×W×3 RGB, H×W×4 RGBA) as PNG bytes."""
+    image = np.asarray(image)
+    if image.dtype == bool:
+        image = image.astype(np.uint8)
+    if image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"PNG needs uint8 or uint16 pixels, got {image.dtype}; convert with to_uint8()")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3:
+        code = {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}.get(image.shape[2])
+        if code is None:
+            raise ValueError(f"PNG needs 1, 3 or 4 channels, got shape {image.shape}")
+        image = cv2.cvtColor(image, code)
+    elif image.ndim != 2:
+        raise ValueError(f"expected a 2-D or 3-D image array, got shape {image.shape}")
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:  # pragma: no cover - OpenCV only fails here on absurd input
+        raise ValueError("OpenCV could not encode the image as PNG")
+    return buf.tobytes()
+
+
+def write_image(path, image: np.ndarray, *, compression: int = 3) -> Path:
+    """Write an array as a lossless PNG, atomically. Returns the path.
+
+    ``compression`` is zlib's level (0-9); 1 writes about twice as fast as 3 for a few % more bytes.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"write_image writes lossless PNG only; got {path.name!r} (use a .png name)")
+    return atomic_write_bytes(path, encode_png(image, compression=compression))
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """H×W×3 (RGB) or H×W×4 → H×W with OpenCV's luma weights; H×W passes through. Dtype kept."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        code = cv2.COLOR_RGB2GRAY if image.shape[2] == 3 else cv2.COLOR_RGBA2GRAY
+        return cv2.cvtColor(image, code)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    raise ValueError(f"expected a gray or RGB(A) image, got shape {image.shape}")
+
+
+def to_float01(image: np.ndarray) -> np.ndarray:
+    """uint8/uint16 → float32 in [0, 1] (by the dtype's range); floats pass through as float32."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / np.float32(65535)
+    if np.issubdtype(image.dtype, np.floating):
+        return image.astype(np.float32, copy=False)
+    raise TypeError(f"expected uint8, uint16 or float pixels, got {image.dtype}")
+
+
+def to_uint8(image: np.ndarray, *, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Map an image to uint8.
+
+    Floats are taken as [0, 1]; uint16 as [0, 65535]; with ``lo``/``hi`` the values are first
+    stretched linearly so ``lo`` → 0 and ``hi`` → 255 (one setting per recording keeps the look of
+    a sequence steady). Values are rounded and clipped.
+    """
+    image = np.asarray(image)
+    if lo is not None or hi is not None:
+        if lo is None or hi is None or not hi > lo:
+            raise ValueError(f"need lo < hi for a contrast stretch, got lo={lo}, hi={hi}")
+        scaled = (image.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    raise TypeError(f"expected uint8, uint16 or float pixels, got {image.dtype}")

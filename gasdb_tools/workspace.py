@@ -1,0 +1,337 @@
+"""The dataset workspace: its layout, its index, and locking.
+
+A workspace is a folder::
+
+    WS/
+      gasdb.json          settings: name, schema version, rig, per-stage defaults
+      recordings.csv      one row per recording (id, rgb, thermal, scene, tags, offset, stage status ...)
+      pairs.csv           one row per extracted RGB-thermal pair (ids, timestamps, paths, stage outputs)
+      blacklist.csv       pair_id, reason (frames kept out of train/test lists, with why)
+      frames/<rec>/rgb/<pair>.png, frames/<rec>/thermal/<pair>.png     (thermal keeps its bit depth)
+      aligned/<rec>/<pair>.png, aligned/<rec>/<pair>_valid.png          (thermal warped into RGB frame)
+      enhanced/<rec>/<pair>.png                                          (8-bit, what annotators see)
+      labels/<rec>/<pair>.json                                           (LabelMe documents)
+      calibration/<rig>.json                                             (rig calibration + QA figure)
+      splits/<name>.json
+
+The two CSV files are *the* index: plain text, UTF-8, ``\\n`` line endings, one header row. Every
+stage reads them, does its per-pair work, and writes them back through
+:meth:`Workspace.transaction`, which holds a lock (``WS/.gasdb.lock``) and replaces each file
+atomically, so a crash leaves the previous index valid and two commands never interleave writes.
+Columns a stage does not know are preserved. Paths inside the index are POSIX paths relative to
+the workspace root (recording sources may be absolute).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gasdb_tools import __version__
+from gasdb_tools.errors import WorkspaceError
+from gasdb_tools.fsutil import atomic_write_text, file_lock, read_json, write_json
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SCENES",
+    "RECORDING_COLUMNS",
+    "PAIR_COLUMNS",
+    "STAGES",
+    "Index",
+    "Workspace",
+    "make_pair_id",
+    "check_id",
+]
+
+SCHEMA_VERSION = 1
+
+#: Scene types of Gas-DB (RT-CAN paper, Sec. 4) plus ``other``; recordings may add free tags.
+SCENES = (
+    "sunny",
+    "rainy",
+    "overcast",
+    "double-leak",
+    "near",
+    "far",
+    "overlook",
+    "simple-background",
+    "complex-background",
+    "other",
+)
+
+#: Columns of recordings.csv, in order; stages may add more (kept on rewrite).
+RECORDING_COLUMNS = (
+    "id", "rgb", "thermal", "scene", "tags", "rig", "rgb_sha256", "thermal_sha256",
+    "offset_s", "offset_source", "offset_confidence",
+)
+
+#: Columns of pairs.csv, in order; stages add their own output columns (kept on rewrite).
+PAIR_COLUMNS = ("pair_id", "recording", "t_rgb", "t_thermal", "dt", "rgb", "thermal")
+
+#: Pipeline stages and the pairs.csv column whose non-empty value means "done for this pair".
+STAGES = (
+    ("extract", "thermal"),
+    ("align", "aligned"),
+    ("enhance", "enhanced"),
+    ("preannotate", "label"),
+    ("review", "review"),
+)
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def check_id(value: str, *, what: str = "recording id") -> str:
+    """Return ``value`` if it is a valid id (letters, digits, ``_``, ``-``; 1-64 chars), else raise."""
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise WorkspaceError(f"invalid {what} {value!r}", field=what,
+                             fix="use 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+    return value
+
+
+def make_pair_id(recording: str, t_rgb: float) -> str:
+    """Stable, sortable pair id: ``<recording>_<RGB time in ms, 8 digits>``.
+
+    >>> make_pair_id("rec01", 12.3456)
+    'rec01_00012346'
+    """
+    return f"{recording}_{int(round(t_rgb * 1000)):08d}"
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    if not path.exists():
+        raise WorkspaceError("index file missing", file=path,
+                             fix="run `gasdb init` on a new folder, or restore the file")
+    text = path.read_text(encoding="utf-8")
+    reader = csv.DictReader(io.StringIO(text))
+    header = list(reader.fieldnames or [])
+    rows = []
+    for lineno, row in enumerate(reader, start=2):
+        if None in row:
+            raise WorkspaceError("row has more fields than the header", file=path, field=f"line {lineno}",
+                                 fix="repair the row (quote values containing commas)")
+        rows.append({k: (v if v is not None else "") for k, v in row.items()})
+    return header, rows
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="raise")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k, "")) for k in columns})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _columns(base: tuple[str, ...], rows) -> list[str]:
+    extra = sorted({k for row in rows for k in row} - set(base))
+    return list(base) + extra
+
+
+@dataclass
+class Index:
+    """The in-memory index: recordings and pairs keyed by id, in file order (insertion order).
+
+    Rows are plain ``dict[str, str]``; numbers are stored as text (``repr`` of floats) so the CSV
+    round-trips exactly. Use :meth:`Workspace.transaction` to change it.
+    """
+
+    recordings: dict[str, dict] = field(default_factory=dict)
+    pairs: dict[str, dict] = field(default_factory=dict)
+
+    def pairs_of(self, recording: str) -> list[dict]:
+        """Pairs of one recording, sorted by pair id (i.e. by time)."""
+        return sorted((p for p in self.pairs.values() if p["recording"] == recording), key=lambda p: p["pair_id"])
+
+
+class Workspace:
+    """A dataset workspace on disk (see the module docstring for the layout).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> ws = Workspace.init(tempfile.mkdtemp() + "/ws")
+    >>> [r["id"] for r in ws.recordings()]
+    []
+    """
+
+    SETTINGS = "gasdb.json"
+    RECORDINGS = "recordings.csv"
+    PAIRS = "pairs.csv"
+    BLACKLIST = "blacklist.csv"
+    LOCK = ".gasdb.lock"
+
+    def __init__(self, root):
+        self.root = Path(root).resolve()
+
+    # -- creation and opening -------------------------------------------------------------
+    @classmethod
+    def init(cls, root, *, name: str | None = None, rig: str = "default") -> "Workspace":
+        """Create a new, empty workspace at ``root`` (an empty or missing folder)."""
+        root = Path(root)
+        if (root / cls.SETTINGS).exists():
+            raise WorkspaceError("a workspace already exists here", file=root / cls.SETTINGS,
+                                 fix="use it as it is, or choose another folder")
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise WorkspaceError("folder exists and is not empty", file=root,
+                                 fix="choose a new or empty folder for the workspace")
+        root.mkdir(parents=True, exist_ok=True)
+        ws = cls(root)
+        write_json(ws.root / cls.SETTINGS, {
+            "schema_version": SCHEMA_VERSION,
+            "name": name or ws.root.name,
+            "rig": rig,
+            "created_with": f"gasdb-tools {__version__}",
+            "stages": {},
+        })
+        _write_csv(ws.root / cls.RECORDINGS, list(RECORDING_COLUMNS), [])
+        _write_csv(ws.root / cls.PAIRS, list(PAIR_COLUMNS), [])
+        _write_csv(ws.root / cls.BLACKLIST, ["pair_id", "reason"], [])
+        return ws
+
+    @classmethod
+    def open(cls, root) -> "Workspace":
+        """Open an existing workspace, checking its settings file and schema version."""
+        root = Path(root)
+        settings = root / cls.SETTINGS
+        if not settings.is_file():
+            raise WorkspaceError("not a gasdb workspace (no gasdb.json)", file=root,
+                                 fix="run `gasdb init DIR` first, or pass the workspace folder")
+        data = read_json(settings)
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SCHEMA_VERSION:
+            raise WorkspaceError(f"unsupported schema version {version!r} (this gasdb reads {SCHEMA_VERSION})",
+                                 file=settings, field="schema_version",
+                                 fix="use the gasdb version that created the workspace")
+        return cls(root)
+
+    # -- paths ----------------------------------------------------------------------------
+    def path(self, rel) -> Path:
+        """Absolute path of an index path (relative to the root unless absolute)."""
+        p = Path(rel)
+        return p if p.is_absolute() else self.root / p
+
+    def rel(self, path) -> str:
+        """Index form of a path: POSIX, relative to the root when inside it."""
+        p = Path(path).resolve()
+        try:
+            return p.relative_to(self.root).as_posix()
+        except ValueError:
+            return p.as_posix()
+
+    def output_path(self, area: str, recording: str, filename: str, *, sub: str | None = None) -> Path:
+        """Conventional output path ``WS/<area>/<recording>[/<sub>]/<filename>``.
+
+        >>> Workspace("/ws").output_path("frames", "rec01", "rec01_00001000.png", sub="thermal").as_posix()
+        '/ws/frames/rec01/thermal/rec01_00001000.png'
+        """
+        base = self.root / area / recording
+        return (base / sub / filename) if sub else base / filename
+
+    # -- settings -------------------------------------------------------------------------
+    @property
+    def settings(self) -> dict:
+        """The parsed ``gasdb.json``."""
+        return read_json(self.root / self.SETTINGS)
+
+    def update_settings(self, **changes) -> dict:
+        """Merge top-level keys into ``gasdb.json`` (under the lock)."""
+        with file_lock(self.root / self.LOCK):
+            data = self.settings
+            data.update(changes)
+            write_json(self.root / self.SETTINGS, data)
+        return data
+
+    # -- index ----------------------------------------------------------------------------
+    def read_index(self) -> Index:
+        """Read both index files (no lock: a consistent snapshot, since writes are atomic)."""
+        _, recs = _read_csv(self.root / self.RECORDINGS)
+        _, pairs = _read_csv(self.root / self.PAIRS)
+        index = Index()
+        for row in recs:
+            index.recordings[row["id"]] = row
+        for row in pairs:
+            index.pairs[row["pair_id"]] = row
+        return index
+
+    def write_index(self, index: Index) -> None:
+        """Write both index files atomically (pairs first). Prefer :meth:`transaction`."""
+        pairs = sorted(index.pairs.values(), key=lambda p: p["pair_id"])
+        _write_csv(self.root / self.PAIRS, _columns(PAIR_COLUMNS, pairs), pairs)
+        recs = list(index.recordings.values())
+        _write_csv(self.root / self.RECORDINGS, _columns(RECORDING_COLUMNS, recs), recs)
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """Lock the workspace, yield the :class:`Index`, and write it back if the block succeeds.
+
+        If the block raises, nothing is written: the previous index stays as it was.
+        """
+        with file_lock(self.root / self.LOCK):
+            index = self.read_index()
+            yield index
+            self.write_index(index)
+
+    def recordings(self) -> list[dict]:
+        """All recording rows, in index order."""
+        return list(self.read_index().recordings.values())
+
+    def recording(self, recording_id: str) -> dict:
+        """One recording row; raises naming the known ids when absent."""
+        recs = self.read_index().recordings
+        if recording_id not in recs:
+            known = ", ".join(recs) or "none"
+            raise WorkspaceError(f"no recording {recording_id!r} (known: {known})", file=self.root / self.RECORDINGS,
+                                 fix="check the id with `gasdb status`")
+        return recs[recording_id]
+
+    def pairs(self, recording: str | None = None) -> list[dict]:
+        """Pair rows sorted by pair id, optionally of one recording."""
+        rows = sorted(self.read_index().pairs.values(), key=lambda p: p["pair_id"])
+        return [p for p in rows if recording is None or p["recording"] == recording]
+
+    # -- blacklist ------------------------------------------------------------------------
+    def blacklist(self) -> dict[str, str]:
+        """``{pair_id: reason}`` from blacklist.csv (empty when the file is absent)."""
+        path = self.root / self.BLACKLIST
+        if not path.exists():
+            return {}
+        _, rows = _read_csv(path)
+        return {r["pair_id"]: r.get("reason", "") for r in rows}
+
+    def set_blacklist(self, entries: dict[str, str]) -> None:
+        """Replace blacklist.csv with ``entries`` (sorted by pair id), atomically under the lock."""
+        with file_lock(self.root / self.LOCK):
+            rows = [{"pair_id": k, "reason": v} for k, v in sorted(entries.items())]
+            _write_csv(self.root / self.BLACKLIST, ["pair_id", "reason"], rows)
+
+    # -- status -----------------------------------------------------------------------------
+    def status(self) -> list[dict]:
+        """Per recording: pair count and how many pairs each stage has done.
+
+        Returns a list of ``{"id", "scene", "pairs", "<stage>": done_count, ..., "errors": {...}}``.
+        """
+        index = self.read_index()
+        out = []
+        for rec_id, rec in index.recordings.items():
+            pairs = index.pairs_of(rec_id)
+            row = {"id": rec_id, "scene": rec.get("scene", ""), "pairs": len(pairs)}
+            for stage, column in STAGES:
+                if stage == "review":
+                    row[stage] = sum(1 for p in pairs if p.get(column) in ("edited", "approved"))
+                else:
+                    row[stage] = sum(1 for p in pairs if p.get(column))
+            row["errors"] = {k[: -len("_error")]: v for k, v in rec.items() if k.endswith("_error") and v}
+            out.append(row)
+        return out

@@ -1,0 +1,40 @@
+"""Shared fixtures: where the real data lives, and a small simulated rig."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Real recordings beside the project (never copied into it); tests needing them skip when absent.
+SHARED_DATA = Path(os.environ.get("GASDB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared_data(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the test with a reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} (it sits beside the project in ../shared/data)")
+    return path
+
+
+@pytest.fixture
+def shared():
+    """The ``shared_data`` function, as a fixture."""
+    return shared_data
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
