@@ -1,0 +1,79 @@
+"""``gasdb score``: score a segmentation submission against a release's ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from gasdb_tools import progress
+from gasdb_tools.cli._common import fail
+from gasdb_tools.fsutil import dumps_json, write_json
+from gasdb_tools.scoring import (BY_COLUMNS, SCHEMA, SCHEMA_VERSION, format_table, score as score_submission,
+                                 to_codabench, to_codalab, to_evalai)
+from gasdb_tools.submission import InvalidSubmissionError
+
+FORMATS = ("table", "json", "codalab", "codabench", "evalai")
+
+
+def _write(out: Path | None, obj) -> None:
+    if out is None:
+        return
+    if str(out) == "-":
+        click.echo(dumps_json(obj), nl=False)
+    else:
+        write_json(out, obj)
+
+
+@click.command()
+@click.argument("gt", metavar="GT", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("submission", metavar="SUBMISSION", type=click.Path(exists=True, path_type=Path))
+@click.option("--split", default="test", show_default=True, help="Split list of the release to score.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), metavar="OUT",
+              help="Write the full JSON result (or the error report) to OUT ('-' for stdout).")
+@click.option("--per-image", is_flag=True, help="Add per-image rows and per-image means (secondary).")
+@click.option("--by", "by", multiple=True, type=click.Choice(BY_COLUMNS),
+              help="Break the result down by an index.csv column (repeatable).")
+@click.option("--binary-255", is_flag=True, help="Submitted masks are 0/255 instead of 0/1.")
+@click.option("--allow-missing", is_flag=True, help="Development mode: score missing masks as background.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="What to print: a table, the JSON result, or a challenge platform's file.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Decoding threads (default: CPUs).")
+def score(gt: Path, submission: Path, split: str, json_out: Path | None, per_image: bool, by: tuple[str, ...],
+          binary_255: bool, allow_missing: bool, fmt: str, jobs: int | None) -> None:
+    """Score SUBMISSION (a folder or .zip of <id>.png masks, 0/1) against the ground truth GT.
+
+    GT is a release folder (gasdb/labels, gasdb/test.txt, index.csv) or a folder of ground-truth
+    masks. The metrics are Gas-DB's: one global confusion matrix; Acc = gas recall, IoU, F2.
+    An invalid submission (missing, duplicate, wrong-size, multi-channel, 16-bit, non-PNG or
+    unsafe files, values outside 0/1) exits 1 with every problem listed.
+
+    \b
+    Example:
+      gasdb score release-v1 predictions.zip --by scene --json score.json
+      gasdb score release-v1 predictions/ --format codalab > output/scores.txt
+    """
+    if json_out is not None and str(json_out) == "-" or fmt != "table":
+        progress.set_enabled(False)
+    try:
+        result = score_submission(gt, submission, split=split, per_image=per_image, by=by or None,
+                                  binary_255=binary_255, allow_missing=allow_missing, workers=jobs)
+    except InvalidSubmissionError as exc:
+        report = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "submission": submission.name,
+                  **exc.report}
+        _write(json_out, report)
+        fail(f"Error: {exc}" + "".join(f"\nwarning: {w}" for w in exc.warnings))
+    _write(json_out, result)
+    if json_out is not None and str(json_out) == "-":
+        return
+    if fmt == "table":
+        click.echo(format_table(result), nl=False)
+    elif fmt == "json":
+        click.echo(dumps_json(result), nl=False)
+    elif fmt == "codalab":
+        click.echo(to_codalab(result), nl=False)
+    elif fmt == "codabench":
+        click.echo(json.dumps(to_codabench(result), sort_keys=True, allow_nan=False))
+    else:
+        click.echo(json.dumps(to_evalai(result), sort_keys=True, allow_nan=False))

@@ -1,0 +1,476 @@
+"""Score a segmentation submission against a Gas-DB release, exactly as the Gas-DB paper reports.
+
+For each ground-truth id in sorted order, the submitted mask is checked and decoded
+(:mod:`gasdb_tools.submission`) and its 2×2 confusion matrix against the ground truth is added to
+one int64 total (:func:`gasdb_tools.metrics.confusion`); the metrics come from that total
+(``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Decoding runs in a thread pool
+(OpenCV releases the GIL), so a 1293-image split scores in about a second.
+
+The result is a deterministic JSON-ready dict (no wall-clock data, sorted keys when dumped):
+schema and tool versions, the confusion matrix, metrics at full precision and a 2-decimal percent
+view, optional per-image rows and per-scene/per-recording breakdowns, the sha256 of the ground
+truth and of the submission, and warnings. Adapters turn it into CodaLab ``scores.txt``,
+Codabench ``scores.json`` and an EvalAI result dict.
+
+Ground truth (``gt``) may be
+
+* a release root: ``gasdb/labels/<name>.png`` (0/1), ``gasdb/<split>.txt`` (names) and
+  ``index.csv`` (``name, pair_id, recording, scene, split``) at the root;
+* an RT-CAN data folder itself (``labels/`` + ``<split>.txt``; ``index.csv`` in it or beside it);
+* a plain folder of ``<id>.png`` masks (0/1, 255 = ignored), all scored; an optional
+  ``index.csv`` (column ``name`` or ``id``) in it or beside it enables ``by``.
+
+As RT-CAN's loader does, names listed in ``blacklist.txt`` next to the split list are not scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gasdb_tools import __version__
+from gasdb_tools.errors import FormatError, SubmissionError
+from gasdb_tools.fsutil import sha256_bytes
+from gasdb_tools.imaging import decode_image
+from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
+from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, open_submission)
+
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "BY_COLUMNS",
+    "GroundTruth",
+    "load_ground_truth",
+    "score",
+    "percent_view",
+    "format_table",
+    "to_codalab",
+    "to_codabench",
+    "to_evalai",
+    "evaluate",
+]
+
+SCHEMA = "gasdb-score"
+SCHEMA_VERSION = 1
+#: Columns of ``index.csv`` a result can be broken down by.
+BY_COLUMNS = ("scene", "recording")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_UNINDEXED = "(not in index.csv)"
+
+
+# --------------------------------------------------------------------------- ground truth
+
+@dataclass
+class GroundTruth:
+    """Where the ground-truth masks of one split are, and their optional index rows.
+
+    Attributes
+    ----------
+    root : Path
+        The path given.
+    kind : {'release', 'rtcan', 'masks'}
+    split : str or None
+        The split scored (``None`` for a plain masks folder: every mask is scored).
+    ids : list of str
+        Sorted ids (file stems) to score.
+    label_dir : Path
+        Folder of ``<id>.png``.
+    index : dict or None
+        id → ``index.csv`` row (a dict of strings).
+    index_path : Path or None
+    warnings : list of str
+    """
+
+    root: Path
+    kind: str
+    split: str | None
+    ids: list
+    label_dir: Path
+    index: dict | None = None
+    index_path: Path | None = None
+    warnings: list = field(default_factory=list)
+
+    def label_path(self, id_: str) -> Path:
+        return self.label_dir / f"{id_}.png"
+
+
+def _read_names(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise FormatError("split list is not UTF-8 text", file=path, fix="save it as UTF-8") from None
+    names = [line.strip() for line in lines if line.strip()]
+    for i, name in enumerate(names):
+        if not _NAME_RE.match(name):
+            raise FormatError(f"bad sample name {name!r} (letters, digits, '.', '_', '-' only)", file=path,
+                              field=f"line {i + 1}", fix="list one file stem per line")
+    return names
+
+
+def _read_index(path: Path) -> dict:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+            header = rows[0].keys() if rows else []
+    except UnicodeDecodeError:
+        raise FormatError("index is not UTF-8 text", file=path, fix="save it as UTF-8") from None
+    key = "name" if "name" in header else "id" if "id" in header else None
+    if rows and key is None:
+        raise FormatError("index.csv has no 'name' (or 'id') column", file=path,
+                          fix="add a column naming each mask's file stem")
+    index = {}
+    for i, row in enumerate(rows):
+        name = (row.get(key) or "").strip()
+        if name in index:
+            raise FormatError(f"name {name!r} listed twice", file=path, field=f"row {i + 2}",
+                              fix="keep one row per sample")
+        index[name] = {k: (v or "").strip() for k, v in row.items() if k is not None}
+    return index
+
+
+def load_ground_truth(path, *, split: str = "test") -> GroundTruth:
+    """Find the ground-truth masks and ids of ``split`` under ``path`` (see the module docstring).
+
+    Raises
+    ------
+    FormatError
+        When ``path`` is none of the known layouts, the split list is missing or malformed, or a
+        listed label file does not exist.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FormatError("ground truth not found (expected a release or a masks folder)", file=root,
+                          fix="pass a release folder (with gasdb/labels/) or a folder of <id>.png masks")
+    if (root / "gasdb" / "labels").is_dir():
+        kind, data_dir, index_candidates = "release", root / "gasdb", [root / "index.csv"]
+    elif (root / "labels").is_dir() and any(root.glob("*.txt")):
+        kind, data_dir, index_candidates = "rtcan", root, [root / "index.csv", root.parent / "index.csv"]
+    else:
+        kind, data_dir, index_candidates = "masks", root, [root / "index.csv", root.parent / "index.csv"]
+
+    warnings: list[str] = []
+    if kind == "masks":
+        label_dir = root
+        ids = sorted(p.stem for p in root.iterdir()
+                     if p.suffix.lower() == ".png" and not p.name.startswith(".") and p.is_file())
+        if not ids:
+            raise FormatError("no <id>.png masks (and no gasdb/labels/ folder)", file=root,
+                              fix="pass a release folder or a folder of ground-truth masks")
+        split_name = None
+    else:
+        label_dir = data_dir / "labels"
+        split_file = data_dir / f"{split}.txt"
+        if not split_file.is_file():
+            have = sorted(p.stem for p in data_dir.glob("*.txt") if p.stem != "blacklist")
+            raise FormatError(f"no split list for split {split!r}", file=split_file,
+                              fix=f"choose one of {have}" if have else "run `gasdb release` again")
+        names = _read_names(split_file)
+        if len(set(names)) != len(names):
+            warnings.append(f"{split_file.name} lists {len(names) - len(set(names))} name(s) twice; each scored once")
+        blacklist_file = data_dir / "blacklist.txt"
+        blacklisted = set(_read_names(blacklist_file)) if blacklist_file.is_file() else set()
+        dropped = sorted(set(names) & blacklisted)
+        if dropped:
+            warnings.append(f"{len(dropped)} name(s) of {split_file.name} are in blacklist.txt and were not scored "
+                            f"(as RT-CAN's loader does): {', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}")
+        ids = sorted(set(names) - blacklisted)
+        if not ids:
+            raise FormatError(f"split {split!r} lists no samples", file=split_file)
+        split_name = split
+    bad = [i for i in ids if not _NAME_RE.match(i)]
+    if bad:
+        raise FormatError(f"bad mask name(s) {bad[:5]}", file=label_dir, fix="rename to letters, digits, '.', '_', '-'")
+
+    index_path = next((p for p in index_candidates if p.is_file()), None)
+    index = _read_index(index_path) if index_path is not None else None
+    return GroundTruth(root=root, kind=kind, split=split_name, ids=ids, label_dir=label_dir, index=index,
+                       index_path=index_path, warnings=warnings)
+
+
+# --------------------------------------------------------------------------- scoring
+
+def percent_view(metrics: dict) -> dict:
+    """The metric blocks of :func:`gasdb_tools.metrics.scores` as percentages rounded to 2 decimals."""
+    def pct(v):
+        return None if v is None else round(100.0 * v, 2)
+
+    out = {block: {k: pct(metrics[block][k]) for k in METRICS} for block in ("gas", "background", "mean")}
+    out["pixel_accuracy"] = pct(metrics["pixel_accuracy"])
+    return out
+
+
+def _summary(cm: np.ndarray) -> dict:
+    s = scores(cm)
+    metrics = {k: s[k] for k in ("gas", "background", "mean", "pixel_accuracy")}
+    return {"confusion": {k: s[k] for k in ("tn", "fp", "fn", "tp")}, "n_pixels": s["n_pixels"],
+            "metrics": metrics, "percent": percent_view(metrics)}
+
+
+def _digest(lines: list[str]) -> str:
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8"))
+    return h.hexdigest()
+
+
+def score(gt, submission, *, split: str = "test", per_image: bool = False, by=None, binary_255: bool = False,
+          allow_missing: bool = False, limits: SubmissionLimits | None = None, workers: int | None = None) -> dict:
+    """Score a submission folder or zip against a release (or a masks folder).
+
+    Parameters
+    ----------
+    gt : str or os.PathLike
+        A release root, an RT-CAN data folder or a folder of ground-truth ``<id>.png`` masks.
+    submission : str or os.PathLike
+        A folder or ``.zip`` of ``<id>.png`` (see :mod:`gasdb_tools.submission`).
+    split : str
+        Which split list of a release to score (``gasdb/<split>.txt``); ignored for a masks folder.
+    per_image : bool
+        Add per-image rows (gas-class values) and per-image means (secondary; undefined IoU excluded).
+    by : str or sequence of str, optional
+        ``"scene"`` and/or ``"recording"``: add a breakdown per value of that ``index.csv`` column.
+    binary_255 : bool
+        Submitted masks are 0/255 instead of 0/1.
+    allow_missing : bool
+        Development mode: score missing masks as all background, with a warning.
+    limits : SubmissionLimits, optional
+        Safety caps for the submission.
+    workers : int, optional
+        Decoding threads (default: the number of CPUs, at most 8).
+
+    Returns
+    -------
+    dict
+        JSON-ready and deterministic: ``schema``, ``schema_version``, ``tool``, ``split``, ``n_images``,
+        ``n_pixels``, ``confusion`` ``{tn, fp, fn, tp}``, ``confusion_matrix`` ``[[tn, fp], [fn, tp]]``,
+        ``metrics`` (full precision; gas ``acc`` is the recall, Gas-DB's "Acc"), ``percent`` (2 decimals),
+        ``ground_truth`` and ``submission`` (name, kind, content sha256), ``warnings``, and optionally
+        ``by``, ``per_image``, ``per_image_mean``.
+
+    Raises
+    ------
+    InvalidSubmissionError
+        When any submitted file fails a check; every problem is listed (``.errors``, ``.report``).
+    SubmissionError
+        When the submission cannot be opened at all or breaks a safety cap.
+    FormatError
+        When the ground truth is missing or malformed.
+    ValueError
+        For an unknown ``by`` column.
+
+    Notes
+    -----
+    sha256 values are of the content: the hash of the lines ``<id>\\t<sha256 of the file>\\n`` in id
+    order, so a folder and a zip of the same masks hash alike (``archive_sha256`` is the zip's own).
+    """
+    by_cols = _check_by(by)
+    truth = load_ground_truth(gt, split=split)
+    for col in by_cols:
+        if truth.index is None:
+            raise FormatError(f"breaking down by {col!r} needs an index.csv", file=truth.root,
+                              fix="score a release (it has index.csv) or put an index.csv beside the masks")
+        first = next(iter(truth.index.values()), {})
+        if col not in first:
+            raise FormatError(f"index.csv has no {col!r} column", file=truth.index_path,
+                              fix=f"choose --by from the columns {sorted(first)}")
+
+    ids = truth.ids
+    with open_submission(submission, ids=ids, limits=limits, allow_missing=allow_missing) as sub:
+        def job(id_: str):
+            gt_path = truth.label_path(id_)
+            try:
+                gt_bytes = gt_path.read_bytes()
+            except OSError:
+                return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
+                                                     fix="check the release with `gasdb verify`")
+            try:
+                gt_mask = decode_image(gt_bytes, name=str(gt_path))
+            except FormatError as exc:
+                return None, None, None, exc
+            if gt_mask.ndim != 2:
+                return None, None, None, FormatError(f"ground-truth mask has shape {gt_mask.shape}, expected 2-D",
+                                                     file=gt_path)
+            if id_ in sub.files:
+                try:
+                    data = sub.read(id_)
+                    pred = decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255)
+                except SubmissionError as exc:
+                    return None, sha256_bytes(gt_bytes), exc, None
+                sub_sha = sha256_bytes(data)
+            else:
+                pred, sub_sha = np.zeros(gt_mask.shape, np.uint8), "-"
+            try:
+                cm = confusion(gt_mask, pred, ignore_index=255)
+            except (ValueError, TypeError) as exc:
+                return None, None, None, FormatError(f"bad ground-truth mask: {exc}", file=gt_path)
+            return cm, sha256_bytes(gt_bytes), sub_sha, None
+
+        n_workers = workers or min(8, os.cpu_count() or 1)
+        wanted = [i for i in ids if i in sub.files or i in sub.missing]
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            results = list(pool.map(job, wanted))
+
+        gt_errors = [r[3] for r in results if r[3] is not None]
+        if gt_errors:
+            raise gt_errors[0]
+        file_errors = [r[2] for r in results if isinstance(r[2], SubmissionError)]
+        errors = list(sub.errors) + file_errors
+        warnings = list(truth.warnings) + list(sub.warnings)
+        if errors:
+            raise InvalidSubmissionError(errors, warnings=warnings, file=sub.path)
+        kind, archive_sha, sub_name = sub.kind, sub.archive_sha256, sub.path.name
+
+    cms = np.stack([r[0] for r in results]).astype(np.int64)
+    total = cms.sum(axis=0)
+    summary = _summary(total)
+    result = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "gasdb-tools", "version": __version__},
+        "split": truth.split,
+        "n_images": len(ids),
+        "n_pixels": summary["n_pixels"],
+        "confusion": summary["confusion"],
+        "confusion_matrix": total.tolist(),
+        "metrics": summary["metrics"],
+        "percent": summary["percent"],
+        "ground_truth": {"name": truth.root.name, "kind": truth.kind, "n_ids": len(ids),
+                         "sha256": _digest([f"{i}\t{r[1]}\n" for i, r in zip(ids, results)])},
+        "submission": {"name": sub_name, "kind": kind, "binary_255": bool(binary_255),
+                       "sha256": _digest([f"{i}\t{r[2]}\n" for i, r in zip(ids, results)]),
+                       "archive_sha256": archive_sha},
+        "warnings": warnings,
+    }
+    groups = {col: [(truth.index.get(i) or {}).get(col) or _UNINDEXED for i in ids] for col in by_cols}
+    for col in by_cols:
+        unindexed = sum(g == _UNINDEXED for g in groups[col])
+        if unindexed:
+            warnings.append(f"{unindexed} scored id(s) are not in index.csv; grouped as {_UNINDEXED!r} for --by {col}")
+        values = np.array(groups[col], dtype=object)
+        result.setdefault("by", {})[col] = {
+            g: {"n_images": int(np.count_nonzero(values == g)), **_summary(cms[values == g].sum(axis=0))}
+            for g in sorted(set(groups[col]))}
+    if per_image:
+        rows = []
+        for k, id_ in enumerate(ids):
+            s = scores(cms[k])
+            row = {"id": id_, **{c: s[c] for c in ("tn", "fp", "fn", "tp")},
+                   **{m: s["gas"][m] for m in ("precision", "recall", "iou", "f1", "f2")}}
+            for col in by_cols:
+                row[col] = groups[col][k]
+            rows.append(row)
+        result["per_image"] = rows
+        result["per_image_mean"] = per_image_means(cms)
+    return result
+
+
+def _check_by(by) -> tuple[str, ...]:
+    if by is None:
+        return ()
+    cols = (by,) if isinstance(by, str) else tuple(by)
+    for col in cols:
+        if col not in BY_COLUMNS:
+            raise ValueError(f"by must be one of {BY_COLUMNS}, got {col!r}")
+    return tuple(dict.fromkeys(cols))
+
+
+# --------------------------------------------------------------------------- views and adapters
+
+def _fmt(v, digits=2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def format_table(result: dict) -> str:
+    """A readable text table of a :func:`score` result (Gas-DB's Acc, IoU, F2 first)."""
+    p = result["percent"]
+    c = result["confusion"]
+    lines = [f"Gas-DB score: {result['submission']['name']} vs {result['ground_truth']['name']}"
+             f" (split {result['split'] or 'all'}, {result['n_images']} images, {result['n_pixels']} pixels)",
+             "",
+             f"{'class':<11}{'Acc(recall)':>12}{'IoU':>8}{'F2':>8}{'Prec.':>8}{'F1':>8}"]
+    for block in ("gas", "background", "mean"):
+        m = p[block]
+        lines.append(f"{block:<11}{_fmt(m['acc']):>12}{_fmt(m['iou']):>8}{_fmt(m['f2']):>8}"
+                     f"{_fmt(m['precision']):>8}{_fmt(m['f1']):>8}")
+    lines += ["", f"pixel accuracy {_fmt(p['pixel_accuracy'])} %   (Acc above is the gas recall, as in Gas-DB)",
+              f"confusion [[TN, FP], [FN, TP]] = [[{c['tn']}, {c['fp']}], [{c['fn']}, {c['tp']}]]"]
+    for col, table in result.get("by", {}).items():
+        lines += ["", f"{col:<20}{'images':>7}{'Acc':>8}{'IoU':>8}{'F2':>8}"]
+        for g, s in table.items():
+            m = s["percent"]["gas"]
+            lines.append(f"{g:<20}{s['n_images']:>7}{_fmt(m['acc']):>8}{_fmt(m['iou']):>8}{_fmt(m['f2']):>8}")
+    if "per_image_mean" in result:
+        m = result["per_image_mean"]["gas"]
+        lines += ["", f"per-image means (secondary): IoU {_fmt(_pct(m['iou']))} over {m['n_defined']['iou']} "
+                      f"images with a defined IoU, F2 {_fmt(_pct(m['f2']))}"]
+    for w in result["warnings"]:
+        lines.append(f"warning: {w}")
+    return "\n".join(lines) + "\n"
+
+
+def _pct(v):
+    return None if v is None else 100.0 * v
+
+
+def _leaderboard(result: dict, *, digits: int = 4) -> dict:
+    """Flat percent columns (gas class unless named), None when undefined."""
+    m = result["metrics"]
+
+    def r(v):
+        return None if v is None else round(100.0 * v, digits)
+
+    flat = {"acc": r(m["gas"]["acc"]), "iou": r(m["gas"]["iou"]), "f2": r(m["gas"]["f2"]),
+            "precision": r(m["gas"]["precision"]), "f1": r(m["gas"]["f1"]), "miou": r(m["mean"]["iou"]),
+            "pixel_accuracy": r(m["pixel_accuracy"])}
+    for col, table in result.get("by", {}).items():
+        for g, s in table.items():
+            key = re.sub(r"[^A-Za-z0-9]+", "_", g).strip("_").lower() or "unknown"
+            for metric in ("acc", "iou", "f2"):
+                flat[f"{metric}_{col}_{key}"] = r(s["metrics"]["gas"][metric])
+    return flat
+
+
+def to_codalab(result: dict) -> str:
+    """CodaLab ``scores.txt``: one ``key: value`` line per leaderboard column (percent, 4 decimals).
+
+    Undefined metrics (zero denominators) are left out, so the leaderboard shows them as empty.
+    """
+    return "".join(f"{k}: {v:.4f}\n" for k, v in _leaderboard(result).items() if v is not None)
+
+
+def to_codabench(result: dict) -> dict:
+    """Codabench ``scores.json``: flat keys (match ``columns[].key`` in ``competition.yaml``), percent."""
+    return {k: v for k, v in _leaderboard(result).items() if v is not None}
+
+
+_EVALAI_NAMES = {"acc": "Acc", "iou": "IoU", "f2": "F2", "precision": "Precision", "f1": "F1", "miou": "mIoU",
+                 "pixel_accuracy": "Pixel accuracy"}
+
+
+def to_evalai(result: dict, *, split: str | None = None) -> dict:
+    """EvalAI's result dict ``{"result": [{split: {...}}], "submission_result": {...}}`` (percent)."""
+    name = split or result["split"] or "test"
+    flat = _leaderboard(result)
+    metrics = {_EVALAI_NAMES[k]: v for k, v in flat.items() if k in _EVALAI_NAMES and v is not None}
+    return {"result": [{name: metrics}], "submission_result": {name: metrics}}
+
+
+def evaluate(test_annotation_file, user_submission_file, phase_codename, **kwargs) -> dict:
+    """EvalAI's entry point: score ``user_submission_file`` against ``test_annotation_file``.
+
+    ``test_annotation_file`` is a release (or masks folder); ``phase_codename`` names the split
+    key in the result. Keyword arguments of :func:`score` (e.g. ``binary_255=True``) pass through;
+    EvalAI's own (``submission_metadata``) are ignored. Invalid submissions raise
+    :class:`InvalidSubmissionError`, whose message lists every problem.
+    """
+    allowed = {"split", "binary_255", "allow_missing", "limits", "workers"}
+    result = score(test_annotation_file, user_submission_file, **{k: v for k, v in kwargs.items() if k in allowed})
+    return to_evalai(result, split=phase_codename)

@@ -1,0 +1,519 @@
+"""Read a segmentation submission (a folder or a zip of ``<id>.png`` masks) safely.
+
+A submission is one single-channel PNG per ground-truth id, class indices 0 (background) and
+1 (gas), or 0/255 behind an explicit flag (formats.md §6.2). This module only *reads*: zip members
+are read into memory, never extracted, so nothing is written anywhere.
+
+Safety (a challenge host must survive any upload):
+
+* zip: absolute paths, ``..`` components (zip slip), drive letters, symlinks and encrypted members
+  are errors; the member count, the declared total uncompressed size, each member's size and each
+  large member's compression ratio are capped *before* anything is decompressed, and reads are
+  bounded by the declared size (CPython's zipfile stops there and checks the CRC);
+* folder: symlinks are errors (never followed); the walk stops at the member cap;
+* each PNG's signature and IHDR header (size, bit depth, colour type) are checked before decoding,
+  so a JPEG renamed ``.png``, a 16-bit or colour PNG, or a decompression bomb of the wrong size
+  never reaches the decoder.
+
+Files may sit at the root or inside exactly one top-level folder; ``__MACOSX/``, dotfiles,
+``Thumbs.db`` and ``desktop.ini`` are ignored. Every problem is collected, each naming its file, and
+reported once (:class:`InvalidSubmissionError`); extra files are warnings.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import struct
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from gasdb_tools.errors import SubmissionError
+from gasdb_tools.imaging import decode_image
+
+__all__ = [
+    "SubmissionLimits",
+    "Submission",
+    "InvalidSubmissionError",
+    "open_submission",
+    "decode_mask",
+    "png_header",
+    "PNG_SIGNATURE",
+]
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
+_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+_MAX_REPORTED = 40  # errors listed in the exception text (all are in .errors)
+
+
+@dataclass(frozen=True)
+class SubmissionLimits:
+    """Caps that keep a hostile upload from exhausting memory, disk or time.
+
+    Parameters
+    ----------
+    max_members : int or None
+        Most entries (files + folders) a zip or folder may hold; ``None`` = 10 × the number of
+        expected ids + 100 (at most ``hard_max_members``).
+    hard_max_members : int
+        Absolute cap on entries, whatever the number of ids.
+    max_total_bytes : int
+        Most uncompressed bytes in all (declared) members together (2 GiB).
+    max_member_bytes : int
+        Most bytes of one member or file (64 MiB; a 640×512 mask PNG is < 400 kB).
+    max_ratio : float
+        Most uncompressed/compressed ratio of a zip member larger than ``ratio_min_bytes``.
+    ratio_min_bytes : int
+        Members up to this size are not ratio-checked (small all-zero masks compress very well).
+    """
+
+    max_members: int | None = None
+    hard_max_members: int = 100_000
+    max_total_bytes: int = 2 << 30
+    max_member_bytes: int = 64 << 20
+    max_ratio: float = 200.0
+    ratio_min_bytes: int = 1 << 20
+
+    def member_cap(self, n_ids: int | None) -> int:
+        """The entry cap for a submission expected to hold ``n_ids`` masks."""
+        if self.max_members is not None:
+            return min(self.max_members, self.hard_max_members)
+        if n_ids is None:
+            return self.hard_max_members
+        return min(10 * n_ids + 100, self.hard_max_members)
+
+
+class InvalidSubmissionError(SubmissionError):
+    """A submission failed one or more checks; ``errors`` holds every problem, each naming its file.
+
+    Attributes
+    ----------
+    errors : list of SubmissionError
+        Every problem found, sorted by file name.
+    warnings : list of str
+        Non-fatal remarks (extra files, ignored junk).
+    report : dict
+        JSON-ready ``{"valid": false, "n_errors", "errors": [...], "warnings": [...]}``.
+    """
+
+    def __init__(self, errors, *, warnings=(), file=None):
+        self.errors = sorted(errors, key=lambda e: (e.file or "", e.message))
+        self.warnings = list(warnings)
+        lines = [f"  - {e}" for e in self.errors[:_MAX_REPORTED]]
+        if len(self.errors) > _MAX_REPORTED:
+            lines.append(f"  ... and {len(self.errors) - _MAX_REPORTED} more (see the JSON report)")
+        n = len(self.errors)
+        message = f"invalid submission: {n} problem{'s' if n != 1 else ''}:\n" + "\n".join(lines)
+        super().__init__(message, file=file)
+
+    @property
+    def report(self) -> dict:
+        return {"valid": False, "n_errors": len(self.errors), "errors": [e.to_dict() for e in self.errors],
+                "warnings": list(self.warnings)}
+
+
+def _err(message: str, file: str, fix: str | None = None) -> SubmissionError:
+    return SubmissionError(message, file=file, fix=fix)
+
+
+# --------------------------------------------------------------------------- PNG header and decoding
+
+def png_header(data: bytes) -> tuple[int, int, int, int]:
+    """Parse a PNG's signature and IHDR chunk without decoding.
+
+    Returns
+    -------
+    (height, width, bit_depth, colour_type)
+
+    Raises
+    ------
+    ValueError
+        When ``data`` is not a PNG (wrong signature, e.g. a JPEG renamed ``.png``) or its first
+        chunk is not a well-formed IHDR.
+    """
+    if data[:8] != PNG_SIGNATURE:
+        kind = "a JPEG" if data[:3] == b"\xff\xd8\xff" else "not a PNG"
+        raise ValueError(f"{kind} (no PNG signature)")
+    if len(data) < 33 or data[12:16] != b"IHDR" or struct.unpack(">I", data[8:12])[0] != 13:
+        raise ValueError("truncated or malformed PNG (no IHDR chunk)")
+    width, height, bit_depth, colour_type = struct.unpack(">IIBB", data[16:26])
+    return height, width, bit_depth, colour_type
+
+
+def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", binary_255: bool = False
+                ) -> np.ndarray:
+    """Check and decode one submitted mask PNG into a ``uint8`` array of 0/1.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's content.
+    shape : (int, int)
+        The ground truth's (height, width); the mask must match exactly (never resized).
+    name : str
+        Shown in error messages.
+    binary_255 : bool
+        Accept values {0, 255} (255 → 1) instead of {0, 1}.
+
+    Returns
+    -------
+    (H, W) ndarray of uint8
+        Class indices, 0 or 1.
+
+    Raises
+    ------
+    SubmissionError
+        Not a PNG (e.g. a JPEG renamed ``.png``), 16-bit, colour or alpha, wrong size, undecodable,
+        or values outside the allowed set; the message names ``name``.
+
+    Notes
+    -----
+    Accepted PNG modes are 8-bit grayscale (``L``), 1-bit grayscale (``1``: white = gas) and
+    palette (``P``: the *indices* are the classes, the palette colours are ignored).
+    """
+    try:
+        height, width, bit_depth, colour_type = png_header(data)
+    except ValueError as exc:
+        raise _err(f"unreadable mask: {exc}", name, "save the mask as a single-channel 8-bit PNG") from None
+    if colour_type not in (0, 3):
+        kind = _COLOUR_TYPES.get(colour_type, f"colour type {colour_type}")
+        raise _err(f"multi-channel mask ({kind} PNG); masks must be single-channel", name,
+                   "save one channel of class indices (mode L or P)")
+    if bit_depth == 16:
+        raise _err("16-bit PNG; masks must be 8-bit", name, "save the mask as 8-bit (uint8) class indices")
+    if (height, width) != tuple(shape):
+        raise _err(f"wrong size {width}x{height} (width x height); the ground truth is {shape[1]}x{shape[0]}",
+                   name, "predict at the ground truth's size; masks are never resized")
+    if colour_type == 0 and bit_depth not in (1, 8):
+        raise _err(f"{bit_depth}-bit grayscale PNG is not supported", name, "save as 8-bit grayscale (mode L)")
+    try:
+        if colour_type == 3 or bit_depth == 1:
+            mask = _decode_indices(data)
+        else:
+            mask = decode_image(data, mode="unchanged", name=name)
+    except Exception:  # noqa: BLE001 - any decoder failure is the file's problem
+        raise _err("unreadable mask: the PNG data is corrupt or truncated", name,
+                   "re-export the mask as PNG") from None
+    if mask.ndim != 2 or mask.dtype != np.uint8 or mask.shape != tuple(shape):
+        raise _err(f"decoded to {mask.dtype} {mask.shape}, expected uint8 {tuple(shape)}", name,
+                   "save a single-channel 8-bit PNG of class indices")
+    return _binarise(mask, name=name, binary_255=binary_255)
+
+
+def _decode_indices(data: bytes) -> np.ndarray:
+    """Palette (indices, not colours) and 1-bit PNGs via Pillow; OpenCV would expand both."""
+    from PIL import Image  # Pillow comes with matplotlib; only needed for P and 1-bit masks
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        if im.mode == "1":
+            return np.asarray(im, dtype=np.uint8)
+        if im.mode != "P":
+            raise ValueError(f"unexpected Pillow mode {im.mode}")
+        return np.asarray(im).astype(np.uint8, copy=False)
+
+
+def _binarise(mask: np.ndarray, *, name: str, binary_255: bool) -> np.ndarray:
+    top = int(mask.max())
+    if not binary_255:
+        if top <= 1:
+            return mask
+        allowed, fix = "{0, 1}", "write class indices 0/1 (for 0/255 masks pass --binary-255)"
+    else:
+        if top == 0:
+            return mask
+        if top == 255 and np.count_nonzero(mask) == np.count_nonzero(mask == 255):
+            return (mask >> 7).astype(np.uint8, copy=False)
+        allowed, fix = "{0, 255} (--binary-255)", "write 0 for background and 255 for gas (or drop --binary-255 for 0/1)"
+    counts = np.bincount(mask.ravel(), minlength=256)
+    ok = {0, 255} if binary_255 else {0, 1}
+    bad = [v for v in np.flatnonzero(counts).tolist() if v not in ok]
+    shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
+    raise _err(f"values {{{shown}}} outside {allowed}", name, fix)
+
+
+# --------------------------------------------------------------------------- the submission container
+
+@dataclass
+class Submission:
+    """An opened submission: which file holds each id, and a bounded reader.
+
+    Use :func:`open_submission`; close it (or use ``with``) to release a zip file.
+
+    Attributes
+    ----------
+    path : Path
+        The folder or zip given.
+    kind : {'folder', 'zip'}
+    files : dict
+        id → member name (zip) or path relative to ``path`` (folder), for the ids found.
+    errors : list of SubmissionError
+        Structural problems (unsafe members, duplicates, missing ids, oversize files).
+    warnings : list of str
+        Extra files, ignored junk.
+    missing : list of str
+        Expected ids without a file.
+    archive_sha256 : str or None
+        sha256 of the zip file itself.
+    """
+
+    path: Path
+    kind: str
+    files: dict = field(default_factory=dict)
+    errors: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    archive_sha256: str | None = None
+    missing: list = field(default_factory=list)
+    limits: SubmissionLimits = field(default_factory=SubmissionLimits)
+    _zip: zipfile.ZipFile | None = None
+    _members: dict = field(default_factory=dict)  # normalised member name -> ZipInfo
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def display_name(self, id_: str) -> str:
+        """How error messages name the file that holds ``id_``."""
+        return self.label(self.files[id_])
+
+    def label(self, rel: str) -> str:
+        """``<zip name>:<member>`` or ``<folder>/<file>``."""
+        return f"{self.path.name}:{rel}" if self.kind == "zip" else str(self.path / rel)
+
+    def read(self, id_: str) -> bytes:
+        """The bytes of ``id_``'s file, bounded by the size caps (thread-safe).
+
+        Raises
+        ------
+        SubmissionError
+            When the file cannot be read, is corrupt in the zip, or is larger than allowed.
+        """
+        name = self.display_name(id_)
+        cap = self.limits.max_member_bytes
+        try:
+            if self._zip is not None:
+                info = self._members[self.files[id_]]
+                with self._lock, self._zip.open(info) as fh:
+                    data = fh.read(min(info.file_size, cap) + 1)
+            else:
+                with open(self.path / self.files[id_], "rb") as fh:
+                    data = fh.read(cap + 1)
+        except (OSError, zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as exc:
+            raise _err(f"unreadable file ({exc})", name, "re-create the file or the zip") from None
+        if len(data) > cap:
+            raise _err(f"file larger than {cap} bytes", name, "submit plain mask PNGs")
+        return data
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _is_ignored(parts: tuple[str, ...]) -> bool:
+    return parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts) or parts[-1].lower() in _IGNORED_NAMES
+
+
+def _unsafe_reason(raw: str) -> str | None:
+    name = raw.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if any(p == ".." for p in name.split("/")):
+        return "path traversal ('..' component, zip slip)"
+    if "\x00" in name:
+        return "NUL byte in the name"
+    return None
+
+
+def open_submission(path, *, ids=None, limits: SubmissionLimits | None = None, allow_missing: bool = False
+                    ) -> Submission:
+    """Open a submission folder or zip and map ids to files, without reading any mask.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A folder of ``<id>.png`` or a ``.zip`` of them (at the root or in one top-level folder).
+    ids : iterable of str, optional
+        The expected ids (ground-truth stems); with them, missing ids become errors and
+        unexpected files warnings, and the member cap scales with their number.
+    limits : SubmissionLimits, optional
+    allow_missing : bool
+        Report missing ids as warnings instead of errors (a development mode; the scorer then
+        counts them as all background). They are listed in ``Submission.missing`` either way.
+
+    Returns
+    -------
+    Submission
+        With structural ``errors`` collected (not raised) so the caller can add per-file errors
+        and fail once.
+
+    Raises
+    ------
+    SubmissionError
+        Immediately, when ``path`` is neither a folder nor a readable zip, or a cap on the member
+        count or total size is exceeded (nothing is decompressed then).
+    """
+    path = Path(path)
+    limits = limits or SubmissionLimits()
+    expected = None if ids is None else set(ids)
+    cap = limits.member_cap(None if expected is None else len(expected))
+    if path.is_symlink():
+        raise _err("the submission is a symlink", str(path), "pass the real folder or zip")
+    if path.is_dir():
+        sub = Submission(path=path, kind="folder", limits=limits)
+        entries = _walk_folder(path, sub, cap)
+    elif path.is_file():
+        sub = Submission(path=path, kind="zip", limits=limits)
+        entries = _scan_zip(path, sub, cap)
+    else:
+        raise _err("submission not found", str(path), "pass a folder or a .zip of <id>.png masks")
+
+    _assign(entries, sub, expected, allow_missing=allow_missing)
+    return sub
+
+
+def _walk_folder(root: Path, sub: Submission, cap: int) -> list[tuple[str, int]]:
+    """(relative posix path, size) of every regular file; symlinks are errors."""
+    entries: list[tuple[str, int]] = []
+    count = 0
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                items = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise _err(f"cannot list folder ({exc.strerror})", str(folder)) from None
+        for entry in items:
+            count += 1
+            if count > cap:
+                raise _err(f"more than {cap} entries", str(sub.path),
+                           "submit only the <id>.png masks of the split")
+            rel = PurePosixPath(Path(entry.path).relative_to(root).as_posix())
+            if _is_ignored(rel.parts):
+                continue
+            if entry.is_symlink():
+                sub.errors.append(_err("symlink (not followed)", str(sub.path / rel),
+                                       "replace the link by the file itself"))
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                entries.append((rel.as_posix(), entry.stat(follow_symlinks=False).st_size))
+            else:
+                sub.errors.append(_err("not a regular file", str(sub.path / rel)))
+    return entries
+
+
+def _scan_zip(path: Path, sub: Submission, cap: int) -> list[tuple[str, int]]:
+    from gasdb_tools.fsutil import sha256_file
+
+    limits = sub.limits
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise _err(f"not a readable zip file ({exc})", str(path),
+                   "submit a .zip (or a folder) of <id>.png masks") from None
+    infos = zf.infolist()
+    if len(infos) > cap:
+        zf.close()
+        raise _err(f"zip has {len(infos)} members, more than the cap of {cap}", str(path),
+                   "submit only the <id>.png masks of the split")
+    total = sum(i.file_size for i in infos)
+    if total > limits.max_total_bytes:
+        zf.close()
+        raise _err(f"zip declares {total} uncompressed bytes, more than the cap of {limits.max_total_bytes} "
+                   "(zip bomb?)", str(path), "submit plain mask PNGs")
+    sub._zip = zf
+    sub.archive_sha256 = sha256_file(path)
+    entries = []
+    for info in infos:
+        raw = info.filename
+        where = f"{path.name}:{raw}"
+        reason = _unsafe_reason(raw)
+        if reason:
+            sub.errors.append(_err(f"unsafe member: {reason}", where, "zip the masks with relative paths only"))
+            continue
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            sub.errors.append(_err("unsafe member: symlink", where, "zip the files themselves, not links"))
+            continue
+        if info.is_dir():
+            continue
+        parts = PurePosixPath(raw.replace("\\", "/")).parts
+        if not parts or _is_ignored(parts):
+            continue
+        if info.flag_bits & 0x1:
+            sub.errors.append(_err("encrypted member", where, "zip without a password"))
+            continue
+        if info.file_size > limits.max_member_bytes:
+            sub.errors.append(_err(f"member of {info.file_size} bytes, more than the cap of "
+                                   f"{limits.max_member_bytes}", where, "submit plain mask PNGs"))
+            continue
+        if info.file_size > limits.ratio_min_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            sub.errors.append(_err(f"compression ratio {info.file_size / max(info.compress_size, 1):.0f}:1 "
+                                   f"above the cap of {limits.max_ratio:.0f}:1 (zip bomb?)", where,
+                                   "submit plain mask PNGs"))
+            continue
+        normalised = "/".join(parts)
+        entries.append((normalised, info.file_size))
+        sub._members.setdefault(normalised, info)
+    return entries
+
+
+def _assign(entries: list[tuple[str, int]], sub: Submission, expected: set | None, *, allow_missing: bool
+            ) -> None:
+    """Strip one common top-level folder, map stems to files, record duplicates/missing/extras."""
+    pngs = [e for e, _ in entries if e.lower().endswith(".png")]
+    tops = {e.split("/", 1)[0] for e in pngs}
+    prefix = ""
+    if len(tops) == 1 and all("/" in e for e in pngs):
+        prefix = next(iter(tops)) + "/"
+    found: dict[str, list[str]] = {}
+    extras: list[str] = []
+    for rel, _size in entries:
+        inner = rel[len(prefix):]
+        stem, dot, ext = inner.rpartition(".")
+        base_stem = stem.rsplit("/", 1)[-1]
+        if not dot or ext.lower() != "png":
+            extras.append(rel)
+            continue
+        if expected is not None and base_stem not in expected:
+            extras.append(rel)
+            continue
+        found.setdefault(base_stem, []).append(rel)
+    label = sub.label
+    for id_ in sorted(found):
+        rels = sorted(found[id_])
+        if len(rels) > 1:
+            sub.errors.append(_err(f"duplicate mask for id {id_!r}: {', '.join(rels)}", label(rels[0]),
+                                   "keep exactly one <id>.png per id"))
+            continue
+        rel = rels[0]
+        if "/" in rel[len(prefix):]:
+            sub.errors.append(_err("mask inside a nested folder; files must sit at the root or in one "
+                                   "top-level folder", label(rel), "move it up"))
+            continue
+        sub.files[id_] = rel
+    if expected is not None:
+        sub.missing = sorted(expected - set(found))
+        if allow_missing and sub.missing:
+            shown = ", ".join(sub.missing[:5]) + (", ..." if len(sub.missing) > 5 else "")
+            sub.warnings.append(f"{len(sub.missing)} missing mask(s) scored as all background "
+                                f"(--allow-missing): {shown}")
+        elif sub.missing:
+            for id_ in sub.missing:
+                sub.errors.append(_err(f"missing mask for id {id_!r}", label(f"{prefix}{id_}.png"),
+                                       "submit one <id>.png per id of the split"))
+    if extras:
+        shown = ", ".join(sorted(extras)[:5]) + (", ..." if len(extras) > 5 else "")
+        sub.warnings.append(f"{len(extras)} extra file{'s' if len(extras) != 1 else ''} ignored "
+                            f"(not <id>.png of an expected id): {shown}")
