@@ -156,6 +156,7 @@ class SynthRig:
         self._turbulence = 1.0 + 0.45 * _smooth_noise(np.random.default_rng(self._rng_seed),
                                                       (2 * h // _QUARTER, 2 * w // _QUARTER), scales=(16, 6, 2))
         self._puffs: _Puffs | None = None
+        self._wind_table = None
         self._drift = (rng.uniform(1.0, 2.5), rng.uniform(5.0, 9.0), rng.uniform(0, 2 * np.pi))
         self._person = (rng.uniform(0.2, 0.8), rng.uniform(0.5, 0.9) * h)  # phase, ground row
 
@@ -179,23 +180,24 @@ class SynthRig:
             cv2.rectangle(th, (x0, y0), (x1, y1), float(temp), -1)
 
         # buildings with windows along the horizon
-        x = int(rng.uniform(0, 40))
-        while x < W - 40:
-            bw, bh = int(rng.uniform(60, 150)), int(rng.uniform(50, 0.35 * h))
+        f = min(w / 640, h / 512)  # scene scale for small frames
+        x = int(rng.uniform(0, 40 * f))
+        while x < W - 40 * f:
+            bw, bh = int(rng.uniform(60, 150) * f), int(rng.uniform(0.1, 0.35) * h)
             shade = rng.uniform(90, 200)
             temp = rng.uniform(100, 170)
             box(x, horizon - bh, x + bw, horizon + 6, (shade, shade * 0.95, shade * 0.9), temp)
-            for wy in range(horizon - bh + 10, horizon - 10, 22):
-                for wx in range(x + 8, x + bw - 12, 20):
+            for wy in range(horizon - bh + int(10 * f), horizon - int(10 * f), max(int(22 * f), 4)):
+                for wx in range(x + int(8 * f), x + bw - int(12 * f), max(int(20 * f), 4)):
                     if rng.random() < 0.7:
                         lit = rng.random() < 0.3
-                        box(wx, wy, wx + 9, wy + 12, (230, 220, 150) if lit else (50, 60, 75),
+                        box(wx, wy, wx + max(int(9 * f), 1), wy + max(int(12 * f), 1), (230, 220, 150) if lit else (50, 60, 75),
                             temp + (25 if lit else -18))
-            x += bw + int(rng.uniform(5, 40))
+            x += bw + int(rng.uniform(5, 40) * f) + 1
         # storage tanks, pipes, poles, trees in the foreground
         for _ in range(int(rng.integers(2, 4))):
             cx, cy = int(rng.uniform(0.1, 0.9) * W), int(horizon + rng.uniform(0.15, 0.45) * (H - horizon))
-            rx, ry = int(rng.uniform(35, 70)), int(rng.uniform(45, 90))
+            rx, ry = int(rng.uniform(35, 70) * f), int(rng.uniform(45, 90) * f)
             grey = rng.uniform(170, 235)
             cv2.ellipse(rgb, (cx, cy), (rx, ry), 0, 0, 360, (grey, grey, grey), -1)
             cv2.ellipse(th, (cx, cy), (rx, ry), 0, 0, 360, float(rng.uniform(60, 100)), -1)
@@ -204,16 +206,17 @@ class SynthRig:
         for _ in range(int(rng.integers(3, 6))):
             y = int(horizon + rng.uniform(0.1, 0.9) * (H - horizon))
             x0, x1 = sorted(rng.uniform(0, W, 2).astype(int))
-            thick = int(rng.integers(6, 16))
+            thick = max(int(rng.integers(6, 16) * f), 2)
             cv2.line(rgb, (x0, y), (x1, y), (150, 40, 30), thick)
             cv2.line(th, (x0, y), (x1, y), float(rng.uniform(160, 210)), thick)
         for _ in range(int(rng.integers(4, 8))):
             x0 = int(rng.uniform(0, W))
-            cv2.line(rgb, (x0, horizon - int(rng.uniform(40, 120))), (x0, horizon + 30), (70, 70, 70), 5)
-            cv2.line(th, (x0, horizon - int(rng.uniform(40, 120))), (x0, horizon + 30), 95.0, 5)
+            top = horizon - int(rng.uniform(40, 120) * f)
+            cv2.line(rgb, (x0, top), (x0, horizon + int(30 * f)), (70, 70, 70), max(int(5 * f), 1))
+            cv2.line(th, (x0, top), (x0, horizon + int(30 * f)), 95.0, max(int(5 * f), 1))
         for _ in range(int(rng.integers(3, 7))):
-            cx, cy = int(rng.uniform(0, W)), int(horizon - rng.uniform(0, 40))
-            r = int(rng.uniform(20, 45))
+            cx, cy = int(rng.uniform(0, W)), int(horizon - rng.uniform(0, 40) * f)
+            r = int(rng.uniform(20, 45) * f)
             cv2.circle(rgb, (cx, cy), r, (40, 90, 35), -1)
             cv2.circle(th, (cx, cy), r, float(rng.uniform(85, 105)), -1)
         rgb += 8 * _smooth_noise(rng, (H, W), scales=(8, 2), weights=(1.0, 1.0))[..., None]
@@ -226,18 +229,22 @@ class SynthRig:
         """RGB (world) time at which the leak starts."""
         return self.leak_start_s + self.offset_s
 
-    def _displacement(self, t_world: np.ndarray) -> np.ndarray:
-        """Integral of the veering wind from 0 to t (px), shape (..., 2)."""
-        amp, period, phase = self._veer
+    def _displacement(self, t_world) -> np.ndarray:
+        """Integral of the veering wind from 0 to t (px), shape (..., 2); tabulated once per length."""
         t = np.asarray(t_world, np.float64)
-        # wind(t) = R(theta(t)) wind0, theta = amp * sin(2 pi t / P + phase); integrate numerically.
-        grid = np.arange(0, max(float(np.max(t)), 0) + 2 * self._dt, self._dt)
-        theta = amp * np.sin(2 * np.pi * grid / period + phase)
-        wx, wy = self._wind0
-        vx = wx * np.cos(theta) - wy * np.sin(theta)
-        vy = wx * np.sin(theta) + wy * np.cos(theta)
-        cx = np.concatenate([[0], np.cumsum(vx[:-1]) * self._dt])
-        cy = np.concatenate([[0], np.cumsum(vy[:-1]) * self._dt])
+        t_max = float(np.max(t)) if t.size else 0.0
+        if getattr(self, "_wind_table", None) is None or self._wind_table[0][-1] < t_max:
+            amp, period, phase = self._veer
+            grid = np.arange(0, max(t_max, 0) + 30.0, self._dt)
+            # wind(t) = R(theta(t)) wind0 with theta = amp * sin(2 pi t / P + phase), integrated numerically
+            theta = amp * np.sin(2 * np.pi * grid / period + phase)
+            wx, wy = self._wind0
+            vx = wx * np.cos(theta) - wy * np.sin(theta)
+            vy = wx * np.sin(theta) + wy * np.cos(theta)
+            cx = np.concatenate([[0], np.cumsum(vx[:-1]) * self._dt])
+            cy = np.concatenate([[0], np.cumsum(vy[:-1]) * self._dt])
+            self._wind_table = (grid, cx, cy)
+        grid, cx, cy = self._wind_table
         return np.stack([np.interp(t, grid, cx), np.interp(t, grid, cy)], axis=-1)
 
     def _puffs_until(self, t_world: float) -> _Puffs:
@@ -261,6 +268,8 @@ class SynthRig:
         puffs = self._puffs_until(t_world)
         alive = (puffs.birth <= t_world) & (puffs.birth > t_world - 9.0)
         birth, jitter, strength = puffs.birth[alive], puffs.jitter[alive], puffs.strength[alive]
+        if birth.size == 0:
+            return np.zeros((h, w), np.float32)
         age = t_world - birth
         pos = (np.array(self.source_xy) + self._displacement(np.full_like(birth, t_world))
                - self._displacement(birth) + jitter * np.sqrt(age)[:, None]) / _QUARTER

@@ -16,7 +16,9 @@ from gasdb_tools.workspace import SCENES, STAGES, Workspace
 @click.option("--name", help="Dataset name (default: the folder name).")
 @click.option("--rig", default="default", show_default=True, help="Name of the camera rig (calibration file name).")
 def init(path: Path, name: str | None, rig: str) -> None:
-    """Create an empty dataset workspace at PATH (a new or empty folder).
+    """Create an empty dataset workspace.
+
+    PATH must be a new or empty folder.
 
     \b
     Example:
@@ -38,9 +40,9 @@ def init(path: Path, name: str | None, rig: str) -> None:
 @json_option
 def add(workspace: Workspace, rgb: Path, thermal: Path, scene: str, recording_id: str | None, tags: tuple[str, ...],
         offset: float | None, as_json: bool) -> None:
-    """Register a recording (an RGB video and a thermal video of one take) in WORKSPACE.
+    """Register a recording (RGB + thermal video) in a workspace.
 
-    Both files are opened and their first frame decoded before anything is written; a missing
+    A recording is an RGB video and a thermal video of one take. Both files are opened and their first frame decoded before anything is written; a missing
     or unreadable file or a duplicate id leaves the index unchanged.
 
     \b
@@ -59,7 +61,9 @@ def add(workspace: Workspace, rgb: Path, thermal: Path, scene: str, recording_id
 @workspace_argument
 @json_option
 def status(workspace: Workspace, as_json: bool) -> None:
-    """Show, per recording, how many pairs each stage has done and what is left.
+    """Show what each stage has done per recording.
+
+    For every recording: how many pairs each stage has done, what is left, and any stage error.
 
     \b
     Example:
