@@ -65,6 +65,7 @@ __all__ = [
     "decode_mask",
     "shape_to_mask",
     "rasterize",
+    "rasterize_instances",
     "class_index",
     "canonical",
     "documents_equal",
@@ -723,17 +724,47 @@ def rasterize(doc: Mapping, class_names: Sequence[str] = DEFAULT_CLASS_NAMES, *,
     >>> int((rasterize(doc) == 1).sum())  # boundary inclusive: 51 x 31, not 50 x 30 as in COCO
     1581
     """
+    return rasterize_instances(doc, class_names, file=file, line_width=line_width, point_size=point_size)[0]
+
+
+def rasterize_instances(doc: Mapping, class_names: Sequence[str] = DEFAULT_CLASS_NAMES, *, file=None,
+                        line_width: int = _LINE_WIDTH, point_size: int = _POINT_SIZE
+                        ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, int | None]]]:
+    """Class and instance masks in one pass (LabelMe's ``shapes_to_label``).
+
+    An instance is a ``(label, group_id)`` pair; a shape with ``group_id`` null is its own
+    instance. Later shapes overwrite earlier ones in both masks, so instance pixels are disjoint
+    and agree with the class mask.
+
+    Returns
+    -------
+    cls : ndarray of uint8, shape (H, W)
+        As :func:`rasterize`.
+    ins : ndarray of int32, shape (H, W)
+        0 where no shape is, else ``k + 1`` for ``instances[k]``.
+    instances : list of (label, group_id)
+        In order of first appearance; ``group_id`` None for ungrouped shapes (each its own entry).
+    """
     doc = parse(doc, file=file)
     table = class_index(class_names)
     height, width = doc["imageHeight"], doc["imageWidth"]
-    out = np.zeros((height, width), dtype=np.uint8)
+    cls = np.zeros((height, width), dtype=np.uint8)
+    ins = np.zeros((height, width), dtype=np.int32)
+    instances: list[tuple[str, int | None]] = []
+    keys: dict[tuple, int] = {}
     for i, shape in enumerate(doc["shapes"]):
         label = shape["label"]
         if label not in table:
             raise FormatError(f"label {label!r} is not in the label list {list(class_names)}", file=file,
                               field=f"shapes[{i}].label", fix="fix the label, or add it to labels.txt")
-        out[shape_to_mask(shape, height, width, line_width=line_width, point_size=point_size)] = table[label]
-    return out
+        key = (label, shape["group_id"]) if shape["group_id"] is not None else (label, None, i)
+        if key not in keys:
+            keys[key] = len(instances) + 1
+            instances.append((label, shape["group_id"]))
+        mask = shape_to_mask(shape, height, width, line_width=line_width, point_size=point_size)
+        cls[mask] = table[label]
+        ins[mask] = keys[key]
+    return cls, ins, instances
 
 
 # ------------------------------------------------------------------------------------------
