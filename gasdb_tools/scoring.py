@@ -37,8 +37,8 @@ import numpy as np
 
 from gasdb_tools import __version__
 from gasdb_tools.errors import FormatError, SubmissionError
-from gasdb_tools.fsutil import sha256_bytes
-from gasdb_tools.imaging import decode_image
+from gasdb_tools.fsutil import atomic_write_bytes, sha256_bytes
+from gasdb_tools.imaging import decode_image, encode_png
 from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
 from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, open_submission)
 
@@ -55,6 +55,7 @@ __all__ = [
     "to_codabench",
     "to_evalai",
     "evaluate",
+    "write_example_submission",
 ]
 
 SCHEMA = "gasdb-score"
@@ -474,3 +475,51 @@ def evaluate(test_annotation_file, user_submission_file, phase_codename, **kwarg
     allowed = {"split", "binary_255", "allow_missing", "limits", "workers"}
     result = score(test_annotation_file, user_submission_file, **{k: v for k, v in kwargs.items() if k in allowed})
     return to_evalai(result, split=phase_codename)
+
+
+def write_example_submission(gt, out, *, split: str = "test", shift: int = 0, as_zip: bool = False) -> Path:
+    """Write a submission made from the ground truth itself: perfect, or degraded by a shift.
+
+    For demos, tests and benchmarks: each ground-truth mask (ignored pixels as background) is
+    rolled ``shift`` pixels to the right and down, so ``shift=0`` scores 100 % and a larger shift
+    lowers every gas metric.
+
+    Parameters
+    ----------
+    gt : str or os.PathLike
+        A release or masks folder (see :func:`load_ground_truth`).
+    out : str or os.PathLike
+        A folder to create (``<id>.png`` inside) or, with ``as_zip``, a ``.zip`` file.
+    split : str
+    shift : int
+        Pixels to move every mask by (``np.roll`` along both axes).
+    as_zip : bool
+        Write one zip (masks at its root) instead of a folder.
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    truth = load_ground_truth(gt, split=split)
+    out = Path(out)
+    files = {}
+    for id_ in truth.ids:
+        mask = decode_image(truth.label_path(id_).read_bytes(), name=str(truth.label_path(id_)))
+        mask = (mask == 1).astype(np.uint8)
+        if shift:
+            mask = np.roll(mask, (int(shift), int(shift)), axis=(0, 1))
+        files[f"{id_}.png"] = encode_png(mask, compression=1)
+    if as_zip:
+        import io
+        import zipfile
+
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+            for name in sorted(files):
+                zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), files[name])
+        atomic_write_bytes(out, buf.getvalue())
+    else:
+        for name, data in files.items():
+            atomic_write_bytes(out / name, data)
+    return out
