@@ -47,6 +47,7 @@ from gasdb_tools.imaging import decode_image, encode_png
 
 __all__ = [
     "LABELME_VERSION",
+    "MAX_SIDE",
     "SHAPE_TYPES",
     "IGNORE_LABEL",
     "BACKGROUND_LABEL",
@@ -97,9 +98,13 @@ IGNORE_INDEX = 255
 #: gasdb-tools' label list (also ``annotation/labels.txt``).
 DEFAULT_CLASS_NAMES = (IGNORE_LABEL, BACKGROUND_LABEL, "gas")
 
+#: Largest imageHeight / imageWidth accepted (PNG and LabelMe handle more, but no camera of ours does).
+MAX_SIDE = 1 << 16
+
 _TOP_KEYS = ("version", "flags", "shapes", "imagePath", "imageData", "imageHeight", "imageWidth")
 _SHAPE_KEYS = ("label", "points", "group_id", "description", "shape_type", "flags", "mask")
 _LINE_WIDTH = 10
+_COORD_LIMIT = 1 << 24
 _POINT_SIZE = 5
 
 
@@ -270,6 +275,9 @@ def _document_problems(doc, file) -> Iterator[FormatError]:
         if not _is_int(value) or value <= 0:
             yield FormatError(f"{key} must be a positive integer, got {value!r}", file=file, field=key,
                               fix="set it to the image's size in pixels (open and re-save in LabelMe)")
+        elif value > MAX_SIDE:
+            yield FormatError(f"{key} {value} is larger than any image we handle ({MAX_SIDE})", file=file,
+                              field=key, fix="set it to the image's size in pixels (open and re-save in LabelMe)")
 
 
 def parse(doc, *, file=None) -> dict:
@@ -645,7 +653,8 @@ def shape_to_mask(shape: Mapping, height: int, width: int, *, line_width: int = 
         return out
     image = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(image)
-    xy = [(float(x), float(y)) for x, y in points]
+    lim = float(_COORD_LIMIT)  # PIL takes C ints; far-off points are clipped (only far outside the image)
+    xy = [(min(max(float(x), -lim), lim), min(max(float(y), -lim), lim)) for x, y in points]
     if shape_type == "circle":
         (cx, cy), (px, py) = xy[:2]
         d = math.hypot(cx - px, cy - py)
