@@ -1,0 +1,173 @@
+"""``gasdb split``, ``gasdb release``, ``gasdb verify``."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from gasdb_tools.cli._common import emit_json, fail, json_option, workspace_argument
+from gasdb_tools.splits import METHODS, LeakySplitWarning, check_split, parse_ratios, split_workspace
+
+_SHOW = 10  # findings printed before "... and N more"
+
+
+@click.command()
+@workspace_argument
+@click.option("--strategy", type=click.Choice(METHODS), default="video", show_default=True,
+              help="video: whole recordings per split; scene-stratified: also balance scene x gas; "
+                   "random: single frames (the paper's protocol, LEAKS).")
+@click.option("--ratios", default="0.8,0.2", show_default=True,
+              help="train,test (or train,val,test) fractions summing to 1.")
+@click.option("--val", type=float, help="Validation fraction of the whole, taken out of train.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
+@click.option("--name", default="default", show_default=True, help="Split name: WS/splits/<name>.json.")
+@click.option("--check", is_flag=True,
+              help="Audit the split NAME instead of making one: recordings and (near-)identical frames across splits.")
+@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="--check: per-cell tolerance in units of the frame's robust contrast.")
+@click.option("--max-changed", type=click.FloatRange(0, 1, max_open=True), default=0.01, show_default=True,
+              help="--check: fraction of thumbnail cells that may differ for frames to count as near-identical.")
+@click.option("-f", "--force", is_flag=True, help="Replace an existing, different split file of that name.")
+@json_option
+def split(workspace, strategy, ratios, val, seed, name, check, tol, max_changed, force, as_json):
+    """Make leak-free train/val/test splits (by recording), or audit one with --check.
+
+    Labelled, non-blacklisted pairs are split; whole recordings go to one split, so no
+    recording spans two. Writes WS/splits/NAME.json (same inputs and seed: same bytes).
+    --check exits 1 when a recording or a (near-)identical frame appears in two splits.
+
+    \b
+    Example:
+      gasdb split my-dataset --strategy video --ratios 0.8,0.2 --val 0.1 --seed 0
+      gasdb split my-dataset --check
+    """
+    if check:
+        report = check_split(workspace, name, tol=tol, outlier_fraction=max_changed)
+        if as_json:
+            emit_json(report.to_dict())
+        else:
+            _print_check(report)
+        if not report.ok:
+            fail()
+        return
+    try:
+        ratio = parse_ratios(ratios, val=val)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ratios/--val") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LeakySplitWarning)
+        try:
+            path, result = split_workspace(workspace, method=strategy, ratios=ratio, seed=seed, name=name, force=force)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    for w in caught:
+        if issubclass(w.category, LeakySplitWarning):
+            click.secho(f"WARNING: THIS SPLIT LEAKS. {w.message}", fg="red", bold=True, err=True)
+    if as_json:
+        emit_json({"path": str(path), **result.to_dict(name=name)})
+        return
+    click.echo(f"wrote {path} ({strategy}, seed {seed})")
+    for s, ids in result.pairs.items():
+        info = result.summary[s]
+        click.echo(f"  {s:<5} {info['n_pairs']:>6} pairs  {info['n_groups']:>4} recordings  "
+                   f"{info['positive_pairs']:>6} with gas")
+    if result.leaks:
+        seen = Counter(g for gs in result.groups.values() for g in gs)
+        shared = sorted(g for g, n in seen.items() if n > 1)
+        click.secho(f"WARNING: {len(shared)} recordings in more than one split (e.g. {', '.join(shared[:3])}); "
+                    "use --strategy video for a leak-free split.", fg="red", bold=True, err=True)
+
+
+def _print_check(report) -> None:
+    click.echo(f"split {report.split} ({report.method}): {report.pairs} pairs")
+    if report.missing:
+        click.echo(f"  {len(report.missing)} pair(s) of the split are no longer in the workspace, e.g. "
+                   f"{', '.join(report.missing[:3])}")
+    for rec, splits in list(report.shared_groups.items())[:_SHOW]:
+        click.echo(f"  recording {rec} is in {', '.join(splits)}")
+    if len(report.shared_groups) > _SHOW:
+        click.echo(f"  ... and {len(report.shared_groups) - _SHOW} more recordings")
+    for kind, items in (("identical", report.identical), ("near-identical", report.near_identical)):
+        for d in items[:_SHOW]:
+            click.echo(f"  {kind}: {d['a']} ({d['split_a']}) ~ {d['b']} ({d['split_b']})")
+        if len(items) > _SHOW:
+            click.echo(f"  ... and {len(items) - _SHOW} more {kind} pairs")
+    click.echo(f"{len(report.shared_groups)} shared recordings, {len(report.identical)} identical and "
+               f"{len(report.near_identical)} near-identical frame pairs across splits: "
+               f"{'ok' if report.ok else 'LEAKS'}")
+
+
+@click.command()
+@workspace_argument
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--version", "version", required=True, help="Semantic version of the release, e.g. 1.0.0.")
+@click.option("--parent-version", help="Version this release derives from.")
+@click.option("--license", "license_", default="CC-BY-4.0", show_default=True, help="SPDX licence id of the data.")
+@click.option("--split", "split_name", default="default", show_default=True, help="Split file WS/splits/<name>.json.")
+@click.option("-f", "--force", is_flag=True, help="Replace OUT when it is a previous gasdb release.")
+@json_option
+def release(workspace, out, version, parent_version, license_, split_name, force, as_json):
+    """Build a versioned, verifiable release folder OUT from WORKSPACE.
+
+    OUT gets gasdb.h5 (HDF5 pack), gasdb/ (Gas-DB/RT-CAN layout), coco/, index.csv,
+    DATASHEET.md, figures/, index.html, manifest.json and SHA256SUMS. The workspace is only
+    read; the folder appears only when complete (built as OUT.partial-XXXX, then renamed).
+
+    \b
+    Example:
+      gasdb split my-dataset --seed 0
+      gasdb release my-dataset releases/gasdb-1.0.0 --version 1.0.0 --license CC-BY-4.0
+    """
+    from gasdb_tools.fsutil import read_json
+    from gasdb_tools.release import build_release
+
+    try:
+        path = build_release(workspace, out, version=version, parent_version=parent_version, license=license_,
+                             split=split_name, force=force)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    manifest = read_json(path / "manifest.json")
+    if as_json:
+        emit_json({"path": str(path), "version": manifest["version"], "counts": manifest["counts"],
+                   "leakage_audit": {k: v for k, v in manifest["leakage_audit"].items() if k != "examples"},
+                   "files": len(manifest["files"])})
+        return
+    click.echo(f"release {manifest['version']} written to {path} ({len(manifest['files'])} files)")
+    for s, c in manifest["counts"]["splits"].items():
+        click.echo(f"  {s:<5} {c['pairs']:>6} pairs  {c['recordings']:>4} recordings  {c['positive_pairs']:>6} with gas")
+    audit = manifest["leakage_audit"]
+    if audit["shared_recordings"] or audit["identical_across_splits"] or audit["near_identical_across_splits"]:
+        click.secho(f"WARNING: {len(audit['shared_recordings'])} recordings, {audit['identical_across_splits']} "
+                    f"identical and {audit['near_identical_across_splits']} near-identical frame pairs are shared "
+                    "between splits (see DATASHEET.md)", fg="red", bold=True, err=True)
+
+
+@click.command()
+@click.argument("release_dir", metavar="RELEASE", type=click.Path(file_okay=False, path_type=Path))
+@json_option
+def verify(release_dir, as_json):
+    """Check a release against its manifest and SHA256SUMS; exit 1 naming each bad file.
+
+    Recomputes every sha256 and count; reports corrupted, missing and extra files.
+
+    \b
+    Example:
+      gasdb verify releases/gasdb-1.0.0
+    """
+    from gasdb_tools.release import verify_release
+
+    report = verify_release(release_dir)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        for p in report.to_dict()["problems"]:
+            click.echo(f"{p['kind']}: {p['file']} ({p['detail']})")
+        if report.ok:
+            click.echo(f"ok: release {report.version} in {release_dir}: {report.files_checked} files verified")
+        else:
+            click.echo(f"FAILED: {len(report.problems)} problem(s) in {release_dir}", err=True)
+    if not report.ok:
+        fail()

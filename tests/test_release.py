@@ -1,0 +1,324 @@
+"""Releases: HDF5 round trip, layout, manifest/SHA256SUMS, verify failures, atomic build, the HTML page."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from _release_ws import build_workspace, tree_state
+from gasdb_tools import export
+from gasdb_tools.cli import main
+from gasdb_tools.errors import WorkspaceError
+from gasdb_tools.imaging import read_image
+from gasdb_tools.release import INDEX_COLUMNS, build_release, plan_release, verify_release
+from gasdb_tools.splits import split_workspace
+
+CREATED = "2024-01-01T00:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("release")
+    ws = build_workspace(root / "ws", recordings=5, pairs_per=3, gas=[True, True, False, True, True],
+                         blacklist={(0, 2): "water spray, not gas"}, unlabelled=[(1, 1)])
+    split_workspace(ws, method="video", ratios="0.6,0.4", seed=0)
+    before = tree_state(ws.root)
+    out = build_release(ws, root / "rel", version="1.0.0", created=CREATED)
+    return ws, out, before
+
+
+def _copy(out, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(out, dst)
+    return dst
+
+
+def _problems(report):
+    return {(p["file"], p["kind"]) for p in report.problems}
+
+
+# -- contents ---------------------------------------------------------------------------------------
+def test_building_never_modifies_the_workspace(built):
+    ws, _, before = built
+    assert tree_state(ws.root) == before
+
+
+def test_hdf5_round_trip_is_bit_exact(built):
+    ws, out, _ = built
+    plan = plan_release(ws)
+    with h5py.File(out / "gasdb.h5", "r") as f:
+        assert f.attrs["format"] == "gasdb-h5" and f.attrs["dataset_version"] == "1.0.0"
+        calibration = json.loads((ws.root / "calibration" / "default.json").read_text())
+        assert json.loads(f.attrs["calibration"]) == {"default": calibration}
+        n = len(plan.ids)
+        for key, dtype in (("rgb", np.uint8), ("thermal", np.uint16), ("mask", np.uint8), ("valid", np.uint8)):
+            d = f[key]
+            assert d.shape[0] == n and d.dtype == dtype
+            assert d.chunks == (1, *d.shape[1:])  # one chunk per frame
+            assert d.compression == "gzip" and d.shuffle
+        assert f["meta/pair_id"].asstr()[:].tolist() == plan.ids
+        for k, pid in enumerate(plan.ids):
+            row = plan.pairs[pid]
+            np.testing.assert_array_equal(f["rgb"][k], read_image(ws.path(row["rgb"])))
+            np.testing.assert_array_equal(f["thermal"][k], read_image(ws.path(row["aligned"])))
+            np.testing.assert_array_equal(f["valid"][k], read_image(ws.path(row["valid"])))
+            np.testing.assert_array_equal(f["mask"][k], export.pair_mask(ws, row))
+            assert f["meta/t_rgb"][k] == float(row["t_rgb"])
+            assert f["meta/recording"].asstr()[k] == row["recording"]
+        assert set(np.unique(f["mask"][:])) == {0, 1, 255}
+        assert f["thermal"][:].max() > 255  # 16-bit thermal kept, not squeezed to 8 bits
+        for s, ids in plan.splits.items():
+            assert [plan.ids[i] for i in f["splits"][s][:]] == ids
+
+
+def test_index_csv_and_gasdb_layout_agree(built):
+    ws, out, _ = built
+    with open(out / "index.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == INDEX_COLUMNS
+        rows = list(reader)
+    plan = plan_release(ws)
+    assert [r["pair_id"] for r in rows] == plan.ids
+    test_names = (out / "gasdb" / "test.txt").read_text().split()
+    assert test_names == sorted(r["name"] for r in rows if r["split"] == "test")
+    with h5py.File(out / "gasdb.h5", "r") as f:
+        for r in rows:
+            k = plan.ids.index(r["pair_id"])
+            label = read_image(out / "gasdb" / "labels" / f"{r['name']}.png")
+            mask = f["mask"][k]
+            np.testing.assert_array_equal(label, np.where(mask == 255, 0, mask))  # loader wants 0/1
+            assert r["scene"] == f["meta/scene"].asstr()[k]
+    blacklist = (out / "gasdb" / "blacklist.txt").read_text().split()
+    assert len(blacklist) == 1 and blacklist[0] not in {r["name"] for r in rows}
+    excl = (out / "exclusions.csv").read_text()
+    assert "water spray, not gas" in excl and "unlabelled" in excl
+    coco = json.loads((out / "coco" / "annotations.json").read_text())
+    assert sorted(im["pair_id"] for im in coco["images"]) == plan.ids
+
+
+def test_manifest_and_sha256sums(built):
+    ws, out, _ = built
+    manifest = json.loads((out / "manifest.json").read_text())
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {f["path"] for f in manifest["files"]} == files - {"manifest.json", "SHA256SUMS"}
+    assert manifest["version"] == "1.0.0" and manifest["parent_version"] is None
+    assert manifest["created"] == CREATED and manifest["license"] == "CC-BY-4.0"
+    assert manifest["split"]["method"] == "video" and manifest["split"]["leaks_across_splits"] is False
+    counts = manifest["counts"]
+    assert counts["total"]["pairs"] == 13 == sum(c["pairs"] for c in counts["splits"].values())
+    assert counts["total"]["recordings"] == 5
+    assert manifest["annotation"]["review"] == {"approved": 5, "edited": 4, "pending": 4}
+    assert manifest["leakage_audit"]["shared_recordings"] == []
+    assert [e["reason"] for e in manifest["exclusions"]] == ["blacklisted: water spray, not gas", "unlabelled"]
+    assert "default" in manifest["calibration"]
+    if shutil.which("sha256sum"):
+        res = subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+    text = (out / "DATASHEET.md").read_text()
+    for section in ("Motivation", "Composition", "Collection process", "Preprocessing", "Uses", "Distribution",
+                    "Maintenance", "Known limits", "Splits"):
+        assert f"## {section}" in text
+    assert "water spray, not gas" in text and "| total | 13 | 5 |" in text
+
+
+def test_rebuild_from_same_inputs_is_byte_identical(built, tmp_path):
+    ws, out, _ = built
+    again = build_release(ws, tmp_path / "again", version="1.0.0", created=CREATED)
+    assert (again / "SHA256SUMS").read_bytes() == (out / "SHA256SUMS").read_bytes()
+
+
+# -- verify -----------------------------------------------------------------------------------------
+def test_verify_passes_on_fresh_release(built):
+    report = verify_release(built[1])
+    assert report.ok, report.problems
+    assert report.version == "1.0.0" and report.files_checked > 20
+
+
+def test_verify_names_a_flipped_byte_in_the_hdf5(built, tmp_path):
+    rel = _copy(built[1], tmp_path)
+    data = bytearray((rel / "gasdb.h5").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (rel / "gasdb.h5").write_bytes(bytes(data))
+    report = verify_release(rel)
+    assert _problems(report) == {("gasdb.h5", "corrupted")}
+    res = CliRunner().invoke(main, ["verify", str(rel)])
+    assert res.exit_code == 1 and "corrupted: gasdb.h5" in res.output
+
+
+def test_verify_names_a_deleted_label_and_a_stray_file(built, tmp_path):
+    rel = _copy(built[1], tmp_path)
+    label = sorted((rel / "gasdb" / "labels").glob("*.png"))[0]
+    label.unlink()
+    (rel / "notes.txt").write_text("stray\n")
+    (rel / "figures" / "extra").mkdir()
+    report = verify_release(rel)
+    name = label.relative_to(rel).as_posix()
+    assert _problems(report) == {(name, "missing"), ("notes.txt", "extra"), ("figures/extra/", "extra")}
+    res = CliRunner().invoke(main, ["verify", str(rel), "--json"])
+    assert res.exit_code == 1
+    doc = json.loads(res.stdout)
+    assert doc["ok"] is False and {p["file"] for p in doc["problems"]} == {name, "notes.txt", "figures/extra/"}
+
+
+def test_verify_recounts_even_when_hashes_are_rewritten(built, tmp_path):
+    from gasdb_tools.fsutil import sha256_file, write_json
+
+    rel = _copy(built[1], tmp_path)
+    lines = (rel / "index.csv").read_text().splitlines(keepends=True)
+    (rel / "index.csv").write_text("".join(lines[:-1]))  # drop a row, then "fix" the hashes
+    manifest = json.loads((rel / "manifest.json").read_text())
+    for f in manifest["files"]:
+        if f["path"] == "index.csv":
+            f["sha256"], f["bytes"] = sha256_file(rel / "index.csv"), (rel / "index.csv").stat().st_size
+    write_json(rel / "manifest.json", manifest)
+    sums = {ln.split("  ")[1]: ln.split("  ")[0] for ln in (rel / "SHA256SUMS").read_text().splitlines()}
+    sums["index.csv"], sums["manifest.json"] = sha256_file(rel / "index.csv"), sha256_file(rel / "manifest.json")
+    (rel / "SHA256SUMS").write_text("".join(f"{h}  {p}\n" for p, h in sorted(sums.items())))
+    report = verify_release(rel)
+    assert {(f, k) for f, k in _problems(report)} == {("index.csv", "count")}
+
+
+def test_verify_damaged_manifest_and_sums(built, tmp_path):
+    rel = _copy(built[1], tmp_path)
+    with open(rel / "manifest.json", "a") as fh:
+        fh.write(" ")
+    assert ("manifest.json", "corrupted") in _problems(verify_release(rel))
+    (rel / "SHA256SUMS").unlink()
+    assert ("SHA256SUMS", "missing") in _problems(verify_release(rel))
+    assert _problems(verify_release(tmp_path / "nowhere")) == {(str(tmp_path / "nowhere"), "missing")}
+
+
+# -- building safely --------------------------------------------------------------------------------
+def test_interrupted_build_leaves_nothing_that_looks_complete(built, tmp_path, monkeypatch):
+    ws = built[0]
+    seen = {}
+
+    def boom(*args, **kwargs):
+        partial = [p for p in tmp_path.iterdir() if p.name.startswith("out.partial-")]
+        seen["partial"] = partial
+        seen["verify"] = verify_release(partial[0]).ok
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_coco", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_release(ws, tmp_path / "out", version="1.0.0")
+    assert len(seen["partial"]) == 1 and seen["verify"] is False  # mid-build: no manifest, fails verify
+    assert list(tmp_path.iterdir()) == []  # the partial folder is removed, no OUT appears
+
+
+def test_existing_out_needs_force_and_must_be_a_release(built, tmp_path):
+    ws, out, _ = built
+    target = tmp_path / "rel"
+    shutil.copytree(out, target)
+    with pytest.raises(WorkspaceError, match="already exists"):
+        build_release(ws, target, version="1.0.1")
+    new = build_release(ws, target, version="1.0.1", parent_version="1.0.0", force=True)
+    assert json.loads((new / "manifest.json").read_text())["version"] == "1.0.1"
+    assert verify_release(new).ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rel"]
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "thesis.tex").write_text("x")
+    with pytest.raises(WorkspaceError, match="not a gasdb release"):
+        build_release(ws, other, version="1.0.0", force=True)
+    with pytest.raises(WorkspaceError, match="inside the workspace"):
+        build_release(ws, ws.root / "releases" / "x", version="1.0.0")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"version": "1.0"}, "semantic version"),
+    ({"version": "v1.0.0"}, "semantic version"),
+    ({"version": "1.0.0", "parent_version": "1.0.0"}, "lower than"),
+    ({"version": "1.0.0", "license": "CC BY 4.0!"}, "SPDX"),
+    ({"version": "1.0.0", "compression": 12}, "gzip level"),
+])
+def test_bad_arguments(built, tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_release(built[0], tmp_path / "x", **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
+def test_stale_split_and_missing_split_are_refused(tmp_path):
+    ws = build_workspace(tmp_path / "ws", recordings=3, pairs_per=2, size=(64, 64))
+    with pytest.raises(WorkspaceError, match="no split named"):
+        build_release(ws, tmp_path / "r", version="1.0.0")
+    split_workspace(ws, seed=0)
+    victim = ws.pairs()[0]["pair_id"]
+    ws.set_blacklist({victim: "too weak"})
+    with pytest.raises(WorkspaceError, match="stale") as err:
+        build_release(ws, tmp_path / "r", version="1.0.0")
+    assert "too weak" in str(err.value) and "gasdb split" in str(err.value)
+    assert list(tmp_path.iterdir()) == [tmp_path / "ws"]
+
+
+# -- the page ----------------------------------------------------------------------------------------
+def test_html_references_every_figure(built):
+    out = built[1]
+    page = (out / "index.html").read_text()
+    figures = sorted(p.relative_to(out).as_posix() for p in (out / "figures").glob("*.png"))
+    scenes = {r["scene"] for r in csv.DictReader(open(out / "index.csv", newline=""))}
+    assert {f"figures/samples_{s}.png" for s in scenes} | {"figures/gas_coverage.png",
+                                                          "figures/split_balance.png"} == set(figures)
+    for fig in figures:
+        assert f'<img src="{fig}"' in page
+        img = read_image(out / fig)
+        assert img.shape[0] > 200 and img.std() > 10  # a drawn figure, not a blank canvas
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _screenshot(browser, page, png):
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1200,2400", f"--screenshot={png}", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    return read_image(png, mode="rgb")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="needs headless Chromium (apt-get install chromium)")
+def test_page_renders_in_headless_chromium_with_its_figures(built, tmp_path):
+    browser = _chromium()
+    shot = _screenshot(browser, built[1] / "index.html", tmp_path / "page.png")
+    assert shot.std() > 10  # not a blank page
+    broken = _copy(built[1], tmp_path)
+    shutil.rmtree(broken / "figures")
+    without = _screenshot(browser, broken / "index.html", tmp_path / "broken.png")
+    differs = np.abs(shot.astype(int) - without.astype(int)).max(axis=2) > 30
+    assert differs.mean() > 0.05  # the figures' pixels are there only when the images load
+    red = (shot[..., 0] > 200) & (shot[..., 1] < 120) & (shot[..., 2] < 120)  # gas overlay / test bars
+    assert red.sum() > 500
+
+
+# -- CLI -----------------------------------------------------------------------------------------------
+def test_cli_release_then_verify(built, tmp_path):
+    ws = built[0]
+    runner = CliRunner()
+    res = runner.invoke(main, ["release", str(ws.root), str(tmp_path / "r"), "--version", "2.0.0", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["version"] == "2.0.0" and doc["counts"]["total"]["pairs"] == 13
+    res = runner.invoke(main, ["release", str(ws.root), str(tmp_path / "r"), "--version", "2.0.1"])
+    assert res.exit_code == 1 and "already exists" in res.output
+    res = runner.invoke(main, ["release", str(ws.root), str(tmp_path / "q"), "--version", "two"])
+    assert res.exit_code == 2 and "semantic version" in res.output
+    res = runner.invoke(main, ["verify", str(tmp_path / "r")])
+    assert res.exit_code == 0 and "ok: release 2.0.0" in res.output
+
+
+def test_cli_help_has_examples():
+    for cmd in ("split", "release", "verify"):
+        res = CliRunner().invoke(main, [cmd, "--help"])
+        assert res.exit_code == 0 and "Example" in res.output
