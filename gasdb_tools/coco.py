@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -87,7 +88,9 @@ def _as_rle(rle: Mapping) -> dict:
 
 def decode_rle(rle: Mapping) -> np.ndarray:
     """Decode a (compressed or uncompressed) RLE dict to a boolean (H, W) mask (C order)."""
-    return np.ascontiguousarray(mask_utils.decode(_as_rle(rle))).astype(bool)
+    with warnings.catch_warnings():  # pycocotools 2.0.x trips numpy 2's copy-keyword deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return np.ascontiguousarray(mask_utils.decode(_as_rle(rle))).astype(bool)
 
 
 def rle_area(rle: Mapping) -> int:

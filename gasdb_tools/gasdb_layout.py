@@ -54,7 +54,7 @@ __all__ = [
 NAME_DIGITS = 5
 #: Split list files the official loader knows (only train and test are used by RT-CAN).
 SPLIT_FILES = ("train", "val", "test", "test_day", "test_night", "val_test", "most_wanted")
-_NAME_RE = re.compile(r"^\d{5}$")
+_NAME_RE = re.compile(r"\d{5}")
 
 
 class BlacklistNewlineWarning(UserWarning):
@@ -74,7 +74,7 @@ def format_name(index: int) -> str:
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a 5-digit Gas-DB name, else raise ``ValueError``."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError(f"a Gas-DB name is 5 digits such as '00665', got {name!r}")
     return name
 
