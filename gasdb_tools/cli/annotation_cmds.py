@@ -175,8 +175,9 @@ def export(workspace: Workspace, out: Path, fmt: str, pairs: tuple[str, ...], la
         result = {"format": fmt, **info}
         counts = ", ".join(f"{k} {v}" for k, v in info["splits"].items())
         summary = f"wrote {info['samples']} samples to {out} ({counts}, blacklisted {len(info['blacklisted'])})"
-        for w in info["warnings"]:
-            click.echo(f"warning: {w}", err=True)
+        if not as_json:  # --json carries them in "warnings"
+            for w in info["warnings"]:
+                click.echo(f"warning: {w}", err=True)
     if as_json:
         emit_json(result)
     else:
