@@ -185,14 +185,18 @@ def _shape_problems(shape: Mapping, i: int, height: int, width: int, file) -> li
     degenerate = None
     if st in ("polygon", "oriented_rectangle"):
         distinct = len(np.unique(pts, axis=0))
+        centred = pts - pts.mean(axis=0)
+        sv = np.linalg.svd(centred, compute_uv=False) if distinct >= 3 else np.zeros(2)
         if distinct < 3:
             degenerate = f"{st} has only {distinct} distinct point(s)"
-        elif polygon_area(pts) < 0.5:
-            degenerate = f"{st} encloses no area ({polygon_area(pts):.2g} px²; points are collinear)"
+        elif sv[1] <= 1e-9 * max(1.0, sv[0]):
+            degenerate = f"{st} encloses no area (its points are collinear)"
         elif polygon_self_intersects(pts):
             out.append(Problem("self-intersection", f"{st} edges cross each other", file=file,
                                field=f"{where}.points", fix="redraw the outline without crossing edges (split it "
                                                             "into two shapes with the same group_id)"))
+        elif polygon_area(pts) < 0.5:
+            degenerate = f"{st} encloses almost no area ({polygon_area(pts):.2g} px²)"
     elif st == "rectangle":
         if pts[0, 0] == pts[1, 0] or pts[0, 1] == pts[1, 1]:
             degenerate = "rectangle has zero width or height"
