@@ -49,6 +49,7 @@ __all__ = [
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
 _COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+_MAX_CD_ENTRY_BYTES = 1100  # generous central-directory bytes per member (46 + name + extras)
 _MAX_REPORTED = 40  # errors listed in the exception text (all are in .errors)
 
 
@@ -417,6 +418,17 @@ def _scan_zip(path: Path, sub: Submission, cap: int) -> list[tuple[str, int]]:
     from gasdb_tools.fsutil import sha256_file
 
     limits = sub.limits
+    size = path.stat().st_size
+    if size > limits.max_total_bytes:
+        raise _err(f"zip file of {size} bytes, more than the cap of {limits.max_total_bytes}", str(path),
+                   "submit only the <id>.png masks of the split")
+    counts = _central_directory(path, size)
+    if counts is not None:  # checked before zipfile parses (and allocates) the whole directory
+        entries, cd_size = counts
+        if entries > cap or cd_size > cap * _MAX_CD_ENTRY_BYTES + 65536:
+            raise _err(f"zip has {entries} members, more than the cap of {cap}" if entries > cap else
+                       f"zip central directory of {cd_size} bytes is too large for {cap} members", str(path),
+                       "submit only the <id>.png masks of the split")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -467,6 +479,24 @@ def _scan_zip(path: Path, sub: Submission, cap: int) -> list[tuple[str, int]]:
         entries.append((normalised, info.file_size))
         sub._members.setdefault(normalised, info)
     return entries
+
+
+def _central_directory(path: Path, size: int) -> tuple[int, int] | None:
+    """(entry count, central-directory bytes) from the end records, or None if there are none."""
+    with open(path, "rb") as fh:
+        tail_len = min(size, 22 + 65535)
+        fh.seek(size - tail_len)
+        tail = fh.read(tail_len)
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            return None
+        entries, cd_size = struct.unpack("<HL", tail[at + 10:at + 16])
+        if (entries == 0xFFFF or cd_size == 0xFFFFFFFF) and at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07":
+            fh.seek(struct.unpack("<Q", tail[at - 12:at - 4])[0])
+            record = fh.read(56)
+            if record[:4] == b"PK\x06\x06" and len(record) == 56:
+                entries, cd_size = struct.unpack("<QQ", record[32:48])
+    return entries, cd_size
 
 
 def _assign(entries: list[tuple[str, int]], sub: Submission, expected: set | None, *, allow_missing: bool

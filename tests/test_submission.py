@@ -299,6 +299,13 @@ def test_ten_thousand_members_are_rejected_from_the_directory(release, sandbox):
     with pytest.raises(SubmissionError, match=r"zip has 10000 members, more than the cap of 130"):
         score(release, path)
     assert _tree(sandbox) == before
+    # An end record lying about the count does not help: the directory's size gives it away.
+    data = bytearray(path.read_bytes())
+    at = data.rindex(b"PK\x05\x06")
+    data[at + 8:at + 12] = struct.pack("<HH", 3, 3)
+    path.write_bytes(bytes(data))
+    with pytest.raises(SubmissionError, match=r"central directory of \d+ bytes is too large for 130 members"):
+        score(release, path)
     # The hard cap applies however many ids there are.
     with pytest.raises(SubmissionError, match="more than the cap of 5000"):
         open_submission(path, ids=[str(i) for i in range(2000)], limits=SubmissionLimits(hard_max_members=5000))
