@@ -125,7 +125,8 @@ def main() -> int:
     print(f"{'method':<{width}}  {'best s':>8}  {'median s':>8}  {'CPU s':>8}")
     for k, (b, m, c) in rows.items():
         print(f"{k:<{width}}  {b:8.3f}  {m:8.3f}  {c:8.3f}")
-    print(f"speed-up over the baseline: {ratio:.1f}x wall, {cpu_ratio:.1f}x CPU; target < 3 s: {'met' if best < 3 else 'NOT met'} ({best:.2f} s)")
+    print(f"speed-up over the baseline: {ratio:.1f}x wall, {cpu_ratio:.1f}x CPU; "
+          f"target < 3 s: {'met' if best < 3 else 'NOT met'} ({best:.2f} s)")
     print(f"gas IoU of the degraded submission: {result['percent']['gas']['iou']} %")
 
     write_json(ROOT / "benchmarks" / "results" / "score.json", {

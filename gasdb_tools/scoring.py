@@ -56,6 +56,7 @@ __all__ = [
     "to_evalai",
     "evaluate",
     "write_example_submission",
+    "score_demo",
 ]
 
 SCHEMA = "gasdb-score"
@@ -137,8 +138,11 @@ def _read_index(path: Path) -> dict:
     return index
 
 
-def load_ground_truth(path, *, split: str = "test") -> GroundTruth:
+def load_ground_truth(path, *, split: str = "test", need_columns=()) -> GroundTruth:
     """Find the ground-truth masks and ids of ``split`` under ``path`` (see the module docstring).
+
+    ``need_columns``: of the candidate ``index.csv`` files (in the folder, then beside it), the
+    first one that has these columns is used (else the first one found).
 
     Raises
     ------
@@ -190,8 +194,14 @@ def load_ground_truth(path, *, split: str = "test") -> GroundTruth:
     if bad:
         raise FormatError(f"bad mask name(s) {bad[:5]}", file=label_dir, fix="rename to letters, digits, '.', '_', '-'")
 
-    index_path = next((p for p in index_candidates if p.is_file()), None)
-    index = _read_index(index_path) if index_path is not None else None
+    index_path, index = None, None
+    for candidate in (p for p in index_candidates if p.is_file()):
+        rows = _read_index(candidate)
+        has = set(next(iter(rows.values()), {}))
+        if index_path is None or set(need_columns) <= has:
+            index_path, index = candidate, rows
+        if set(need_columns) <= has:
+            break
     return GroundTruth(root=root, kind=kind, split=split_name, ids=ids, label_dir=label_dir, index=index,
                        index_path=index_path, warnings=warnings)
 
@@ -273,7 +283,7 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
     order, so a folder and a zip of the same masks hash alike (``archive_sha256`` is the zip's own).
     """
     by_cols = _check_by(by)
-    truth = load_ground_truth(gt, split=split)
+    truth = load_ground_truth(gt, split=split, need_columns=by_cols)
     for col in by_cols:
         if truth.index is None:
             raise FormatError(f"breaking down by {col!r} needs an index.csv", file=truth.root,
@@ -523,3 +533,30 @@ def write_example_submission(gt, out, *, split: str = "test", shift: int = 0, as
         for name, data in files.items():
             atomic_write_bytes(out / name, data)
     return out
+
+
+def score_demo(release, out, *, shift: int = 4) -> dict:
+    """Score a perfect and a degraded submission against ``release`` (what ``gasdb demo`` runs).
+
+    Writes ``out/perfect/`` (the ground truth itself) and ``out/degraded.zip`` (every mask moved
+    by ``shift`` px), scores both with a per-scene breakdown when the release has an index, and
+    writes ``out/score-perfect.json`` and ``out/score-degraded.json``.
+
+    Returns
+    -------
+    dict
+        ``{"perfect": {...}, "degraded": {...}}``, each the gas-class percent view plus ``n_images``.
+    """
+    from gasdb_tools.fsutil import write_json
+
+    out = Path(out)
+    truth = load_ground_truth(release)
+    by = "scene" if truth.index is not None and "scene" in next(iter(truth.index.values()), {}) else None
+    summary = {}
+    for name, sub in (("perfect", write_example_submission(release, out / "perfect")),
+                      ("degraded", write_example_submission(release, out / "degraded.zip", shift=shift,
+                                                            as_zip=True))):
+        result = score(release, sub, by=by)
+        write_json(out / f"score-{name}.json", result)
+        summary[name] = {"n_images": result["n_images"], **result["percent"]["gas"]}
+    return summary

@@ -231,7 +231,8 @@ def _binarise(mask: np.ndarray, *, name: str, binary_255: bool) -> np.ndarray:
             return mask
         if top == 255 and np.count_nonzero(mask) == np.count_nonzero(mask == 255):
             return (mask >> 7).astype(np.uint8, copy=False)
-        allowed, fix = "{0, 255} (--binary-255)", "write 0 for background and 255 for gas (or drop --binary-255 for 0/1)"
+        allowed = "{0, 255} (--binary-255)"
+        fix = "write 0 for background and 255 for gas (or drop --binary-255 for 0/1)"
     counts = np.bincount(mask.ravel(), minlength=256)
     ok = {0, 255} if binary_255 else {0, 1}
     bad = [v for v in np.flatnonzero(counts).tolist() if v not in ok]

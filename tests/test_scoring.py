@@ -237,7 +237,8 @@ def test_platform_adapters(hand_release, tmp_path):
 def test_cli_table_json_and_formats(hand_release, tmp_path):
     sub = _write_sub(tmp_path / "sub", {"a1": P1, "a2": P2, "a3": P3})
     runner = CliRunner()
-    res = runner.invoke(main, ["score", str(hand_release), str(sub), "--by", "scene", "--json", str(tmp_path / "r.json")])
+    res = runner.invoke(main, ["score", str(hand_release), str(sub), "--by", "scene",
+                               "--json", str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.output
     assert "Acc(recall)" in res.output and "sunny" in res.output
     saved = json.loads((tmp_path / "r.json").read_text())
@@ -267,3 +268,30 @@ def test_cli_usage_errors_exit_2(hand_release, tmp_path):
     res = CliRunner().invoke(main, ["score", str(hand_release), str(tmp_path / "absent")])
     assert res.exit_code == 2
     assert "Example" in CliRunner().invoke(main, ["score", "--help"]).output
+
+
+def test_index_beside_an_rtcan_folder_is_found_for_by(random_release, tmp_path):
+    data_dir = random_release / "gasdb"  # the RT-CAN folder itself; its own index.csv lacks 'scene'
+    (data_dir / "index.csv").write_text("name,pair_id,recording,split\n00000,p,rec0,test\n")
+    sub = write_example_submission(random_release, tmp_path / "sub")
+    r = score(data_dir, sub, by="scene")
+    assert r["ground_truth"]["kind"] == "rtcan"
+    assert sorted(r["by"]["scene"]) == ["rainy", "sunny"]
+    assert score(data_dir, sub, by="recording")["by"]["recording"].keys() == {"rec0", "(not in index.csv)"}
+
+
+def test_release_writer_index_columns_are_the_ones_read_here():
+    release = pytest.importorskip("gasdb_tools.release")
+    from gasdb_tools.scoring import BY_COLUMNS
+
+    assert "name" in release.INDEX_COLUMNS and set(BY_COLUMNS) <= set(release.INDEX_COLUMNS)
+
+
+def test_score_demo_perfect_and_degraded(random_release, tmp_path):
+    from gasdb_tools.scoring import score_demo
+
+    summary = score_demo(random_release, tmp_path / "demo")
+    assert summary["perfect"]["iou"] == 100.0 and summary["perfect"]["n_images"] == 6
+    assert 0 < summary["degraded"]["iou"] < 100.0
+    saved = json.loads((tmp_path / "demo" / "score-degraded.json").read_text())
+    assert saved["percent"]["gas"]["iou"] == summary["degraded"]["iou"] and "scene" in saved["by"]

@@ -233,7 +233,8 @@ def _symlink_info(name: str) -> zipfile.ZipInfo:
 
 
 HOSTILE = {
-    "zip slip": ({"../../evil.png": encode_png(_mask(9))}, r"s\.zip:\.\./\.\./evil\.png: unsafe member: path traversal"),
+    "zip slip": ({"../../evil.png": encode_png(_mask(9))},
+                 r"s\.zip:\.\./\.\./evil\.png: unsafe member: path traversal"),
     "absolute path": ({"/tmp/evil.png": encode_png(_mask(9))}, r"s\.zip:/tmp/evil\.png: unsafe member: absolute path"),
     "windows slip": ({"..\\evil.png": encode_png(_mask(9))}, r"unsafe member: path traversal"),
     "symlink": ({"link.png": _symlink_info("link.png")}, r"s\.zip:link\.png: unsafe member: symlink"),
