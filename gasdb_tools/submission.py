@@ -300,8 +300,9 @@ class Submission:
                 info = self._members[self.files[id_]]
                 with self._lock, self._zip.open(info) as fh:
                     data = fh.read(min(info.file_size, cap) + 1)
-            else:
-                with open(self.path / self.files[id_], "rb") as fh:
+            else:  # O_NOFOLLOW: a file swapped for a symlink after the walk is still not followed
+                fd = os.open(self.path / self.files[id_], os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                with open(fd, "rb") as fh:
                     data = fh.read(cap + 1)
         except (OSError, zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as exc:
             raise _err(f"unreadable file ({exc})", name, "re-create the file or the zip") from None

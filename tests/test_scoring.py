@@ -295,3 +295,12 @@ def test_score_demo_perfect_and_degraded(random_release, tmp_path):
     assert 0 < summary["degraded"]["iou"] < 100.0
     saved = json.loads((tmp_path / "demo" / "score-degraded.json").read_text())
     assert saved["percent"]["gas"]["iou"] == summary["degraded"]["iou"] and "scene" in saved["by"]
+
+
+def test_cli_fatal_submission_error_also_writes_the_report(hand_release, tmp_path):
+    (tmp_path / "broken.zip").write_bytes(b"not a zip at all")
+    res = CliRunner().invoke(main, ["score", str(hand_release), str(tmp_path / "broken.zip"),
+                                    "--json", str(tmp_path / "report.json")])
+    assert res.exit_code == 1 and "not a readable zip file" in res.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["valid"] is False and "not a readable zip" in report["errors"][0]["message"]

@@ -9,6 +9,7 @@ import click
 
 from gasdb_tools import progress
 from gasdb_tools.cli._common import fail
+from gasdb_tools.errors import SubmissionError
 from gasdb_tools.fsutil import dumps_json, write_json
 from gasdb_tools.scoring import (BY_COLUMNS, SCHEMA, SCHEMA_VERSION, format_table, score as score_submission,
                                  to_codabench, to_codalab, to_evalai)
@@ -59,11 +60,12 @@ def score(gt: Path, submission: Path, split: str, json_out: Path | None, per_ima
     try:
         result = score_submission(gt, submission, split=split, per_image=per_image, by=by or None,
                                   binary_255=binary_255, allow_missing=allow_missing, workers=jobs)
-    except InvalidSubmissionError as exc:
-        report = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "submission": submission.name,
-                  **exc.report}
-        _write(json_out, report)
-        fail(f"Error: {exc}" + "".join(f"\nwarning: {w}" for w in exc.warnings))
+    except SubmissionError as exc:
+        report = exc.report if isinstance(exc, InvalidSubmissionError) else {
+            "valid": False, "n_errors": 1, "errors": [exc.to_dict()], "warnings": []}
+        _write(json_out, {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "submission": submission.name,
+                          **report})
+        fail(f"Error: {exc}" + "".join(f"\nwarning: {w}" for w in report["warnings"]))
     _write(json_out, result)
     if json_out is not None and str(json_out) == "-":
         return
