@@ -519,6 +519,19 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+_PANEL_WIDTH = 320  # sample images are shrunk to this width before plotting (figures stay small and fast)
+
+
+def _shrink(image: np.ndarray, *, nearest: bool = False) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    if w <= _PANEL_WIDTH:
+        return image
+    size = (_PANEL_WIDTH, max(1, round(h * _PANEL_WIDTH / w)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+
 def _display(thermal: np.ndarray) -> np.ndarray:
     t = thermal.astype(np.float32)
     lo, hi = np.percentile(t, [0.5, 99.5])
@@ -535,6 +548,7 @@ def _overlay(gray01: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _figures(root: Path, plan: ReleasePlan, stats: dict) -> list[dict]:
     import h5py
+    from matplotlib.ticker import MaxNLocator
 
     figdir = root / "figures"
     figdir.mkdir(exist_ok=True)
@@ -554,9 +568,11 @@ def _figures(root: Path, plan: ReleasePlan, stats: dict) -> list[dict]:
             for r, pid in enumerate(picks):
                 k = per[pid]["index"]
                 rgb, thermal, mask = f["rgb"][k], f["thermal"][k], f["mask"][k]
+                dtype = thermal.dtype.name
+                rgb, thermal, mask = _shrink(rgb), _shrink(thermal), _shrink(mask, nearest=True)
                 shown = _display(thermal)
                 base = shown if shown.shape == mask.shape else rgb.mean(axis=2) / 255.0
-                panels = [(rgb, "RGB"), (shown, f"thermal ({plan.thermal_source}, {thermal.dtype.name})"),
+                panels = [(rgb, "RGB"), (shown, f"thermal ({plan.thermal_source}, {dtype})"),
                           (_overlay(base, mask), f"mask: {100 * per[pid]['gas'] / max(per[pid]['labelled'], 1):.1f}% gas")]
                 for c, (img, title) in enumerate(panels):
                     ax = fig.add_subplot(len(picks), 3, r * 3 + c + 1)
@@ -564,7 +580,8 @@ def _figures(root: Path, plan: ReleasePlan, stats: dict) -> list[dict]:
                     ax.set_title(f"{plan.names[pid]} {title}" if c == 0 else title, fontsize=9)
                     ax.axis("off")
             fig.suptitle(f"scene: {sc or 'unspecified'}", fontsize=11)
-            fig.tight_layout()
+            fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.8 / (2.9 * len(picks)),
+                                wspace=0.04, hspace=0.18)
             name = f"samples_{re.sub(r'[^A-Za-z0-9_-]+', '-', sc) or 'unspecified'}.png"
             _save(fig, figdir / name)
             out.append({"file": f"figures/{name}", "title": f"Samples: {sc or 'unspecified'}",
@@ -573,17 +590,20 @@ def _figures(root: Path, plan: ReleasePlan, stats: dict) -> list[dict]:
     # gas coverage histogram
     fig = _new_figure(7.5, 4.0)
     ax = fig.add_subplot(1, 1, 1)
-    bins = np.linspace(0, 100, 26)
+    bins = np.logspace(-3, 2, 26)  # plumes cover from a few pixels to most of the frame
     for s, ids in plan.splits.items():
-        cov = [100 * per[p]["gas"] / per[p]["labelled"] for p in ids if per[p]["gas"] > 0 and per[p]["labelled"]]
+        cov = [max(100 * per[p]["gas"] / per[p]["labelled"], 1e-3) for p in ids
+               if per[p]["gas"] > 0 and per[p]["labelled"]]
         empty = sum(1 for p in ids if per[p]["gas"] == 0)
         ax.hist(cov, bins=bins, histtype="step", linewidth=2, color=_SPLIT_COLOURS.get(s),
                 label=f"{s}: {len(cov)} gas pairs, {empty} gas-free")
-    ax.set_xlabel("gas pixels per pair (% of labelled pixels)")
+    ax.set_xscale("log")
+    ax.set_xlabel("gas pixels per pair (% of labelled pixels, log scale)")
     ax.set_ylabel("pairs")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     ax.set_title("Gas coverage per pair")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.9)
     _save(fig, figdir / "gas_coverage.png")
     out.append({"file": "figures/gas_coverage.png", "title": "Gas coverage",
                 "caption": "Histogram of the gas fraction of pairs that contain gas, per split."})
@@ -610,7 +630,7 @@ def _figures(root: Path, plan: ReleasePlan, stats: dict) -> list[dict]:
     ax2.set_ylim(0, 110)
     ax2.set_ylabel("pairs with gas (%)")
     ax2.set_title("Positive pairs and recordings per split")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.9, wspace=0.25)
     _save(fig, figdir / "split_balance.png")
     out.append({"file": "figures/split_balance.png", "title": "Split balance",
                 "caption": "Pairs per split stacked by scene type; share of pairs with gas and number of recordings."})
