@@ -192,7 +192,8 @@ def check_coco(doc: Mapping, *, file=None) -> None:
         cats = {int(c["id"]) for c in doc["categories"]}
         anns = list(doc["annotations"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise FormatError(f"not a COCO document ({exc})", file=file, fix="export with gasdb export --format coco") from None
+        raise FormatError(f"not a COCO document ({exc})", file=file,
+                          fix="export with gasdb export --format coco") from None
     if len(images) != len(doc["images"]):
         raise FormatError("duplicate image ids", file=file, field="images", fix="give every image its own id")
     if 0 in cats:

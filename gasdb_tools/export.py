@@ -42,6 +42,7 @@ __all__ = [
     "export_gasdb",
     "default_splits",
     "default_names",
+    "export_all",
 ]
 
 DEFAULT_CLASS_NAMES = labelme_format.DEFAULT_CLASS_NAMES
@@ -283,7 +284,8 @@ def _contrast(ws, rows: Sequence[Mapping], thermal: str, samples: int = 8) -> di
         by_rec.setdefault(row["recording"], []).append(row)
     out = {}
     for rec, recrows in sorted(by_rec.items()):
-        picks = [recrows[i] for i in np.unique(np.linspace(0, len(recrows) - 1, min(samples, len(recrows))).astype(int))]
+        spots = np.unique(np.linspace(0, len(recrows) - 1, min(samples, len(recrows))).astype(int))
+        picks = [recrows[i] for i in spots]
         values = []
         for row in picks:
             image = read_image(ws.path(_thermal_source(row, thermal)), mode="gray")
@@ -366,7 +368,8 @@ def export_gasdb(ws, out_dir, *, splits: dict[str, list[str]] | None = None,
         _pair_arrays(ws, row, class_names, unl)
         for col in ("rgb",):
             if not row.get(col) or not ws.path(row[col]).is_file():
-                raise FormatError(f"pair {row['pair_id']} has no {col} frame on disk", file=ws.path(row.get(col) or "."),
+                raise FormatError(f"pair {row['pair_id']} has no {col} frame on disk",
+                                  file=ws.path(row.get(col) or "."),
                                   field=col, fix="rerun `gasdb extract`")
         if not ws.path(_thermal_source(row, thermal)).is_file():
             raise FormatError(f"pair {row['pair_id']}: {thermal} thermal frame missing", file=ws.path(row[thermal]),
@@ -425,3 +428,16 @@ def export_gasdb(ws, out_dir, *, splits: dict[str, list[str]] | None = None,
         "size": size,
         "warnings": warn,
     }
+
+
+def export_all(ws, out_dir, *, splits: dict[str, list[str]] | None = None,
+               class_names: Sequence[str] = DEFAULT_CLASS_NAMES) -> dict:
+    """All three exports of a workspace into ``out_dir``: ``masks/``, ``coco.json`` and ``gasdb/``.
+
+    Returns ``{"masks": n_files, "coco": path, "gasdb": export_gasdb's result}`` (for demos).
+    """
+    out_dir = Path(out_dir)
+    masks = export_masks(ws, out_dir / "masks", class_names=class_names)
+    coco_path = export_coco(ws, out_dir / "coco.json", class_names=class_names)
+    gasdb = export_gasdb(ws, out_dir / "gasdb", splits=splits, class_names=class_names)
+    return {"masks": len(masks), "coco": str(coco_path), "gasdb": gasdb}

@@ -357,10 +357,10 @@ def read(path) -> dict:
 
     Examples
     --------
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "a.json")
-    >>> _ = write(new_document("a.png", 4, 6, shapes=[make_shape([[0, 0], [5, 0], [5, 3]])]), p)
-    >>> read(p)["shapes"][0]["label"]
+    The same parsing, from text (:func:`loads`):
+
+    >>> text = dumps(new_document("a.png", 4, 6, shapes=[make_shape([[0, 0], [5, 0], [5, 3]])]))
+    >>> loads(text)["shapes"][0]["label"]
     'gas'
     """
     path = Path(path)

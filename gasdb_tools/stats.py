@@ -192,6 +192,7 @@ def write_figures(stats: Mapping, out_dir) -> list[Path]:
             ax.annotate(f"{recs[r]['blacklisted']} blacklisted", (k, recs[r]["pairs"]), ha="center", va="bottom",
                         fontsize=7)
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, max([recs[r]["pairs"] for r in names] + [1]) * 1.25)  # room for the notes and legend
     ax.set_ylabel("pairs")
     ax.set_title("Pairs per recording")
     ax.legend(fontsize=8)

@@ -121,7 +121,8 @@ def polygon_self_intersects(points, *, block: int = 256) -> bool:
     a, b = p, np.roll(p, -1, axis=0)  # edge k: a[k] -> b[k]
 
     def orient(p1, p2, q):
-        return (p2[..., 0] - p1[..., 0]) * (q[..., 1] - p1[..., 1]) - (p2[..., 1] - p1[..., 1]) * (q[..., 0] - p1[..., 0])
+        return ((p2[..., 0] - p1[..., 0]) * (q[..., 1] - p1[..., 1])
+                - (p2[..., 1] - p1[..., 1]) * (q[..., 0] - p1[..., 0]))
 
     def on_segment(p1, p2, q):
         return ((np.minimum(p1[..., 0], p2[..., 0]) <= q[..., 0]) & (q[..., 0] <= np.maximum(p1[..., 0], p2[..., 0]))
@@ -285,7 +286,8 @@ def _image_problems(doc: Mapping, json_path: Path) -> list[Problem]:
         return out
     ih, iw = image.shape[:2]
     if (ih, iw) != (doc["imageHeight"], doc["imageWidth"]):
-        out.append(Problem("size", f"imageHeight x imageWidth is {doc['imageHeight']}x{doc['imageWidth']} but the image "
+        out.append(Problem("size", f"imageHeight x imageWidth is {doc['imageHeight']}x{doc['imageWidth']} but the "
+                           "image "
                            f"is {ih}x{iw}", file=file, field="imageHeight",
                            fix="re-open and save in LabelMe, or point imagePath at the right image"))
     if image.dtype != np.uint8:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from conftest import shared_data
 from gasdb_tools import labelme_format as lf
 from gasdb_tools.errors import FormatError
-from gasdb_tools.imaging import read_image, write_image
+from gasdb_tools.imaging import write_image
 
 EXAMPLES = ("labelme_examples", "instance_segmentation")
 

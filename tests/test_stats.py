@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from annotation_fixtures import INVALID_COLS, H, W, label_pair, make_workspace
 from gasdb_tools import export, stats
-from gasdb_tools import labelme_format as lf
 from gasdb_tools.cli import main
 from gasdb_tools.imaging import read_image
 

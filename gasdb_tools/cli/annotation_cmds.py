@@ -15,7 +15,8 @@ _FORMATS = ("masks", "coco", "gasdb")
 
 def _labels_option(func):
     return click.option("--labels", "labels_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-                        help="Label list (labels.txt: __ignore__, _background_, gas). Default: the built-in list.")(func)
+                        help="Label list (labels.txt: __ignore__, _background_, gas). Default: the built-in "
+                             "list.")(func)
 
 
 def _class_names(labels_file: Path | None):
