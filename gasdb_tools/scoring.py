@@ -487,12 +487,14 @@ def evaluate(test_annotation_file, user_submission_file, phase_codename, **kwarg
     return to_evalai(result, split=phase_codename)
 
 
-def write_example_submission(gt, out, *, split: str = "test", shift: int = 0, as_zip: bool = False) -> Path:
+def write_example_submission(gt, out, *, split: str = "test", shift: int = 0, grow: int = 0,
+                             as_zip: bool = False) -> Path:
     """Write a submission made from the ground truth itself: perfect, or degraded by a shift.
 
     For demos, tests and benchmarks: each ground-truth mask (ignored pixels as background) is
-    rolled ``shift`` pixels to the right and down, so ``shift=0`` scores 100 % and a larger shift
-    lowers every gas metric.
+    rolled ``shift`` pixels to the right and down and grown by ``grow`` pixels (a square dilation),
+    so ``shift=0, grow=0`` scores 100 % and larger values lower the gas scores (``grow`` lowers
+    precision more than recall).
 
     Parameters
     ----------
@@ -503,6 +505,8 @@ def write_example_submission(gt, out, *, split: str = "test", shift: int = 0, as
     split : str
     shift : int
         Pixels to move every mask by (``np.roll`` along both axes).
+    grow : int
+        Dilation radius in pixels applied after the shift.
     as_zip : bool
         Write one zip (masks at its root) instead of a folder.
 
@@ -519,6 +523,10 @@ def write_example_submission(gt, out, *, split: str = "test", shift: int = 0, as
         mask = (mask == 1).astype(np.uint8)
         if shift:
             mask = np.roll(mask, (int(shift), int(shift)), axis=(0, 1))
+        if grow:
+            import cv2
+
+            mask = cv2.dilate(mask, np.ones((2 * int(grow) + 1,) * 2, np.uint8))
         files[f"{id_}.png"] = encode_png(mask, compression=1)
     if as_zip:
         import io
@@ -535,11 +543,11 @@ def write_example_submission(gt, out, *, split: str = "test", shift: int = 0, as
     return out
 
 
-def score_demo(release, out, *, shift: int = 4) -> dict:
+def score_demo(release, out, *, shift: int = 4, grow: int = 2) -> dict:
     """Score a perfect and a degraded submission against ``release`` (what ``gasdb demo`` runs).
 
     Writes ``out/perfect/`` (the ground truth itself) and ``out/degraded.zip`` (every mask moved
-    by ``shift`` px), scores both with a per-scene breakdown when the release has an index, and
+    by ``shift`` px and grown by ``grow`` px), scores both with a per-scene breakdown when the release has an index, and
     writes ``out/score-perfect.json`` and ``out/score-degraded.json``.
 
     Returns
@@ -555,7 +563,7 @@ def score_demo(release, out, *, shift: int = 4) -> dict:
     summary = {}
     for name, sub in (("perfect", write_example_submission(release, out / "perfect")),
                       ("degraded", write_example_submission(release, out / "degraded.zip", shift=shift,
-                                                            as_zip=True))):
+                                                            grow=grow, as_zip=True))):
         result = score(release, sub, by=by)
         write_json(out / f"score-{name}.json", result)
         summary[name] = {"n_images": result["n_images"], **result["percent"]["gas"]}
