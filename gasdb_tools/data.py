@@ -105,15 +105,18 @@ class GasDBDataset(_Base):
                               fix="check it with `gasdb verify RELEASE`") from None
         self._h5 = None
         self._pid = None
+        self._dsets = {}
 
     # -- lazy, per-process file handle ---------------------------------------------------------
-    def _file(self):
+    def _datasets(self) -> dict:
+        """This process's open datasets (opened on first use; name lookups cached)."""
         if self._h5 is None or self._pid != os.getpid():
             import h5py
 
             self._h5 = h5py.File(self.h5_path, "r")
             self._pid = os.getpid()
-        return self._h5
+            self._dsets = {a: self._h5[a] for a in self.arrays}
+        return self._dsets
 
     def close(self) -> None:
         """Close this process's file handle (reopened on the next access)."""
@@ -121,11 +124,13 @@ class GasDBDataset(_Base):
             self._h5.close()
         self._h5 = None
         self._pid = None
+        self._dsets = {}
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_h5"] = None  # h5py handles are not picklable; each worker opens its own
         state["_pid"] = None
+        state["_dsets"] = {}
         return state
 
     def __del__(self):
@@ -145,8 +150,7 @@ class GasDBDataset(_Base):
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} samples in split {self.split!r}")
         k = int(self.indices[i])
-        f = self._file()
-        sample = {a: f[a][k] for a in self.arrays}
+        sample = {a: d[k] for a, d in self._datasets().items()}
         meta = {"index": k}
         meta.update({key: values[k] for key, values in self._meta_str.items()})
         meta.update({key: values[k].item() for key, values in self._meta_num.items()})
