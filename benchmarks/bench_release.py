@@ -129,16 +129,20 @@ def main(argv=None) -> dict:
         for key, t in seconds.items():
             unit = "pairs/s" if key.startswith("build") else "samples/s"
             rates[key] = {"per_s": round(n / t["best"], 2), "unit": unit}
+        def per_s(key):
+            return rates[key]["per_s"]
+
         ratio = {
             "build: ours / export_gasdb (throughput)": round(
-                rates["build: ours (build_release)"]["per_s"] / rates["build: baseline (export_gasdb PNG folder only)"]["per_s"], 3),
+                per_s("build: ours (build_release)") / per_s("build: baseline (export_gasdb PNG folder only)"), 3),
             "read: GasDBDataset / plain h5py": round(
-                rates["read: ours (GasDBDataset, in order)"]["per_s"] / rates["read: baseline (plain h5py, open handle)"]["per_s"], 3),
+                per_s("read: ours (GasDBDataset, in order)") / per_s("read: baseline (plain h5py, open handle)"), 3),
             "read: GasDBDataset / PNG folder": round(
-                rates["read: ours (GasDBDataset, in order)"]["per_s"] / rates["read: baseline (PNG folder, read_image)"]["per_s"], 3),
+                per_s("read: ours (GasDBDataset, in order)") / per_s("read: baseline (PNG folder, read_image)"), 3),
         }
+        folder_bytes = sum(p.stat().st_size for p in (rel / "gasdb").rglob("*") if p.is_file())
         sizes = {"gasdb.h5 MB": round(h5.stat().st_size / 1e6, 2),
-                 "gasdb/ folder MB": round(sum(p.stat().st_size for p in (rel / "gasdb").rglob("*") if p.is_file()) / 1e6, 2),
+                 "gasdb/ folder MB": round(folder_bytes / 1e6, 2),
                  "raw arrays MB": round(n * 640 * 512 * (3 + 2 + 1 + 1) / 1e6, 2)}
         result = {
             "benchmark": "release",

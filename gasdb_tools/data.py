@@ -158,4 +158,5 @@ class GasDBDataset(_Base):
         return self.transform(sample) if self.transform is not None else sample
 
     def __repr__(self) -> str:
-        return f"GasDBDataset({str(self.h5_path)!r}, split={self.split!r}, samples={len(self)}, version={self.version!r})"
+        return (f"GasDBDataset({str(self.h5_path)!r}, split={self.split!r}, samples={len(self)}, "
+                f"version={self.version!r})")

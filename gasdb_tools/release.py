@@ -42,7 +42,7 @@ import numpy as np
 
 from gasdb_tools import __version__
 from gasdb_tools.errors import FormatError, WorkspaceError
-from gasdb_tools.fsutil import atomic_write_text, dumps_json, read_json, sha256_file, write_json
+from gasdb_tools.fsutil import atomic_write_text, read_json, sha256_file, write_json
 
 __all__ = [
     "H5_NAME",
@@ -51,6 +51,7 @@ __all__ = [
     "VerifyReport",
     "plan_release",
     "build_release",
+    "make_release",
     "verify_release",
 ]
 
@@ -573,7 +574,8 @@ def _figures(root: Path, plan: ReleasePlan, stats: dict) -> list[dict]:
                 shown = _display(thermal)
                 base = shown if shown.shape == mask.shape else rgb.mean(axis=2) / 255.0
                 panels = [(rgb, "RGB"), (shown, f"thermal ({plan.thermal_source}, {dtype})"),
-                          (_overlay(base, mask), f"mask: {100 * per[pid]['gas'] / max(per[pid]['labelled'], 1):.1f}% gas")]
+                          (_overlay(base, mask), f"mask: {100 * per[pid]['gas'] / max(per[pid]['labelled'], 1):.1f}% "
+                                                 "gas")]
                 for c, (img, title) in enumerate(panels):
                     ax = fig.add_subplot(len(picks), 3, r * 3 + c + 1)
                     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1 if img.ndim == 2 else None)
@@ -700,7 +702,8 @@ def _datasheet(plan: ReleasePlan, summary: dict, meta: dict) -> str:
         "",
         f"- {c['total']['pairs']} RGB-thermal pairs from {c['total']['recordings']} recordings; "
         f"{c['total']['positive_pairs']} pairs contain gas.",
-        f"- Each pair: RGB (uint8), thermal ({summary['modalities']['thermal']['dtype']}, aligned, bit depth kept), mask "
+        f"- Each pair: RGB (uint8), thermal ({summary['modalities']['thermal']['dtype']}, aligned, bit depth kept), "
+        "mask "
         "(0 background, 1 gas, 255 ignore) and valid-pixel mask, in `gasdb.h5`, `gasdb/` and `coco/`.",
         "",
         _md_table(_counts_table(summary)),
@@ -822,6 +825,31 @@ Split <code>{esc(str(sd.get('method')))}</code> (seed {esc(str(sd.get('seed')))}
 </body>
 </html>
 """
+
+
+def make_release(ws, out, *, version: str = "0.1.0", method: str = "video", ratios="0.8,0.2", seed: int = 0,
+                 split: str = "default", force: bool = False) -> dict:
+    """Split (when ``WS/splits/<split>.json`` does not exist yet), build and verify a release in one call.
+
+    The call ``gasdb demo`` makes; the commands are ``gasdb split``, ``gasdb release`` and ``gasdb verify``.
+
+    Returns
+    -------
+    dict
+        ``{"split": path, "release": path, "version", "counts": {split: pairs}, "verified": bool,
+        "problems": [...]}``.
+    """
+    from gasdb_tools.splits import split_path, split_workspace
+
+    path = split_path(ws, split)
+    if not path.exists():
+        split_workspace(ws, method=method, ratios=ratios, seed=seed, name=split)
+    out = build_release(ws, out, version=version, split=split, force=force)
+    report = verify_release(out)
+    manifest = read_json(out / _MANIFEST)
+    return {"split": str(path), "release": str(out), "version": version,
+            "counts": {s: c["pairs"] for s, c in manifest["counts"]["splits"].items()},
+            "verified": report.ok, "problems": report.to_dict()["problems"]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ byte-identical file (sorted keys and ids, no timestamps).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -25,7 +26,7 @@ import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -495,7 +496,8 @@ def near_duplicates(sigs_a, sigs_b, *, tol: float = 0.5, outlier_fraction: float
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"signatures differ in size: {a.shape[1:]} vs {b.shape[1:]}; make them with one size")
     if not tol > 0 or not 0 <= outlier_fraction < 1:
-        raise ValueError(f"need tol > 0 and 0 <= outlier_fraction < 1, got tol={tol}, outlier_fraction={outlier_fraction}")
+        raise ValueError(f"need tol > 0 and 0 <= outlier_fraction < 1, got tol={tol}, "
+                         f"outlier_fraction={outlier_fraction}")
     if a.shape[0] == 0 or b.shape[0] == 0:
         return []
     p = a.shape[1]
@@ -513,8 +515,8 @@ def near_duplicates(sigs_a, sigs_b, *, tol: float = 0.5, outlier_fraction: float
         if same:
             keep = ii < jj
             ii, jj = ii[keep], jj[keep]
-        for s in range(0, len(ii), 4096):
-            ci, cj = ii[s:s + 4096], jj[s:s + 4096]
+        for s in range(0, len(ii), 1024):  # exact count on the candidates, ~20 MB at a time
+            ci, cj = ii[s:s + 1024], jj[s:s + 1024]
             over = np.count_nonzero(np.abs(a[ci] - b[cj]) > tol, axis=1)
             for i, j, n in zip(ci, cj, over):
                 if n <= k:
@@ -588,7 +590,7 @@ def split_workspace(ws, *, method: str = "video", ratios="0.8,0.2", seed: int = 
         raise WorkspaceError("no labelled, non-blacklisted pairs to split", file=ws.root / ws.PAIRS,
                              fix="extract and label pairs first (gasdb extract, gasdb preannotate)")
     split = make_split(rows, method=method, ratios=ratios, seed=seed)
-    split = Split(**{**split.__dict__, "excluded": excluded})
+    split = dataclasses.replace(split, excluded=excluded)
     text = dumps_json(split.to_dict(name=name))
     if path.exists() and path.read_text(encoding="utf-8") != text and not force:
         raise WorkspaceError("a different split with this name exists", file=path,

@@ -322,3 +322,56 @@ def test_cli_help_has_examples():
     for cmd in ("split", "release", "verify"):
         res = CliRunner().invoke(main, [cmd, "--help"])
         assert res.exit_code == 0 and "Example" in res.output
+
+
+# -- real frames -------------------------------------------------------------------------------------
+@pytest.mark.realdata
+def test_release_of_real_rgbt_frames_is_bit_exact(shared, tmp_path):
+    """Two real MFNet RGB-thermal frames (Gas-DB's 4-channel layout) through split, release and verify."""
+    from gasdb_tools import labelme_format
+    from gasdb_tools.imaging import write_image
+    from gasdb_tools.workspace import Workspace
+
+    sources = sorted(shared("mfnet").glob("*.png"))
+    ws = Workspace.init(tmp_path / "ws")
+    rows, recs = {}, {}
+    for i, png in enumerate(sources):
+        rgba = read_image(png)
+        rec, pid = f"mf{i}", f"mf{i}_00000000"
+        h, w = rgba.shape[:2]
+        row = {"pair_id": pid, "recording": rec, "t_rgb": "0.0", "t_thermal": "0.0", "dt": "0.0",
+               "rgb": f"frames/{rec}/rgb/{pid}.png", "thermal": f"frames/{rec}/thermal/{pid}.png",
+               "aligned": f"aligned/{rec}/{pid}.png", "valid": "", "label": f"labels/{rec}/{pid}.json",
+               "review": "approved"}
+        write_image(ws.path(row["rgb"]), rgba[..., :3])
+        write_image(ws.path(row["thermal"]), rgba[..., 3])
+        write_image(ws.path(row["aligned"]), rgba[..., 3])
+        shape = labelme_format.make_shape([[w * 0.3, h * 0.3], [w * 0.6, h * 0.35], [w * 0.5, h * 0.7]])
+        labelme_format.write(labelme_format.new_document(f"../../aligned/{rec}/{pid}.png", h, w, shapes=[shape]),
+                             ws.path(row["label"]))
+        rows[pid] = row
+        recs[rec] = {"id": rec, "rgb": str(png), "thermal": str(png), "scene": ("sunny", "near")[i]}
+    with ws.transaction() as index:
+        index.recordings.update(recs)
+        index.pairs.update(rows)
+    split_workspace(ws, ratios="0.5,0.5", seed=0)
+    out = build_release(ws, tmp_path / "rel", version="0.1.0")
+    assert verify_release(out).ok
+    with h5py.File(out / "gasdb.h5", "r") as f:
+        for k, png in enumerate(sources):
+            rgba = read_image(png)
+            np.testing.assert_array_equal(f["rgb"][k], rgba[..., :3])
+            np.testing.assert_array_equal(f["thermal"][k], rgba[..., 3])
+            assert (f["mask"][k] == 1).sum() > 1000 and (f["valid"][k] == 255).all()
+    gasdb_image = read_image(out / "gasdb" / "images" / "00001.png")
+    np.testing.assert_array_equal(gasdb_image, read_image(sources[0]))  # Gas-DB RGBA round trip
+
+
+def test_make_release_splits_builds_and_verifies(tmp_path):
+    from gasdb_tools.release import make_release
+
+    ws = build_workspace(tmp_path / "ws", recordings=2, pairs_per=2, size=(64, 64))
+    result = make_release(ws, tmp_path / "rel", version="0.1.0")
+    assert result["verified"] and result["problems"] == []
+    assert result["counts"] == {"train": 2, "test": 2}  # two recordings: one each, never one split empty
+    assert (ws.root / "splits" / "default.json").is_file()

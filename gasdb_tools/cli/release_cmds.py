@@ -137,7 +137,8 @@ def release(workspace, out, version, parent_version, license_, split_name, force
         return
     click.echo(f"release {manifest['version']} written to {path} ({len(manifest['files'])} files)")
     for s, c in manifest["counts"]["splits"].items():
-        click.echo(f"  {s:<5} {c['pairs']:>6} pairs  {c['recordings']:>4} recordings  {c['positive_pairs']:>6} with gas")
+        click.echo(f"  {s:<5} {c['pairs']:>6} pairs  {c['recordings']:>4} recordings  "
+                   f"{c['positive_pairs']:>6} with gas")
     audit = manifest["leakage_audit"]
     if audit["shared_recordings"] or audit["identical_across_splits"] or audit["near_identical_across_splits"]:
         click.secho(f"WARNING: {len(audit['shared_recordings'])} recordings, {audit['identical_across_splits']} "
