@@ -21,6 +21,8 @@ References
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import cv2
@@ -50,6 +52,8 @@ _HIST_LEVELS = 4095  # 12-bit quantisation for off-grid floats (method "hist12")
 _GRID_DENOMINATORS = tuple(255 * n for n in range(1, 17)) + (65535,)
 _GRID_TOL = 0.02  # in units of the grid step
 _STRIP_ROWS = 64  # output rows per strip of the multi-level median
+_PARALLEL_PIXELS = 1 << 17  # split medians of images at least this big over threads
+_POOL: ThreadPoolExecutor | None = None
 
 
 class Restoration(NamedTuple):
@@ -159,10 +163,42 @@ def _pad(a: np.ndarray, r: int) -> np.ndarray:
     return cv2.copyMakeBorder(a, r, r, r, r, cv2.BORDER_REFLECT) if r else a
 
 
+def _workers(pixels: int) -> int:
+    """Threads for one median: OpenCV's thread count (``cv2.setNumThreads``), at most 4, for big images."""
+    return max(1, min(4, cv2.getNumThreads(), os.cpu_count() or 1)) if pixels >= _PARALLEL_PIXELS else 1
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None or _POOL._max_workers < n:
+        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="gasdb-median")
+    return _POOL
+
+
+def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int) -> np.ndarray:
+    """8-bit median of an already reflect-padded image, cropped to ``h × w``.
+
+    ``cv2.medianBlur`` (constant-time, Perreault–Hébert) releases the GIL, so large images are
+    split into bands of rows (each with its ``sv // 2`` halo) filtered on parallel threads.
+    """
+    r = sv // 2
+    n = _workers(h * w)
+    if n == 1:
+        return cv2.medianBlur(qpad, sv)[r:r + h, r:r + w]
+    out = np.empty((h, w), np.uint8)
+    bounds = np.linspace(0, h, n + 1).round().astype(int)
+
+    def band(k):
+        y0, y1 = bounds[k], bounds[k + 1]
+        out[y0:y1] = cv2.medianBlur(qpad[y0:y1 + 2 * r], sv)[r:r + y1 - y0, r:r + w]
+
+    list(_pool(n).map(band, range(n)))
+    return out
+
+
 def _median_u8(q: np.ndarray, sv: int) -> np.ndarray:
     """Exact median of a uint8 image, reflect borders (cv2.medianBlur on a padded copy)."""
-    r = sv // 2
-    return cv2.medianBlur(_pad(q, r), sv)[r:r + q.shape[0], r:r + q.shape[1]]
+    return _median_u8_padded(_pad(q, sv // 2), sv, *q.shape)
 
 
 def _median_int(q: np.ndarray, sv: int, span: int) -> np.ndarray:
@@ -177,9 +213,9 @@ def _median_int(q: np.ndarray, sv: int, span: int) -> np.ndarray:
     frames that is one coarse pass plus about two passes' worth of area.
     """
     if sv == 1:
-        return q.astype(np.int32)
+        return q.copy()
     if span <= 255:
-        return _median_u8(q.astype(np.uint8, copy=False), sv).astype(np.int32)
+        return _median_u8(q.astype(np.uint8, copy=False), sv)
     q = q.astype(np.uint16, copy=False)
     r = sv // 2
     h, w = q.shape
@@ -190,7 +226,8 @@ def _median_int(q: np.ndarray, sv: int, span: int) -> np.ndarray:
     coarse = _median_u8_padded((qpad >> np.uint16(shift)).astype(np.uint8), sv, h, w)
     group = coarse.astype(np.int32) >> (8 - shift)
     out = np.empty((h, w), np.int32)
-    for y0 in range(0, h, _STRIP_ROWS):
+
+    def strip(y0):
         y1 = min(h, y0 + _STRIP_ROWS)
         gs = group[y0:y1]
         for g in np.unique(gs):
@@ -201,12 +238,15 @@ def _median_int(q: np.ndarray, sv: int, span: int) -> np.ndarray:
                 med = cv2.medianBlur(block.astype(np.uint8), sv)[r:r + y1 - y0, r:r + x1 - x0]
                 sel = gs[:, x0:x1] == g
                 out[y0:y1, x0:x1][sel] = (int(g) << 8) + med[sel].astype(np.int32)
+
+    starts = range(0, h, _STRIP_ROWS)
+    n = _workers(h * w)
+    if n == 1:
+        for y0 in starts:
+            strip(y0)
+    else:  # strips write disjoint rows of ``out``
+        list(_pool(n).map(strip, starts))
     return out
-
-
-def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int) -> np.ndarray:
-    r = sv // 2
-    return cv2.medianBlur(qpad, sv)[r:r + h, r:r + w]
 
 
 def _runs(flags: np.ndarray, gap: int):
@@ -269,12 +309,14 @@ class _Decode:
         self.step = 1.0 / n if n else step
 
     def __call__(self, q: np.ndarray) -> np.ndarray:
-        if self.n:
-            return ((q + self.base) / self.n).astype(self.dtype)
+        if self.n:  # a look-up table: values identical to (base + q) / n, computed once per code
+            return np.take(((np.arange(int(q.max()) + 1) + self.base) / self.n).astype(self.dtype), q)
         return (self.base + q * self.step).astype(self.dtype)
 
     def difference(self, q: np.ndarray) -> np.ndarray:
-        return (q / self.n if self.n else q * self.step).astype(self.dtype)
+        if self.n:
+            return np.take((np.arange(int(q.max()) + 1) / self.n).astype(self.dtype), q)
+        return (q * self.step).astype(self.dtype)
 
 
 def _median_exact(x: np.ndarray, sv: int) -> np.ndarray:
@@ -338,9 +380,12 @@ def _veil_bounds(w: np.ndarray, sv: int, method: str):
         return a, _median_exact(np.abs(w - a), sv)
     q, span, decode = _quantise(w, method)
     aq = _median_int(q, sv, span)
-    d = np.abs(q.astype(np.int32) - aq)
+    if q.dtype == np.uint8 and aq.dtype == np.uint8:
+        d = cv2.absdiff(q, aq)
+    else:
+        d = np.abs(q.astype(np.int32) - aq)
     dspan = int(d.max())
-    mq = _median_int(d.astype(np.uint8 if dspan <= 255 else np.uint16), sv, dspan)
+    mq = _median_int(d.astype(np.uint8 if dspan <= 255 else np.uint16, copy=False), sv, dspan)
     return decode(aq), decode.difference(mq)
 
 
