@@ -51,7 +51,7 @@ GAMMA_ROWS = ("bottom_third", "all")
 _HIST_LEVELS = 4095  # 12-bit quantisation for off-grid floats (method "hist12")
 _GRID_DENOMINATORS = tuple(255 * n for n in range(1, 17)) + (65535,)
 _GRID_TOL = 0.02  # in units of the grid step
-_STRIP_ROWS = 64  # output rows per strip of the multi-level median
+_STRIP_ROWS = 96  # output rows per strip of the multi-level median
 _PARALLEL_PIXELS = 1 << 17  # split medians of images at least this big over threads
 _POOL: ThreadPoolExecutor | None = None
 
