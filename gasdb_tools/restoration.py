@@ -10,7 +10,8 @@ The specification is the authors' MATLAB ``visibresto.m`` (2009, corrected 18/08
 not the printed equations; the differences matter (see Notes of :func:`tarel_hautiere`). The
 large-window medians are the cost; :func:`median_filter` computes them with OpenCV's constant-time
 8-bit median on reflect-padded input, bit-exact for images on the 8-bit grid, and exact on finer
-integer grids (or to 12 bits on arbitrary floats) by threshold decomposition.
+integer grids (or to 12 bits on arbitrary floats) by threshold decomposition. Medians of large
+images are split into bands over OpenCV's thread count (``cv2.setNumThreads(1)`` keeps them serial).
 
 References
 ----------
@@ -54,6 +55,7 @@ _GRID_TOL = 0.02  # in units of the grid step
 _STRIP_ROWS = 96  # output rows per strip of the multi-level median
 _PARALLEL_PIXELS = 1 << 17  # split medians of images at least this big over threads
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0
 
 
 class Restoration(NamedTuple):
@@ -169,9 +171,10 @@ def _workers(pixels: int) -> int:
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None or _POOL._max_workers < n:
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="gasdb-median")
+    """A shared pool of ``n`` threads (a new one in a forked child, whose copy has no threads)."""
+    global _POOL, _POOL_PID
+    if _POOL is None or _POOL_PID != os.getpid() or _POOL._max_workers < n:
+        _POOL, _POOL_PID = ThreadPoolExecutor(max_workers=n, thread_name_prefix="gasdb-median"), os.getpid()
     return _POOL
 
 

@@ -343,3 +343,50 @@ def test_bad_arguments(kwargs, exc, words):
 def test_median_filter_rejects_colour():
     with pytest.raises(ValueError, match="gray"):
         rs.median_filter(np.zeros((9, 9, 3)), 3)
+
+
+@pytest.mark.parametrize("levels", [255, 4080])
+def test_threaded_bands_equal_serial(levels):
+    import cv2
+
+    x = _rng_image(10, (420, 330), levels=levels)  # big enough to be split over threads
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(max(2, threads))
+        banded = rs.median_filter(x, 41)
+        cv2.setNumThreads(1)
+        serial = rs.median_filter(x, 41)
+    finally:
+        cv2.setNumThreads(threads)
+    np.testing.assert_array_equal(banded, serial)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_medians_work_in_a_forked_child():
+    """A forked child (e.g. a DataLoader worker) gets its own thread pool instead of hanging."""
+    import os
+    import time
+
+    import cv2
+
+    x = _rng_image(11, (420, 330), levels=255)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(max(2, threads))
+    try:
+        want = rs.median_filter(x, 31)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            os._exit(0 if np.array_equal(rs.median_filter(x, 31), want) else 3)
+        deadline = time.monotonic() + 60
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the median hung in a forked child")
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        cv2.setNumThreads(threads)
