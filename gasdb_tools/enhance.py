@@ -427,7 +427,8 @@ def enhance_images(paths, out_dir, *, sv: int | None = None, p: float = 0.95, gf
     """Enhance loose image files into ``out_dir/<stem>.png`` (8-bit), each with its own setting.
 
     Gray images stay gray, colour images are restored in colour (``balance`` for white balance);
-    16-bit images are read as value/65535. Existing outputs are skipped unless ``force``.
+    8-bit images are read as value/255, 16-bit ones stretched between their 0.1 and 99.9
+    percentiles. Existing outputs are skipped unless ``force``.
     ``sv=None`` uses the authors' rule for the image size (:func:`~gasdb_tools.restoration.default_sv`).
 
     Returns ``{"out_dir", "images": [{"input", "output", "sv", "skipped", "metrics"?}]}``.
@@ -470,7 +471,12 @@ def enhance_images(paths, out_dir, *, sv: int | None = None, p: float = 0.95, gf
             if image.shape[2] == 3 and np.array_equal(image[..., 0], image[..., 1]) and \
                     np.array_equal(image[..., 0], image[..., 2]):
                 image = image[..., 0]  # a gray image saved with three equal channels
-        x = image.astype(np.float32) / np.float32(65535 if image.dtype == np.uint16 else 255)
+        if image.dtype == np.uint16:  # radiometric frames use a sliver of 0-65535: stretch to [0, 1]
+            lo, hi = _percentiles([image], (0.1, 99.9))
+            lo, hi = (lo, hi) if hi > lo else (0.0, 65535.0)
+            x = np.clip((image.astype(np.float32) - np.float32(lo)) * np.float32(1 / (hi - lo)), 0, 1)
+        else:
+            x = image.astype(np.float32) / np.float32(255)
         if invert:
             x = 1 - x
         used_sv = restoration.default_sv(x.shape) if sv is None else sv

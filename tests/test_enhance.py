@@ -271,3 +271,13 @@ def test_cli_usage_errors(ws, tmp_path, rig_frames, args, words):
 def test_cli_help():
     res = CliRunner().invoke(main, ["enhance", "--help"])
     assert res.exit_code == 0 and "Example" in res.output and "--invert" in res.output
+
+
+def test_enhance_images_stretches_16bit(tmp_path, rig_frames):
+    frame = rig_frames[0][1]
+    write_image(tmp_path / "t8.png", frame)
+    write_image(tmp_path / "t16.png", frame.astype(np.uint16) * 3 + 20000)  # a sliver of the 16-bit range
+    enhance_images([tmp_path / "t8.png", tmp_path / "t16.png"], tmp_path / "out")
+    a, b = read_image(tmp_path / "out" / "t8.png"), read_image(tmp_path / "out" / "t16.png")
+    assert b.dtype == np.uint8 and b.std() > 10
+    assert np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1] > 0.9
