@@ -1,0 +1,486 @@
+"""The ``extract`` stage: time-synchronised RGB-thermal frame pairs from a workspace's recordings.
+
+Per recording:
+
+1. **Offset.** Given (``offset=``, or ``offset_s`` registered by ``gasdb add --offset``), or
+   estimated by cross-correlating the two streams' motion energies (:func:`gasdb_tools.sync.estimate_offset`;
+   one extra Y-plane decode of both streams). The value, its source and confidence go into the
+   recording row (``offset_s``, ``offset_source``, ``offset_confidence``).
+2. **One sequential pass** over both streams (:func:`gasdb_tools.video.iter_av_frames`): frames
+   are paired by timestamp (:func:`gasdb_tools.sync.iter_pairs`; ``|dt|`` at most half a frame
+   period of the faster stream), sampled on a time grid (``every``, and ``max_pairs`` spread over
+   the overlap), optionally near-duplicate filtered (``dedup``), and handed to a thread pool that
+   converts and writes lossless PNGs (thermal keeps 16 bits when the source has them) through
+   :func:`gasdb_tools.imaging.write_image`. PNG encoding is the bottleneck (methods §D.1) and
+   OpenCV/swscale release the GIL, so the pool scales with cores.
+3. **Index.** Pair rows are committed through :meth:`Workspace.transaction` only after their files
+   are on disk, in checkpoints, so an interrupted run leaves a valid index and the next run
+   resumes the recording (same settings) where it stopped. A recording is finished when its row
+   has ``extract_pairs``; reruns skip it unless ``force``.
+
+A recording that fails (unreadable or truncated video, no frames, streams that do not overlap,
+an unreliable offset estimate) gets ``extract_error`` and none of its pairs stay in the index;
+the other recordings are still processed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import chain, islice
+from pathlib import Path
+
+from gasdb_tools import sync, video
+from gasdb_tools.errors import GasdbError, VideoError, WorkspaceError
+from gasdb_tools.fsutil import read_json, write_json
+from gasdb_tools.imaging import write_image
+from gasdb_tools.progress import progress
+from gasdb_tools.workspace import PAIR_COLUMNS, Workspace, make_pair_id
+
+__all__ = ["extract_workspace", "extract_recording", "DEFAULT_MIN_CONFIDENCE"]
+
+#: Offset estimates below this peak correlation are refused (pass the offset instead).
+DEFAULT_MIN_CONFIDENCE = 0.2
+_PEEK = 16  # frames looked at to measure a stream's frame period before pairing
+
+
+def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: int | None = None,
+                      offset: float | None = None, dedup: bool = False, dedup_threshold: float = 4.0,
+                      force: bool = False, recordings=None, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                      workers: int | None = None, compression: int = 1, checkpoint: int = 500) -> dict:
+    """Extract time-synchronised RGB-thermal pairs for every recording of a workspace.
+
+    Parameters
+    ----------
+    ws : Workspace
+        The workspace (recordings registered with ``gasdb add``).
+    every : float, optional
+        Keep at most one pair per ``every`` seconds (thermal clock), on a fixed time grid.
+    max_pairs : int, optional
+        At most this many pairs per recording, spread evenly over the streams' overlap.
+    offset : float, optional
+        Start offset for all selected recordings (``t_rgb = t_thermal + offset``), overriding the
+        registered one; without it a registered (given) offset is used, else it is estimated.
+    dedup : bool
+        Skip pairs in which neither stream changed locally since the last kept pair
+        (:class:`gasdb_tools.sync.DuplicateFilter`); off by default.
+    dedup_threshold : float
+        Change statistic (robust noise units) above which a frame counts as changed.
+    force : bool
+        Redo recordings already extracted (their old pairs and frames are replaced).
+    recordings : iterable of str, optional
+        Recording ids to process (default: all).
+    min_confidence : float
+        Refuse an estimated offset whose confidence is lower (the recording fails with a message
+        that gives the estimate; pass ``offset`` to use it anyway).
+    workers : int, optional
+        Threads converting and writing PNGs (default: the number of CPUs).
+    compression : int
+        PNG zlib level (0-9); 1 is about twice as fast as 3 for ~5-10 % bigger files.
+    checkpoint : int
+        Commit pair rows to the index every this many pairs (resume granularity).
+
+    Returns
+    -------
+    dict
+        ``{"workspace", "recordings": [per-recording dicts], "extracted", "skipped", "failed",
+        "pairs_written", "pairs_total"}``; per recording: ``id``, ``status``
+        (``extracted|skipped|failed``), ``pairs``, ``written``, ``offset_s``, ``offset_source``,
+        ``offset_confidence``, ``frames_rgb``, ``frames_thermal``, ``unpaired_thermal``,
+        ``dedup_skipped``, ``max_abs_dt_s``, ``seconds``, ``error``.
+
+    Raises
+    ------
+    WorkspaceError
+        An unknown recording id was asked for. (Per-recording data problems do not raise; they
+        are recorded in the index and the summary.)
+
+    Examples
+    --------
+    >>> summary = extract_workspace(ws, every=0.2)          # doctest: +SKIP
+    >>> summary["failed"], summary["pairs_total"]            # doctest: +SKIP
+    (0, 40)
+    """
+    if every is not None and not every > 0:
+        raise ValueError(f"every must be > 0 seconds or None, got {every!r}")
+    if max_pairs is not None and (not isinstance(max_pairs, int) or max_pairs < 1):
+        raise ValueError(f"max_pairs must be an int >= 1 or None, got {max_pairs!r}")
+    if offset is not None and not math.isfinite(offset):
+        raise ValueError(f"offset must be a finite number of seconds, got {offset!r}")
+    if not 0 <= compression <= 9:
+        raise ValueError(f"compression must be a zlib level 0-9, got {compression!r}")
+    if checkpoint < 1:
+        raise ValueError(f"checkpoint must be >= 1 pairs, got {checkpoint!r}")
+    index = ws.read_index()
+    ids = list(index.recordings)
+    if recordings is not None:
+        wanted = list(dict.fromkeys(recordings))
+        unknown = [r for r in wanted if r not in index.recordings]
+        if unknown:
+            raise WorkspaceError(f"unknown recording id(s) {', '.join(map(repr, unknown))} (known: "
+                                 f"{', '.join(ids) or 'none'})", file=ws.root / ws.RECORDINGS,
+                                 fix="check the ids with `gasdb status`")
+        ids = wanted
+    settings = dict(every=every, max_pairs=max_pairs, offset=offset, dedup=dedup, dedup_threshold=dedup_threshold,
+                    force=force, min_confidence=min_confidence, compression=compression, checkpoint=checkpoint)
+    results = []
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2, thread_name_prefix="gasdb-png") as pool:
+        for rec_id in ids:
+            results.append(extract_recording(ws, rec_id, pool=pool, **settings))
+    pairs_total = len(ws.read_index().pairs)
+    return {
+        "workspace": str(ws.root),
+        "recordings": results,
+        "extracted": sum(r["status"] == "extracted" for r in results),
+        "skipped": sum(r["status"] == "skipped" for r in results),
+        "failed": sum(r["status"] == "failed" for r in results),
+        "pairs_written": sum(r["written"] for r in results),
+        "pairs_total": pairs_total,
+    }
+
+
+def extract_recording(ws: Workspace, rec_id: str, *, every: float | None = None, max_pairs: int | None = None,
+                      offset: float | None = None, dedup: bool = False, dedup_threshold: float = 4.0,
+                      force: bool = False, min_confidence: float = DEFAULT_MIN_CONFIDENCE, compression: int = 1,
+                      checkpoint: int = 500, pool: ThreadPoolExecutor | None = None) -> dict:
+    """Extract one recording (see :func:`extract_workspace`); returns its summary dict.
+
+    A data problem (:class:`~gasdb_tools.errors.GasdbError`) is recorded as the recording's
+    ``extract_error`` and returned with ``status="failed"``; it does not raise.
+    """
+    own_pool = pool is None
+    if own_pool:
+        pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="gasdb-png")
+    try:
+        job = _RecordingJob(ws, rec_id, every=every, max_pairs=max_pairs, offset=offset, dedup=dedup,
+                            dedup_threshold=dedup_threshold, force=force, min_confidence=min_confidence,
+                            compression=compression, checkpoint=checkpoint, pool=pool)
+        return job.run()
+    finally:
+        if own_pool:
+            pool.shutdown(wait=True)
+
+
+def _num(x: float) -> str:
+    return repr(round(float(x), 6) + 0.0)  # + 0.0: no "-0.0"
+
+
+def _peek(iterator, n: int):
+    """The first ``n`` items of ``iterator`` and an iterator that still yields all of them."""
+    head = list(islice(iterator, n))
+    return head, chain(head, iterator)
+
+
+class _Counter:
+    """Pass (t, frame) items through, remembering every timestamp (for the summary)."""
+
+    def __init__(self, items):
+        self.items = items
+        self.times: list[float] = []
+
+    def __iter__(self):
+        for item in self.items:
+            self.times.append(item[0])
+            yield item
+
+
+class _RecordingJob:
+    def __init__(self, ws: Workspace, rec_id: str, *, every, max_pairs, offset, dedup, dedup_threshold, force,
+                 min_confidence, compression, checkpoint, pool):
+        self.ws, self.rec_id = ws, rec_id
+        self.every, self.max_pairs, self.offset = every, max_pairs, offset
+        self.dedup, self.dedup_threshold = dedup, dedup_threshold
+        self.force, self.min_confidence = force, min_confidence
+        self.compression, self.checkpoint, self.pool = compression, checkpoint, pool
+        self.inflight: deque[Future] = deque()
+        self.committed: set[str] = set()
+        self.stash: dict[str, dict] = {}  # downstream columns of pairs replaced by --force, by pair id
+        self.max_inflight = 4 * (getattr(pool, "_max_workers", 2) or 2) + 4
+        self.result = {"id": rec_id, "status": "", "pairs": 0, "written": 0, "offset_s": None, "offset_source": "",
+                       "offset_confidence": None, "frames_rgb": 0, "frames_thermal": 0, "unpaired_thermal": 0,
+                       "dedup_skipped": 0, "max_abs_dt_s": None, "seconds": 0.0, "error": ""}
+
+    # -- driver -----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        rec = self.ws.recording(self.rec_id)
+        done = rec.get("extract_pairs", "") != "" and not rec.get("extract_error")
+        if done and not self.force:
+            self.result.update(status="skipped", pairs=len(self.ws.pairs(self.rec_id)),
+                               offset_s=_float_or_none(rec.get("offset_s")), offset_source=rec.get("offset_source", ""),
+                               offset_confidence=_float_or_none(rec.get("offset_confidence")))
+            return self.result
+        try:
+            self._extract(rec)
+            self.result["status"] = "extracted"
+        except GasdbError as exc:
+            self._drain(ignore_errors=True)
+            self._rollback(str(exc))
+            self.result.update(status="failed", error=str(exc), written=0, pairs=0)
+        except BaseException:
+            self._drain(ignore_errors=True)  # files in flight land; committed checkpoints stay resumable
+            raise
+        finally:
+            self.result["seconds"] = round(time.perf_counter() - t0, 3)
+        return self.result
+
+    def _paths(self, rec: dict) -> tuple[Path, Path]:
+        return self.ws.path(rec["rgb"]), self.ws.path(rec["thermal"])
+
+    def _extract(self, rec: dict) -> None:
+        rgb_path, th_path = self._paths(rec)
+        offset_s, source, confidence, scans = self._offset(rec, rgb_path, th_path)
+        self.result.update(offset_s=offset_s, offset_source=source, offset_confidence=confidence)
+        params = {"every": self.every, "max_pairs": self.max_pairs, "dedup": self.dedup,
+                  "dedup_threshold": self.dedup_threshold if self.dedup else None, "offset_s": offset_s,
+                  "compression": self.compression}
+        params_text = json.dumps(params, sort_keys=True)
+        existing = self._prepare(rec, params_text)
+        every = self._effective_every(rgb_path, th_path, offset_s, scans)
+        rgb_raw, th_raw = video.iter_av_frames(rgb_path), video.iter_av_frames(th_path)
+        try:
+            self._pair_and_write(rgb_raw, th_raw, rgb_path, th_path, offset_s, source, confidence, scans,
+                                 params_text, existing, every)
+        finally:
+            rgb_raw.close()
+            th_raw.close()
+
+    def _pair_and_write(self, rgb_raw, th_raw, rgb_path, th_path, offset_s, source, confidence, scans,
+                        params_text, existing, every) -> None:
+        rgb_frames, th_frames = _Counter(rgb_raw), _Counter(th_raw)
+        rgb_head, rgb_iter = _peek(iter(rgb_frames), _PEEK)
+        th_head, th_iter = _peek(iter(th_frames), _PEEK)
+        tolerance = sync.pairing_tolerance(self._period(rgb_head, rgb_path, scans and scans[1]),
+                                           self._period(th_head, th_path, scans and scans[0]))
+        pairs = sync.iter_pairs(rgb_iter, th_iter, offset_s=offset_s, tolerance=tolerance)
+        sampler = sync.TimeSampler(every)
+        dup = sync.DuplicateFilter(threshold=self.dedup_threshold) if self.dedup else None
+        meta = {"offset_s": _num(offset_s), "offset_source": source,
+                "offset_confidence": _num(confidence) if confidence is not None else "",
+                "extract_params": params_text, "extract_pairs": "", "extract_error": ""}
+        pending_rows: list[dict] = []
+        seen: set[str] = set()
+        kept = paired = 0
+        max_dt = 0.0
+        complete = True
+        for pair in progress(pairs, desc=f"extract {self.rec_id}", unit="pair"):
+            if self.max_pairs is not None and kept >= self.max_pairs:
+                complete = False
+                break
+            paired += 1
+            if not sampler.take(pair.t_thermal):
+                continue
+            th_gray = None
+            if dup is not None:
+                th_gray = video.frame_to_array(pair.thermal, gray=True)
+                if not dup.keep(th_gray, video.frame_to_array(pair.rgb, gray=True)):
+                    self.result["dedup_skipped"] += 1
+                    continue
+            pid = make_pair_id(self.rec_id, pair.t_rgb)
+            if pid in seen:  # two RGB frames within 0.5 ms of each other: keep the first
+                continue
+            seen.add(pid)
+            kept += 1
+            max_dt = max(max_dt, abs(pair.dt))
+            rgb_out = self.ws.output_path("frames", self.rec_id, f"{pid}.png", sub="rgb")
+            th_out = self.ws.output_path("frames", self.rec_id, f"{pid}.png", sub="thermal")
+            if not (pid in existing and rgb_out.is_file() and th_out.is_file()):
+                self._submit(rgb_out, pair.rgb, False)
+                self._submit(th_out, th_gray if th_gray is not None else pair.thermal, True)
+                self.result["written"] += 1
+            pending_rows.append({"pair_id": pid, "recording": self.rec_id, "t_rgb": _num(pair.t_rgb),
+                                 "t_thermal": _num(pair.t_thermal), "dt": _num(abs(pair.dt)),
+                                 "rgb": self.ws.rel(rgb_out), "thermal": self.ws.rel(th_out)})
+            if len(pending_rows) >= self.checkpoint:
+                self._commit(pending_rows, meta)
+                pending_rows = []
+        if complete:  # read both streams to their end: full frame counts, and the decoder's damage checks
+            for rest in (rgb_iter, th_iter):
+                for _ in rest:
+                    pass
+        self.result["frames_rgb"] = len(rgb_frames.times)
+        self.result["frames_thermal"] = len(th_frames.times)
+        if kept == 0:
+            raise self._no_overlap_error(rgb_frames.times, th_frames.times, offset_s, tolerance, rgb_path, th_path)
+        self.result["unpaired_thermal"] = (self._unpaired(rgb_frames.times, th_frames.times, offset_s, tolerance,
+                                                          paired) if complete else None)
+        self.result["max_abs_dt_s"] = round(max_dt, 6)
+        meta["extract_pairs"] = str(kept)
+        self._commit(pending_rows, meta, final=True)
+        self.result["pairs"] = kept
+
+    # -- offset ------------------------------------------------------------------------------------
+    def _offset(self, rec, rgb_path, th_path):
+        """(offset_s, source, confidence or None, (thermal scan, rgb scan) or None)."""
+        if self.offset is not None:
+            return float(self.offset), "given", None, None
+        if rec.get("offset_source") == "given" and rec.get("offset_s", "") != "":
+            return float(rec["offset_s"]), "given", None, None
+        th = video.motion_energy(th_path)
+        rgb = video.motion_energy(rgb_path)
+        if th.energy.size < 2 or rgb.energy.size < 2:
+            raise VideoError("too few frames to estimate the start offset", file=th_path if th.energy.size < 2
+                             else rgb_path, fix="pass the offset: gasdb extract WS --offset SECONDS")
+        est = sync.estimate_offset(th.times, th.energy, rgb.times, rgb.energy)
+        if not math.isfinite(est.offset_s):
+            raise VideoError("cannot estimate the start offset: one stream shows no motion, or the streams overlap "
+                             "too little", file=th_path, field="offset_s",
+                             fix="pass it: gasdb extract WS --offset SECONDS (t_rgb = t_thermal + offset)")
+        if est.confidence < self.min_confidence:
+            raise VideoError(f"the estimated start offset {est.offset_s:+.3f} s is unreliable (confidence "
+                             f"{est.confidence:.2f} < {self.min_confidence:.2f})", file=th_path, field="offset_s",
+                             fix=f"check it (a clap or flash seen by both cameras) and pass it: "
+                                 f"gasdb extract WS --recording {self.rec_id} --offset SECONDS")
+        return round(float(est.offset_s), 6) + 0.0, "estimated", float(est.confidence), (th, rgb)
+
+    def _period(self, head, path, scan) -> float:
+        times = scan.frame_times if scan is not None else [t for t, _ in head]
+        try:
+            return sync.stream_period(times)
+        except ValueError:
+            fps = video.probe(path, decode_first=False).fps
+            if fps > 0:
+                return 1.0 / fps
+            raise VideoError("cannot tell the frame period: fewer than two frames and no frame rate in the header",
+                             file=path, fix="check that the file holds the whole recording") from None
+
+    def _effective_every(self, rgb_path, th_path, offset_s, scans) -> float | None:
+        """``every``, widened so that ``max_pairs`` spread over the overlap of the two streams."""
+        if self.max_pairs is None:
+            return self.every
+        if scans is not None:
+            th_t, rgb_t = scans[0].frame_times, scans[1].frame_times
+            lo, hi = max(th_t[0], rgb_t[0] - offset_s), min(th_t[-1], rgb_t[-1] - offset_s)
+        else:
+            d_th = video.probe(th_path, decode_first=False).duration_s
+            d_rgb = video.probe(rgb_path, decode_first=False).duration_s
+            if not d_th or not d_rgb:
+                return self.every
+            lo, hi = max(0.0, -offset_s), min(d_th, d_rgb - offset_s)
+        span = hi - lo
+        if span <= 0:
+            return self.every
+        return max(self.every or 0.0, span / self.max_pairs) or None
+
+    # -- writing -----------------------------------------------------------------------------------
+    def _submit(self, path: Path, frame, gray: bool) -> None:
+        while len(self.inflight) >= self.max_inflight:
+            self.inflight.popleft().result()
+        self.inflight.append(self.pool.submit(_write_frame, path, frame, gray, self.compression))
+
+    def _drain(self, *, ignore_errors: bool = False) -> None:
+        while self.inflight:
+            fut = self.inflight.popleft()
+            try:
+                fut.result()
+            except Exception:
+                if not ignore_errors:
+                    raise
+
+    # -- index -------------------------------------------------------------------------------------
+    def _prepare(self, rec: dict, params_text: str) -> set[str]:
+        """Decide between resuming and starting over; returns the pair ids that can be kept.
+
+        Starting over removes the recording's pairs and frames, but first saves the other stages'
+        columns of those pairs (``frames/<rec>/previous-pairs.json``): a re-extracted pair with the
+        same timestamps has the same frames, so its alignment, enhancement and labels still hold
+        and are put back when it is committed again.
+        """
+        pairs = self.ws.pairs(self.rec_id)
+        stash_path = self._stash_path()
+        if stash_path.is_file():
+            self.stash = read_json(stash_path)
+        resumable = (not self.force and pairs and rec.get("extract_params") == params_text
+                     and not rec.get("extract_pairs"))
+        if resumable:
+            return {p["pair_id"] for p in pairs}
+        for p in pairs:
+            extra = {k: v for k, v in p.items() if k not in PAIR_COLUMNS and v}
+            if extra:
+                self.stash[p["pair_id"]] = {"t_rgb": p.get("t_rgb"), "t_thermal": p.get("t_thermal"), "columns": extra}
+        if self.stash:
+            write_json(stash_path, self.stash)
+        self._remove_outputs(error=None)
+        return set()
+
+    def _stash_path(self) -> Path:
+        return self.ws.root / "frames" / self.rec_id / "previous-pairs.json"
+
+    def _restored(self, row: dict) -> dict:
+        """Stashed downstream columns of a re-extracted pair whose frames are the same, else {}."""
+        old = self.stash.get(row["pair_id"])
+        if old and old.get("t_rgb") == row["t_rgb"] and old.get("t_thermal") == row["t_thermal"]:
+            return dict(old["columns"])
+        return {}
+
+    def _remove_outputs(self, *, error: str | None) -> None:
+        """Drop this recording's pairs from the index (one transaction), then their frame files."""
+        with self.ws.transaction() as index:
+            for pid in [p["pair_id"] for p in index.pairs_of(self.rec_id)]:
+                del index.pairs[pid]
+            row = index.recordings[self.rec_id]
+            row["extract_pairs"] = ""
+            row["extract_params"] = ""
+            if error is not None:
+                row["extract_error"] = error
+        for sub in ("rgb", "thermal"):
+            folder = self.ws.root / "frames" / self.rec_id / sub
+            if folder.is_dir():
+                for f in folder.iterdir():
+                    if f.suffix in (".png", ".tmp") and f.is_file():
+                        f.unlink()
+
+    def _rollback(self, error: str) -> None:
+        self._remove_outputs(error=error)
+
+    def _commit(self, rows: list[dict], meta: dict, *, final: bool = False) -> None:
+        self._drain()
+        with self.ws.transaction() as index:
+            for row in rows:
+                old = index.pairs.get(row["pair_id"]) or self._restored(row)
+                index.pairs[row["pair_id"]] = {**old, **row}
+            index.recordings[self.rec_id].update(meta)
+            if final:
+                # pairs left from an interrupted run with the same settings but not produced now
+                produced = {r["pair_id"] for r in rows} | self.committed
+                for pid in [p["pair_id"] for p in index.pairs_of(self.rec_id)]:
+                    if pid not in produced:
+                        del index.pairs[pid]
+        self.committed.update(r["pair_id"] for r in rows)
+        if final:
+            self._stash_path().unlink(missing_ok=True)
+
+    # -- diagnostics -------------------------------------------------------------------------------
+    @staticmethod
+    def _unpaired(rgb_times, th_times, offset_s, tolerance, paired) -> int:
+        """Thermal frames inside the RGB stream's time range that found no partner within tolerance."""
+        lo, hi = rgb_times[0] - offset_s - tolerance, rgb_times[-1] - offset_s + tolerance
+        return max(sum(lo <= t <= hi for t in th_times) - paired, 0)
+
+    def _no_overlap_error(self, rgb_times, th_times, offset_s, tolerance, rgb_path, th_path) -> VideoError:
+        if not rgb_times or not th_times:
+            return VideoError("a stream has no frames", file=rgb_path if not rgb_times else th_path,
+                              fix="re-export the recording")
+        return VideoError(
+            f"the streams do not overlap in time: thermal covers {th_times[0] + offset_s:.2f}-"
+            f"{th_times[-1] + offset_s:.2f} s on the RGB clock (offset {offset_s:+.3f} s), RGB covers "
+            f"{rgb_times[0]:.2f}-{rgb_times[-1]:.2f} s (pairs need |dt| <= {tolerance * 1000:.1f} ms)",
+            file=th_path, field="offset_s",
+            fix="check that both files belong to the same take and that the offset is right (t_rgb = t_thermal + offset)")
+
+
+def _write_frame(path: Path, frame, gray: bool, compression: int) -> None:
+    """Worker: convert a decoded frame (or take an array) and write it as PNG, atomically."""
+    image = frame if hasattr(frame, "dtype") else video.frame_to_array(frame, gray=gray)
+    write_image(path, image, compression=compression)
+
+
+def _float_or_none(text) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None

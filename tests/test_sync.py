@@ -1,0 +1,239 @@
+"""Stream sync: offset estimation, pairing by timestamp, time-based sampling, near-duplicate statistic."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gasdb_tools.sync import (DuplicateFilter, TimeSampler, change_statistic, estimate_offset, iter_pairs,
+                              pair_by_time, pairing_tolerance, resample_signal, sample_every, stream_period)
+
+
+def _activity(seed: int, seconds: float = 30.0):
+    """A bursty 'motion energy' of a scene, as a function of world time (100 Hz table)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, seconds, 0.01)
+    bursts = np.zeros_like(t)
+    for start in rng.uniform(0, seconds, 25):
+        bursts += rng.uniform(0.5, 2) * np.exp(-0.5 * ((t - start) / rng.uniform(0.05, 0.4)) ** 2)
+    return t, bursts
+
+
+# -- offset ---------------------------------------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(offset=st.floats(-4.0, 4.0), seed=st.integers(0, 1000))
+def test_offset_of_two_differently_sampled_streams_is_recovered_within_a_frame(offset, seed):
+    world_t, act = _activity(seed)
+    rng = np.random.default_rng(seed + 1)
+    t_th = np.arange(0, 20, 1 / 25)  # thermal clock; thermal frame k shows world time t + 5
+    t_rgb = np.arange(0, 20, 1 / 30)  # RGB clock: world time t_rgb + 5 - offset
+    e_th = np.interp(t_th + 5, world_t, act) * 3 + rng.normal(0, 0.05, t_th.size)
+    e_rgb = np.interp(t_rgb + 5 - offset, world_t, act) + 0.5 + rng.normal(0, 0.05, t_rgb.size)
+    est = estimate_offset(t_th, e_th, t_rgb, e_rgb)
+    assert abs(est.offset_s - offset) < 1 / 30
+    assert est.confidence > 0.5
+    assert est.lags_s[0] == -5.0 and est.lags_s[-1] == 5.0
+
+
+def test_correlation_curve_matches_a_direct_pearson_at_each_lag():
+    rng = np.random.default_rng(0)
+    t_a = np.arange(0, 12, 0.04)
+    t_b = np.arange(0, 9, 1 / 30)
+    e_a, e_b = rng.random(t_a.size), rng.random(t_b.size)
+    est = estimate_offset(t_a, e_a, t_b, e_b, max_lag_s=2.0, min_overlap=0.3)
+    ia0, a = resample_signal(t_a, e_a)
+    jb0, b = resample_signal(t_b, e_b)
+    for k in (0, 37, 100, 200, 333, 400):
+        lag = int(round(est.lags_s[k] * 100))
+        # thermal grid index i meets rgb grid index j with (jb0 + j) - (ia0 + i) = lag
+        i = np.arange(a.size)
+        j = i + lag + ia0 - jb0
+        ok = (j >= 0) & (j < b.size)
+        expected = np.corrcoef(a[i[ok]], b[j[ok]])[0, 1]
+        assert est.correlation[k] == pytest.approx(expected, abs=1e-9)
+
+
+def test_flat_signal_or_no_overlap_gives_no_estimate():
+    t = np.arange(0, 10, 0.04)
+    est = estimate_offset(t, np.ones_like(t), t, np.sin(t))
+    assert math.isnan(est.offset_s) and est.confidence == 0.0
+    short = np.arange(0, 0.5, 0.04)
+    est = estimate_offset(short, np.sin(7 * short), t, np.sin(t))  # 0.5 s cannot overlap 1 s anywhere
+    assert math.isnan(est.offset_s)
+
+
+def test_offset_arguments_are_checked():
+    t = np.arange(10.0)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        estimate_offset(t[:1], t[:1], t, t)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        estimate_offset(t[::-1], t, t, t)
+    with pytest.raises(ValueError, match="max_lag_s"):
+        estimate_offset(t, t, t, t, max_lag_s=0)
+
+
+def test_resample_signal_interpolates_on_the_grid():
+    first, values = resample_signal([0.013, 0.05, 0.101], [1.0, 2.0, 4.0], rate_hz=100)
+    assert first == 2
+    np.testing.assert_allclose(values, np.interp(np.arange(2, 11) / 100, [0.013, 0.05, 0.101], [1, 2, 4]))
+
+
+# -- pairing --------------------------------------------------------------------------------------
+def _reference_pairs(t_rgb, t_th, offset, tol):
+    """Brute force: each thermal frame's nearest RGB frame within tol; an RGB frame goes to the closer."""
+    best = {}
+    for i, t in enumerate(t_th):
+        u = t + offset
+        j = int(np.argmin(np.abs(t_rgb - u)))
+        if abs(t_rgb[j] - u) <= tol and (j not in best or abs(t_rgb[j] - u) < best[j][1]):
+            best[j] = (i, abs(t_rgb[j] - u))
+    return sorted((i, j) for j, (i, _) in best.items())
+
+
+def _stream(rng, fps, seconds, jitter, drop):
+    t = np.arange(0, seconds, 1 / fps) + rng.uniform(-jitter, jitter, int(np.ceil(seconds * fps)))[: int(np.ceil(
+        seconds * fps - 1e-9))]
+    t = np.sort(t[rng.random(t.size) >= drop])
+    return t + rng.uniform(0, 0.1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(fps_rgb=st.sampled_from([9.0, 15.0, 25.0, 30.0, 29.97]), fps_th=st.sampled_from([9.0, 25.0, 30.0, 50.0]),
+       offset=st.floats(-2.0, 2.0), jitter=st.floats(0, 0.004), drop=st.floats(0, 0.2), seed=st.integers(0, 10**6))
+def test_pairs_are_unique_mutual_nearest_and_within_half_the_faster_period(fps_rgb, fps_th, offset, jitter, drop,
+                                                                          seed):
+    rng = np.random.default_rng(seed)
+    t_rgb = _stream(rng, fps_rgb, 4.0, jitter, drop)
+    t_th = _stream(rng, fps_th, 4.0, jitter, drop)
+    tol = pairing_tolerance(1 / fps_rgb, 1 / fps_th)
+    p = pair_by_time(t_rgb, t_th, offset_s=offset, tolerance=tol)
+    assert sorted(zip(p.thermal_index.tolist(), p.rgb_index.tolist())) == _reference_pairs(t_rgb, t_th, offset, tol)
+    assert np.all(np.abs(p.dt) <= tol + 1e-12)
+    np.testing.assert_allclose(p.dt, t_rgb[p.rgb_index] - t_th[p.thermal_index] - offset)
+    assert len(set(p.rgb_index.tolist())) == p.rgb_index.size
+    assert np.all(np.diff(p.thermal_index) > 0) and np.all(np.diff(p.rgb_index) > 0)  # time order, no repeats
+
+
+def test_cfr_streams_pair_every_frame_of_the_slower_one():
+    t_rgb, t_th = np.arange(300) / 30, np.arange(250) / 25
+    p = pair_by_time(t_rgb, t_th, offset_s=0.0)
+    assert p.thermal_index.tolist() == list(range(250))
+    assert np.abs(p.dt).max() <= 0.5 / 30
+
+
+def test_non_overlapping_streams_give_no_pairs():
+    p = pair_by_time(np.arange(30) / 30, np.arange(25) / 25, offset_s=5.0)
+    assert p.rgb_index.size == 0 and p.thermal_index.size == 0
+
+
+def test_iter_pairs_is_lazy_and_passes_payloads_through():
+    consumed = []
+
+    def rgb():
+        for k in range(1000):
+            consumed.append(k)
+            yield k / 30, f"rgb{k}"
+
+    pairs = iter_pairs(rgb(), ((k / 25, f"th{k}") for k in range(3)), offset_s=0.1, tolerance=0.5 / 30)
+    got = [(p.rgb, p.thermal) for p in pairs]
+    assert got == [("rgb3", "th0"), ("rgb4", "th1"), ("rgb5", "th2")]
+    assert len(consumed) < 10  # stopped reading RGB right after the thermal stream ended
+
+
+def test_pairing_arguments_are_checked():
+    with pytest.raises(ValueError, match="non-decreasing"):
+        pair_by_time([0.0, 0.2, 0.1], [0.0, 0.1])
+    with pytest.raises(ValueError, match="two distinct timestamps"):
+        stream_period([1.0, 1.0])
+    assert stream_period([0, 0.04, 0.08, 0.2, 0.24]) == pytest.approx(0.04)  # a dropped frame does not count
+
+
+# -- sampling -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fps", [9.0, 25.0, 30.0])
+def test_every_samples_sources_of_any_rate_alike(fps):
+    times = np.arange(0, 10, 1 / fps)
+    kept = times[sample_every(times, 0.5)]
+    assert kept.size == 20
+    grid = np.arange(20) * 0.5
+    assert np.all(kept >= grid - 1e-6) and np.all(kept - grid < 1 / fps)  # first frame at/after each grid point
+
+
+def test_sampling_grid_does_not_drift_and_skips_gaps():
+    times = np.concatenate([np.arange(0, 3, 0.04), np.arange(5.02, 8, 0.04)])  # a 2 s gap
+    kept = times[sample_every(times, 1.0)]
+    np.testing.assert_allclose(kept, [0, 1, 2, 5.02, 6.02, 7.02], atol=1e-6)
+    s = TimeSampler(None)
+    assert all(s.take(t) for t in times)
+    with pytest.raises(ValueError, match="every_s"):
+        TimeSampler(-1)
+
+
+# -- near-duplicates ------------------------------------------------------------------------------
+def _scene(rng, shape=(256, 320)):
+    return cv2.GaussianBlur(rng.normal(120, 30, shape).astype(np.float32), (0, 0), 4)
+
+
+def _noisy(base, rng, sigma=1.5):
+    return np.clip(base + rng.normal(0, sigma, base.shape), 0, 255).astype(np.uint8)
+
+
+def _plume(shape, centre, radius, contrast):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return -contrast * np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * radius**2))
+
+
+def _dhash(image):
+    small = cv2.resize(image, (9, 8), interpolation=cv2.INTER_AREA)
+    return (small[:, 1:] > small[:, :-1]).ravel()
+
+
+def test_change_statistic_separates_noise_from_a_moved_faint_plume():
+    rng = np.random.default_rng(0)
+    base = _scene(rng)
+    a = _noisy(base + _plume(base.shape, (120, 150), 14, 8), rng)
+    same = _noisy(base + _plume(base.shape, (120, 150), 14, 8), rng)
+    moved = _noisy(base + _plume(base.shape, (150, 140), 14, 8), rng)
+    noise_only = change_statistic(a, same)
+    assert 2.0 < noise_only < 4.0  # ~2.8: the 99.5th percentile of a half-normal
+    assert change_statistic(a, moved) > 3 * noise_only
+    assert change_statistic(a, a) == 0.0
+    brighter = np.clip(a.astype(int) + 12, 0, 255).astype(np.uint8)  # drift / gain step: not a change
+    assert change_statistic(a, brighter) < 4.0
+    # the fixed-rig pitfall (methods §D.4): a global hash cannot see the moved plume
+    assert (_dhash(a) != _dhash(moved)).sum() <= 2
+
+
+def test_duplicate_filter_keeps_plume_changes_and_accumulates_slow_ones():
+    rng = np.random.default_rng(1)
+    base = _scene(rng)
+    flt = DuplicateFilter(threshold=4.0)
+    frames = [_noisy(base, rng) for _ in range(5)]  # a static scene: only the first is new
+    assert [flt.keep(f) for f in frames] == [True, False, False, False, False]
+    assert flt.keep(_noisy(base + _plume(base.shape, (160, 120), 12, 10), rng))  # a plume appears
+    # a plume darkening by 0.4 grey levels per frame: each step is noise-sized, the sum is not
+    kept = [flt.keep(_noisy(base + _plume(base.shape, (160, 120), 12, 10 + 0.4 * k), rng)) for k in range(1, 30)]
+    assert any(kept) and not all(kept)
+    assert flt.last_statistic >= 0
+
+
+def test_duplicate_filter_decides_per_pair_on_either_stream():
+    rng = np.random.default_rng(2)
+    th, rgb = _scene(rng), _scene(rng, (128, 160))
+    flt = DuplicateFilter()
+    assert flt.keep(_noisy(th, rng), _noisy(rgb, rng))
+    assert not flt.keep(_noisy(th, rng), _noisy(rgb, rng))
+    moved_rgb = rgb.copy()
+    moved_rgb[40:80, 60:90] += 60  # something moved in the RGB view only
+    assert flt.keep(_noisy(th, rng), _noisy(moved_rgb, rng))
+    with pytest.raises(ValueError, match="2-D"):
+        flt.keep(np.zeros((8, 8, 3)))
+
+
+def test_change_statistic_arguments_are_checked():
+    with pytest.raises(ValueError, match="same shape"):
+        change_statistic(np.zeros((4, 4)), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="percentile"):
+        change_statistic(np.zeros((4, 4)), np.zeros((4, 4)), percentile=10)
