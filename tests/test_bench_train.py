@@ -260,3 +260,15 @@ def test_demo_run_trains_at_a_reduced_size_and_scores_test(gasdb_dir, tmp_path):
     assert summary["epochs_run"] == 1 and summary["params"] == 734_238
     assert summary["test"]["scores"]["sum"]["n_pixels"] == 4 * 32 * 48  # scored at the run's size
     assert "history" not in summary
+
+
+@pytest.mark.gpu
+def test_cuda_amp_training_and_event_timing(gasdb_dir, tmp_path):
+    summary = train(_config(epochs=1, amp=True), gasdb_dir, tmp_path / "cuda", device="cuda")
+    events = [json.loads(line) for line in (tmp_path / "cuda" / "log.jsonl").read_text().splitlines()]
+    assert events[0]["amp"] is True and events[0]["device"].startswith("cuda")
+    assert summary["test"]["scores"]["sum"]["n_pixels"] == 4 * 64 * 80
+    r = benchmark("mfnet", device="cuda", shape=(1, 4, 64, 80), warmup_iters=2, warmup_s=0.0, iters=5, repeats=1,
+                  amp=True, channels_last=True)
+    assert r["latency"]["timer"] == "cuda-events" and r["latency"]["precision"] == "fp16 autocast"
+    assert r["env"]["gpu"] and "not measured" not in markdown_table([r])

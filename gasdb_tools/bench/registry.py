@@ -52,7 +52,8 @@ class ModelSpec:
     reference : str
         Where the architecture comes from (official repository and commit, or layout).
     reference_params : int or None
-        Parameter count of the official model with 2 classes (what the tests check).
+        Parameter count of the official model with 2 classes: exact where it was counted (RT-CAN,
+        U-Net), else the published value rounded to 0.01 M (MFNet: 0.734 M).
     kwargs : dict
         Default keyword arguments given to the factory.
     """

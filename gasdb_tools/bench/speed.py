@@ -125,7 +125,8 @@ def _stats(ms: list[float]) -> dict:
 
 def measure_latency(model: torch.nn.Module, *, device="cpu", shape=DEFAULT_SHAPE, n_heads: int = 1,
                     warmup_iters: int = 50, warmup_s: float = 2.0, iters: int = 200, repeats: int = 3,
-                    amp: bool = False, channels_last: bool = False, compile: bool = False) -> dict:
+                    amp: bool = False, channels_last: bool = False, compile: bool = False, tf32: bool = False,
+                    cudnn_benchmark: bool = False) -> dict:
     """Time the forward pass (to summed logits) of ``model``.
 
     Parameters
@@ -142,6 +143,9 @@ def measure_latency(model: torch.nn.Module, *, device="cpu", shape=DEFAULT_SHAPE
         Timed iterations per repeat, and repeats.
     amp, channels_last, compile : bool
         Labelled variants (fp16/bf16 autocast, NHWC memory format, ``torch.compile``).
+    tf32, cudnn_benchmark : bool
+        CUDA only: set ``allow_tf32`` (matmul and cuDNN) and ``cudnn.benchmark`` for the run (both
+        off by default: a true fp32 headline) and restore them afterwards; the values are recorded.
 
     Returns
     -------
@@ -162,8 +166,7 @@ def measure_latency(model: torch.nn.Module, *, device="cpu", shape=DEFAULT_SHAPE
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    fn = model
-    compile_s = None
+    fn = torch.compile(model) if compile else model  # compiles lazily, on the first (separately timed) call
 
     def step():
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
@@ -171,11 +174,35 @@ def measure_latency(model: torch.nn.Module, *, device="cpu", shape=DEFAULT_SHAPE
             return heads[0] if len(heads) == 1 else sum(heads)
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    flags = None
+    if device.type == "cuda":
+        flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+    try:
+        runs, n_warm, compile_s = _timed(step, sync, device, model, compile, warmup_iters, warmup_s, iters, repeats)
+    finally:
+        if flags is not None:
+            (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark) = flags
+    median = statistics.median(r["median_ms"] for r in runs)
+    return {"timer": "cuda-events" if device.type == "cuda" else "perf_counter",
+            "label": ("GPU" if device.type == "cuda" else "CPU") + " latency", "shape": list(shape),
+            "precision": ("fp16 autocast" if device.type == "cuda" else "bf16 autocast") if amp else "fp32",
+            "channels_last": channels_last, "compile": compile, "compile_s": compile_s, "warmup_iters_run": n_warm,
+            "tf32": tf32 if device.type == "cuda" else None,
+            "cudnn_benchmark": cudnn_benchmark if device.type == "cuda" else None,
+            "iters": iters, "repeats": runs, "median_ms": median,
+            "p90_ms": statistics.median(r["p90_ms"] for r in runs), "fps": 1000.0 / median}
+
+
+def _timed(step, sync, device, model, compile, warmup_iters, warmup_s, iters, repeats):
+    """Warm up, then time ``repeats`` × ``iters`` calls of ``step``; returns (runs, n_warm, compile_s)."""
+    compile_s = None
     with torch.inference_mode():
         if compile:
-            fn = torch.compile(model)
             t0 = time.perf_counter()
-            step()
+            step()  # the first call compiles
             sync()
             compile_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -202,13 +229,7 @@ def measure_latency(model: torch.nn.Module, *, device="cpu", shape=DEFAULT_SHAPE
                     step()
                     ms.append((time.perf_counter() - t) * 1e3)
             runs.append(_stats(ms))
-    median = statistics.median(r["median_ms"] for r in runs)
-    return {"timer": "cuda-events" if device.type == "cuda" else "perf_counter",
-            "label": ("GPU" if device.type == "cuda" else "CPU") + " latency", "shape": list(shape),
-            "precision": ("fp16 autocast" if device.type == "cuda" else "bf16 autocast") if amp else "fp32",
-            "channels_last": channels_last, "compile": compile, "compile_s": compile_s, "warmup_iters_run": n_warm,
-            "iters": iters, "repeats": runs, "median_ms": median,
-            "p90_ms": statistics.median(r["p90_ms"] for r in runs), "fps": 1000.0 / median}
+    return runs, n_warm, compile_s
 
 
 def benchmark(name: str, *, device="cpu", shape=DEFAULT_SHAPE, latency: bool = True, flops: bool = True,
@@ -260,8 +281,12 @@ def markdown_table(results: list[dict], *, title: str | None = None) -> str:
                      f"{_fmt(r.get('gflops'), '.2f')} | {_fmt(r.get('gmacs'), '.2f')} | {cpu_med} | {cpu_p90} | "
                      f"{cpu_fps} | {gpu} |")
     if lat:
+        cuda_flags = ""
+        if lat.get("tf32") is not None:
+            cuda_flags = f", tf32={lat['tf32']}, cudnn.benchmark={lat['cudnn_benchmark']}"
         lines += ["", f"Timing: {lat['label']}, {lat['precision']}, channels_last={lat['channels_last']}, "
-                      f"compile={lat['compile']}; {lat['warmup_iters_run']} warm-up iterations, {lat['iters']} timed "
+                      f"compile={lat['compile']}{cuda_flags}; {lat['warmup_iters_run']} warm-up iterations, "
+                      f"{lat['iters']} timed "
                       f"× {len(lat['repeats'])} repeat(s), timer {lat['timer']}. "
                       f"Environment: torch {env.get('torch')}, "
                       f"{env.get('cpu')}, {env.get('threads')} thread(s)"

@@ -252,6 +252,8 @@ def eval_cmd(checkpoint, data, model_name, split, heads, batch_size, workers, am
               help="Minimum warm-up seconds.")
 @click.option("--iters", type=click.IntRange(min=1), default=200, show_default=True, help="Timed iterations.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--tf32", is_flag=True, help="CUDA: allow TF32 in matmul and cuDNN (off: a true fp32 headline).")
+@click.option("--cudnn-benchmark", is_flag=True, help="CUDA: cudnn.benchmark on (the warm-up absorbs the search).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads [torch's default].")
 @click.option("--no-latency", is_flag=True, help="Only parameters and FLOPs.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the results JSON here.")
@@ -259,8 +261,8 @@ def eval_cmd(checkpoint, data, model_name, split, heads, batch_size, workers, am
 @_model_arg
 @_device
 @json_option
-def speed(model_name, size, batch, amp, channels_last, compile_, warmup, warmup_s, iters, repeats, threads,
-          no_latency, out, markdown, model_args, device, as_json) -> None:
+def speed(model_name, size, batch, amp, channels_last, compile_, warmup, warmup_s, iters, repeats, tf32,
+          cudnn_benchmark, threads, no_latency, out, markdown, model_args, device, as_json) -> None:
     """Parameters, FLOPs (GFLOPs and GMACs) and latency median/p90 and FPS of a model.
 
     GPU: CUDA events around each of ITERS forwards after warm-up; CPU: perf_counter, labelled CPU
@@ -288,7 +290,7 @@ def speed(model_name, size, batch, amp, channels_last, compile_, warmup, warmup_
     for name in names:
         r = benchmark(name, device=dev, shape=(batch, 4, *size), latency=not no_latency, model_kwargs=model_args,
                       warmup_iters=warmup, warmup_s=warmup_s, iters=iters, repeats=repeats, amp=amp,
-                      channels_last=channels_last, compile=compile_)
+                      channels_last=channels_last, compile=compile_, tf32=tf32, cudnn_benchmark=cudnn_benchmark)
         results.append(r)
         if not as_json:
             la = r.get("latency")
