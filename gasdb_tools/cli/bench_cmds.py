@@ -272,7 +272,7 @@ def speed(model_name, size, batch, amp, channels_last, compile_, warmup, warmup_
     Example:
       gasdb bench speed --model rtcan-r50 --device cuda
       gasdb bench speed --model all --device cpu --warmup 1 --warmup-s 0 --iters 3 --repeats 1 \\
-          --markdown benchmarks/results/bench_models.md
+          --out bench_models.json --markdown bench_models.md
     """
     _require_torch()
     import torch
