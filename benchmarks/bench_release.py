@@ -10,7 +10,7 @@ One run builds a labelled, aligned workspace of simulated 640x512 pairs (16-bit 
   order and shuffled, against two baselines: **plain h5py** reads of the same four arrays from a
   handle kept open, and **the PNG folder** (``gasdb/images/<name>.png`` + ``labels/<name>.png``
   through :func:`gasdb_tools.imaging.read_image`); and through a torch ``DataLoader``
-  (batch 8, 0 and 2 workers).
+  (batch 8, 0 and 2 workers; one intra-op torch thread in the main process, as in workers).
 
 Run::
 
@@ -115,8 +115,15 @@ def main(argv=None) -> dict:
         seconds["read: ours (GasDBDataset, shuffled)"] = _timed(lambda: ours(True), args.repeats)
         seconds["read: baseline (plain h5py, open handle)"] = _timed(plain_h5py, args.repeats)
         seconds["read: baseline (PNG folder, read_image)"] = _timed(png_folder, args.repeats)
+        torch_threads = None
         try:
+            import torch
             from torch.utils.data import DataLoader
+
+            # Collation in the main process uses torch's intra-op threads; on a shared 2-core machine they
+            # spin against each other and make stacking ~10x slower. Workers already run with 1 thread.
+            torch.set_num_threads(1)
+            torch_threads = torch.get_num_threads()
 
             for workers in (0, 2):
                 def loader(workers=workers):
@@ -147,7 +154,7 @@ def main(argv=None) -> dict:
         result = {
             "benchmark": "release",
             "pairs": n, "size": [640, 512], "repeats": args.repeats,
-            "workspace_setup_s": round(setup_s, 2),
+            "workspace_setup_s": round(setup_s, 2), "torch_threads": torch_threads,
             "seconds": seconds, "throughput": rates, "ratios": ratio, "sizes": sizes,
             "cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),
             "python": platform.python_version(), "machine": platform.machine(),
