@@ -125,10 +125,14 @@ def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: i
                                  f"{', '.join(ids) or 'none'})", file=ws.root / ws.RECORDINGS,
                                  fix="check the ids with `gasdb status`")
         ids = wanted
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1 or None, got {workers!r}")
+    workers = workers or os.cpu_count() or 2
     settings = dict(every=every, max_pairs=max_pairs, offset=offset, dedup=dedup, dedup_threshold=dedup_threshold,
-                    force=force, min_confidence=min_confidence, compression=compression, checkpoint=checkpoint)
+                    force=force, min_confidence=min_confidence, compression=compression, checkpoint=checkpoint,
+                    workers=workers)
     results = []
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2, thread_name_prefix="gasdb-png") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gasdb-png") as pool:
         for rec_id in ids:
             results.append(extract_recording(ws, rec_id, pool=pool, **settings))
     pairs_total = len(ws.read_index().pairs)
@@ -146,19 +150,22 @@ def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: i
 def extract_recording(ws: Workspace, rec_id: str, *, every: float | None = None, max_pairs: int | None = None,
                       offset: float | None = None, dedup: bool = False, dedup_threshold: float = 4.0,
                       force: bool = False, min_confidence: float = DEFAULT_MIN_CONFIDENCE, compression: int = 1,
-                      checkpoint: int = 500, pool: ThreadPoolExecutor | None = None) -> dict:
+                      checkpoint: int = 500, workers: int | None = None,
+                      pool: ThreadPoolExecutor | None = None) -> dict:
     """Extract one recording (see :func:`extract_workspace`); returns its summary dict.
 
-    A data problem (:class:`~gasdb_tools.errors.GasdbError`) is recorded as the recording's
+    ``pool`` (optional) is a thread pool of ``workers`` threads to write PNGs with. A data
+    problem (:class:`~gasdb_tools.errors.GasdbError`) is recorded as the recording's
     ``extract_error`` and returned with ``status="failed"``; it does not raise.
     """
+    workers = workers or os.cpu_count() or 2
     own_pool = pool is None
     if own_pool:
-        pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="gasdb-png")
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gasdb-png")
     try:
         job = _RecordingJob(ws, rec_id, every=every, max_pairs=max_pairs, offset=offset, dedup=dedup,
                             dedup_threshold=dedup_threshold, force=force, min_confidence=min_confidence,
-                            compression=compression, checkpoint=checkpoint, pool=pool)
+                            compression=compression, checkpoint=checkpoint, pool=pool, workers=workers)
         return job.run()
     finally:
         if own_pool:
@@ -190,7 +197,7 @@ class _Counter:
 
 class _RecordingJob:
     def __init__(self, ws: Workspace, rec_id: str, *, every, max_pairs, offset, dedup, dedup_threshold, force,
-                 min_confidence, compression, checkpoint, pool):
+                 min_confidence, compression, checkpoint, pool, workers):
         self.ws, self.rec_id = ws, rec_id
         self.every, self.max_pairs, self.offset = every, max_pairs, offset
         self.dedup, self.dedup_threshold = dedup, dedup_threshold
@@ -199,7 +206,7 @@ class _RecordingJob:
         self.inflight: deque[Future] = deque()
         self.committed: set[str] = set()
         self.stash: dict[str, dict] = {}  # downstream columns of pairs replaced by --force, by pair id
-        self.max_inflight = 4 * (getattr(pool, "_max_workers", 2) or 2) + 4
+        self.max_inflight = 4 * workers + 4  # frames waiting for or in a writer: bounded memory
         self.result = {"id": rec_id, "status": "", "pairs": 0, "written": 0, "offset_s": None, "offset_source": "",
                        "offset_confidence": None, "frames_rgb": 0, "frames_thermal": 0, "unpaired_thermal": 0,
                        "dedup_skipped": 0, "max_abs_dt_s": None, "seconds": 0.0, "error": ""}
@@ -229,6 +236,10 @@ class _RecordingJob:
         return self.result
 
     def _paths(self, rec: dict) -> tuple[Path, Path]:
+        missing = [k for k in ("rgb", "thermal") if not rec.get(k)]
+        if missing:
+            raise WorkspaceError(f"recording {self.rec_id!r} has no {' or '.join(missing)} video", field=missing[0],
+                                 file=self.ws.root / self.ws.RECORDINGS, fix="register it again with `gasdb add`")
         return self.ws.path(rec["rgb"]), self.ws.path(rec["thermal"])
 
     def _extract(self, rec: dict) -> None:
@@ -286,15 +297,15 @@ class _RecordingJob:
             seen.add(pid)
             kept += 1
             max_dt = max(max_dt, abs(pair.dt))
-            rgb_out = self.ws.output_path("frames", self.rec_id, f"{pid}.png", sub="rgb")
-            th_out = self.ws.output_path("frames", self.rec_id, f"{pid}.png", sub="thermal")
+            rgb_rel, th_rel = f"frames/{self.rec_id}/rgb/{pid}.png", f"frames/{self.rec_id}/thermal/{pid}.png"
+            rgb_out, th_out = self.ws.root / rgb_rel, self.ws.root / th_rel
             if not (pid in existing and rgb_out.is_file() and th_out.is_file()):
                 self._submit(rgb_out, pair.rgb, False)
                 self._submit(th_out, th_gray if th_gray is not None else pair.thermal, True)
                 self.result["written"] += 1
             pending_rows.append({"pair_id": pid, "recording": self.rec_id, "t_rgb": _num(pair.t_rgb),
                                  "t_thermal": _num(pair.t_thermal), "dt": _num(abs(pair.dt)),
-                                 "rgb": self.ws.rel(rgb_out), "thermal": self.ws.rel(th_out)})
+                                 "rgb": rgb_rel, "thermal": th_rel})
             if len(pending_rows) >= self.checkpoint:
                 self._commit(pending_rows, meta)
                 pending_rows = []
@@ -377,7 +388,7 @@ class _RecordingJob:
             fut = self.inflight.popleft()
             try:
                 fut.result()
-            except Exception:
+            except BaseException:
                 if not ignore_errors:
                     raise
 
@@ -470,7 +481,8 @@ class _RecordingJob:
             f"{th_times[-1] + offset_s:.2f} s on the RGB clock (offset {offset_s:+.3f} s), RGB covers "
             f"{rgb_times[0]:.2f}-{rgb_times[-1]:.2f} s (pairs need |dt| <= {tolerance * 1000:.1f} ms)",
             file=th_path, field="offset_s",
-            fix="check that both files belong to the same take and that the offset is right (t_rgb = t_thermal + offset)")
+            fix="check that both files belong to the same take and that the offset is right "
+                "(t_rgb = t_thermal + offset)")
 
 
 def _write_frame(path: Path, frame, gray: bool, compression: int) -> None:

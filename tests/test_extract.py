@@ -14,7 +14,7 @@ from gasdb_tools.errors import WorkspaceError
 from gasdb_tools.extract import extract_workspace
 from gasdb_tools.imaging import read_image
 from gasdb_tools.recordings import add_recording
-from gasdb_tools.synth import SynthRig, synthesize, write_recording
+from gasdb_tools.synth import SynthRig, synthesize
 from gasdb_tools.video import count_frames, iter_frames, write_video
 from gasdb_tools.workspace import PAIR_COLUMNS, Workspace
 from tests.conftest import shared_data
