@@ -450,6 +450,7 @@ class _RecordingJob:
 
     def _commit(self, rows: list[dict], meta: dict, *, final: bool = False) -> None:
         self._drain()
+        os.sync()  # frames are written without per-file fsync; make them durable before indexing them
         with self.ws.transaction() as index:
             for row in rows:
                 old = index.pairs.get(row["pair_id"]) or self._restored(row)
@@ -488,7 +489,7 @@ class _RecordingJob:
 def _write_frame(path: Path, frame, gray: bool, compression: int) -> None:
     """Worker: convert a decoded frame (or take an array) and write it as PNG, atomically."""
     image = frame if hasattr(frame, "dtype") else video.frame_to_array(frame, gray=gray)
-    write_image(path, image, compression=compression)
+    write_image(path, image, compression=compression, sync=False)  # one os.sync() per index commit
 
 
 def _float_or_none(text) -> float | None:

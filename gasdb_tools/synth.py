@@ -96,6 +96,9 @@ class SynthRig:
         A warm person walks through both views.
     spray : bool
         A water spray (visible in RGB as white mist, in thermal as a cold streaky region; not gas).
+    sync_lamp : bool
+        A lamp that both cameras see, switched on and off at irregular times (a flash / heat event,
+        how rigs are synchronised in practice; methods §D.3). Its switch times are in ``truth()``.
     noise_sigma : float
         Thermal sensor noise (grey levels).
     mask_threshold_dn : float
@@ -121,6 +124,7 @@ class SynthRig:
     leak_start_s: float | None = None
     distractors: bool = True
     spray: bool = False
+    sync_lamp: bool = True
     noise_sigma: float = 1.5
     mask_threshold_dn: float = 2.5
     homography: np.ndarray = field(init=False, repr=False)
@@ -159,6 +163,12 @@ class SynthRig:
         self._wind_table = None
         self._drift = (rng.uniform(1.0, 2.5), rng.uniform(5.0, 9.0), rng.uniform(0, 2 * np.pi))
         self._person = (rng.uniform(0.2, 0.8), rng.uniform(0.5, 0.9) * h)  # phase, ground row
+        # lamp: irregular on/off durations (aperiodic, so cross-correlation has one peak), thermal clock
+        lamp_rng = np.random.default_rng(self._rng_seed + 3)
+        durations = np.column_stack([lamp_rng.uniform(0.4, 1.4, 64), lamp_rng.uniform(0.12, 0.4, 64)]).ravel()
+        self.lamp_switches_s = tuple(float(v) for v in np.round(0.25 + np.cumsum(durations) - durations[0], 3))
+        lx, ly = rng.uniform(0.05, 0.85) * w, rng.uniform(0.05, 0.2) * h
+        self._lamp_rgb = np.array([[lx, ly], [lx + 0.1 * w, ly], [lx + 0.1 * w, ly + 0.12 * h], [lx, ly + 0.12 * h]])
 
     # -- scene ------------------------------------------------------------------------------------
     def _draw_world(self, rng):
@@ -306,6 +316,13 @@ class SynthRig:
         body = cv2.ellipse2Poly((int(x), int(ground - ph / 2)), (int(pw / 2), int(ph / 2)), 0, 0, 360, 10)
         return body.astype(np.float64)
 
+    def _lamp_on(self, t_world: float) -> bool:
+        if not self.sync_lamp:
+            return False
+        import bisect
+
+        return bisect.bisect_right(self.lamp_switches_s, t_world - self.offset_s) % 2 == 1
+
     def _spray_region(self, t_world: float):
         if not self.spray:
             return None
@@ -328,7 +345,9 @@ class SynthRig:
         spray = self._spray_region(t_rgb)
         if spray is not None:
             frame += 180 * spray[..., None] * (1 - frame / 255)
-        rng = np.random.default_rng((self.seed, int(round(t_rgb * 1000)), 1))
+        if self._lamp_on(t_rgb):
+            cv2.fillPoly(frame, [np.round(self._lamp_rgb).astype(np.int32)], (255, 250, 220))
+        rng = np.random.default_rng((self.seed, int(round(t_rgb * 1000)) % 2**32, 1))
         frame += rng.normal(0, 2.0, frame.shape[:2]).astype(np.float32)[..., None]
         return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
 
@@ -344,11 +363,14 @@ class SynthRig:
         if spray is not None:
             sp = cv2.warpPerspective(spray, self.homography, self.size, flags=cv2.WARP_INVERSE_MAP)
             frame -= 50 * sp
+        if self._lamp_on(t_world):
+            pts = cv2.perspectiveTransform(self._lamp_rgb[None], np.linalg.inv(self.homography))[0]
+            cv2.fillPoly(frame, [np.round(pts).astype(np.int32)], 245.0)
         plume = self.contrast * self.concentration(t_world)
         frame += -plume if self.polarity == "absorbing" else plume
         amp, period, phase = self._drift
         frame += amp * np.sin(2 * np.pi * t_world / period + phase)
-        rng = np.random.default_rng((self.seed, int(round(t_thermal * 1000)), 2))
+        rng = np.random.default_rng((self.seed, int(round(t_thermal * 1000)) % 2**32, 2))
         frame += rng.normal(0, self.noise_sigma, frame.shape).astype(np.float32)
         mask = plume >= self.mask_threshold_dn
         return np.clip(np.rint(frame), 0, 255).astype(np.uint8), mask
@@ -376,6 +398,7 @@ class SynthRig:
             "mask_threshold_dn": self.mask_threshold_dn,
             "noise_sigma_dn": self.noise_sigma,
             "distractors": (["person"] if self.distractors else []) + (["spray"] if self.spray else []),
+            "sync_lamp_switches_thermal_s": [t for t in self.lamp_switches_s if t <= seconds] if self.sync_lamp else [],
             "masks": "masks/{thermal_frame:06d}.png",
             "mask_values": {"0": "background", "1": "gas"},
         }
