@@ -1,0 +1,808 @@
+"""Background subtraction for gas plumes in thermal video (the engine of ``gasdb preannotate``).
+
+A gas plume in a thermal (LWIR/MWIR) frame is a faint, semi-transparent, drifting region a few grey
+levels brighter (emitting: the gas is warmer than the scene behind it) or darker (absorbing: colder)
+than the background. Generic background subtractors miss it: their thresholds sit above the plume's
+contrast, and their adaptive models absorb a steady plume within seconds (``docs/methods.md`` §C.1).
+
+:func:`gas_masks` runs the gas pipeline (``docs/methods.md`` §C.2) over the frames of one recording
+and yields one boolean mask per frame::
+
+    f   = GaussianBlur(frame) as float32
+    bg  = median of a gas-free lead-in               (else: the first frame)
+    d   = f - bg;  d -= median(d)                    # drift and NUC/FFC offsets
+    ds  = (1 - a) * ds + a * d                       # temporal EMA of the signed difference
+    s   = 1.4826 * median(|ds|)                      # robust (MAD) noise sigma
+    t   = k * s + jitter * |grad bg|                 # k-sigma, raised on strong edges
+    m   = ds > t (emitting) | ds < -t (absorbing) | |ds| > t (both)
+    bg  = selective running average: rate r outside any change, r_fg (<< r) inside it
+    m   = close(open(m)); drop blobs below a fraction of the frame
+
+The medians and the MAD leave out the previous frame's changed pixels, so they stay right when a
+plume fills most of the frame. Each step is a small public function or class (:func:`blur`,
+:func:`lead_in_background`, :class:`SelectiveRunningAverage`, :func:`signed_difference`,
+:class:`TemporalEMA`, :func:`mad_sigma`, :func:`edge_threshold`, :func:`threshold`,
+:func:`clean_mask`, :func:`remove_small_blobs`), composed by :class:`GasSubtractor`. OpenCV's MOG2
+and KNN stay available (``method="mog2"|"knn"``) for ordinary moving objects.
+
+References
+----------
+.. [1] Z. Zivkovic, "Improved adaptive Gaussian mixture model for background subtraction",
+   ICPR 2004, doi:10.1109/ICPR.2004.1333992 (MOG2).
+.. [2] Z. Zivkovic and F. van der Heijden, "Efficient adaptive density estimation per image pixel
+   for the task of background subtraction", Pattern Recognit. Lett. 27(7), 2006,
+   doi:10.1016/j.patrec.2005.11.005 (KNN).
+.. [3] P. L. Rosin, "Thresholding for change detection", ICCV 1998, doi:10.1109/ICCV.1998.710786
+   (robust noise estimates for change masks).
+.. [4] ViBe-Gases, J. Infrared Millim. Waves 43, 2024 (delaying background updates inside the gas
+   region so that a steady plume is not absorbed).
+.. [5] W. Guo, Y. Du, S. Du, "LangGas: Introducing Language in Selective Zero-Shot Background
+   Subtraction for Semi-Transparent Gas Leak Detection", arXiv:2503.02910 (SimGas; per-video IoU).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "METHODS",
+    "POLARITIES",
+    "DEFAULTS",
+    "OPENCV_DEFAULTS",
+    "blur",
+    "lead_in_background",
+    "SelectiveRunningAverage",
+    "robust_median",
+    "signed_difference",
+    "TemporalEMA",
+    "mad_sigma",
+    "edge_threshold",
+    "threshold",
+    "remove_small_blobs",
+    "clean_mask",
+    "GasSubtractor",
+    "OpenCVSubtractor",
+    "gas_masks",
+]
+
+#: Background subtraction methods known to :func:`gas_masks`.
+METHODS = ("gas", "mog2", "knn")
+
+#: Plume polarities: ``emitting`` = brighter than the background, ``absorbing`` = darker.
+POLARITIES = ("emitting", "absorbing", "both")
+
+#: Default parameters of the gas pipeline (``method="gas"``); see :class:`GasSubtractor` and
+#: :func:`gas_masks` (``lead_in``). Measured in ``benchmarks/bench_background.py``.
+DEFAULTS = {
+    "lead_in": 30,
+    "blur_ksize": 5,
+    "learning_rate": 0.02,
+    "foreground_rate": 0.002,
+    "ema_alpha": 0.3,
+    "k": 4.0,
+    "min_sigma": 0.5,
+    "edge_guard": 0.3,
+    "polarity": "both",
+    "open_size": 3,
+    "close_size": 7,
+    "min_area_frac": 0.0005,
+    "stats_step": 4,
+}
+
+#: Default parameters of ``method="mog2"`` / ``"knn"`` (:class:`OpenCVSubtractor`).
+OPENCV_DEFAULTS = {
+    "history": 500,
+    "var_threshold": None,
+    "blur_ksize": 5,
+    "open_size": 3,
+    "close_size": 7,
+    "min_area_frac": 0.0005,
+}
+
+
+# -- argument checks ---------------------------------------------------------------------------------
+def _check_frame(frame, *, name: str = "frame") -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D thermal frame (H x W), got shape {frame.shape}; "
+                         "convert colour frames with gasdb_tools.imaging.to_gray first")
+    if frame.dtype == bool or not (np.issubdtype(frame.dtype, np.integer) or np.issubdtype(frame.dtype, np.floating)):
+        raise TypeError(f"{name} must hold uint8, uint16 or float pixels, got {frame.dtype}")
+    if frame.shape[0] < 2 or frame.shape[1] < 2:
+        raise ValueError(f"{name} is too small ({frame.shape}); need at least 2 x 2 pixels")
+    return frame
+
+
+def _check_odd(value, *, name: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an odd integer >= 1, got {value!r}")
+    if value % 2 == 0:
+        raise ValueError(f"{name} must be odd (a kernel has a centre pixel), got {value}; use {value + 1}")
+    return int(value)
+
+
+def _check_range(value, *, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not (lo < v if lo_open else lo <= v) or not v <= hi or np.isnan(v):
+        raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {value!r}")
+    return v
+
+
+def _check_step(step) -> int:
+    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 1:
+        raise ValueError(f"step must be an integer >= 1, got {step!r}")
+    return int(step)
+
+
+def _as_u8(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    return mask.view(np.uint8) if mask.dtype == bool else (mask != 0).astype(np.uint8)
+
+
+# -- building blocks ---------------------------------------------------------------------------------
+def blur(frame: np.ndarray, *, ksize: int = 5) -> np.ndarray:
+    """Gaussian blur of a thermal frame, returned as float32 in the frame's own grey levels.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray of uint8, uint16 or float
+        One thermal frame (raw counts or 8-bit video grey levels; the scale is kept).
+    ksize : int
+        Odd kernel size (``1`` = no blur). 5 lowers per-pixel sensor noise about 3x.
+
+    Returns
+    -------
+    (H, W) ndarray of float32
+        A new array (never a view of ``frame``).
+
+    Examples
+    --------
+    >>> blur(np.full((4, 5), 7, np.uint16)).dtype.name, float(blur(np.full((4, 5), 7, np.uint16))[2, 2])
+    ('float32', 7.0)
+    """
+    frame = _check_frame(frame)
+    ksize = _check_odd(ksize, name="ksize")
+    f = frame.astype(np.float32)  # always a copy
+    if ksize == 1:
+        return f
+    return cv2.GaussianBlur(f, (ksize, ksize), 0, borderType=cv2.BORDER_REPLICATE)
+
+
+def lead_in_background(frames) -> np.ndarray:
+    """Per-pixel median of a gas-free lead-in: the background of a static camera.
+
+    Parameters
+    ----------
+    frames : sequence of (H, W) ndarray, or (N, H, W) ndarray
+        (Blurred) frames recorded before the leak starts.
+
+    Returns
+    -------
+    (H, W) ndarray of float32
+
+    Notes
+    -----
+    The median ignores anything present in fewer than half the frames (a person walking
+    through), which a mean would smear into the background.
+
+    Examples
+    --------
+    >>> lead_in_background([np.full((2, 2), v, np.float32) for v in (1, 9, 3)]).tolist()
+    [[3.0, 3.0], [3.0, 3.0]]
+    """
+    stack = np.array(frames, dtype=np.float32)  # a copy: sorted in place below
+    if stack.ndim != 3 or stack.shape[0] == 0:
+        raise ValueError(f"frames must be a non-empty stack of 2-D frames (N x H x W), got shape {stack.shape}")
+    n = stack.shape[0]
+    if n == 1:
+        return stack[0]
+    stack.sort(axis=0)  # 2-3x faster than np.median(axis=0) for a short stack of large frames
+    if n % 2:
+        return stack[n // 2]
+    return (stack[n // 2 - 1] + stack[n // 2]) * np.float32(0.5)
+
+
+class SelectiveRunningAverage:
+    """Running-average background that (almost) never learns what is in front of it.
+
+    ``bg <- (1 - r) * bg + r * f`` where nothing changed, and the same with a much smaller
+    ``foreground_rate`` where something did. A steady plume is therefore not absorbed (the idea of
+    ViBe-Gases [4]_), while a slow change of the scene itself (sun, clouds, automatic gain) is
+    still learned eventually instead of staying foreground for ever.
+
+    Parameters
+    ----------
+    background : (H, W) ndarray
+        The initial background (a lead-in median, or the first blurred frame). Copied.
+    rate : float
+        Learning rate in [0, 1] outside the foreground; 0 keeps the background fixed there.
+    foreground_rate : float
+        Learning rate in [0, 1] under the foreground (0 = never update there).
+
+    Examples
+    --------
+    >>> model = SelectiveRunningAverage(np.zeros((2, 2), np.float32), rate=0.5)
+    >>> model.update(np.full((2, 2), 10, np.float32), np.array([[True, False], [False, False]])).tolist()
+    [[0.0, 5.0], [5.0, 5.0]]
+    """
+
+    def __init__(self, background: np.ndarray, *, rate: float = 0.02, foreground_rate: float = 0.0):
+        background = _check_frame(background, name="background")
+        self.rate = _check_range(rate, name="rate", lo=0.0, hi=1.0)
+        self.foreground_rate = _check_range(foreground_rate, name="foreground_rate", lo=0.0, hi=1.0)
+        self.background = background.astype(np.float32)
+
+    def update(self, frame: np.ndarray, foreground: np.ndarray | None = None) -> np.ndarray:
+        """Blend ``frame`` into the background (at ``foreground_rate`` where ``foreground``); returns it."""
+        frame = np.asarray(frame, dtype=np.float32)
+        if frame.shape != self.background.shape:
+            raise ValueError(f"frame shape {frame.shape} differs from the background's {self.background.shape}")
+        if foreground is None:
+            if self.rate > 0:
+                cv2.accumulateWeighted(frame, self.background, self.rate)
+            return self.background
+        if np.shape(foreground) != frame.shape:
+            raise ValueError(f"foreground shape {np.shape(foreground)} differs from the frame's {frame.shape}")
+        fg = _as_u8(foreground)
+        if self.rate > 0:
+            cv2.accumulateWeighted(frame, self.background, self.rate, mask=1 - fg)
+        if self.foreground_rate > 0:
+            cv2.accumulateWeighted(frame, self.background, self.foreground_rate, mask=fg)
+        return self.background
+
+
+def _sample(values: np.ndarray, step: int, exclude: np.ndarray | None) -> np.ndarray:
+    """Every ``step``-th row and column of ``values``, without the pixels where ``exclude`` is true.
+
+    Falls back to the whole subsample when fewer than 5 % of it would remain.
+    """
+    sample = values[::step, ::step]
+    if exclude is None:
+        return sample
+    if np.shape(exclude) != values.shape:
+        raise ValueError(f"exclude has shape {np.shape(exclude)}, the values {values.shape}")
+    kept = sample[~np.asarray(exclude, dtype=bool)[::step, ::step]]
+    return kept if kept.size and kept.size >= 0.05 * sample.size else sample
+
+
+def robust_median(values: np.ndarray, *, step: int = 4, exclude: np.ndarray | None = None) -> float:
+    """Median of a 2-D array estimated on every ``step``-th row and column (a 1/step² subsample).
+
+    Pixels where ``exclude`` is true (e.g. the previous gas mask) are left out, unless fewer than
+    5 % of the subsample would remain.
+
+    >>> robust_median(np.arange(16.0).reshape(4, 4), step=1)
+    7.5
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must be 2-D, got shape {values.shape}")
+    return float(np.median(_sample(values, _check_step(step), exclude)))
+
+
+def signed_difference(frame: np.ndarray, background: np.ndarray, *, step: int = 4,
+                      exclude: np.ndarray | None = None) -> np.ndarray:
+    """``frame - background`` minus its global median (cancels drift and NUC/FFC offsets).
+
+    A microbolometer's output drifts and jumps at each flat-field correction: the whole frame moves
+    by a few grey levels at once. Subtracting the difference's median removes that shared offset
+    and keeps the plume's local signal.
+
+    Parameters
+    ----------
+    frame, background : (H, W) ndarray of float32
+    step : int
+        Subsampling step for the median (1 = exact; 4 = every 16th pixel, about 10x faster).
+    exclude : (H, W) ndarray of bool, optional
+        Pixels left out of the median (the previous frame's changed pixels), so that a plume
+        covering much of the frame does not shift the offset.
+
+    Returns
+    -------
+    (H, W) ndarray of float32
+
+    Examples
+    --------
+    >>> bg = np.zeros((4, 4), np.float32)
+    >>> f = bg + 3; f[0, 0] = 10           # a global offset of 3 and one changed pixel
+    >>> signed_difference(f, bg, step=1)[[0, 1], [0, 1]].tolist()
+    [7.0, 0.0]
+    """
+    frame = np.asarray(frame, dtype=np.float32)
+    background = np.asarray(background, dtype=np.float32)
+    if frame.shape != background.shape or frame.ndim != 2:
+        raise ValueError(f"frame {frame.shape} and background {background.shape} must be 2-D and of one shape")
+    d = cv2.subtract(frame, background)
+    med = robust_median(d, step=step, exclude=exclude)
+    if med != 0.0:
+        d -= np.float32(med)
+    return d
+
+
+class TemporalEMA:
+    """Exponential moving average over time: ``s <- (1 - alpha) * s + alpha * d``.
+
+    Averaging the signed difference over a few frames lowers white noise by
+    ``sqrt((2 - alpha) / alpha)`` (2.4x at alpha 0.3) while a drifting plume, which changes
+    slowly, keeps its contrast: the largest single gain of the gas pipeline (``docs/methods.md``
+    §C.2: F 0.22 -> 0.59 at contrast 8).
+
+    Parameters
+    ----------
+    alpha : float
+        Weight of the newest frame, in (0, 1]; 1 turns smoothing off.
+
+    Examples
+    --------
+    >>> ema = TemporalEMA(alpha=0.5)
+    >>> [float(ema.update(np.full((1, 1), v, np.float32))[0, 0]) for v in (4, 0, 0)]
+    [4.0, 2.0, 1.0]
+    """
+
+    def __init__(self, *, alpha: float = 0.3):
+        self.alpha = _check_range(alpha, name="alpha", lo=0.0, hi=1.0, lo_open=True)
+        self.state: np.ndarray | None = None
+
+    def update(self, value: np.ndarray) -> np.ndarray:
+        """Add one frame; returns the smoothed frame (the internal state: do not modify it)."""
+        value = np.asarray(value, dtype=np.float32)
+        if self.state is None:
+            self.state = value.copy()
+        elif value.shape != self.state.shape:
+            raise ValueError(f"value shape {value.shape} differs from the earlier {self.state.shape}")
+        elif self.alpha == 1.0:
+            self.state[...] = value
+        else:
+            cv2.accumulateWeighted(value, self.state, self.alpha)
+        return self.state
+
+
+def mad_sigma(values: np.ndarray, *, step: int = 4, floor: float = 0.0, exclude: np.ndarray | None = None) -> float:
+    """Robust noise sigma ``1.4826 * median(|x|)`` of a zero-median difference image.
+
+    The median absolute deviation ignores the plume while it covers a minority of the pixels,
+    unlike the standard deviation [3]_; leaving out the previous frame's changed pixels
+    (``exclude``) keeps it right when the plume fills most of the frame. 1.4826 makes it equal
+    the standard deviation for Gaussian noise.
+
+    Parameters
+    ----------
+    values : (H, W) ndarray
+        A signed difference whose median is about 0 (see :func:`signed_difference`).
+    step : int
+        Subsampling step for the median.
+    floor : float
+        Lower bound of the result: compressed or quantised video can have a MAD of exactly 0.
+    exclude : (H, W) ndarray of bool, optional
+        Pixels left out (unless fewer than 5 % of the subsample would remain).
+
+    Examples
+    --------
+    >>> noise = np.random.default_rng(0).normal(0, 2.0, (256, 256))
+    >>> round(mad_sigma(noise, step=1), 1)
+    2.0
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must be 2-D, got shape {values.shape}")
+    return max(1.4826 * float(np.median(np.abs(_sample(values, _check_step(step), exclude)))), float(floor))
+
+
+def edge_threshold(background: np.ndarray, *, jitter: float = 0.3) -> np.ndarray:
+    """Extra threshold on strong edges: ``jitter * |grad background|``, in grey levels.
+
+    A sub-pixel shake of the camera, or vegetation swaying, changes a pixel on an edge by about
+    the displacement times the local gradient (``docs/methods.md`` §C.1, jitter). Adding that to
+    the k-sigma threshold keeps edges from lighting up, while flat areas, where a plume shows
+    best, keep the plain threshold.
+
+    Parameters
+    ----------
+    background : (H, W) ndarray
+        The (blurred) background.
+    jitter : float
+        Assumed displacement in pixels (>= 0).
+
+    Returns
+    -------
+    (H, W) ndarray of float32
+
+    Examples
+    --------
+    >>> ramp = np.tile(np.arange(8, dtype=np.float32) * 10, (5, 1))   # gradient 10 per pixel
+    >>> float(edge_threshold(ramp, jitter=0.5)[2, 4])
+    5.0
+    """
+    background = np.asarray(background, dtype=np.float32)
+    if background.ndim != 2:
+        raise ValueError(f"background must be 2-D, got shape {background.shape}")
+    jitter = _check_range(jitter, name="jitter", lo=0.0, hi=np.inf)
+    gx = cv2.Sobel(background, cv2.CV_32F, 1, 0, ksize=3, scale=0.125, borderType=cv2.BORDER_REPLICATE)
+    gy = cv2.Sobel(background, cv2.CV_32F, 0, 1, ksize=3, scale=0.125, borderType=cv2.BORDER_REPLICATE)
+    edges = cv2.magnitude(gx, gy)
+    edges *= np.float32(jitter)
+    return edges
+
+
+def threshold(diff: np.ndarray, sigma: float, *, k: float = 4.0, polarity: str = "both",
+              extra: np.ndarray | None = None) -> np.ndarray:
+    """k-sigma threshold of a signed difference, aware of the plume's polarity.
+
+    Parameters
+    ----------
+    diff : (H, W) ndarray of float32
+        Signed (smoothed) difference to the background.
+    sigma : float
+        Noise sigma (see :func:`mad_sigma`).
+    k : float
+        Threshold in units of sigma (3-4; higher = fewer false alarms).
+    polarity : {'emitting', 'absorbing', 'both'}
+        ``emitting`` keeps pixels brighter than the background, ``absorbing`` darker ones, ``both``
+        either. Knowing the sign halves the false positives from noise.
+    extra : (H, W) ndarray, optional
+        A per-pixel amount added to the threshold (see :func:`edge_threshold`).
+
+    Returns
+    -------
+    (H, W) ndarray of bool
+
+    Examples
+    --------
+    >>> d = np.array([[-5.0, -1.0, 1.0, 5.0]], np.float32)
+    >>> threshold(d, 1.0, k=4).tolist(), threshold(d, 1.0, k=4, polarity="absorbing").tolist()
+    ([[True, False, False, True]], [[True, False, False, False]])
+    """
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
+    k = _check_range(k, name="k", lo=0.0, hi=np.inf, lo_open=True)
+    diff = np.asarray(diff, dtype=np.float32)
+    t = np.float32(k * float(sigma))
+    if extra is not None:
+        extra = np.asarray(extra, dtype=np.float32)
+        if extra.shape != diff.shape:
+            raise ValueError(f"extra has shape {extra.shape}, the difference {diff.shape}")
+        t = extra + t
+    if polarity == "emitting":
+        return diff > t
+    if polarity == "absorbing":
+        return diff < -t
+    return np.abs(diff) > t
+
+
+def remove_small_blobs(mask: np.ndarray, *, min_area: int) -> np.ndarray:
+    """Drop 8-connected components smaller than ``min_area`` pixels; returns a bool mask.
+
+    >>> m = np.zeros((5, 5), bool); m[0, 0] = True; m[2:5, 2:5] = True
+    >>> remove_small_blobs(m, min_area=2).sum()
+    np.int64(9)
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    m8 = _as_u8(mask)
+    if min_area <= 1 or not m8.any():
+        return m8.astype(bool)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+    keep[0] = False
+    return keep[labels]
+
+
+_KERNELS: dict[int, np.ndarray] = {}
+
+
+def _kernel(size: int) -> np.ndarray:
+    if size not in _KERNELS:
+        _KERNELS[size] = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    return _KERNELS[size]
+
+
+def clean_mask(mask: np.ndarray, *, open_size: int = 3, close_size: int = 7,
+               min_area_frac: float = 0.0005) -> np.ndarray:
+    """Morphological clean-up: open (removes speckle), close (fills the plume), drop small blobs.
+
+    Parameters
+    ----------
+    mask : (H, W) ndarray of bool
+    open_size, close_size : int
+        Odd sizes of the elliptical structuring elements (1 = skip that step).
+    min_area_frac : float
+        Blobs smaller than this fraction of the frame are dropped (0.0005 = 164 px at 640x512).
+
+    Returns
+    -------
+    (H, W) ndarray of bool
+
+    Examples
+    --------
+    >>> m = np.zeros((40, 40), bool); m[10:30, 10:30] = True; m[15, 15] = False; m[2, 2] = True
+    >>> out = clean_mask(m, min_area_frac=0.01)
+    >>> bool(out[15, 15]), bool(out[2, 2])       # hole filled, speck removed
+    (True, False)
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    open_size = _check_odd(open_size, name="open_size")
+    close_size = _check_odd(close_size, name="close_size")
+    min_area_frac = _check_range(min_area_frac, name="min_area_frac", lo=0.0, hi=1.0)
+    m8 = _as_u8(mask)
+    if open_size > 1:
+        m8 = cv2.morphologyEx(m8, cv2.MORPH_OPEN, _kernel(open_size))
+    if close_size > 1:
+        m8 = cv2.morphologyEx(m8, cv2.MORPH_CLOSE, _kernel(close_size))
+    return remove_small_blobs(m8, min_area=int(np.ceil(min_area_frac * mask.size)))
+
+
+# -- the pipelines ------------------------------------------------------------------------------------
+class GasSubtractor:
+    """The gas pipeline (``docs/methods.md`` §C.2) as a stateful per-frame subtractor.
+
+    Parameters
+    ----------
+    background : (H, W) ndarray, optional
+        Initial background in blurred grey levels (a lead-in median). Without it the first frame
+        given to :meth:`apply` becomes the background.
+    blur_ksize : int
+        Gaussian blur kernel (odd).
+    learning_rate : float
+        Rate of the selective running average where nothing changed (0 = fixed background).
+    foreground_rate : float
+        Rate under changed pixels (0 = never; small, so a steady plume is not absorbed but a slow
+        change of the scene is learned within ``1 / foreground_rate`` frames).
+    ema_alpha : float
+        Temporal smoothing weight of the newest difference (1 = none).
+    k : float
+        Threshold in robust noise sigmas.
+    min_sigma : float
+        Floor of the noise sigma, in grey levels (compressed video can have a MAD of 0).
+    edge_guard : float
+        Assumed jitter in pixels: the threshold is raised by ``edge_guard * |grad bg|``
+        (:func:`edge_threshold`; 0 = off).
+    polarity : {'emitting', 'absorbing', 'both'}
+        Which sign of difference counts as gas. Changes of the other sign are still kept out of
+        the background model.
+    open_size, close_size : int
+        Morphology kernel sizes (odd; 1 = skip).
+    min_area_frac : float
+        Smallest blob kept, as a fraction of the frame.
+    stats_step : int
+        Subsampling step for the medians (speed; 1 = exact).
+
+    Attributes
+    ----------
+    sigma : float or None
+        Noise sigma used for the last frame.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> frames = [100 + rng.normal(0, 1.0, (64, 80)) for _ in range(20)]
+    >>> for f in frames[10:]:
+    ...     f[20:40, 30:50] += 12            # a warm plume appears
+    >>> sub = GasSubtractor(background=lead_in_background([blur(f) for f in frames[:10]]))
+    >>> masks = [sub.apply(f) for f in frames[10:]]
+    >>> bool(masks[-1][30, 40]), bool(masks[-1][5, 5])
+    (True, False)
+    """
+
+    def __init__(self, *, background: np.ndarray | None = None, blur_ksize: int = DEFAULTS["blur_ksize"],
+                 learning_rate: float = DEFAULTS["learning_rate"],
+                 foreground_rate: float = DEFAULTS["foreground_rate"], ema_alpha: float = DEFAULTS["ema_alpha"],
+                 k: float = DEFAULTS["k"], min_sigma: float = DEFAULTS["min_sigma"],
+                 edge_guard: float = DEFAULTS["edge_guard"], polarity: str = DEFAULTS["polarity"],
+                 open_size: int = DEFAULTS["open_size"], close_size: int = DEFAULTS["close_size"],
+                 min_area_frac: float = DEFAULTS["min_area_frac"], stats_step: int = DEFAULTS["stats_step"]):
+        if polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
+        self.blur_ksize = _check_odd(blur_ksize, name="blur_ksize")
+        self.learning_rate = _check_range(learning_rate, name="learning_rate", lo=0.0, hi=1.0)
+        self.foreground_rate = _check_range(foreground_rate, name="foreground_rate", lo=0.0, hi=1.0)
+        self.k = _check_range(k, name="k", lo=0.0, hi=np.inf, lo_open=True)
+        self.min_sigma = _check_range(min_sigma, name="min_sigma", lo=0.0, hi=np.inf)
+        self.edge_guard = _check_range(edge_guard, name="edge_guard", lo=0.0, hi=np.inf)
+        self.polarity = polarity
+        self.open_size = _check_odd(open_size, name="open_size")
+        self.close_size = _check_odd(close_size, name="close_size")
+        self.min_area_frac = _check_range(min_area_frac, name="min_area_frac", lo=0.0, hi=1.0)
+        self.stats_step = _check_step(stats_step)
+        self.ema = TemporalEMA(alpha=ema_alpha)
+        self.model: SelectiveRunningAverage | None = None
+        if background is not None:
+            self.set_background(background)
+        self.sigma: float | None = None
+        self._changed: np.ndarray | None = None  # last frame's significant change (either sign)
+        self._edges: np.ndarray | None = None
+        self._count = 0
+
+    @property
+    def background(self) -> np.ndarray | None:
+        """The current background (blurred grey levels), or None before the first frame."""
+        return None if self.model is None else self.model.background
+
+    def set_background(self, background: np.ndarray) -> None:
+        """(Re)start the background model from ``background`` (blurred grey levels)."""
+        self.model = SelectiveRunningAverage(background, rate=self.learning_rate,
+                                             foreground_rate=self.foreground_rate)
+        self._edges = None
+
+    def apply(self, frame: np.ndarray, *, blurred: bool = False) -> np.ndarray:
+        """Process the next frame in time order; returns its (H, W) bool gas mask.
+
+        ``blurred=True`` says ``frame`` already went through :func:`blur` with this ``blur_ksize``.
+        """
+        f = np.asarray(frame, dtype=np.float32) if blurred else blur(frame, ksize=self.blur_ksize)
+        if self.model is None:
+            self.set_background(f)
+        elif f.shape != self.model.background.shape:
+            raise ValueError(f"frame shape {f.shape} differs from the earlier frames' {self.model.background.shape}; "
+                             "all frames of a recording must have one size")
+        d = signed_difference(f, self.model.background, step=self.stats_step, exclude=self._changed)
+        ds = self.ema.update(d)
+        self.sigma = mad_sigma(ds, step=self.stats_step, floor=self.min_sigma, exclude=self._changed)
+        if self.edge_guard > 0 and (self._edges is None or self._count % 10 == 0):
+            self._edges = edge_threshold(self.model.background, jitter=self.edge_guard)  # the bg moves slowly
+        self._count += 1
+        # any significant change, of either sign, is kept out of the background and the statistics
+        changed = threshold(ds, self.sigma, k=self.k, polarity="both", extra=self._edges)
+        if self.polarity == "both":
+            raw = changed
+        else:
+            raw = changed & ((ds > 0) if self.polarity == "emitting" else (ds < 0))
+        mask = clean_mask(raw, open_size=self.open_size, close_size=self.close_size,
+                          min_area_frac=self.min_area_frac)
+        changed |= mask
+        self.model.update(f, changed)
+        self._changed = changed
+        return mask
+
+
+class OpenCVSubtractor:
+    """OpenCV's MOG2 [1]_ or KNN [2]_ with the same blur and clean-up as the gas pipeline.
+
+    For ordinary moving objects (people, vehicles); on faint plumes they score F of about 0
+    (``docs/methods.md`` §C.3). Frames that are not uint8 are mapped to uint8 with one linear
+    stretch fixed on the first frame (0.5 / 99.5 percentiles), so the whole recording shares it.
+
+    Parameters
+    ----------
+    method : {'mog2', 'knn'}
+    history : int
+        Frames in the model's history.
+    var_threshold : float, optional
+        MOG2's ``varThreshold`` (default 16) or KNN's ``dist2Threshold`` (default 400).
+    blur_ksize, open_size, close_size, min_area_frac
+        As for :class:`GasSubtractor`.
+    """
+
+    def __init__(self, method: str = "mog2", *, history: int = OPENCV_DEFAULTS["history"],
+                 var_threshold: float | None = OPENCV_DEFAULTS["var_threshold"],
+                 blur_ksize: int = OPENCV_DEFAULTS["blur_ksize"], open_size: int = OPENCV_DEFAULTS["open_size"],
+                 close_size: int = OPENCV_DEFAULTS["close_size"],
+                 min_area_frac: float = OPENCV_DEFAULTS["min_area_frac"]):
+        if method not in ("mog2", "knn"):
+            raise ValueError(f"method must be 'mog2' or 'knn' here, got {method!r}")
+        if not isinstance(history, (int, np.integer)) or isinstance(history, bool) or history < 1:
+            raise ValueError(f"history must be an integer >= 1, got {history!r}")
+        self.method = method
+        self.blur_ksize = _check_odd(blur_ksize, name="blur_ksize")
+        self.open_size = _check_odd(open_size, name="open_size")
+        self.close_size = _check_odd(close_size, name="close_size")
+        self.min_area_frac = _check_range(min_area_frac, name="min_area_frac", lo=0.0, hi=1.0)
+        if var_threshold is not None:
+            var_threshold = _check_range(var_threshold, name="var_threshold", lo=0.0, hi=np.inf, lo_open=True)
+        if method == "mog2":
+            self.model = cv2.createBackgroundSubtractorMOG2(
+                history=int(history), varThreshold=16.0 if var_threshold is None else var_threshold,
+                detectShadows=False)
+        else:
+            self.model = cv2.createBackgroundSubtractorKNN(
+                history=int(history), dist2Threshold=400.0 if var_threshold is None else var_threshold,
+                detectShadows=False)
+        self._stretch: tuple[float, float] | None = None
+
+    def _to_uint8(self, frame: np.ndarray) -> np.ndarray:
+        if frame.dtype == np.uint8:
+            return frame
+        if self._stretch is None:
+            lo, hi = np.percentile(frame[::4, ::4], (0.5, 99.5))
+            self._stretch = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+        lo, hi = self._stretch
+        return cv2.convertScaleAbs(frame.astype(np.float32), alpha=255.0 / (hi - lo), beta=-lo * 255.0 / (hi - lo))
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """Process the next frame; returns its (H, W) bool foreground mask."""
+        frame = self._to_uint8(_check_frame(frame))
+        if self.blur_ksize > 1:
+            frame = cv2.GaussianBlur(frame, (self.blur_ksize, self.blur_ksize), 0)
+        fg = self.model.apply(frame)
+        return clean_mask(fg > 127, open_size=self.open_size, close_size=self.close_size,
+                          min_area_frac=self.min_area_frac)
+
+
+def gas_masks(frames: Iterable[np.ndarray], *, method: str = "gas", **params) -> Iterator[np.ndarray]:
+    """One boolean gas mask per thermal frame, in the order given (time order).
+
+    Parameters
+    ----------
+    frames : iterable of (H, W) ndarray of uint8, uint16 or float
+        The thermal frames of one recording, in time order, from a fixed camera.
+    method : {'gas', 'mog2', 'knn'}
+        ``gas`` (default): the gas pipeline of :class:`GasSubtractor`. ``mog2``/``knn``: OpenCV's
+        generic subtractors (:class:`OpenCVSubtractor`), for ordinary moving objects.
+    **params
+        Knobs of the chosen method (defaults in :data:`DEFAULTS` / :data:`OPENCV_DEFAULTS`). For
+        ``gas``: those of :class:`GasSubtractor` plus ``lead_in`` (int, default 30): the first
+        ``lead_in`` frames are taken as gas-free and their median is the initial background
+        (0 = start from the first frame; a lead-in that does hold gas costs recall where the
+        plume stays put until the background learns it at ``foreground_rate``).
+
+    Yields
+    ------
+    (H, W) ndarray of bool
+        True where gas was detected. The lead-in frames get masks too (against the lead-in
+        background), so there is exactly one mask per input frame.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Unknown method or parameter, bad value, or a frame that is not 2-D numeric. Parameters
+        are checked before any frame is read.
+
+    Notes
+    -----
+    Frames are consumed lazily; only the lead-in is held in memory. Measured (SimGas per-video
+    IoU, a real leak, simulated faint plumes, speed against MOG2) in
+    ``benchmarks/bench_background.py``; generic subtractors score F of about 0 on faint plumes
+    (``docs/methods.md`` §C.3).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> frames = [rng.normal(50, 1.0, (48, 64)).astype(np.float32) for _ in range(40)]
+    >>> for f in frames[30:]:
+    ...     f[10:30, 20:44] -= 10            # a cold (absorbing) plume appears at frame 30
+    >>> masks = list(gas_masks(frames, lead_in=20, polarity="absorbing"))
+    >>> len(masks), bool(masks[5].any()), bool(masks[-1][20, 30])
+    (40, False, True)
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    allowed = set(OPENCV_DEFAULTS) if method in ("mog2", "knn") else set(DEFAULTS)
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise TypeError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(allowed)}")
+    if method in ("mog2", "knn"):
+        return _opencv_masks(frames, OpenCVSubtractor(method, **params))
+    params = dict(params)
+    lead_in = params.pop("lead_in", DEFAULTS["lead_in"])
+    if not isinstance(lead_in, (int, np.integer)) or isinstance(lead_in, bool) or lead_in < 0:
+        raise ValueError(f"lead_in must be an integer number of frames >= 0, got {lead_in!r}")
+    return _gas_masks(frames, GasSubtractor(**params), int(lead_in))
+
+
+def _opencv_masks(frames, sub: OpenCVSubtractor) -> Iterator[np.ndarray]:
+    for frame in frames:
+        yield sub.apply(frame)
+
+
+def _gas_masks(frames, sub: GasSubtractor, lead_in: int) -> Iterator[np.ndarray]:
+    it = iter(frames)
+    head = [blur(f, ksize=sub.blur_ksize) for f in itertools.islice(it, lead_in)]
+    if head:
+        shapes = {h.shape for h in head}
+        if len(shapes) > 1:
+            raise ValueError(f"all frames of a recording must have one size; the lead-in mixes {sorted(shapes)}")
+        sub.set_background(lead_in_background(head))
+        for f in head:
+            yield sub.apply(f, blurred=True)
+        del head
+    for frame in it:
+        yield sub.apply(frame)
