@@ -1,0 +1,199 @@
+"""``gasdb preannotate`` (LabelMe drafts by gas background subtraction) and ``gasdb label`` (open LabelMe)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from gasdb_tools import labelme_format
+from gasdb_tools.cli._common import emit_json, fail, json_option, workspace_argument
+from gasdb_tools.errors import FormatError, WorkspaceError
+from gasdb_tools.workspace import Workspace
+
+#: How to get the LabelMe app (the optional ``label`` extra).
+INSTALL_HINT = "pip install 'gasdb-tools[label]'   (or: pip install labelme)"
+#: The project's LabelMe config, looked up in the workspace first, then beside the package sources.
+CONFIG_NAME = Path("annotation") / "labelme.yaml"
+
+
+def _parse_param(ctx, param, values) -> dict:
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", ctx=ctx, param=param)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+@click.command()
+@workspace_argument
+@click.option("--method", type=click.Choice(("gas", "mog2", "knn")), default="gas", show_default=True,
+              help="gas = the gas pipeline; mog2/knn = OpenCV's subtractors for ordinary moving objects.")
+@click.option("--polarity", type=click.Choice(("emitting", "absorbing", "both")), default=None,
+              help="Plume sign: emitting = brighter than the scene, absorbing = darker. [both]")
+@click.option("--k", "k", type=click.FloatRange(0, min_open=True), default=None,
+              help="Threshold in robust noise sigmas (higher = fewer false alarms). [4]")
+@click.option("--lead-in", "lead_in_s", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Seconds at the start of each recording known to be gas-free (0 = none).")
+@click.option("--mode", type=click.Choice(("polygon", "mask")), default="polygon", show_default=True,
+              help="polygon = editable polygons; mask = exact LabelMe mask shapes (not vertex-editable).")
+@click.option("--epsilon", "epsilon_frac", type=click.FloatRange(0), default=0.003, show_default=True,
+              help="Polygon simplification as a fraction of each blob's perimeter.")
+@click.option("--param", "params", multiple=True, callback=_parse_param, metavar="KEY=VALUE",
+              help="Any other knob of the method (e.g. --param learning_rate=0.05); repeatable.")
+@click.option("--recording", "recordings", multiple=True, help="Only this recording (repeatable).")
+@click.option("-f", "--force", is_flag=True, help="Replace untouched drafts too (edited files are never replaced).")
+@json_option
+def preannotate(workspace: Workspace, method: str, polarity: str | None, k: float | None, lead_in_s: float,
+                mode: str, epsilon_frac: float, params: dict, recordings: tuple[str, ...], force: bool,
+                as_json: bool) -> None:
+    """Draft LabelMe gas masks for every pair by background subtraction.
+
+    Runs the gas background subtraction over each recording's frames in time order (the aligned
+    thermal frames when the recording is aligned, else the extracted ones) and writes
+    labels/<rec>/<pair>.json with editable gas polygons, provenance and review status
+    'pending'. Resumable. A JSON an annotator has changed is never replaced, not even with
+    --force (which replaces untouched drafts, e.g. after changing a parameter).
+
+    \b
+    Examples:
+      gasdb preannotate my-dataset
+      gasdb preannotate my-dataset --polarity absorbing --lead-in 2 --force
+      gasdb preannotate my-dataset --param learning_rate=0.05 --json
+    """
+    from gasdb_tools.preannotate import preannotate_workspace
+
+    if polarity is not None:
+        params["polarity"] = polarity
+    if k is not None:
+        params["k"] = k
+    try:
+        report = preannotate_workspace(workspace, method=method, force=force, recordings=recordings or None,
+                                       lead_in_s=lead_in_s, mode=mode, epsilon_frac=epsilon_frac, **params)
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        emit_json(report)
+    else:
+        for r in report["recordings"]:
+            if r["error"]:
+                click.echo(f"{r['id']}: FAILED: {r['error']}", err=True)
+                continue
+            note = ("" if r["frame"] != "thermal" or not r["pairs"] else
+                    "  [thermal coordinates: run `gasdb align`, then preannotate again]")
+            click.echo(f"{r['id']}: {r['written']} written, {r['skipped']} kept (untouched drafts), "
+                       f"{r['kept_edited']} edited left alone, {r['empty']} without gas{note}")
+        click.echo(f"{report['written']} drafts written, {report['kept_edited']} edited files left alone; "
+                   f"next: gasdb label {workspace.root}")
+    if report["failed"]:
+        fail(f"{report['failed']} recording(s) failed; see preannotate_error in `gasdb status`")
+
+
+def _find_labelme() -> str | None:
+    """Path of the ``labelme`` executable, or None when the app is not installed."""
+    return shutil.which("labelme")
+
+
+def find_config(ws: Workspace) -> Path:
+    """The LabelMe config: ``WS/annotation/labelme.yaml``, else the project's ``annotation/labelme.yaml``."""
+    import gasdb_tools
+
+    candidates = [ws.root / CONFIG_NAME, Path(gasdb_tools.__file__).resolve().parents[1] / CONFIG_NAME]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise WorkspaceError("LabelMe config not found (tried " + ", ".join(map(str, candidates)) + ")",
+                         file=candidates[0], fix="copy annotation/labelme.yaml from gasdb-tools into the workspace, "
+                                                 "or pass --config")
+
+
+def image_folder(ws: Workspace, recording: str) -> Path:
+    """The folder of the images a recording's drafts show (where LabelMe is opened)."""
+    folders: Counter = Counter()
+    for row in ws.pairs(recording):
+        if not row.get("label"):
+            continue
+        path = ws.path(row["label"])
+        try:
+            doc = labelme_format.read(path)
+        except FormatError:
+            continue
+        folders[labelme_format.image_file(doc, path)[0].parent.resolve()] += 1
+    if not folders:
+        raise WorkspaceError(f"recording {recording!r} has no annotation drafts yet", file=ws.root / ws.PAIRS,
+                             field="label", fix=f"run `gasdb preannotate {ws.root}` first")
+    return folders.most_common(1)[0][0]
+
+
+def labelme_command(ws: Workspace, recording: str, *, config, executable: str = "labelme") -> list[str]:
+    """The command line that opens LabelMe on one recording's frames and drafts.
+
+    LabelMe opens the folder of the images and reads/writes ``<output>/<image stem>.json``, i.e.
+    ``labels/<rec>/<pair>.json``; everything else (labels, flags, no embedded image data,
+    autosave) comes from the config, because LabelMe 7 dropped ``--nodata``/``--autosave``.
+    """
+    return [str(executable), str(image_folder(ws, recording)), "--output", str(ws.root / "labels" / recording),
+            "--config", str(config)]
+
+
+@click.command()
+@workspace_argument
+@click.option("--recording", help="Recording to open (default: the first one with pending drafts).")
+@click.option("--config", "config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="LabelMe config (default: WORKSPACE/annotation/labelme.yaml, else the project's).")
+@click.option("-n", "--dry-run", is_flag=True, help="Print the LabelMe command instead of running it.")
+def label(workspace: Workspace, recording: str | None, config: Path | None, dry_run: bool) -> None:
+    """Open the LabelMe app on a recording's frames and drafts, with the project's config.
+
+    LabelMe is an optional extra. When it closes, the review status of every edited frame becomes
+    'edited' in pairs.csv, and frames flagged water_spray or too_faint are blacklisted.
+
+    \b
+    Examples:
+      gasdb label my-dataset
+      gasdb label my-dataset --recording take01 --dry-run
+    """
+    from gasdb_tools.preannotate import refresh_review
+
+    index = workspace.read_index()
+    if recording is None:
+        pending = [r["recording"] for r in sorted(index.pairs.values(), key=lambda r: r["pair_id"])
+                   if r.get("label") and r.get("review", "pending") in ("", "pending")]
+        labelled = [r["recording"] for r in index.pairs.values() if r.get("label")]
+        if not labelled:
+            fail(f"no annotation drafts in {workspace.root}: run `gasdb preannotate {workspace.root}` first")
+        recording = pending[0] if pending else sorted(labelled)[0]
+    elif recording not in index.recordings:
+        raise click.BadParameter(f"no recording {recording!r} (known: {', '.join(index.recordings) or 'none'})",
+                                 param_hint="--recording")
+    config = config or find_config(workspace)
+    executable = "labelme" if dry_run else _find_labelme()
+    if executable is None:
+        fail(f"the LabelMe app is not installed. Install it with:\n  {INSTALL_HINT}")
+    cmd = labelme_command(workspace, recording, config=config, executable=executable)
+    if dry_run:
+        click.echo(" ".join(_quote(c) for c in cmd))
+        return
+    click.echo(f"opening LabelMe on {recording} (close it when done)", err=True)
+    done = subprocess.run(cmd, check=False)
+    summary = refresh_review(workspace)
+    click.echo(f"review: {summary['pending']} pending, {summary['edited']} edited, {summary['approved']} approved"
+               + (f"; blacklisted {', '.join(summary['blacklisted'])}" if summary["blacklisted"] else ""))
+    if done.returncode != 0:
+        fail(f"LabelMe exited with status {done.returncode}")
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

@@ -1,0 +1,335 @@
+"""The preannotate stage: LabelMe drafts, provenance, resumability, never overwriting edits; gasdb label."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gasdb_tools import labelme_format
+from gasdb_tools.cli import main
+from gasdb_tools.cli import preannotate_cmds
+from gasdb_tools.imaging import read_image, write_image
+from gasdb_tools.metrics import confusion, scores
+from gasdb_tools.preannotate import content_hash, draft_state, preannotate_workspace, refresh_review
+from gasdb_tools.synth import SynthRig
+from gasdb_tools.workspace import Workspace, make_pair_id
+
+SIZE = (160, 128)  # (width, height)
+FPS = 10.0
+N_FRAMES = 40
+
+
+def _make_workspace(tmp_path, *, aligned=False, sixteen_bit=False, contrast=24.0, polarity="emitting"):
+    """A workspace with one extracted recording of the simulated rig (no videos needed).
+
+    With ``aligned`` the thermal frames are also written as 'aligned' frames with a valid mask
+    whose left 8 columns are invalid (the rig's homography is the identity here: the test checks
+    the bookkeeping, registration has its own tests).
+    """
+    ws = Workspace.init(tmp_path / "ws")
+    rig = SynthRig(seed=3, size=SIZE, contrast=contrast, polarity=polarity, distractors=False, sync_lamp=False,
+                   leak_start_s=1.5)
+    truth = {}
+    rows = {}
+    for k in range(N_FRAMES):
+        t = k / FPS
+        frame, mask = rig.thermal(t)
+        pid = make_pair_id("rec1", t + 0.5)
+        if sixteen_bit:
+            frame = frame.astype(np.uint16) * 64 + 1000
+        th = ws.output_path("frames", "rec1", f"{pid}.png", sub="thermal")
+        rgb = ws.output_path("frames", "rec1", f"{pid}.png", sub="rgb")
+        write_image(th, frame)
+        write_image(rgb, np.zeros((SIZE[1], SIZE[0], 3), np.uint8))
+        row = {"pair_id": pid, "recording": "rec1", "t_rgb": repr(t + 0.5), "t_thermal": repr(t), "dt": "0.0",
+               "rgb": ws.rel(rgb), "thermal": ws.rel(th)}
+        if aligned:
+            al = ws.output_path("aligned", "rec1", f"{pid}.png")
+            valid = np.full(frame.shape, 255, np.uint8)
+            valid[:, :8] = 0
+            write_image(al, np.where(valid > 0, frame, 0).astype(frame.dtype))
+            write_image(ws.output_path("aligned", "rec1", f"{pid}_valid.png"), valid)
+            row["aligned"] = ws.rel(al)
+            row["valid"] = ws.rel(ws.output_path("aligned", "rec1", f"{pid}_valid.png"))
+        rows[pid] = row
+        truth[pid] = mask
+    with ws.transaction() as index:
+        index.recordings["rec1"] = {"id": "rec1", "rgb": "rgb.mp4", "thermal": "thermal.mp4", "scene": "near",
+                                    "tags": "leak"}
+        index.pairs.update(rows)
+    return ws, truth
+
+
+def _draft_mask(ws, pid):
+    row = ws.read_index().pairs[pid]
+    doc = labelme_format.read(ws.path(row["label"]))
+    return labelme_format.rasterize(doc) == 1
+
+
+def test_drafts_are_written_with_provenance_and_find_the_plume(tmp_path):
+    ws, truth = _make_workspace(tmp_path)
+    report = preannotate_workspace(ws)
+    assert report["failed"] == 0 and report["written"] == N_FRAMES
+    rec = report["recordings"][0]
+    assert rec["frame"] == "thermal" and rec["written"] == N_FRAMES
+    index = ws.read_index()
+    cm = np.zeros((2, 2), np.int64)
+    for pid, row in index.pairs.items():
+        assert row["label"] == f"labels/rec1/{pid}.json" and row["review"] == "pending"
+        doc = labelme_format.read(ws.path(row["label"]))
+        meta = doc["gasdb"]
+        assert meta["pair_id"] == pid and meta["frame"] == "thermal" and meta["review"]["status"] == "pending"
+        assert meta["preannot"]["method"] == "gas" and meta["preannot"]["content_sha256"] == content_hash(doc)
+        assert meta["preannot"]["params"]["lead_in_s"] == 1.0 and "k" in meta["preannot"]["params"]
+        assert doc["imageData"] is None and (doc["imageHeight"], doc["imageWidth"]) == (SIZE[1], SIZE[0])
+        assert all(s["label"] == "gas" and s["shape_type"] == "polygon" for s in doc["shapes"])
+        # 8-bit source frames: LabelMe opens the frame itself (relative path from the JSON's folder)
+        image, tried = labelme_format.image_file(doc, ws.path(row["label"]))
+        assert image.resolve() == ws.path(row["thermal"]).resolve()
+        cm += confusion(truth[pid], _draft_mask(ws, pid))
+    gas = scores(cm)["gas"]
+    assert gas["iou"] > 0.5, gas  # an emitting plume of contrast 24 on a simulated scene: drafts to correct
+    assert draft_state(ws.path(index.pairs[pid]["label"]), review="pending") == "draft"
+
+
+def test_lead_in_frames_are_gas_free_drafts(tmp_path):
+    ws, truth = _make_workspace(tmp_path)
+    preannotate_workspace(ws, lead_in_s=1.0)
+    pids = sorted(truth)
+    early = [pid for pid in pids[:10] if not truth[pid].any()]
+    assert early
+    assert sum(int(_draft_mask(ws, pid).sum()) for pid in early) == 0
+
+
+def test_edits_are_never_overwritten_with_or_without_force(tmp_path):
+    ws, _ = _make_workspace(tmp_path)
+    preannotate_workspace(ws)
+    index = ws.read_index()
+    pids = sorted(index.pairs)
+    edited_pid, flagged_pid, untouched_pid = pids[20], pids[25], pids[30]
+    # an annotator redraws one frame's shapes ...
+    path = ws.path(index.pairs[edited_pid]["label"])
+    doc = labelme_format.read(path)
+    doc["shapes"] = [labelme_format.make_shape([[10, 10], [60, 10], [60, 40], [10, 40]])]
+    labelme_format.write(doc, path)
+    edited_bytes = path.read_bytes()
+    # ... and only ticks a flag on another
+    path2 = ws.path(index.pairs[flagged_pid]["label"])
+    doc2 = labelme_format.read(path2)
+    doc2["flags"]["no_leak"] = True
+    labelme_format.write(doc2, path2)
+    flagged_bytes = path2.read_bytes()
+    untouched = ws.path(index.pairs[untouched_pid]["label"])
+    untouched_bytes = untouched.read_bytes()
+
+    rerun = preannotate_workspace(ws)  # resumable: nothing to do
+    assert rerun["written"] == 0 and rerun["kept_edited"] == 2
+    assert rerun["recordings"][0]["skipped"] == N_FRAMES - 2
+    forced = preannotate_workspace(ws, force=True, k=3.0)  # replaces untouched drafts only
+    assert forced["written"] == N_FRAMES - 2 and forced["kept_edited"] == 2
+    assert path.read_bytes() == edited_bytes and path2.read_bytes() == flagged_bytes
+    redone = labelme_format.read(untouched)
+    assert redone["gasdb"]["preannot"]["params"]["k"] == 3.0 and untouched.read_bytes() != untouched_bytes
+    index = ws.read_index()
+    assert index.pairs[edited_pid]["review"] == "edited" and index.pairs[flagged_pid]["review"] == "edited"
+    assert index.pairs[untouched_pid]["review"] == "pending"
+
+
+def test_review_status_and_unknown_files_protect_drafts(tmp_path):
+    ws, _ = _make_workspace(tmp_path)
+    preannotate_workspace(ws)
+    index = ws.read_index()
+    pids = sorted(index.pairs)
+    # an approved frame (status in pairs.csv), a JSON status, a foreign file and a broken file
+    with ws.transaction() as idx:
+        idx.pairs[pids[1]]["review"] = "approved"
+    p2 = ws.path(index.pairs[pids[2]]["label"])
+    doc = labelme_format.read(p2)
+    doc["gasdb"]["review"]["status"] = "approved"
+    labelme_format.write(doc, p2)
+    p3 = ws.path(index.pairs[pids[3]]["label"])
+    labelme_format.write(labelme_format.new_document("x.png", SIZE[1], SIZE[0]), p3)
+    p4 = ws.path(index.pairs[pids[4]]["label"])
+    p4.write_text("{not json")
+    before = {p: p.read_bytes() for p in (p2, p3, p4)}
+    report = preannotate_workspace(ws, force=True)
+    assert report["kept_edited"] == 4
+    assert all(p.read_bytes() == b for p, b in before.items())
+    index = ws.read_index()
+    assert index.pairs[pids[1]]["review"] == "approved"
+    assert [index.pairs[p]["review"] for p in pids[2:5]] == ["edited"] * 3
+
+
+def test_opening_and_saving_unchanged_keeps_a_draft(tmp_path):
+    """LabelMe rewrites files it saves (key order, dropped extras): that is not an edit."""
+    ws, _ = _make_workspace(tmp_path)
+    preannotate_workspace(ws)
+    row = ws.read_index().pairs[sorted(ws.read_index().pairs)[30]]
+    path = ws.path(row["label"])
+    doc = json.loads(path.read_text())
+    for s in doc["shapes"]:
+        s.pop("gasdb", None)
+        s["description"] = None
+    path.write_text(json.dumps(doc, indent=4))
+    assert draft_state(path, review="pending") == "draft"
+
+
+def test_aligned_frames_16_bit_view_and_valid_mask(tmp_path):
+    ws, truth = _make_workspace(tmp_path, aligned=True, sixteen_bit=True)
+    report = preannotate_workspace(ws)
+    assert report["recordings"][0]["frame"] == "aligned"
+    index = ws.read_index()
+    any_gas = False
+    for pid, row in index.pairs.items():
+        path = ws.path(row["label"])
+        doc = labelme_format.read(path)
+        assert doc["gasdb"]["frame"] == "aligned"
+        image, _ = labelme_format.image_file(doc, path)
+        assert image.parent == ws.root / "labels" / "rec1" / "images"
+        view = read_image(image)
+        assert view.dtype == np.uint8 and view.shape == (SIZE[1], SIZE[0])
+        mask = _draft_mask(ws, pid)
+        assert not mask[:, :8].any()  # invalid (outside the aligned thermal image) is never gas
+        any_gas |= bool(mask.any())
+    assert any_gas
+
+
+def test_thermal_drafts_are_redone_once_aligned(tmp_path):
+    ws, _ = _make_workspace(tmp_path)
+    preannotate_workspace(ws)
+    index = ws.read_index()
+    with ws.transaction() as idx:  # align the pairs afterwards (identity warp)
+        for pid, row in idx.pairs.items():
+            row["aligned"] = row["thermal"]
+    report = preannotate_workspace(ws)
+    assert report["written"] == len(index.pairs)
+    doc = labelme_format.read(ws.path(ws.read_index().pairs[sorted(index.pairs)[0]]["label"]))
+    assert doc["gasdb"]["frame"] == "aligned"
+
+
+def test_enhanced_frame_is_what_the_annotator_sees(tmp_path):
+    ws, _ = _make_workspace(tmp_path)
+    with ws.transaction() as idx:
+        for pid, row in idx.pairs.items():
+            out = ws.output_path("enhanced", "rec1", f"{pid}.png")
+            write_image(out, np.full((SIZE[1], SIZE[0]), 128, np.uint8))
+            row["enhanced"] = ws.rel(out)
+            row["enhanced_source"] = "thermal"
+    preannotate_workspace(ws)
+    row = ws.read_index().pairs[sorted(ws.read_index().pairs)[0]]
+    path = ws.path(row["label"])
+    doc = labelme_format.read(path)
+    assert doc["imagePath"] == f"../../enhanced/rec1/{row['pair_id']}.png"
+    assert labelme_format.image_file(doc, path)[0].is_file()
+
+
+def test_refresh_review_blacklists_flagged_frames(tmp_path):
+    ws, _ = _make_workspace(tmp_path)
+    preannotate_workspace(ws)
+    pid = sorted(ws.read_index().pairs)[12]
+    path = ws.path(ws.read_index().pairs[pid]["label"])
+    doc = labelme_format.read(path)
+    doc["flags"]["water_spray"] = True
+    labelme_format.write(doc, path)
+    result = refresh_review(ws)
+    assert result["blacklisted"] == [pid] and result["edited"] == 1 and result["pending"] == N_FRAMES - 1
+    assert "water spray" in ws.blacklist()[pid]
+    assert ws.read_index().pairs[pid]["review"] == "edited"
+
+
+def test_per_recording_failure_is_recorded_and_others_carry_on(tmp_path):
+    ws, _ = _make_workspace(tmp_path)
+    with ws.transaction() as idx:
+        idx.recordings["rec2"] = {"id": "rec2", "rgb": "x.mp4", "thermal": "y.mp4", "scene": "far"}
+        idx.pairs["rec2_00000000"] = {"pair_id": "rec2_00000000", "recording": "rec2", "t_rgb": "0.0",
+                                      "t_thermal": "0.0", "dt": "0.0", "rgb": "frames/rec2/rgb/a.png",
+                                      "thermal": "frames/rec2/thermal/missing.png"}
+    report = preannotate_workspace(ws)
+    assert report["failed"] == 1 and report["written"] == N_FRAMES
+    recs = ws.read_index().recordings
+    assert "image file not found" in recs["rec2"]["preannotate_error"] and recs["rec1"]["preannotate_error"] == ""
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "vibe"}, "method must be one of"),
+    ({"lead_in": 10}, "lead_in_s"),
+    ({"k": -1}, "k must be in"),
+    ({"polarity": "hot"}, "polarity must be one of"),
+    ({"mode": "brush"}, "mode must be one of"),
+    ({"bogus": 1}, "unknown parameter"),
+])
+def test_bad_options_fail_before_writing(tmp_path, kwargs, message):
+    ws, _ = _make_workspace(tmp_path)
+    with pytest.raises((ValueError, TypeError), match=message):
+        preannotate_workspace(ws, **kwargs)
+    assert not (ws.root / "labels").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------
+def test_cli_preannotate_json_and_exit_codes(tmp_path):
+    ws, _ = _make_workspace(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["preannotate", str(ws.root), "--polarity", "emitting", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["written"] == N_FRAMES and report["params"]["polarity"] == "emitting"
+    result = runner.invoke(main, ["preannotate", str(ws.root)])
+    assert result.exit_code == 0 and "0 written" in result.output and f"{N_FRAMES} kept" in result.output
+    result = runner.invoke(main, ["preannotate", str(ws.root), "--param", "k=nope"])
+    assert result.exit_code == 2
+    result = runner.invoke(main, ["preannotate", str(ws.root), "--recording", "nope"])
+    assert result.exit_code == 1 and "no recording 'nope'" in result.output
+
+
+def test_labelme_command_line(tmp_path):
+    ws, _ = _make_workspace(tmp_path)
+    preannotate_workspace(ws)
+    config = tmp_path / "labelme.yaml"
+    config.write_text("auto_save: true\n")
+    cmd = preannotate_cmds.labelme_command(ws, "rec1", config=config, executable="labelme")
+    assert cmd[0] == "labelme"
+    assert cmd[1] == str(ws.root / "frames" / "rec1" / "thermal")  # the folder of the images the drafts show
+    assert cmd[cmd.index("--output") + 1] == str(ws.root / "labels" / "rec1")
+    assert cmd[cmd.index("--config") + 1] == str(config)
+    assert "--nodata" not in cmd  # removed in LabelMe 7: the config carries store_data / auto_save
+
+
+def test_label_without_labelme_says_how_to_install(tmp_path, monkeypatch):
+    ws, _ = _make_workspace(tmp_path)
+    preannotate_workspace(ws)
+    monkeypatch.setattr(preannotate_cmds, "_find_labelme", lambda: None)
+    result = CliRunner().invoke(main, ["label", str(ws.root)])
+    assert result.exit_code == 1
+    assert "pip install 'gasdb-tools[label]'" in result.output
+
+
+def test_label_runs_the_app_and_refreshes_review(tmp_path, monkeypatch):
+    ws, _ = _make_workspace(tmp_path)
+    preannotate_workspace(ws)
+    pid = sorted(ws.read_index().pairs)[15]
+    calls = []
+
+    def fake_run(cmd, check=False):
+        calls.append(cmd)
+        path = ws.path(ws.read_index().pairs[pid]["label"])  # the "annotator" edits one frame
+        doc = labelme_format.read(path)
+        doc["shapes"] = [labelme_format.make_shape([[5, 5], [30, 5], [30, 20]])]
+        labelme_format.write(doc, path)
+
+        class Done:
+            returncode = 0
+        return Done()
+
+    monkeypatch.setattr(preannotate_cmds, "_find_labelme", lambda: sys.executable)
+    monkeypatch.setattr(preannotate_cmds.subprocess, "run", fake_run)
+    result = CliRunner().invoke(main, ["label", str(ws.root), "--recording", "rec1"])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and calls[0][0] == sys.executable
+    assert ws.read_index().pairs[pid]["review"] == "edited"
+    assert "1 edited" in result.output
