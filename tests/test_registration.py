@@ -1,0 +1,369 @@
+"""Tests of gasdb_tools.registration: geometry helpers, features, warping, single- and multi-frame
+registration on exact truth (the rig simulator), on real RoadScene pairs with known warps, and bad input."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gasdb_tools import registration as reg
+from gasdb_tools.errors import CalibrationError
+from gasdb_tools.synth import SynthRig
+
+from conftest import shared_data
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+def similarity_about_centre(size, *, scale=1.0, deg=0.0, shift=(0.0, 0.0)):
+    w, h = size
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    a = np.deg2rad(deg)
+    rot = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    m = np.eye(3)
+    m[:2, :2] = rot
+    m[:2, 2] = c - rot @ c + np.asarray(shift)
+    return m
+
+
+def random_warp(rng, size, *, scale=0.04, deg=3.0, shift=20.0, jitter=4.0):
+    """The issue's protocol: +-4 % scale, +-3 deg, +-20 px shift, +-4 px per corner."""
+    corners = reg.image_corners(size)
+    base = similarity_about_centre(size, scale=1 + rng.uniform(-scale, scale), deg=rng.uniform(-deg, deg),
+                                   shift=rng.uniform(-shift, shift, 2))
+    moved = reg.transform_points(base, corners) + rng.uniform(-jitter, jitter, (4, 2))
+    return reg.fit_model(corners, moved, "homography")
+
+
+def synth_pair(seed, size=(640, 512), t=2.0, **kw):
+    rig = SynthRig(seed=seed, size=size, **kw)
+    return rig, rig.rgb(t + rig.offset_s), rig.thermal(t)[0]
+
+
+def pseudo_thermal(rgb, matrix, size):
+    """A 'thermal' view of an RGB frame: inverted, gamma, blurred, noisy, warped by matrix^-1.
+
+    ``matrix`` maps the pseudo-thermal frame's pixels onto the RGB frame (thermal -> RGB).
+    """
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    g = 1 - np.sqrt(g)
+    g = cv2.GaussianBlur(g, (0, 0), 1.2)
+    warped = cv2.warpPerspective(g, matrix, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                 borderMode=cv2.BORDER_REFLECT)
+    noise = np.random.default_rng(0).normal(0, 0.01, warped.shape).astype(np.float32)
+    return np.clip((0.2 + 0.6 * warped + noise) * 65535, 0, 65535).astype(np.uint16)
+
+
+# ------------------------------------------------------------------------------------------------
+# geometry
+# ------------------------------------------------------------------------------------------------
+def test_corner_error_exact_values():
+    shift = np.array([[1, 0, 3], [0, 1, 4], [0, 0, 1.0]])
+    assert reg.corner_error(shift, np.eye(3), (640, 512)) == pytest.approx(5.0)
+    scale2 = np.diag([2.0, 2.0, 1.0])  # corners (0,0),(639,0),(639,511),(0,511) move by 0, 639, |(639,511)|, 511
+    d = reg.corner_error(scale2, np.eye(3), (640, 512), reduce="none")
+    np.testing.assert_allclose(d, [0, 639, np.hypot(639, 511), 511])
+    assert reg.corner_error(scale2, np.eye(3), (640, 512), reduce="max") == pytest.approx(np.hypot(639, 511))
+    assert reg.corner_error(scale2, np.eye(3), (640, 512)) == pytest.approx(d.mean())
+    with pytest.raises(ValueError, match="reduce"):
+        reg.corner_error(shift, shift, (10, 10), reduce="median")
+
+
+@settings(max_examples=40, deadline=None)
+@given(model=st.sampled_from(reg.MODELS), seed=st.integers(0, 2**32 - 1))
+def test_fit_model_recovers_its_own_model(model, seed):
+    rng = np.random.default_rng(seed)
+    size = (640, 512)
+    m = similarity_about_centre(size, scale=1 + rng.uniform(-0.1, 0.1), deg=rng.uniform(-10, 10),
+                                shift=rng.uniform(-50, 50, 2))
+    if model == "translation":
+        m[:2, :2] = np.eye(2)
+    if model in ("affine", "homography"):
+        m[:2, :2] += rng.uniform(-0.05, 0.05, (2, 2))
+    if model == "homography":
+        m[2, :2] = rng.uniform(-1e-4, 1e-4, 2)
+    pts = np.vstack([reg.image_corners(size), rng.uniform(0, 500, (6, 2))])
+    fitted = reg.fit_model(pts, reg.transform_points(m, pts), model)
+    assert reg.corner_error(fitted, m, size) < 1e-6
+
+
+def test_fit_model_needs_enough_points():
+    with pytest.raises(ValueError, match="at least 4"):
+        reg.fit_model([[0, 0], [1, 0], [0, 1]], [[0, 0], [1, 0], [0, 1]], "homography")
+    with pytest.raises(ValueError, match="model must be one of"):
+        reg.fit_model([[0, 0]], [[0, 0]], "projective")
+
+
+# ------------------------------------------------------------------------------------------------
+# warping
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_warp_thermal_integer_shift_is_exact_and_keeps_dtype(dtype):
+    rng = np.random.default_rng(1)
+    th = (rng.random((40, 50)) * (255 if dtype == np.uint8 else 60000)).astype(dtype)
+    m = np.array([[1, 0, 3], [0, 1, -2], [0, 0, 1.0]])  # thermal (x, y) lands at RGB (x + 3, y - 2)
+    warped, valid = reg.warp_thermal(th, m, (60, 45))
+    assert warped.dtype == th.dtype and warped.shape == (45, 60) and valid.shape == (45, 60)
+    np.testing.assert_array_equal(warped[0:38, 3:53], th[2:40, 0:50])
+    expected = np.zeros((45, 60), bool)
+    expected[0:38, 3:53] = True
+    np.testing.assert_array_equal(valid, expected)
+    assert (warped[~valid] == 0).all()
+
+
+def test_warp_thermal_round_trip_inside_valid_region():
+    _, rgb, _ = synth_pair(3, size=(320, 256))
+    th = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    m = similarity_about_centre((320, 256), scale=1.03, deg=2.0, shift=(5, -4))
+    there, v1 = reg.warp_thermal(th, m, (320, 256), interpolation="cubic")
+    back, v2 = reg.warp_thermal(there, np.linalg.inv(m), (320, 256), interpolation="cubic")
+    inner = cv2.erode(v2.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    assert inner.mean() > 0.7
+    assert np.median(np.abs(back - th)[inner]) < 1.5
+
+
+def test_warp_thermal_bad_arguments():
+    th = np.zeros((10, 10), np.uint8)
+    with pytest.raises(ValueError, match="singular"):
+        reg.warp_thermal(th, np.zeros((3, 3)), (10, 10))
+    with pytest.raises(ValueError, match="3x3"):
+        reg.warp_thermal(th, np.eye(4), (10, 10))
+    with pytest.raises(ValueError, match="interpolation"):
+        reg.warp_thermal(th, np.eye(3), (10, 10), interpolation="lanczos")
+    with pytest.raises(TypeError, match="width, height"):
+        reg.warp_thermal(th, np.eye(3), 10)
+
+
+# ------------------------------------------------------------------------------------------------
+# features
+# ------------------------------------------------------------------------------------------------
+def test_edge_features_are_polarity_and_scale_free():
+    _, rgb, _ = synth_pair(2, size=(160, 128))
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    f = reg.edge_features(g)
+    assert f.dtype == np.float32 and f.shape == g.shape and 0 <= f.min() and f.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(reg.edge_features(255 - g), f, atol=1e-4)
+    np.testing.assert_allclose(reg.edge_features(g.astype(np.uint16) * 200 + 1000), f, atol=1e-4)
+
+
+@pytest.mark.parametrize("frame", [np.zeros((64, 80), np.uint8), np.full((64, 80), 1234, np.uint16)],
+                         ids=["black", "constant"])
+def test_edge_features_featureless_raise(frame):
+    with pytest.raises(CalibrationError, match="featureless"):
+        reg.edge_features(frame)
+
+
+def test_edge_features_mask_removes_border_edges():
+    img = np.zeros((64, 64), np.uint8)
+    img[10:54, 10:54] = 200
+    img[30:34, 20:44] = 50
+    mask = np.zeros_like(img, bool)
+    mask[10:54, 10:54] = True  # the bright square's outline is a border, not content
+    f = reg.edge_features(img, mask=mask)
+    assert f[10:54, 10:12].max() == 0 and f[30:34, 20:44].max() > 0.5
+
+
+# ------------------------------------------------------------------------------------------------
+# one pair
+# ------------------------------------------------------------------------------------------------
+def test_register_pair_synth_exact_truth():
+    """Acceptance (issue 4, exact truth): median corner error < 0.5 px, max < 1 px at 640x512."""
+    errors = []
+    for seed in range(5):
+        rig, rgb, th = synth_pair(seed, t=1.0 + 0.4 * seed)
+        out = reg.register_pair(rgb, th)
+        assert out.model == "homography" and out.matrix.shape == (3, 3) and out.matrix[2, 2] == 1.0
+        assert out.score > 0.5 and out.overlap > 0.8
+        errors.append(reg.corner_error(out.matrix, rig.homography, rig.size))
+    assert np.median(errors) < 0.5, errors
+    assert max(errors) < 1.0, errors
+
+
+@pytest.mark.parametrize("model", ["translation", "similarity", "affine", "homography"])
+def test_register_pair_recovers_each_model_on_pseudo_thermal(model):
+    """Polarity-inverted, gamma-changed, blurred 16-bit 'thermal' view with an exact known warp."""
+    size = (320, 256)
+    _, rgb, _ = synth_pair(11, size=size, distractors=False)
+    truth = {
+        "translation": similarity_about_centre(size, shift=(9.5, -6.25)),
+        "similarity": similarity_about_centre(size, scale=1.03, deg=-2.5, shift=(7, 4)),
+        "affine": similarity_about_centre(size, scale=0.98, deg=1.5, shift=(-6, 3)) @ np.array(
+            [[1.02, 0.01, 0], [0, 0.99, 0], [0, 0, 1]]),
+        "homography": reg.fit_model(reg.image_corners(size), reg.image_corners(size) + [[3, -2], [-8, 5], [4, 7],
+                                                                                        [-5, -6]], "homography"),
+    }[model]
+    th = pseudo_thermal(rgb, truth, size)
+    out = reg.register_pair(rgb, th, model=model)
+    if model != "homography":
+        np.testing.assert_allclose(out.matrix[2], [0, 0, 1], atol=1e-12)
+    if model == "translation":
+        np.testing.assert_allclose(out.matrix[:2, :2], np.eye(2), atol=1e-12)
+    assert reg.corner_error(out.matrix, truth, size) < 0.5
+
+
+def test_register_pair_different_sizes_and_initial():
+    """A 2x larger RGB frame (the nominal FOV ratio is the default start) and an explicit initial."""
+    rig, rgb, th = synth_pair(4, size=(320, 256))
+    big = cv2.resize(rgb, (640, 512), interpolation=cv2.INTER_LINEAR)
+    truth = reg._resize_matrix((320, 256), (640, 512)) @ rig.homography
+    out = reg.register_pair(big, th)
+    assert reg.corner_error(out.matrix, truth, (320, 256)) < 1.0
+    out2 = reg.register_pair(rgb, th, initial=rig.homography, search=False)
+    assert reg.corner_error(out2.matrix, rig.homography, (320, 256)) < 0.6
+
+
+def test_register_pair_refuses_unrelated_or_black_frames():
+    _, rgb, th = synth_pair(5, size=(320, 256))
+    noise = np.random.default_rng(0).integers(0, 255, th.shape, dtype=np.uint8)
+    with pytest.raises(CalibrationError, match="did not converge"):
+        reg.register_pair(rgb, noise)
+    with pytest.raises(CalibrationError, match="featureless"):
+        reg.register_pair(rgb, np.zeros_like(th))
+    with pytest.raises(CalibrationError, match="featureless"):
+        reg.register_pair(np.zeros_like(rgb), th)
+
+
+def test_register_pair_bad_arguments():
+    _, rgb, th = synth_pair(5, size=(160, 128))
+    with pytest.raises(ValueError, match="model must be one of"):
+        reg.register_pair(rgb, th, model="projective")
+    with pytest.raises(TypeError, match="unknown option"):
+        reg.register_pair(rgb, th, max_rotaton=3)
+    with pytest.raises(ValueError, match="image array"):
+        reg.register_pair(rgb[0, :, 0], th)
+    with pytest.raises(ValueError, match="too small"):
+        reg.register_pair(rgb[:20], th)
+    with pytest.raises(ValueError, match="NaN"):
+        bad = th.astype(np.float32)
+        bad[3, 3] = np.nan
+        reg.register_pair(rgb, bad)
+    with pytest.raises(ValueError, match="thermal_mask"):
+        reg.register_pair(rgb, th, thermal_mask=np.ones((5, 5), bool))
+    with pytest.raises(ValueError, match="perspective_prior"):
+        reg.register_pair(rgb, th, perspective_prior=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# many pairs
+# ------------------------------------------------------------------------------------------------
+def test_register_pairs_synth_rig():
+    """Multi-frame: median of corners + joint refinement beats the exact-truth bar with margin."""
+    rig = SynthRig(seed=8, size=(640, 512))
+    pairs = [(rig.rgb(t + rig.offset_s), rig.thermal(t)[0]) for t in np.linspace(0.5, 5.5, 6)]
+    out = reg.register_pairs(pairs)
+    assert out.consistent, out.warnings
+    assert reg.corner_error(out.matrix, rig.homography, rig.size) < 0.5
+    assert reg.corner_error(out.matrix, rig.homography, rig.size, reduce="max") < 1.0
+    assert len(out.frames) == 6 and out.used == list(range(6))
+    stats = out.stats()
+    assert stats["frames_used"] == 6 and stats["corner_deviation_px"]["max"] < 1.0
+    assert stats["block_shift_max_px"] is None or stats["block_shift_max_px"] < 1.0
+    assert out.block_shifts.shape == (3, 3, 2)
+
+
+def test_register_pairs_flags_a_moved_camera_and_keeps_failures_out():
+    """Two set-ups (different homographies) in one calibration are flagged; a black frame is left out."""
+    a, b = SynthRig(seed=21, size=(320, 256)), SynthRig(seed=22, size=(320, 256))
+    pairs = [(a.rgb(t + a.offset_s), a.thermal(t)[0]) for t in (1.0, 2.0, 3.0)]
+    pairs += [(b.rgb(t + b.offset_s), b.thermal(t)[0]) for t in (1.0, 2.0, 3.0)]
+    pairs.append((pairs[0][0], np.zeros_like(pairs[0][1])))
+    groups = ["a"] * 3 + ["b"] * 3 + ["a"]
+    out = reg.register_pairs(pairs, groups=groups, model="affine", refine=False)
+    assert not out.consistent
+    assert any("disagree" in w or "sits" in w or "outliers" in w for w in out.warnings), out.warnings
+    last = out.frames[-1]
+    assert not last.used and "featureless" in last.reason and last.matrix is None
+
+
+def test_register_pairs_errors():
+    _, rgb, th = synth_pair(6, size=(160, 128))
+    with pytest.raises(CalibrationError, match="sizes"):
+        reg.register_pairs([(rgb, th), (rgb, th[:100])])
+    with pytest.raises(CalibrationError, match="only 0 of 2"):
+        reg.register_pairs([(rgb, np.zeros_like(th))] * 2)
+    with pytest.raises(ValueError, match="empty"):
+        reg.register_pairs([])
+    with pytest.raises(ValueError, match="groups"):
+        reg.register_pairs([(rgb, th)], groups=["a", "b"])
+    with pytest.raises(TypeError, match="tuple"):
+        reg.register_pairs([rgb])
+
+
+def test_block_residuals_sign_and_size():
+    """A transform that is off by (+2, -1) RGB px shows the RGB content displaced by (+2, -1)."""
+    rig, rgb, th = synth_pair(9, size=(320, 256), distractors=False)
+    off = np.array([[1, 0, -2.0], [0, 1, 1.0], [0, 0, 1]]) @ rig.homography
+    shifts = reg.block_residuals(rgb, th, off)
+    assert shifts.shape == (3, 3, 2)
+    med = np.nanmedian(shifts.reshape(-1, 2), axis=0)
+    np.testing.assert_allclose(med, [2.0, -1.0], atol=0.5)
+    good = np.hypot(*reg.block_residuals(rgb, th, rig.homography).reshape(-1, 2).T)
+    assert np.nanmedian(good) < 0.5 and np.nanmax(good) < 1.5
+
+
+# ------------------------------------------------------------------------------------------------
+# real pairs
+# ------------------------------------------------------------------------------------------------
+def _roadscene_trials(n_trials=40, seed=0):
+    root = shared_data("rgbt_pairs", "roadscene")
+    names = sorted(os.listdir(root / "visible"))
+    assert len(names) >= 40
+    rng = np.random.default_rng(seed)
+    for k in range(n_trials):
+        name = names[k % len(names)]
+        rgb = cv2.cvtColor(cv2.imread(str(root / "visible" / name)), cv2.COLOR_BGR2RGB)
+        ir = cv2.imread(str(root / "infrared" / name), cv2.IMREAD_GRAYSCALE)
+        size = (ir.shape[1], ir.shape[0])
+        warp = random_warp(rng, size)  # infrared px -> warped px
+        warped = cv2.warpPerspective(ir, warp, size, flags=cv2.INTER_LINEAR)
+        valid = cv2.warpPerspective(np.full_like(ir, 255), warp, size, flags=cv2.INTER_LINEAR) == 255
+        truth = np.linalg.inv(warp)
+        yield rgb, warped, valid, truth / truth[2, 2], size
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_roadscene_known_warps_and_raw_ecc_negative_control():
+    """Acceptance (issue 4): 40 RoadScene pairs, random known warps of the infrared image.
+
+    Ours (homography, edge features): median corner error < 4 px, max < 10 px. Negative
+    control: OpenCV's findTransformECC on the raw intensities, same pairs: median > 15 px (when it
+    raises, its start, the identity, counts).
+    """
+    ours, raw = [], []
+    for rgb, warped, valid, truth, size in _roadscene_trials():
+        init = reg.corner_error(np.eye(3), truth, size)
+        assert 5 < init < 60
+        out = reg.register_pair(rgb, warped, thermal_mask=valid)
+        ours.append(reg.corner_error(out.matrix, truth, size))
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        try:  # template: RGB; input: the warped infrared with its valid mask; warp: RGB px -> thermal px
+            _, w = cv2.findTransformECC(gray, warped.astype(np.float32), np.eye(3, dtype=np.float32),
+                                        cv2.MOTION_HOMOGRAPHY,
+                                        (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-5),
+                                        valid.astype(np.uint8), 5)
+            raw.append(reg.corner_error(np.linalg.inv(w.astype(np.float64)), truth, size))
+        except (cv2.error, np.linalg.LinAlgError):
+            raw.append(init)
+    ours, raw = np.array(ours), np.array(raw)
+    assert np.median(ours) < 4.0 and ours.max() < 10.0, np.round(np.sort(ours), 2)
+    assert np.median(raw) > 15.0, np.round(np.sort(raw), 1)
+
+
+@pytest.mark.realdata
+def test_mfnet_smoke():
+    """Two real MFNet frames (RGB + thermal in one 4-channel PNG, already aligned by the dataset)."""
+    from gasdb_tools.imaging import read_image
+
+    root = shared_data("mfnet")
+    for name in ("01234N.png", "01477D.png"):
+        rgbt = read_image(root / name)
+        out = reg.register_pair(rgbt[..., :3], rgbt[..., 3])
+        assert out.score > 0.15
+        assert reg.corner_error(out.matrix, np.eye(3), (640, 480)) < 10
