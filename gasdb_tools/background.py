@@ -13,7 +13,7 @@ and yields one boolean mask per frame::
     d   = f - bg;  d -= median(d)                    # drift and NUC/FFC offsets
     ds  = (1 - a) * ds + a * d                       # temporal EMA of the signed difference
     s   = 1.4826 * median(|ds|)                      # robust (MAD) noise sigma
-    t   = k * s + jitter * |grad bg|                 # k-sigma, raised on strong edges
+    t   = k * s + jitter * |grad bg0|                # k-sigma, raised on the scene's strong edges
     m   = ds > t (emitting) | ds < -t (absorbing) | |ds| > t (both)
     bg  = selective running average: rate r outside any change, r_fg (<< r) inside it
     m   = close(open(m)); drop blobs below a fraction of the frame
@@ -620,7 +620,6 @@ class GasSubtractor:
         self.sigma: float | None = None
         self._changed: np.ndarray | None = None  # last frame's significant change (either sign)
         self._edges: np.ndarray | None = None
-        self._count = 0
 
     @property
     def background(self) -> np.ndarray | None:
@@ -647,9 +646,9 @@ class GasSubtractor:
         d = signed_difference(f, self.model.background, step=self.stats_step, exclude=self._changed)
         ds = self.ema.update(d)
         self.sigma = mad_sigma(ds, step=self.stats_step, floor=self.min_sigma, exclude=self._changed)
-        if self.edge_guard > 0 and (self._edges is None or self._count % 10 == 0):
-            self._edges = edge_threshold(self.model.background, jitter=self.edge_guard)  # the bg moves slowly
-        self._count += 1
+        if self.edge_guard > 0 and self._edges is None:
+            # edges of the initial background: the scene's own edges, not those a slowly absorbed plume leaves
+            self._edges = edge_threshold(self.model.background, jitter=self.edge_guard)
         # any significant change, of either sign, is kept out of the background and the statistics
         changed = threshold(ds, self.sigma, k=self.k, polarity="both", extra=self._edges)
         if self.polarity == "both":

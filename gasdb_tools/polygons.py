@@ -69,23 +69,52 @@ def _self_intersects(points: np.ndarray) -> bool:
     return polygon_self_intersects(points)
 
 
-def _simplify(contour: np.ndarray, epsilon_frac: float) -> np.ndarray | None:
-    """Douglas-Peucker with a tolerance of ``epsilon_frac`` x perimeter; None when nothing valid remains.
-
-    A blob with a one-pixel pinch has a boundary that touches itself, and ``gasdb validate``
-    rejects polygons whose edges touch. Such a simplification is retried with a finer tolerance,
-    the raw boundary, then coarser tolerances (1, 2, 4 px) that cut across the pinch; the convex
-    hull is the last resort. Drafts therefore never carry a polygon that validation rejects.
-    """
-    perimeter = cv2.arcLength(contour, True)
-    base = epsilon_frac * perimeter
-    for eps in (base, base / 4, 0.0, max(base, 1.0) * 1.0001, 2.0, 4.0):
+def _simplify(contour: np.ndarray, tolerances) -> np.ndarray | None:
+    """The first Douglas-Peucker simplification (tolerances in px; 0 = raw) that is a valid simple polygon."""
+    for eps in tolerances:
         approx = cv2.approxPolyDP(contour, eps, True) if eps > 0 else contour
         pts = approx.reshape(-1, 2).astype(np.float64)
         if len(pts) >= 3 and abs(cv2.contourArea(pts.astype(np.float32))) > 0 and not _self_intersects(pts):
             return pts
+    return None
+
+
+def _polygons_of(contour: np.ndarray, epsilon_frac: float, min_area: float, depth: int = 0) -> list[np.ndarray]:
+    """Valid simple polygons for one traced boundary (``gasdb validate`` rejects touching edges).
+
+    The simplification at ``epsilon_frac`` x perimeter is used when its edges do not touch; else a
+    finer one, else the raw boundary. A blob whose parts touch through one pixel has a boundary
+    that visits that pixel twice, which no simple polygon follows: the pinch pixels are removed and
+    the parts traced on their own (they keep one ``group_id``). Coarser tolerances (1, 2 px) and
+    finally the convex hull are the last resorts.
+    """
+    # contourArea of the pixel-centre boundary underestimates the pixel count of small blobs;
+    # count the enclosed pixels as the rasteriser fills them (boundary included)
+    if cv2.contourArea(contour) + cv2.arcLength(contour, True) / 2 + 1 < min_area:
+        return []
+    base = epsilon_frac * cv2.arcLength(contour, True)
+    pts = _simplify(contour, (base, base / 4, 0.0))
+    if pts is not None:
+        return [pts]
+    raw = contour.reshape(-1, 2)
+    _, first, counts = np.unique(raw, axis=0, return_index=True, return_counts=True)
+    pinches = raw[first[counts > 1]]
+    if depth < 4 and len(pinches):
+        x, y, w, h = cv2.boundingRect(contour)
+        region = np.zeros((h, w), np.uint8)
+        cv2.drawContours(region, [contour], -1, 1, thickness=-1, offset=(-x, -y))
+        region[pinches[:, 1] - y, pinches[:, 0] - x] = 0
+        pieces, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE, offset=(x, y))
+        out = []
+        for piece in pieces:
+            out.extend(_polygons_of(piece, epsilon_frac, min_area, depth + 1))
+        if out:
+            return out
+    pts = _simplify(contour, (max(base, 1.0) * 1.0001, 2.0))
+    if pts is not None:
+        return [pts]
     hull = cv2.convexHull(contour).reshape(-1, 2).astype(np.float64)
-    return hull if len(hull) >= 3 and abs(cv2.contourArea(hull.astype(np.float32))) > 0 else None
+    return [hull] if len(hull) >= 3 and abs(cv2.contourArea(hull.astype(np.float32))) > 0 else []
 
 
 def mask_to_polygons(mask, *, epsilon_frac: float = DEFAULT_EPSILON_FRAC, min_area: float = 20.0,
@@ -128,14 +157,19 @@ def _contours(m8: np.ndarray, epsilon_frac: float, min_area: float) -> list[tupl
     contours, hierarchy = cv2.findContours(m8, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     outer, inner = [], []
     for contour, (_, _, _, parent) in zip(contours, hierarchy[0]):
-        # contourArea of the pixel-centre boundary underestimates the pixel count of small blobs;
-        # count the enclosed pixels the way the rasteriser will (boundary included)
-        area = cv2.contourArea(contour) + cv2.arcLength(contour, True) / 2 + 1
-        if area < min_area:
-            continue
-        pts = _simplify(contour, epsilon_frac)
-        if pts is not None:
-            (inner if parent >= 0 else outer).append(pts)
+        if parent >= 0:
+            # a hole's contour runs on the gas pixels around it; trace the hole's own pixels instead,
+            # so that a hole polygon drawn over the gas carves out exactly the hole
+            x, y, w, h = cv2.boundingRect(contour)
+            region = np.zeros((h, w), np.uint8)
+            cv2.drawContours(region, [contour], -1, 1, thickness=-1, offset=(-x, -y))
+            region &= 1 - m8[y:y + h, x:x + w]
+            pieces, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE, offset=(x, y))
+        else:
+            pieces = [contour]
+        for piece in pieces:
+            # (the area test inside counts pixels as the rasteriser fills them: boundary included)
+            (inner if parent >= 0 else outer).extend(_polygons_of(piece, epsilon_frac, min_area))
     key = lambda p: (float(p[:, 1].min()), float(p[:, 0].min()))  # noqa: E731 - scan order
     return [(p, False) for p in sorted(outer, key=key)] + [(p, True) for p in sorted(inner, key=key)]
 
