@@ -1,0 +1,640 @@
+"""Rig calibration files and the ``calibrate`` / ``align`` workspace stages.
+
+A **rig calibration file** (``WS/calibration/<rig>.json``, format documented in
+``calibration/README.md``) holds the one transform that maps thermal pixels to RGB pixels for a
+fixed camera rig, how it was estimated (model, source frames, tool version, date) and how well
+it fits (residual statistics, a consistency flag). :func:`calibrate_workspace` writes it from
+frame pairs spread over the rig's recordings (:func:`gasdb_tools.registration.register_pairs`),
+with a QA figure beside it; :func:`align_workspace` warps every thermal frame into the RGB frame
+(640x512 by default) with a valid-pixel mask, so one annotation serves both modalities.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gasdb_tools import __version__
+from gasdb_tools.errors import CalibrationError, FormatError, GasdbError, WorkspaceError
+from gasdb_tools.fsutil import atomic_write_bytes, read_json, sha256_file, write_json
+from gasdb_tools.imaging import read_image, to_gray, write_image
+from gasdb_tools.progress import progress
+from gasdb_tools.registration import MODELS, RigRegistration, register_pairs, warp_thermal
+from gasdb_tools.workspace import Workspace, check_id
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Calibration",
+    "calibration_from_registration",
+    "validate_calibration",
+    "read_calibration",
+    "write_calibration",
+    "calibration_path",
+    "output_matrix",
+    "select_pairs",
+    "calibrate_workspace",
+    "align_workspace",
+    "qa_figure",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "gasdb-rig-calibration"
+FORMAT_VERSION = 1
+DIRECTION = "thermal_px_to_rgb_px"
+_FLUSH_EVERY = 50
+
+
+# ----------------------------------------------------------------------------------------------
+# the file format
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Calibration:
+    """A rig calibration: the thermal->RGB transform and its provenance and residuals.
+
+    Attributes
+    ----------
+    rig : str
+        Rig name (the file is ``calibration/<rig>.json``).
+    model : str
+        One of :data:`gasdb_tools.registration.MODELS`.
+    matrix : (3, 3) float64 ndarray
+        Maps thermal pixel coordinates to RGB pixel coordinates (``matrix[2, 2] == 1``).
+    rgb_size, thermal_size : (int, int)
+        (width, height) of the frames the matrix is for.
+    score : float
+        Mean ECC score (edge NCC) of the used frames at ``matrix``.
+    consistent : bool
+        False when the residuals disagree (see ``residuals["warnings"]``).
+    residuals : dict
+        Residual statistics (:meth:`gasdb_tools.registration.RigRegistration.stats`).
+    source_frames : list of dict
+        The frame pairs used or tried: ``pair_id, recording, rgb, thermal, used, reason, score,
+        score_combined, corner_deviation_px``.
+    method : dict
+        How it was estimated (tool knobs).
+    tool : dict
+        ``{"name": "gasdb-tools", "version": ...}``.
+    created : str
+        UTC ISO-8601 time of estimation.
+    qa_figure : str
+        File name of the QA figure beside the JSON ('' if none).
+    """
+
+    rig: str
+    model: str
+    matrix: np.ndarray
+    rgb_size: tuple
+    thermal_size: tuple
+    score: float
+    consistent: bool
+    residuals: dict = field(default_factory=dict)
+    source_frames: list = field(default_factory=list)
+    method: dict = field(default_factory=dict)
+    tool: dict = field(default_factory=lambda: {"name": "gasdb-tools", "version": __version__})
+    created: str = ""
+    qa_figure: str = ""
+
+    def to_dict(self) -> dict:
+        """The JSON document (see ``calibration/README.md``)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "rig": self.rig,
+            "model": self.model,
+            "direction": DIRECTION,
+            "matrix": [[float(v) for v in row] for row in np.asarray(self.matrix, np.float64)],
+            "rgb_size": [int(v) for v in self.rgb_size],
+            "thermal_size": [int(v) for v in self.thermal_size],
+            "score": _finite_or_none(self.score),
+            "consistent": bool(self.consistent),
+            "residuals": self.residuals,
+            "source_frames": self.source_frames,
+            "method": self.method,
+            "tool": self.tool,
+            "created": self.created,
+            "qa_figure": self.qa_figure,
+        }
+
+
+def _finite_or_none(value):
+    return round(float(value), 6) if value is not None and np.isfinite(value) else None
+
+
+def validate_calibration(data, *, file=None) -> Calibration:
+    """Check a parsed calibration document and return it as a :class:`Calibration`.
+
+    Raises
+    ------
+    FormatError
+        Naming the field that is missing or wrong, and the fix.
+    """
+    def bad(field_, message, fix="re-run `gasdb calibrate` to rewrite the file"):
+        raise FormatError(message, file=file, field=field_, fix=fix)
+
+    if not isinstance(data, dict):
+        bad(None, "a calibration file must hold a JSON object")
+    if data.get("format") != FORMAT:
+        bad("format", f"expected {FORMAT!r}, got {data.get('format')!r}", fix="this is not a gasdb rig calibration")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        bad("format_version", f"unsupported version {version!r} (this gasdb reads {FORMAT_VERSION})",
+            fix="use the gasdb version that wrote it, or re-run `gasdb calibrate`")
+    for key in ("rig", "model", "matrix", "rgb_size", "thermal_size"):
+        if key not in data:
+            bad(key, "missing")
+    rig = data["rig"]
+    if not isinstance(rig, str) or not rig:
+        bad("rig", f"must be a non-empty string, got {rig!r}")
+    if data.get("direction", DIRECTION) != DIRECTION:
+        bad("direction", f"must be {DIRECTION!r} (matrices map thermal px to RGB px), got {data.get('direction')!r}")
+    model = data["model"]
+    if model not in MODELS:
+        bad("model", f"must be one of {', '.join(MODELS)}, got {model!r}")
+    try:
+        matrix = np.array(data["matrix"], dtype=np.float64)
+    except (TypeError, ValueError):
+        bad("matrix", "must be a 3x3 array of numbers")
+    if matrix.shape != (3, 3) or not np.isfinite(matrix).all():
+        bad("matrix", f"must be a 3x3 array of finite numbers, got shape {matrix.shape}")
+    if abs(matrix[2, 2]) < 1e-12 or abs(np.linalg.det(matrix)) < 1e-12:
+        bad("matrix", "is singular (it cannot map the thermal frame)")
+    matrix = matrix / matrix[2, 2]
+    if model != "homography" and (abs(matrix[2, 0]) > 1e-12 or abs(matrix[2, 1]) > 1e-12):
+        bad("matrix", f"a {model} matrix must have the last row [0, 0, 1]")
+    sizes = {}
+    for key in ("rgb_size", "thermal_size"):
+        value = data[key]
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+            bad(key, f"must be [width, height] with positive integers, got {value!r}")
+        sizes[key] = (int(value[0]), int(value[1]))
+    for key, kind in (("residuals", dict), ("source_frames", list), ("method", dict), ("tool", dict)):
+        if key in data and not isinstance(data[key], kind):
+            bad(key, f"must be a JSON {'object' if kind is dict else 'array'}")
+    score = data.get("score")
+    if score is not None and not isinstance(score, (int, float)):
+        bad("score", f"must be a number or null, got {score!r}")
+    return Calibration(
+        rig=rig, model=model, matrix=matrix, rgb_size=sizes["rgb_size"], thermal_size=sizes["thermal_size"],
+        score=float(score) if score is not None else float("nan"), consistent=bool(data.get("consistent", True)),
+        residuals=data.get("residuals", {}), source_frames=data.get("source_frames", []),
+        method=data.get("method", {}), tool=data.get("tool", {}), created=str(data.get("created", "")),
+        qa_figure=str(data.get("qa_figure", "")))
+
+
+def read_calibration(path) -> Calibration:
+    """Read and validate a rig calibration file.
+
+    Raises
+    ------
+    FormatError
+        Missing file, malformed JSON or a wrong field (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError("calibration file not found", file=path,
+                          fix="run `gasdb calibrate WS` (or `--rig NAME`) first")
+    return validate_calibration(read_json(path, error=FormatError), file=path)
+
+
+def write_calibration(path, calibration: Calibration) -> Path:
+    """Write a calibration file atomically (deterministic JSON); validates it first."""
+    doc = calibration.to_dict()
+    validate_calibration(doc, file=path)
+    return write_json(path, doc)
+
+
+def calibration_path(ws: Workspace, rig: str) -> Path:
+    """``WS/calibration/<rig>.json``."""
+    return ws.root / "calibration" / f"{check_id(rig, what='rig name')}.json"
+
+
+def calibration_from_registration(rig: str, result: RigRegistration, *, source_frames=(), method=None,
+                                  qa_figure: str = "", created: str | None = None) -> Calibration:
+    """Package a :class:`~gasdb_tools.registration.RigRegistration` as a :class:`Calibration`."""
+    frames = []
+    for meta, fr in zip(list(source_frames) or [{}] * len(result.frames), result.frames):
+        frames.append({**meta, "used": bool(fr.used), "reason": fr.reason,
+                       "score": _finite_or_none(fr.score), "score_combined": _finite_or_none(fr.score_combined),
+                       "corner_deviation_px": _finite_or_none(fr.corner_deviation)})
+    if created is None:
+        created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return Calibration(rig=rig, model=result.model, matrix=result.matrix, rgb_size=result.rgb_size,
+                       thermal_size=result.thermal_size, score=result.score, consistent=result.consistent,
+                       residuals=result.stats(), source_frames=frames, method=dict(method or {}),
+                       created=created, qa_figure=qa_figure)
+
+
+def output_matrix(matrix, rgb_size, out_size) -> np.ndarray:
+    """Thermal px -> output px for an output that is the RGB frame resized to ``out_size``.
+
+    Pixel centres follow ``cv2.resize``: ``x_out = (x + 0.5) * out_w / rgb_w - 0.5``.
+
+    >>> output_matrix(np.eye(3), (1280, 1024), (640, 512)).round(3).tolist()
+    [[0.5, 0.0, -0.25], [0.0, 0.5, -0.25], [0.0, 0.0, 1.0]]
+    """
+    (rw, rh), (ow, oh) = rgb_size, out_size
+    sx, sy = ow / rw, oh / rh
+    resize = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+    out = resize @ np.asarray(matrix, np.float64)
+    return out / out[2, 2]
+
+
+# ----------------------------------------------------------------------------------------------
+# calibrate
+# ----------------------------------------------------------------------------------------------
+def _rig_of(rec: dict, default: str) -> str:
+    return rec.get("rig") or default
+
+
+def select_pairs(pairs_by_recording: dict, frames: int) -> list[dict]:
+    """Pick up to ``frames`` pairs spread over recordings (round robin) and over time within each.
+
+    Deterministic: recording ``r`` gets ``frames // R`` pairs (the first ``frames % R`` one more,
+    capped by what it has, the remainder going to the others), evenly spaced in its time order.
+    """
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    recs = [r for r, rows in pairs_by_recording.items() if rows]
+    quota = {r: 0 for r in recs}
+    left = frames
+    while left > 0:
+        progressed = False
+        for r in recs:
+            if left > 0 and quota[r] < len(pairs_by_recording[r]):
+                quota[r] += 1
+                left -= 1
+                progressed = True
+        if not progressed:
+            break
+    chosen = []
+    for r in recs:
+        rows = pairs_by_recording[r]
+        n = quota[r]
+        if n == 0:
+            continue
+        # centres of n equal parts of the recording (avoids the very first and last frames)
+        idx = sorted({min(len(rows) - 1, int((k + 0.5) * len(rows) / n)) for k in range(n)})
+        chosen.extend(rows[i] for i in idx)
+    return chosen
+
+
+def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "homography", frames: int = 20,
+                        force: bool = False, refine: bool = True, figure: bool = True, **options) -> dict:
+    """Estimate the rig calibration(s) of a workspace from its extracted frame pairs.
+
+    For each rig (``rig``, or every rig that has recordings), ``frames`` pairs are picked spread
+    over its recordings and their time (:func:`select_pairs`; blacklisted pairs are skipped), and
+    :func:`gasdb_tools.registration.register_pairs` estimates one transform from them (frames
+    grouped by recording, so a camera that moved between recordings is flagged). The result is
+    written to ``WS/calibration/<rig>.json`` with a QA figure ``<rig>_qa.png`` beside it. If the
+    estimate fails, nothing is written and the error propagates.
+
+    Parameters
+    ----------
+    ws : Workspace
+    rig : str, optional
+        Only this rig (default: every rig with recordings; a recording without a ``rig`` belongs
+        to the workspace's rig from ``gasdb.json``).
+    model : str
+        One of :data:`gasdb_tools.registration.MODELS`.
+    frames : int
+        Frame pairs to use (10-30 recommended).
+    force : bool
+        Recalibrate a rig that already has a calibration file (else it is skipped).
+    refine : bool
+        Joint multi-frame refinement (see :func:`~gasdb_tools.registration.register_pairs`).
+    figure : bool
+        Write the QA figure.
+    **options
+        Passed to :func:`~gasdb_tools.registration.register_pairs` (e.g. ``min_score``,
+        ``max_deviation_px``, ``max_rotation``).
+
+    Returns
+    -------
+    dict
+        ``{"workspace", "rigs": [{"rig", "path", "figure", "skipped", "model", "matrix", "score",
+        "consistent", "warnings", "frames_used", "frames_total", "corner_deviation_px"}]}``.
+
+    Raises
+    ------
+    WorkspaceError
+        Unknown rig, or a rig without extracted pairs.
+    CalibrationError
+        The frames did not give a trustworthy transform (no file is written).
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be an integer >= 1, got {frames!r}")
+    index = ws.read_index()
+    default_rig = ws.settings.get("rig") or "default"
+    rigs: dict[str, list[str]] = {}
+    for rec_id, rec in index.recordings.items():
+        rigs.setdefault(_rig_of(rec, default_rig), []).append(rec_id)
+    if rig is not None:
+        check_id(rig, what="rig name")
+        if rig not in rigs:
+            raise WorkspaceError(f"no recordings use rig {rig!r} (rigs: {', '.join(sorted(rigs)) or 'none'})",
+                                 file=ws.root / ws.RECORDINGS, field="rig",
+                                 fix="check the name, or register recordings with that rig")
+        wanted = [rig]
+    else:
+        wanted = sorted(rigs)
+        if not wanted:
+            raise WorkspaceError("the workspace has no recordings", file=ws.root / ws.RECORDINGS,
+                                 fix="add recordings with `gasdb add` and run `gasdb extract`")
+    blacklist = ws.blacklist()
+    report = {"workspace": str(ws.root), "rigs": []}
+    for name in wanted:
+        path = calibration_path(ws, name)
+        if path.exists() and not force:
+            cal = read_calibration(path)
+            report["rigs"].append({**_summary(cal, path), "skipped": True})
+            continue
+        by_rec = {r: [p for p in index.pairs_of(r) if p.get("rgb") and p.get("thermal")
+                      and p["pair_id"] not in blacklist] for r in rigs[name]}
+        chosen = select_pairs(by_rec, frames)
+        if not chosen:
+            raise WorkspaceError(f"rig {name!r} has no extracted frame pairs", file=ws.root / ws.PAIRS,
+                                 fix="run `gasdb extract` first")
+        pairs = [(read_image(ws.path(p["rgb"]), mode="rgb"), _thermal_gray(ws, p)) for p in chosen]
+        opts = {"min_frames": min(3, len(pairs)), **options}
+        try:
+            result = register_pairs(pairs, model=model, refine=refine, groups=[p["recording"] for p in chosen], **opts)
+        except CalibrationError as exc:
+            raise CalibrationError(f"rig {name!r}: {exc.message}", file=path, fix=exc.fix) from None
+        source = [{"pair_id": p["pair_id"], "recording": p["recording"], "rgb": p["rgb"], "thermal": p["thermal"]}
+                  for p in chosen]
+        fig_name = f"{name}_qa.png" if figure else ""
+        method = {"features": "edge strength x doubled-angle direction (sigma 1.5 px)",
+                  "search": "rotation x scale grid + phase correlation", "refinement": "pyramid ECC (LM)",
+                  "combination": "median of projected corners" + (" + joint refinement" if refine else ""),
+                  "frames_requested": frames, "options": {k: _jsonable(v) for k, v in sorted(options.items())}}
+        cal = calibration_from_registration(name, result, source_frames=source, method=method, qa_figure=fig_name)
+        if figure:
+            best = max((f for f in result.frames if f.used), key=lambda f: f.score_combined)
+            rgb, thermal = pairs[best.index]
+            qa_figure(path.parent / fig_name, rgb, thermal, result,
+                      title=f"rig {name}: {chosen[best.index]['pair_id']}")
+        write_calibration(path, cal)
+        log.info("calibrated rig %s from %d frames: consistent=%s", name, len(result.used), result.consistent)
+        report["rigs"].append({**_summary(cal, path), "skipped": False})
+    return report
+
+
+def _jsonable(value):
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def _thermal_gray(ws: Workspace, pair: dict) -> np.ndarray:
+    frame = read_image(ws.path(pair["thermal"]))
+    return to_gray(frame) if frame.ndim == 3 else frame
+
+
+def _summary(cal: Calibration, path: Path) -> dict:
+    res = cal.residuals or {}
+    return {"rig": cal.rig, "path": str(path), "figure": str(path.parent / cal.qa_figure) if cal.qa_figure else None,
+            "model": cal.model, "matrix": cal.matrix.tolist(), "score": _finite_or_none(cal.score),
+            "consistent": cal.consistent, "warnings": list(res.get("warnings", [])),
+            "frames_used": res.get("frames_used"), "frames_total": res.get("frames_total"),
+            "corner_deviation_px": res.get("corner_deviation_px")}
+
+
+# ----------------------------------------------------------------------------------------------
+# QA figure
+# ----------------------------------------------------------------------------------------------
+def _stretch(image: np.ndarray) -> np.ndarray:
+    x = image.astype(np.float32)
+    lo, hi = np.percentile(x, (1, 99))
+    return np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def qa_figure(path, rgb, thermal, result: RigRegistration, *, title: str = "") -> Path:
+    """Write the calibration QA figure (PNG, matplotlib Agg).
+
+    Panels: edge overlay before (nominal transform: the thermal frame scaled onto the RGB frame)
+    and after (the calibration), thermal edges magenta, RGB edges green, overlap white; a 8x8
+    checkerboard blend of the RGB frame and the warped thermal frame; per-frame corner deviation
+    and score; the per-block residual shifts (arrows, RGB px, x10).
+    """
+    from matplotlib.figure import Figure  # object-oriented API, Agg canvas: no pyplot, no display
+
+    from gasdb_tools.registration import _default_initial, edge_features
+
+    rgb_gray = to_gray(np.asarray(rgb))
+    size = (rgb_gray.shape[1], rgb_gray.shape[0])
+    f_rgb = edge_features(rgb_gray)
+    f_th = edge_features(thermal)
+    nominal = _default_initial(result.rgb_size, result.thermal_size)
+
+    def overlay(matrix):
+        warped, valid = warp_thermal(f_th, matrix, size)
+        return np.dstack([warped, f_rgb, warped]) * np.float32(0.85) + np.float32(0.15) * valid[..., None]
+
+    th_warped, valid = warp_thermal(_stretch(thermal), result.matrix, size)
+    g = _stretch(rgb_gray)
+    yy, xx = np.mgrid[0:size[1], 0:size[0]]
+    cell = max(size) // 8
+    checker = ((yy // cell + xx // cell) % 2).astype(bool) & valid
+    blend = np.where(checker, th_warped, g)
+
+    fig = Figure(figsize=(12, 9), dpi=100)
+    axes = fig.subplots(2, 2)
+    axes[0, 0].imshow(np.clip(overlay(nominal), 0, 1))
+    axes[0, 0].set_title("edges before (nominal): thermal magenta, RGB green")
+    axes[0, 1].imshow(np.clip(overlay(result.matrix), 0, 1))
+    axes[0, 1].set_title(f"edges after ({result.model}, score {result.score:.3f})")
+    axes[1, 0].imshow(blend, cmap="gray", vmin=0, vmax=1)
+    axes[1, 0].set_title("checkerboard: RGB / warped thermal")
+    for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = axes[1, 1]
+    idx = [f.index for f in result.frames]
+    dev = [f.corner_deviation for f in result.frames]
+    colours = ["tab:blue" if f.used else "tab:red" for f in result.frames]
+    ax.bar(idx, [d if np.isfinite(d) else 0 for d in dev], color=colours)
+    ax.set_xlabel("frame (red: not used)")
+    ax.set_ylabel("corner deviation from result (px)")
+    ax2 = ax.twinx()
+    ax2.plot(idx, [f.score_combined for f in result.frames], "k.", label="score at result")
+    ax2.set_ylabel("edge correlation at result")
+    state = "consistent" if result.consistent else "FLAGGED: " + "; ".join(result.warnings)[:90]
+    ax.set_title(f"{len(result.used)}/{len(result.frames)} frames used - {state}", fontsize=9)
+    # block residual arrows on the 'after' panel, scaled x10
+    rows, cols = result.block_shifts.shape[:2]
+    for i in range(rows):
+        for j in range(cols):
+            dx, dy = result.block_shifts[i, j]
+            if not (np.isfinite(dx) and np.isfinite(dy)):
+                continue
+            cx, cy = (j + 0.5) * size[0] / cols, (i + 0.5) * size[1] / rows
+            axes[0, 1].annotate("", xy=(cx + 10 * dx, cy + 10 * dy), xytext=(cx, cy),
+                                arrowprops={"arrowstyle": "->", "color": "yellow", "lw": 1.5})
+    if title:
+        fig.suptitle(f"{title} (yellow: block residuals x10)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------
+# align
+# ----------------------------------------------------------------------------------------------
+def _parse_size(text: str) -> tuple[int, int] | None:
+    try:
+        w, h = (int(v) for v in str(text).lower().split("x"))
+        return w, h
+    except ValueError:
+        return None
+
+
+def align_workspace(ws: Workspace, *, force: bool = False, size=(640, 512), recordings=None,
+                    interpolation: str = "linear") -> dict:
+    """Warp every pair's thermal frame into the RGB frame with its rig's calibration; resumable.
+
+    Writes ``aligned/<rec>/<pair>.png`` (the thermal bit depth is kept) and
+    ``aligned/<rec>/<pair>_valid.png`` (uint8, 255 where the pixel comes from inside the thermal
+    frame, 0 elsewhere) and fills the ``aligned`` and ``valid`` columns of ``pairs.csv``. The
+    output frame is the RGB frame resized to ``size`` (:func:`output_matrix`). A recording whose
+    rig has no calibration, or whose frame sizes do not match it, fails with the reason in its
+    ``align_error`` column; the others carry on. Done pairs are skipped unless ``force``; pairs
+    aligned with another calibration file or size are redone (the recording's
+    ``align_calibration`` and ``align_size`` columns record what was used).
+
+    Parameters
+    ----------
+    ws : Workspace
+    force : bool
+        Redo every pair.
+    size : (int, int)
+        Output (width, height).
+    recordings : iterable of str, optional
+        Only these recordings.
+    interpolation : {'linear', 'nearest', 'cubic'}
+        Resampling of the thermal frame.
+
+    Returns
+    -------
+    dict
+        ``{"workspace", "size", "aligned", "skipped", "failed", "recordings": [{"id", "rig",
+        "pairs", "aligned", "skipped", "error"}]}``.
+    """
+    try:
+        w, h = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (width, height), got {size!r}") from None
+    if w < 16 or h < 16:
+        raise ValueError(f"size must be at least 16x16, got {w}x{h}")
+    index = ws.read_index()
+    wanted = list(index.recordings) if recordings is None else list(recordings)
+    for rec in wanted:
+        if rec not in index.recordings:
+            raise WorkspaceError(f"no recording {rec!r} (known: {', '.join(index.recordings) or 'none'})",
+                                 file=ws.root / ws.RECORDINGS, fix="check the id with `gasdb status`")
+    default_rig = ws.settings.get("rig") or "default"
+    report = {"workspace": str(ws.root), "size": [w, h], "aligned": 0, "skipped": 0, "failed": 0, "recordings": []}
+    for rec in wanted:
+        rec_row = index.recordings[rec]
+        rows = [p for p in index.pairs_of(rec) if p.get("thermal")]
+        entry = {"id": rec, "rig": _rig_of(rec_row, default_rig), "pairs": len(rows), "aligned": 0, "skipped": 0,
+                 "error": None}
+        report["recordings"].append(entry)
+        try:
+            _align_recording(ws, rec, rows, rec_row, entry, size=(w, h), force=force, interpolation=interpolation)
+            error = ""
+        except (GasdbError, ValueError, OSError) as exc:
+            error = str(exc)
+            entry["error"] = error
+            report["failed"] += 1
+            log.info("align %s failed: %s", rec, error)
+        with ws.transaction() as idx:
+            if rec in idx.recordings:
+                idx.recordings[rec]["align_error"] = error
+        report["aligned"] += entry["aligned"]
+        report["skipped"] += entry["skipped"]
+    return report
+
+
+def _align_recording(ws, rec, rows, rec_row, entry, *, size, force, interpolation):
+    path = calibration_path(ws, entry["rig"])
+    if not path.is_file():
+        raise CalibrationError(f"no calibration for rig {entry['rig']!r}", file=path,
+                               fix=f"run `gasdb calibrate {ws.root} --rig {entry['rig']}` first")
+    cal = read_calibration(path)
+    for column, expected in (("rgb_size", cal.rgb_size), ("thermal_size", cal.thermal_size)):
+        recorded = _parse_size(rec_row.get(column, ""))
+        if recorded is not None and recorded != tuple(expected):
+            raise CalibrationError(f"recording {rec} has {column} {recorded[0]}x{recorded[1]} but the calibration "
+                                   f"of rig {cal.rig!r} is for {expected[0]}x{expected[1]}", file=path, field=column,
+                                   fix="calibrate this camera set-up as its own rig (`gasdb add --rig`)")
+    stamp = sha256_file(path)
+    size_text = f"{size[0]}x{size[1]}"
+    stale = force or rec_row.get("align_calibration") != stamp or rec_row.get("align_size") != size_text
+    matrix = output_matrix(cal.matrix, cal.rgb_size, size)
+    todo = []
+    for r in rows:
+        out = ws.output_path("aligned", rec, f"{r['pair_id']}.png")
+        mask = ws.output_path("aligned", rec, f"{r['pair_id']}_valid.png")
+        if stale or not r.get("aligned") or not r.get("valid") or not out.is_file() or not mask.is_file():
+            todo.append(r)
+        else:
+            entry["skipped"] += 1
+    done: dict[str, tuple[str, str]] = {}
+
+    def flush(final=False):
+        if not done and not final:
+            return
+        with ws.transaction() as idx:
+            for pid, (a_rel, v_rel) in done.items():
+                if pid in idx.pairs:
+                    idx.pairs[pid]["aligned"] = a_rel
+                    idx.pairs[pid]["valid"] = v_rel
+            if final and rec in idx.recordings:
+                idx.recordings[rec]["align_calibration"] = stamp
+                idx.recordings[rec]["align_size"] = size_text
+        done.clear()
+
+    if stale and todo:
+        # outputs of an older calibration must not pass as current if this run stops half-way
+        with ws.transaction() as idx:
+            if rec in idx.recordings:
+                idx.recordings[rec]["align_calibration"] = ""
+            for r in todo:
+                if r["pair_id"] in idx.pairs:
+                    idx.pairs[r["pair_id"]]["aligned"] = ""
+                    idx.pairs[r["pair_id"]]["valid"] = ""
+    valid_png = None
+    for r in progress(todo, desc=f"align {rec}", unit="frame"):
+        thermal = read_image(ws.path(r["thermal"]))
+        if (thermal.shape[1], thermal.shape[0]) != tuple(cal.thermal_size):
+            raise CalibrationError(f"pair {r['pair_id']}: thermal frame is {thermal.shape[1]}x{thermal.shape[0]}, "
+                                   f"the calibration is for {cal.thermal_size[0]}x{cal.thermal_size[1]}",
+                                   file=ws.path(r["thermal"]),
+                                   fix="calibrate this camera set-up as its own rig (`gasdb add --rig`)")
+        warped, valid = warp_thermal(thermal, matrix, size, interpolation=interpolation)
+        if valid_png is None:
+            valid_png = np.where(valid, 255, 0).astype(np.uint8)
+        out = write_image(ws.output_path("aligned", rec, f"{r['pair_id']}.png"), warped, compression=1)
+        mask = write_image(ws.output_path("aligned", rec, f"{r['pair_id']}_valid.png"), valid_png, compression=1)
+        done[r["pair_id"]] = (ws.rel(out), ws.rel(mask))
+        entry["aligned"] += 1
+        if len(done) >= _FLUSH_EVERY:
+            flush()
+    flush(final=True)

@@ -1,0 +1,110 @@
+"""``gasdb calibrate`` and ``gasdb align``."""
+
+from __future__ import annotations
+
+import click
+
+from gasdb_tools.cli._common import emit_json, fail, json_option, workspace_argument
+from gasdb_tools.registration import MODELS
+from gasdb_tools.workspace import Workspace
+
+
+def _size(ctx, param, value):
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT (e.g. 640x512), got {value!r}") from None
+    if w < 16 or h < 16:
+        raise click.BadParameter(f"must be at least 16x16, got {value!r}")
+    return w, h
+
+
+@click.command()
+@workspace_argument
+@click.option("--rig", help="Calibrate only this rig (default: every rig that has recordings).")
+@click.option("--model", type=click.Choice(MODELS), default="homography", show_default=True,
+              help="Transform model.")
+@click.option("--frames", type=click.IntRange(1, 500), default=20, show_default=True,
+              help="Frame pairs to use, spread over the rig's recordings and time.")
+@click.option("--force", is_flag=True, help="Recalibrate a rig that already has a calibration file.")
+@click.option("--no-refine", is_flag=True, help="Skip the joint multi-frame refinement (median of corners only).")
+@click.option("--min-score", type=click.FloatRange(-1, 1), default=0.15, show_default=True,
+              help="Frames whose edge correlation stays below this are left out.")
+@click.option("--strict", is_flag=True, help="Exit 1 when a calibration is flagged (residuals disagree).")
+@json_option
+def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, force: bool, no_refine: bool,
+              min_score: float, strict: bool, as_json: bool) -> None:
+    """Estimate the rig's thermal-to-RGB registration from the edges both cameras see.
+
+    No calibration target is needed: frame pairs spread over the rig's recordings are aligned
+    on their edges, combined by the median of the projected corners and refined jointly. Writes
+    WORKSPACE/calibration/<rig>.json and a QA figure <rig>_qa.png. A calibration whose residuals
+    disagree (parallax, a camera that moved) is written but flagged; with --strict the command
+    then exits 1. Frames that do not register leave no file behind.
+
+    \b
+    Example:
+      gasdb calibrate my-dataset --frames 20
+      gasdb calibrate my-dataset --rig rig-a --model affine --force --json
+    """
+    from gasdb_tools.calibration import calibrate_workspace
+
+    report = calibrate_workspace(workspace, rig=rig, model=model, frames=frames, force=force, refine=not no_refine,
+                                 min_score=min_score)
+    flagged = [r for r in report["rigs"] if not r["consistent"]]
+    if as_json:
+        emit_json(report)
+    else:
+        for r in report["rigs"]:
+            if r["skipped"]:
+                click.echo(f"rig {r['rig']}: calibration exists ({r['path']}); pass --force to redo it")
+                continue
+            dev = (r.get("corner_deviation_px") or {}).get("median")
+            click.echo(f"rig {r['rig']}: {r['model']} from {r['frames_used']}/{r['frames_total']} frames, "
+                       f"score {r['score']:.3f}, median frame deviation {dev if dev is not None else '-'} px "
+                       f"-> {r['path']}")
+            if r["figure"]:
+                click.echo(f"  QA figure: {r['figure']}")
+            for w in r["warnings"]:
+                click.echo(f"  warning: {w}", err=True)
+    if strict and flagged:
+        fail(f"{len(flagged)} calibration(s) flagged: " + ", ".join(r["rig"] for r in flagged))
+
+
+@click.command()
+@workspace_argument
+@click.option("--size", default="640x512", show_default=True, callback=_size,
+              help="Output frame WIDTHxHEIGHT (the RGB frame resized to it).")
+@click.option("--force", is_flag=True, help="Redo pairs that are already aligned.")
+@click.option("--recording", "recordings", multiple=True, help="Only this recording (repeatable).")
+@click.option("--interpolation", type=click.Choice(["linear", "nearest", "cubic"]), default="linear",
+              show_default=True, help="Resampling of the thermal frames.")
+@json_option
+def align(workspace: Workspace, size: tuple[int, int], force: bool, recordings: tuple[str, ...], interpolation: str,
+          as_json: bool) -> None:
+    """Warp every thermal frame into the RGB frame, with a valid-pixel mask.
+
+    Uses each recording's rig calibration (run `gasdb calibrate` first). Writes
+    aligned/<rec>/<pair>.png (thermal bit depth kept) and aligned/<rec>/<pair>_valid.png
+    (255 valid, 0 outside the thermal view). Resumable: done pairs are skipped unless --force
+    or the calibration changed. Exits 1 if any recording failed.
+
+    \b
+    Example:
+      gasdb align my-dataset
+      gasdb align my-dataset --size 1280x1024 --force
+    """
+    from gasdb_tools.calibration import align_workspace
+
+    report = align_workspace(workspace, force=force, size=size, recordings=list(recordings) or None,
+                             interpolation=interpolation)
+    if as_json:
+        emit_json(report)
+    else:
+        for r in report["recordings"]:
+            state = f"failed: {r['error']}" if r["error"] else f"{r['aligned']} aligned, {r['skipped']} skipped"
+            click.echo(f"{r['id']} (rig {r['rig']}): {r['pairs']} pairs, {state}")
+        click.echo(f"{report['aligned']} frames aligned to {size[0]}x{size[1]}, {report['skipped']} skipped, "
+                   f"{report['failed']} recording(s) failed")
+    if report["failed"]:
+        fail()
