@@ -8,20 +8,30 @@ edges, following HeatNet's idea of targetless calibration [1]_ and the measureme
 ``docs/methods.md`` section B:
 
 1. **Features** (:func:`edge_features`): Gaussian blur, gradient magnitude, divided by its 99th
-   percentile, clipped to 1, square root. Polarity-free and insensitive to the intensity mapping.
+   percentile, clipped to 1, square root: polarity-free and insensitive to the intensity mapping.
+   The fine solver aligns two channels, that strength times the doubled-angle gradient direction
+   (``f cos 2theta``, ``f sin 2theta``), so edges only match edges of the same direction.
 2. **Coarse global search**: on a ~160 px pyramid level, a grid of rotations x scales around the
    nominal transform, the translation of each candidate by Hanning-windowed phase correlation
-   [3]_, scored by masked normalised cross-correlation (NCC), so start errors of tens of pixels
-   and several degrees converge.
-3. **Fine, coarse to fine**: Gauss-Newton/Levenberg-Marquardt on the feature pyramid maximising
-   the enhanced correlation coefficient (ECC) [2]_ with valid-pixel masks on both sides (the
-   photometric gain and bias are solved in closed form at every step, which makes the least-squares
-   cost equal to ``|t|^2 (1 - rho^2)``). Similarity/affine on the coarse levels, the requested
-   model on the fine ones.
+   [3]_ (smoothed peak, sub-pixel), scored by masked normalised cross-correlation (NCC); the best
+   8 are re-checked one level finer, so start errors of tens of pixels and several degrees
+   converge.
+3. **Fine, coarse to fine**: forward-additive Lucas-Kanade [4]_ (Levenberg-Marquardt) on the
+   feature pyramid maximising the enhanced correlation coefficient (ECC) [2]_ with valid-pixel masks on both sides (per channel the
+   photometric gain and bias are solved in closed form and projected out of the Jacobian, so the
+   least-squares cost is ``|t|^2 (1 - rho^2)``), with a line search along the Gauss-Newton step
+   (large cross-modal residuals make plain Gauss-Newton under-step). Affine on the coarse levels,
+   the requested model on the finest; a homography's perspective part gets a weak prior, scaled
+   by the data's own residual, because cross-modal edges barely determine it.
 4. **Many frames of one rig** (:func:`register_pairs`): per-frame estimates, the **median of the
    projected corners**, then a joint refinement of one transform over all frames (one gain and
    bias per frame), with per-frame and per-block residuals and a flag when they disagree
    (parallax, a camera that moved).
+
+Measured (``benchmarks/bench_registration.py``): exact truth (the rig simulator, 640x512) 0.17 px
+median corner error for single pairs, 0.2 px from 20 pairs; 40 real RoadScene pairs with random
+known warps 2.4 px median, 6.4 px max (raw-intensity ECC: 23 px median); about 0.3 s per 640x512
+pair on 2 shared cores.
 
 Every function takes arrays and returns arrays or small immutable records; nothing here reads
 files or prints. Problems with the data (a black or featureless frame, images of the wrong size,
@@ -31,7 +41,7 @@ silently wrong matrix.
 References
 ----------
 .. [1] J. Vertens, J. Zuern, W. Burgard, "HeatNet: Bridging the day-night domain gap in semantic
-   segmentation with thermal images", IROS 2020. https://doi.org/10.1109/IROS45743.2020.9341192
+   segmentation with thermal images", IEEE/RSJ IROS 2020.
 .. [2] G. D. Evangelidis, E. Z. Psarakis, "Parametric image alignment using enhanced correlation
    coefficient maximization", IEEE TPAMI 30(10):1858-1865, 2008.
    https://doi.org/10.1109/TPAMI.2008.113
@@ -1399,15 +1409,21 @@ def _block_shifts_prepared(th: _Level, rgb: _Level, matrix_level: np.ndarray, *,
             ty0, ty1, tx0, tx1 = y0 + r, y1 - r, x0 + r, x1 - r
             if ty1 - ty0 < 8 or tx1 - tx0 < 8:
                 continue
+            # shrink the block to a rectangle inside the valid overlap (the frame's border); keep it
+            # only if at least half of it is left
+            area = (y1 - y0) * (x1 - x0)
+            y0, y1, x0, x1 = _valid_rectangle(ok_all, y0, y1, x0, x1)
+            ty0, ty1, tx0, tx1 = y0 + r, y1 - r, x0 + r, x1 - r
+            if ty1 - ty0 < 12 or tx1 - tx0 < 12 or (y1 - y0) * (x1 - x0) < 0.5 * area:
+                continue
             tmpl = th.feat[ty0:ty1, tx0:tx1]
-            region_ok = ok_all[y0:y1, x0:x1]
-            if region_ok.mean() < 0.95 or (tmpl > 0.5).mean() < min_edges or tmpl.std() < 1e-3:
+            if (tmpl > 0.5).mean() < min_edges or tmpl.std() < 1e-3:
                 continue
             search = warped[y0:y1, x0:x1]
             res = cv2.matchTemplate(search, tmpl, cv2.TM_CCOEFF_NORMED)
             _, peak, _, (px, py) = cv2.minMaxLoc(res)
-            if peak < 0.2:
-                continue
+            if peak < 0.2 or px in (0, res.shape[1] - 1) or py in (0, res.shape[0] - 1):
+                continue  # no clear peak inside the search window
             dx, dy = float(px), float(py)
             if 0 < px < res.shape[1] - 1:
                 l, c, rr = res[py, px - 1], res[py, px], res[py, px + 1]
@@ -1420,6 +1436,25 @@ def _block_shifts_prepared(th: _Level, rgb: _Level, matrix_level: np.ndarray, *,
             # template at offset r is the zero shift; the RGB content sits at +(dx - r, dy - r)
             out[i, j] = (dx - r, dy - r)
     return out
+
+
+def _valid_rectangle(ok: np.ndarray, y0: int, y1: int, x0: int, x1: int):
+    """Trim the side with the most invalid pixels until the rectangle is all valid (or empty)."""
+    while y1 - y0 > 0 and x1 - x0 > 0:
+        sides = (np.count_nonzero(~ok[y0, x0:x1]), np.count_nonzero(~ok[y1 - 1, x0:x1]),
+                 np.count_nonzero(~ok[y0:y1, x0]), np.count_nonzero(~ok[y0:y1, x1 - 1]))
+        worst = int(np.argmax(sides))
+        if sides[worst] == 0:
+            break
+        if worst == 0:
+            y0 += 1
+        elif worst == 1:
+            y1 -= 1
+        elif worst == 2:
+            x0 += 1
+        else:
+            x1 -= 1
+    return y0, y1, x0, x1
 
 
 def block_residuals(rgb, thermal, matrix, *, grid=(3, 3), radius: int = 6, sigma: float = 1.5) -> np.ndarray:
@@ -1607,22 +1642,23 @@ def register_pairs(pairs: Iterable, *, model: str = "homography", initial=None, 
     if len(used) >= 2 and np.median(devs) > max_deviation_px:
         consistent = False
         warnings_.append(f"per-frame estimates disagree: median corner deviation {np.median(devs):.2f} px "
-                         f"(limit {max_deviation_px} px)")
+                         f"(limit {max_deviation_px} px); the camera may have moved, or the frames show "
+                         "too little common structure")
     n_out = len(ok) - len(used)
     if n_out > 0.25 * len(ok):
         consistent = False
         warnings_.append(f"{n_out} of {len(ok)} registered frames are outliers: the rig may have changed "
                          "between recordings")
     if groups is not None:
-        labels = sorted({str(groups[k]) for k in ok}, key=str)
+        labels = sorted({str(groups[k]) for k in ok})
         if len(labels) > 1:
             for label in labels:
                 members = [k for k in ok if str(groups[k]) == label]
-                g_dev = float(np.median([frames[k].corner_deviation for k in members]))
-                if g_dev > max(max_deviation_px, 2 * float(np.median(devs))):
+                apart = corner_error(combine(members), combined, th_size)
+                if apart > max_deviation_px:
                     consistent = False
-                    warnings_.append(f"group {label!r} ({len(members)} frames) sits {g_dev:.2f} px from the result: "
-                                     "that camera set-up may differ (calibrate it separately)")
+                    warnings_.append(f"group {label!r} ({len(members)} frames) alone gives a transform {apart:.2f} px "
+                                     "from the result: that camera set-up differs (calibrate it as its own rig)")
     mags = np.hypot(block_median[..., 0], block_median[..., 1])
     if np.isfinite(mags).any() and np.nanmax(mags) > max_block_px:
         consistent = False
@@ -1645,27 +1681,25 @@ def _local_scale(matrix, th_size) -> float:
 
 
 def _joint_refine(preps: list, matrix: np.ndarray, opts: _Options):
-    """Refine one matrix over several frames on the two finest levels; keep it if it scores higher."""
+    """Refine one matrix over several frames on the two finest levels; keep it if the cost drops."""
     pre = preps[0].prescale  # all frames have one size, so one prescale
-
-    def total(m):
-        out = 0.0
-        for prep in preps:
-            th0, rgb0 = prep.th_levels[0], prep.rgb_levels[0]
-            warped, valid = _warp_to(rgb0, pre @ m, th0.size)
-            out += _ncc(th0.feat, warped, valid & th0.valid)
-        return out
-
-    before = total(matrix)
-    m = pre @ matrix
     th_w, th_h = preps[0].thermal_size
     limit = 0.05 * math.hypot(th_w, th_h) * pre[0, 0]
     n_levels = min(len(p.th_levels) for p in preps)
+    m = pre @ matrix
     for lev in range(min(1, n_levels - 1), -1, -1):
         frames = [_Frame(p.th_levels[lev], p.rgb_levels[lev], opts.max_pixels) for p in preps]
         m, _, _ = _solve_level(frames, m, opts.model, max_iter=opts.max_iter, eps_px=0.01, max_corner_move=limit,
                                perspective_prior=opts.perspective_prior)
-    refined = _normalise(np.linalg.inv(pre) @ m)
-    if total(refined) >= before:
-        return refined, True
+    # frames now holds level 0: keep the result unless its data cost there is clearly (0.1 %) worse
+    # than the start's (a safety net against divergence; equal costs are within solver tolerance)
+    if _level_cost(frames, m) <= 1.001 * _level_cost(frames, pre @ matrix):
+        return _normalise(np.linalg.inv(pre) @ m), True
     return matrix, False
+
+
+def _level_cost(frames: Sequence[_Frame], matrix_work: np.ndarray) -> float:
+    """Summed ECC cost (what the solver minimises) of a working-coordinate matrix on the frames' level."""
+    fr0 = frames[0]
+    hn = fr0.nr @ _level_matrix(matrix_work, fr0.th, fr0.rgb) @ np.linalg.inv(fr0.nt)
+    return _evaluate(frames, [hn / hn[2, 2]] * len(frames), "homography", jacobian=False)[0]
