@@ -308,3 +308,14 @@ def test_cli_failures_exit_1(tmp_path, rig):
     black = make_workspace(tmp_path / "black", {"rec1": rig}, pairs=2, black=True)
     result = CliRunner().invoke(main, ["calibrate", str(black.root)])
     assert result.exit_code == 1 and "featureless" in result.output
+
+
+def test_readme_example_is_a_valid_calibration():
+    """calibration/README.md documents the format with an example; it must stay valid."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "calibration" / "README.md").read_text(encoding="utf-8")
+    example = text.split("```json", 1)[1].split("```", 1)[0]
+    cal = validate_calibration(json.loads(example), file="calibration/README.md")
+    assert cal.model == "homography" and cal.rgb_size == (640, 512)
+    assert set(json.loads(example)) == set(cal.to_dict())  # the example shows every key the writer writes
