@@ -64,6 +64,7 @@ from gasdb_tools.errors import CalibrationError
 
 __all__ = [
     "MODELS",
+    "FEATURES",
     "Registration",
     "FrameResidual",
     "RigRegistration",
@@ -1176,7 +1177,8 @@ def register_pair(rgb, thermal, *, model: str = "homography", initial=None, rgb_
         Transform model of the result.
     initial : (3, 3) array_like, optional
         Approximate thermal->RGB transform to start from. Default: both cameras see the same
-        field of view (the thermal frame scaled onto the RGB frame).
+        field of view (the thermal frame stretched onto the RGB frame). Pass one when the fields
+        of view differ by more than the coarse grid covers (e.g. frames of different aspect ratio).
     rgb_mask, thermal_mask : (H, W) bool ndarray, optional
         Valid pixels of each frame (e.g. not the black border of a warped frame).
     **options
