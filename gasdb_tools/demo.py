@@ -1,4 +1,11 @@
-"""``gasdb demo``: the whole pipeline on simulated recordings, end to end."""
+"""``gasdb demo``: the whole pipeline on simulated recordings, end to end.
+
+The demo plays every role: it records (the rig simulator), curates (every stage), annotates
+(a perfect annotator who corrects the pre-annotation drafts to the simulator's exact gas masks,
+warped into the RGB frame), releases, scores (the drafts themselves, plus a perfect and a degraded
+submission) and trains a reference model for one epoch on CPU. Each step's result is listed in
+``OUT/demo-summary.json``.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +13,93 @@ import shutil
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+
+from gasdb_tools import labelme_format
 from gasdb_tools.errors import WorkspaceError
-from gasdb_tools.fsutil import write_json
+from gasdb_tools.fsutil import read_json, write_json
+from gasdb_tools.imaging import read_image, write_image
 from gasdb_tools.recordings import add_recording
 from gasdb_tools.synth import synthesize
 from gasdb_tools.workspace import Workspace
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "annotate_from_truth"]
 
 _MARKER = ".gasdb-demo"
 
 
-def run_demo(out, *, recordings: int = 2, seconds: float = 4.0, force: bool = False) -> dict:
+def annotate_from_truth(ws: Workspace, recordings_dir, *, keep_drafts=None) -> dict:
+    """Play a perfect annotator: replace each pair's LabelMe shapes by the simulator's exact mask.
+
+    The truth mask of the pair's thermal frame is warped into the RGB frame with the rig's true
+    homography and converted to polygons with the one mask -> polygon conversion; the JSON keeps
+    everything else (provenance, image path) and its review status becomes ``edited``. When
+    ``keep_drafts`` is a dict, the draft masks (rasterised before the edit) are stored in it by pair id.
+    """
+    from gasdb_tools.polygons import mask_to_shapes
+
+    recordings_dir = Path(recordings_dir)
+    edited = 0
+    pairs = ws.pairs()
+    truths = {}
+    reviewed = {}
+    for pair in pairs:
+        if not pair.get("label"):
+            continue
+        rec = pair["recording"]
+        if rec not in truths:
+            truths[rec] = read_json(recordings_dir / rec / "truth" / "truth.json")
+        truth = truths[rec]
+        k = int(round(float(pair["t_thermal"]) * truth["thermal_fps"]))
+        mask = read_image(recordings_dir / rec / "truth" / "masks" / f"{k:06d}.png")
+        w, h = truth["size"]
+        H = np.array(truth["homography_thermal_to_rgb"])
+        mask = cv2.warpPerspective(mask, H, (w, h), flags=cv2.INTER_NEAREST) > 0
+        path = ws.path(pair["label"])
+        doc = labelme_format.read(path)
+        if keep_drafts is not None:
+            keep_drafts[pair["pair_id"]] = labelme_format.rasterize(doc) == 1
+        doc["shapes"] = mask_to_shapes(mask)
+        doc.setdefault("gasdb", {}).setdefault("review", {})["status"] = "edited"
+        doc["gasdb"]["review"]["annotator"] = "gasdb demo (exact simulator masks)"
+        labelme_format.write(doc, path)
+        reviewed[pair["pair_id"]] = "edited"
+        edited += 1
+    with ws.transaction() as index:
+        for pid, status in reviewed.items():
+            index.pairs[pid]["review"] = status
+    return {"edited": edited}
+
+
+def _score_drafts(release: Path, drafts: dict, out: Path) -> dict:
+    """Score the pre-annotation drafts (as a submission) against the release's test split."""
+    import csv
+
+    from gasdb_tools.scoring import score
+
+    with open(release / "index.csv", newline="", encoding="utf-8") as fh:
+        names = {row["pair_id"]: row["name"] for row in csv.DictReader(fh) if row["split"] == "test"}
+    sub = out / "drafts-submission"
+    for pid, name in names.items():
+        write_image(sub / f"{name}.png", drafts[pid].astype(np.uint8))
+    result = score(release, sub, by=("recording",))
+    write_json(out / "score-drafts.json", result)
+    return result
+
+
+def run_demo(out, *, recordings: int = 3, seconds: float = 4.0, force: bool = False) -> dict:
     """Simulate recordings and run every stage; returns ``{"out", "steps": [{"stage", "result", "seconds"}]}``."""
+    from gasdb_tools.calibration import align_workspace, calibrate_workspace
+    from gasdb_tools.enhance import enhance_workspace
+    from gasdb_tools.export import export_all
+    from gasdb_tools.extract import extract_workspace
+    from gasdb_tools.preannotate import preannotate_workspace
+    from gasdb_tools.release import make_release
+    from gasdb_tools.scoring import score_demo
+    from gasdb_tools.stats import workspace_stats, write_figures
+    from gasdb_tools.validate import validate_workspace
+
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -38,17 +119,116 @@ def run_demo(out, *, recordings: int = 2, seconds: float = 4.0, force: bool = Fa
         steps.append({"stage": stage, "result": result, "seconds": round(time.perf_counter() - t0, 2)})
         return result
 
-    listing = step("synth", lambda: synthesize(out / "recordings", recordings=recordings, seconds=seconds))
-    steps[-1]["result"] = f"{len(listing)} recordings in {out / 'recordings'}"
+    rec_dir = out / "recordings"
+    listing = synthesize(rec_dir, recordings=recordings, seconds=seconds)
+    steps.append({"stage": "synth", "result": f"{len(listing)} recordings in {rec_dir}", "seconds": None})
     ws = Workspace.init(out / "workspace", name="gasdb-demo")
 
     def add_all():
         for r in listing:
-            d = out / "recordings" / r["dir"]
+            d = rec_dir / r["dir"]
             add_recording(ws, rgb=d / "rgb.mp4", thermal=d / "thermal.mp4", scene=r["scene"], recording_id=r["id"])
         return f"{len(listing)} recordings registered in {ws.root}"
 
     step("add", add_all)
-    summary = {"out": str(out), "workspace": str(ws.root), "steps": steps}
+
+    def extract():
+        summary = extract_workspace(ws, every=0.2)
+        truth = {r["id"]: r["truth"]["offset_s"] for r in listing}
+        offsets = {r["id"]: f"{r['offset_s']:.3f} s (truth {truth[r['id']]:.3f})" for r in summary["recordings"]}
+        return f"{summary['pairs_total']} pairs, {summary['failed']} failed; estimated offsets {offsets}"
+
+    step("extract", extract)
+
+    def calibrate():
+        from gasdb_tools.calibration import calibration_path, read_calibration
+        from gasdb_tools.registration import corner_error
+
+        calibrate_workspace(ws)
+        cal = read_calibration(calibration_path(ws, ws.settings.get("rig", "default")))
+        truth = np.array(listing[0]["truth"]["homography_thermal_to_rgb"])  # one rig: shared by every take
+        err = corner_error(cal.matrix, truth, listing[0]["truth"]["size"], reduce="none")
+        return (f"{cal.model} from the rig's frames; corner error against the simulator's truth: "
+                f"mean {np.mean(err):.2f} px, max {np.max(err):.2f} px")
+
+    step("calibrate", calibrate)
+    step("align", lambda: _brief(align_workspace(ws)))
+
+    def enhance():
+        absorbing = [r["id"] for r in listing if r["truth"]["polarity"] == "absorbing"]
+        emitting = [r["id"] for r in listing if r["truth"]["polarity"] == "emitting"]
+        done = []
+        if absorbing:  # a dark, absorbing plume shows best inverted
+            done.append(enhance_workspace(ws, recordings=absorbing, invert=True))
+        if emitting:
+            done.append(enhance_workspace(ws, recordings=emitting))
+        n = sum(rec["enhanced"] for report in done for rec in report["recordings"])
+        return f"{n} frames enhanced for annotators (absorbing plumes inverted)"
+
+    step("enhance", enhance)
+    step("preannotate", lambda: _brief(preannotate_workspace(ws)))
+    drafts: dict = {}
+    step("annotate", lambda: f"{annotate_from_truth(ws, rec_dir, keep_drafts=drafts)['edited']} drafts corrected "
+                             "to the exact simulated masks (review status 'edited')")
+
+    def validate():
+        problems = validate_workspace(ws)
+        return f"{len(problems)} problems"
+
+    step("validate", validate)
+
+    def blacklist():
+        spray = [r["id"] for r in listing if "spray" in r["truth"]["distractors"]]
+        pairs = ws.pairs(spray[0]) if spray else []
+        if not pairs:
+            return "nothing to exclude"
+        pid = pairs[len(pairs) // 2]["pair_id"]
+        ws.set_blacklist({**ws.blacklist(), pid: "water spray in view (demo)"})
+        return f"{pid} excluded: water spray in view"
+
+    step("blacklist", blacklist)
+    step("stats", lambda: _brief(write_figures(workspace_stats(ws), out / "stats")))
+    step("export", lambda: _brief(export_all(ws, out / "export")))
+    release = step("release", lambda: make_release(ws, out / "release", version="0.1.0"))
+    if not release["verified"]:
+        raise WorkspaceError(f"the demo release did not verify: {release['problems']}", file=release["release"])
+    steps[-1]["result"] = (f"{release['release']}: {release['counts']} pairs per split, verified")
+    release_dir = Path(release["release"])
+
+    def score():
+        drafts_result = _score_drafts(release_dir, drafts, out / "score")
+        demo = score_demo(release_dir, out / "score")
+        gas = drafts_result["metrics"]["gas"]
+        return (f"pre-annotation drafts vs corrected masks: IoU {_pct(gas['iou'])}, Acc (recall) "
+                f"{_pct(gas['recall'])}, F2 {_pct(gas['f2'])}; perfect submission IoU {demo['perfect']['iou']}, "
+                f"degraded IoU {demo['degraded']['iou']}")
+
+    step("score", score)
+
+    def bench():
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return "skipped: torch is not installed (pip install 'gasdb-tools[bench]')"
+        from gasdb_tools.bench.train import demo_run
+
+        return _brief(demo_run(release_dir, out / "bench", model="mfnet", epochs=1, size=(128, 160), device="cpu"))
+
+    step("bench", bench)
+    summary = {"out": str(out), "workspace": str(ws.root), "release": str(release_dir), "steps": steps}
     write_json(out / "demo-summary.json", summary)
     return summary
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def _brief(result) -> str:
+    """A one-line summary of a stage's result dict (scalars only)."""
+    if isinstance(result, dict):
+        parts = [f"{k} {v}" for k, v in result.items() if isinstance(v, (int, float, str)) and len(str(v)) < 80]
+        return ", ".join(parts[:8]) or "done"
+    if isinstance(result, (list, tuple)):
+        return f"{len(result)} items"
+    return str(result)

@@ -103,6 +103,9 @@ class SynthRig:
         Thermal sensor noise (grey levels).
     mask_threshold_dn : float
         A pixel is gas in the truth mask when the plume changes it by at least this much.
+    rig_homography : (3, 3) array or None
+        The rig's thermal -> RGB homography; ``None`` draws one from the seed. Recordings of one
+        fixed rig share it (see :func:`synthesize`).
 
     Examples
     --------
@@ -127,6 +130,7 @@ class SynthRig:
     sync_lamp: bool = True
     noise_sigma: float = 1.5
     mask_threshold_dn: float = 2.5
+    rig_homography: np.ndarray | None = field(default=None, repr=False)
     homography: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -140,7 +144,13 @@ class SynthRig:
             self.offset_s = float(np.round(rng.uniform(0.3, 1.5), 3))
         if self.leak_start_s is None:
             self.leak_start_s = 1.0
-        self.homography = random_homography(rng, self.size, max_shift=30.0 * w / 640)
+        drawn = random_homography(rng, self.size, max_shift=30.0 * w / 640)
+        if self.rig_homography is None:
+            self.homography = drawn
+        else:
+            self.homography = np.array(self.rig_homography, dtype=np.float64)
+            if self.homography.shape != (3, 3):
+                raise ValueError(f"rig_homography must be 3x3, got shape {self.homography.shape}")
         self._margin = m = int(round(0.15 * max(w, h)))
         self._to_world = np.array([[1, 0, m], [0, 1, m], [0, 0, 1]], np.float64)  # RGB px -> world px
         self._rgb_world, self._thermal_world = self._draw_world(rng)
@@ -433,11 +443,13 @@ _RATES = ((30.0, 25.0), (25.0, 30.0), (30.0, 15.0))
 
 def synthesize(out, *, recordings: int = 2, seconds: float = 4.0, seed: int = 0, size=(640, 512),
                contrast: float = 20.0, scenes=None) -> list[dict]:
-    """Write ``recordings`` simulated recordings into ``out/synthNN/``; returns one dict each.
+    """Write ``recordings`` simulated recordings of one fixed rig into ``out/synthNN/``.
 
-    Each dict has ``id``, ``dir``, ``scene`` and the truth. Recording ``i`` uses seed ``seed + i``,
-    cycles through frame-rate pairs that always differ between the streams, and alternates plume
-    polarity; a listing is written to ``out/recordings.json``.
+    Returns one dict per recording with ``id``, ``dir``, ``scene`` and the truth. All recordings
+    share the rig's homography (drawn from ``seed``), as the takes of a fixed two-camera rig do;
+    recording ``i`` has its own scene and leak from seed ``seed + i``, cycles through frame-rate
+    pairs that always differ between the streams, and alternates plume polarity. A listing is
+    written to ``out/recordings.json``.
     """
     from gasdb_tools.workspace import SCENES
 
@@ -448,10 +460,12 @@ def synthesize(out, *, recordings: int = 2, seconds: float = 4.0, seed: int = 0,
     out = Path(out)
     scenes = list(scenes) if scenes else [s for s in SCENES if s != "other"]
     listing = []
+    w = size[0]
+    rig_h = random_homography(np.random.default_rng(seed), tuple(size), max_shift=30.0 * w / 640)
     for i in progress(range(recordings), total=recordings, desc="synth", unit="rec"):
         rgb_fps, thermal_fps = _RATES[i % len(_RATES)]
         rig = SynthRig(seed=seed + i, size=tuple(size), rgb_fps=rgb_fps, thermal_fps=thermal_fps,
-                       contrast=contrast, polarity="absorbing" if i % 2 == 0 else "emitting", spray=(i % 3 == 2))
+                       contrast=contrast, rig_homography=rig_h, polarity="absorbing" if i % 2 == 0 else "emitting", spray=(i % 3 == 2))
         rec_id = f"synth{i + 1:02d}"
         truth = write_recording(out / rec_id, rig, seconds)
         listing.append({"id": rec_id, "dir": rec_id, "scene": scenes[i % len(scenes)], "truth": truth})

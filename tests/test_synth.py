@@ -85,3 +85,12 @@ def test_synthesize_writes_videos_and_truth(tmp_path):
         H = np.array(truth["homography_thermal_to_rgb"])
         assert H.shape == (3, 3) and abs(np.linalg.det(H[:2, :2]) - 1) < 0.1
     assert json.loads((tmp_path / "recordings.json").read_text())[0]["scene"] == "sunny"
+
+
+def test_recordings_of_one_rig_share_its_homography(tmp_path):
+    listing = synthesize(tmp_path, recordings=2, seconds=0.5, seed=4, size=(160, 128))
+    h1, h2 = (np.array(r["truth"]["homography_thermal_to_rgb"]) for r in listing)
+    np.testing.assert_array_equal(h1, h2)
+    assert listing[0]["truth"]["seed"] != listing[1]["truth"]["seed"]  # different scenes and leaks
+    with pytest.raises(ValueError, match="3x3"):
+        SynthRig(size=(160, 128), rig_homography=np.eye(2))

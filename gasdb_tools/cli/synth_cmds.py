@@ -56,7 +56,7 @@ def synth(out: Path, recordings: int, seconds: float, seed: int, contrast: float
 
 @click.command()
 @click.argument("out", default="demo-workspace", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--recordings", "-n", default=2, show_default=True, type=click.IntRange(1, 20),
+@click.option("--recordings", "-n", default=3, show_default=True, type=click.IntRange(1, 20),
               help="Number of simulated recordings.")
 @click.option("--seconds", default=4.0, show_default=True, type=click.FloatRange(1, 120),
               help="Length of each simulated recording.")
@@ -70,7 +70,7 @@ def demo(out: Path, recordings: int, seconds: float, force: bool, as_json: bool)
 
     \b
     Example:
-      gasdb demo demo-workspace --recordings 2 --seconds 4
+      gasdb demo demo-workspace --recordings 3 --seconds 4
     """
     from gasdb_tools.demo import run_demo
 
