@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from gasdb_tools import __version__, labelme_format
-from gasdb_tools.background import DEFAULTS, METHODS, OPENCV_DEFAULTS, gas_masks
+from gasdb_tools.background import DEFAULTS, METHODS, OPENCV_DEFAULTS, POLARITIES, gas_masks
 from gasdb_tools.errors import FormatError, GasdbError, WorkspaceError
 from gasdb_tools.fsutil import read_json
 from gasdb_tools.imaging import read_image, to_gray, to_uint8, write_image
@@ -60,6 +60,7 @@ __all__ = [
     "content_hash",
     "draft_state",
     "preannotate_workspace",
+    "recording_polarity",
     "refresh_review",
 ]
 
@@ -200,6 +201,21 @@ def refresh_review(ws: Workspace, *, recordings=None) -> dict:
 # ------------------------------------------------------------------------------------------
 # the stage
 # ------------------------------------------------------------------------------------------
+def recording_polarity(row) -> str | None:
+    """The plume polarity a recording declares: its ``polarity`` column, else an ``absorbing`` /
+    ``emitting`` tag; None when it declares none.
+
+    >>> recording_polarity({"tags": "night;absorbing"}), recording_polarity({"polarity": "emitting"})
+    ('absorbing', 'emitting')
+    """
+    value = str(row.get("polarity", "") or "").strip().lower()
+    if value in POLARITIES:
+        return value
+    tags = str(row.get("tags", "") or "").replace(";", " ").replace(",", " ").lower().split()
+    found = [t for t in tags if t in ("absorbing", "emitting")]
+    return found[0] if len(found) == 1 else None
+
+
 def _effective_params(method: str, params: dict) -> dict:
     """The full parameter set of ``method`` (defaults filled in), JSON-ready, checked."""
     if method not in METHODS:
@@ -243,14 +259,17 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", force: bool = F
         Blobs smaller than this many pixels get no shape.
     **params
         Knobs of the method (``polarity``, ``k``, ``learning_rate``, ...; see
-        :data:`gasdb_tools.background.DEFAULTS`).
+        :data:`gasdb_tools.background.DEFAULTS`). Without ``polarity``, a recording that declares
+        one (:func:`recording_polarity`: recordings.csv ``polarity`` column or an ``absorbing`` /
+        ``emitting`` tag) uses it; the others use ``both``. Knowing the sign removes false alarms
+        of the other sign (a warm person in front of a cold plume).
 
     Returns
     -------
     dict
         ``{"workspace", "method", "params", "recordings": [...], "written", "kept_edited", "failed"}``;
-        each recording has ``id, pairs, frame ('aligned'|'thermal'|None), written, skipped,
-        kept_edited, empty, error``.
+        each recording has ``id, pairs, frame ('aligned'|'thermal'|None), polarity, written,
+        skipped, kept_edited, empty, error``.
 
     Raises
     ------
@@ -282,11 +301,16 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", force: bool = F
               "written": 0, "kept_edited": 0, "failed": 0}
     for rec in wanted:
         rows = sorted(index.pairs_of(rec), key=lambda r: (float(r.get("t_thermal") or 0), r["pair_id"]))
-        entry = {"id": rec, "pairs": len(rows), "frame": None, "written": 0, "skipped": 0, "kept_edited": 0,
-                 "empty": 0, "error": None}
+        entry = {"id": rec, "pairs": len(rows), "frame": None, "polarity": provenance["params"].get("polarity"),
+                 "written": 0, "skipped": 0, "kept_edited": 0, "empty": 0, "error": None}
         report["recordings"].append(entry)
+        rec_provenance = provenance
+        known = recording_polarity(index.recordings[rec])
+        if method == "gas" and "polarity" not in params and known:
+            rec_provenance = {**provenance, "params": {**provenance["params"], "polarity": known}}
+            entry["polarity"] = known
         try:
-            _preannotate_recording(ws, rec, rows, entry, provenance, force=force, lead_in_s=lead_in_s)
+            _preannotate_recording(ws, rec, rows, entry, rec_provenance, force=force, lead_in_s=lead_in_s)
             error = ""
         except (GasdbError, ValueError, OSError) as exc:
             error = str(exc)

@@ -333,3 +333,15 @@ def test_label_runs_the_app_and_refreshes_review(tmp_path, monkeypatch):
     assert len(calls) == 1 and calls[0][0] == sys.executable
     assert ws.read_index().pairs[pid]["review"] == "edited"
     assert "1 edited" in result.output
+
+
+def test_recording_polarity_is_used_unless_given(tmp_path):
+    ws, _ = _make_workspace(tmp_path, polarity="absorbing")
+    with ws.transaction() as idx:
+        idx.recordings["rec1"]["tags"] = "leak;absorbing"
+    report = preannotate_workspace(ws)
+    assert report["recordings"][0]["polarity"] == "absorbing"
+    doc = labelme_format.read(ws.path(ws.read_index().pairs[sorted(ws.read_index().pairs)[-1]]["label"]))
+    assert doc["gasdb"]["preannot"]["params"]["polarity"] == "absorbing"
+    report = preannotate_workspace(ws, force=True, polarity="both")
+    assert report["recordings"][0]["polarity"] == "both"
