@@ -84,9 +84,10 @@ _STRETCH_SAMPLES = 16
 def content_hash(doc) -> str:
     """SHA-256 of what an annotator can change in a document: its shapes and image flags.
 
-    Shapes count by label, points (rounded to 1/1000 px), shape type, group id and mask; keys
-    LabelMe may drop or rename on save (descriptions, per-shape flags and extras) do not count,
-    so opening and saving a draft unchanged keeps it a draft.
+    Shapes count by label, points (rounded to 1/1000 px), shape type, group id and mask pixels;
+    what LabelMe changes when it saves an unchanged file (key order, indentation, the mask PNG's
+    bytes, descriptions, per-shape extras) does not count, so opening and saving a draft
+    unchanged keeps it a draft.
 
     >>> doc = labelme_format.new_document("a.png", 10, 10, shapes=[labelme_format.make_shape([[1, 1], [5, 1], [5, 5]])])
     >>> content_hash(doc) == content_hash(json.loads(json.dumps(doc)))
@@ -95,8 +96,15 @@ def content_hash(doc) -> str:
     shapes = []
     for s in doc.get("shapes") or []:
         points = [[round(float(x), 3), round(float(y), 3)] for x, y in s.get("points") or []]
+        mask = s.get("mask")
+        if isinstance(mask, str):  # LabelMe re-encodes mask PNGs on save: compare the pixels, not the bytes
+            try:
+                crop = labelme_format.decode_mask(mask)
+                mask = [list(crop.shape), hashlib.sha256(np.packbits(crop).tobytes()).hexdigest()]
+            except FormatError:
+                pass
         shapes.append({"label": s.get("label"), "points": points, "shape_type": s.get("shape_type") or "polygon",
-                       "group_id": s.get("group_id"), "mask": s.get("mask")})
+                       "group_id": s.get("group_id"), "mask": mask})
     flags = {k: bool(v) for k, v in (doc.get("flags") or {}).items()}
     blob = json.dumps({"shapes": shapes, "flags": flags}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

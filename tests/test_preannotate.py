@@ -345,3 +345,39 @@ def test_recording_polarity_is_used_unless_given(tmp_path):
     assert doc["gasdb"]["preannot"]["params"]["polarity"] == "absorbing"
     report = preannotate_workspace(ws, force=True, polarity="both")
     assert report["recordings"][0]["polarity"] == "both"
+
+
+@pytest.mark.parametrize("mode", ["polygon", "mask"])
+def test_labelme_reads_drafts_and_an_unchanged_save_keeps_them_drafts(tmp_path, mode):
+    """Round trip through LabelMe's own reader and writer (the app's save path, without Qt)."""
+    lf = pytest.importorskip("labelme._label_file")
+    utils = pytest.importorskip("labelme.utils")
+    ws, _ = _make_workspace(tmp_path)
+    preannotate_workspace(ws, mode=mode)
+    row = ws.read_index().pairs[sorted(ws.read_index().pairs)[-1]]
+    path = ws.path(row["label"])
+    data = lf.read_label_file(str(path))  # finds the image, checks its size
+    assert data.image_path == labelme_format.read(path)["imagePath"] and data.shapes
+    shapes = []
+    for s in data.shapes:  # as labelme's app.save_labels / _shape_to_dict write them
+        d = dict(s["other_data"])
+        d.update(label=s["label"], points=[(float(x), float(y)) for x, y in s["points"]], group_id=s["group_id"],
+                 description=s["description"], shape_type=s["shape_type"], flags=s["flags"],
+                 mask=None if s["mask"] is None else utils.img_arr_to_b64(s["mask"].astype(np.uint8)))
+        shapes.append(d)
+    lf.write_label_file(str(path), shapes=shapes, image_path=data.image_path, image_height=SIZE[1],
+                        image_width=SIZE[0], other_data=data.other_data, flags=data.flags)
+    assert draft_state(path, review="pending") == "draft"
+    shapes[0]["points"][0] = (shapes[0]["points"][0][0] + 1.0, shapes[0]["points"][0][1])
+    lf.write_label_file(str(path), shapes=shapes, image_path=data.image_path, image_height=SIZE[1],
+                        image_width=SIZE[0], other_data=data.other_data, flags=data.flags)
+    assert draft_state(path, review="pending") == "edited"
+
+
+def test_generic_method_and_mask_mode(tmp_path):
+    ws, _ = _make_workspace(tmp_path)
+    report = preannotate_workspace(ws, method="mog2", mode="mask", history=20)
+    assert report["written"] == N_FRAMES and report["params"]["history"] == 20 and "lead_in_s" not in report["params"]
+    docs = [labelme_format.read(ws.path(r["label"])) for r in ws.read_index().pairs.values()]
+    assert {d["gasdb"]["preannot"]["method"] for d in docs} == {"mog2"}
+    assert {s["shape_type"] for d in docs for s in d["shapes"]} <= {"mask"}
