@@ -275,7 +275,8 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", force: bool = F
     Returns
     -------
     dict
-        ``{"workspace", "method", "params", "recordings": [...], "written", "kept_edited", "failed"}``;
+        ``{"workspace", "method", "params", "recordings": [...], "written", "kept_edited", "failed",
+        "review"}`` (``review``: :func:`refresh_review`'s counts after the run);
         each recording has ``id, pairs, frame ('aligned'|'thermal'|None), polarity, written,
         skipped, kept_edited, empty, error``.
 
@@ -330,6 +331,7 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", force: bool = F
                 idx.recordings[rec]["preannotate_error"] = error
         report["written"] += entry["written"]
         report["kept_edited"] += entry["kept_edited"]
+    report["review"] = refresh_review(ws, recordings=wanted)
     return report
 
 
