@@ -127,8 +127,10 @@ def run_demo(out, *, recordings: int = 3, seconds: float = 4.0, force: bool = Fa
     def add_all():
         for r in listing:
             d = rec_dir / r["dir"]
-            add_recording(ws, rgb=d / "rgb.mp4", thermal=d / "thermal.mp4", scene=r["scene"], recording_id=r["id"])
-        return f"{len(listing)} recordings registered in {ws.root}"
+            # the plume's sign is known on a real rig too (the gas and the background temperature)
+            add_recording(ws, rgb=d / "rgb.mp4", thermal=d / "thermal.mp4", scene=r["scene"], recording_id=r["id"],
+                          tags=(r["truth"]["polarity"],))
+        return f"{len(listing)} recordings registered in {ws.root}, tagged with their plume polarity"
 
     step("add", add_all)
 
@@ -187,7 +189,11 @@ def run_demo(out, *, recordings: int = 3, seconds: float = 4.0, force: bool = Fa
         return f"{pid} excluded: water spray in view"
 
     step("blacklist", blacklist)
-    step("stats", lambda: _brief(write_figures(workspace_stats(ws), out / "stats")))
+    def stats():
+        figures = write_figures(workspace_stats(ws), out / "stats")
+        return f"{len(figures)} figures in {out / 'stats'}"
+
+    step("stats", stats)
     step("export", lambda: _brief(export_all(ws, out / "export")))
     release = step("release", lambda: make_release(ws, out / "release", version="0.1.0"))
     if not release["verified"]:
