@@ -543,11 +543,7 @@ def align_workspace(ws: Workspace, *, force: bool = False, size=(640, 512), reco
     if w < 16 or h < 16:
         raise ValueError(f"size must be at least 16x16, got {w}x{h}")
     index = ws.read_index()
-    wanted = list(index.recordings) if recordings is None else list(recordings)
-    for rec in wanted:
-        if rec not in index.recordings:
-            raise WorkspaceError(f"no recording {rec!r} (known: {', '.join(index.recordings) or 'none'})",
-                                 file=ws.root / ws.RECORDINGS, fix="check the id with `gasdb status`")
+    wanted = ws.select_recordings(recordings, index=index)
     default_rig = ws.settings.get("rig") or "default"
     report = {"workspace": str(ws.root), "size": [w, h], "aligned": 0, "skipped": 0, "failed": 0, "recordings": []}
     for rec in wanted:
@@ -564,9 +560,7 @@ def align_workspace(ws: Workspace, *, force: bool = False, size=(640, 512), reco
             entry["error"] = error
             report["failed"] += 1
             log.info("align %s failed: %s", rec, error)
-        with ws.transaction() as idx:
-            if rec in idx.recordings:
-                idx.recordings[rec]["align_error"] = error
+        ws.set_stage_error(rec, "align", error)
         report["aligned"] += entry["aligned"]
         report["skipped"] += entry["skipped"]
     return report

@@ -299,11 +299,7 @@ def enhance_workspace(ws: Workspace, *, sv: int = 51, p: float = 0.95, gfactor: 
     if metrics_frames is not None and (isinstance(metrics_frames, bool) or metrics_frames < 1):
         raise ValueError(f"metrics_frames must be a positive integer or None, got {metrics_frames!r}")
     index = ws.read_index()
-    wanted = list(index.recordings) if recordings is None else list(recordings)
-    for rec in wanted:
-        if rec not in index.recordings:
-            raise WorkspaceError(f"no recording {rec!r} (known: {', '.join(index.recordings) or 'none'})",
-                                 file=ws.root / ws.RECORDINGS, fix="check the id with `gasdb status`")
+    wanted = ws.select_recordings(recordings, index=index)
     report = {"workspace": str(ws.root), "settings": settings.key(), "recordings": [], "frames": [], "failed": 0}
     for rec in wanted:
         rows = index.pairs_of(rec)
@@ -322,9 +318,7 @@ def enhance_workspace(ws: Workspace, *, sv: int = 51, p: float = 0.95, gfactor: 
             entry["error"] = error
             report["failed"] += 1
             log.info("enhance %s failed: %s", rec, error)
-        with ws.transaction() as idx:
-            if rec in idx.recordings:
-                idx.recordings[rec]["enhance_error"] = error
+        ws.set_stage_error(rec, "enhance", error)
     return report
 
 

@@ -298,11 +298,7 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", force: bool = F
         raise ValueError(f"lead_in_s must be >= 0 seconds, got {lead_in_s!r}")
     mask_to_shapes(np.zeros((4, 4), bool), mode=mode, epsilon_frac=epsilon_frac, min_area=min_area)  # checks
     index = ws.read_index()
-    wanted = list(index.recordings) if recordings is None else list(recordings)
-    for rec in wanted:
-        if rec not in index.recordings:
-            raise WorkspaceError(f"no recording {rec!r} (known: {', '.join(index.recordings) or 'none'})",
-                                 file=ws.root / ws.RECORDINGS, fix="check the id with `gasdb status`")
+    wanted = ws.select_recordings(recordings, index=index)
     provenance = {"method": method, "params": {**full, "lead_in_s": lead_in_s} if method == "gas" else full,
                   "mode": mode, "epsilon_frac": float(epsilon_frac), "min_area": float(min_area),
                   "tool_version": f"gasdb-tools {__version__}"}
@@ -326,9 +322,7 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", force: bool = F
             entry["error"] = error
             report["failed"] += 1
             log.info("preannotate %s failed: %s", rec, error)
-        with ws.transaction() as idx:
-            if rec in idx.recordings:
-                idx.recordings[rec]["preannotate_error"] = error
+        ws.set_stage_error(rec, "preannotate", error)
         report["written"] += entry["written"]
         report["kept_edited"] += entry["kept_edited"]
     report["review"] = refresh_review(ws, recordings=wanted)

@@ -287,6 +287,28 @@ class Workspace:
         """All recording rows, in index order."""
         return list(self.read_index().recordings.values())
 
+    def select_recordings(self, recordings=None, *, index: Index | None = None) -> list[str]:
+        """Ids a stage should work on: every recording (index order), or ``recordings``, each checked.
+
+        Raises
+        ------
+        WorkspaceError
+            An id that is not in the index (the message lists the known ids).
+        """
+        known = (index or self.read_index()).recordings
+        wanted = list(known) if recordings is None else list(recordings)
+        for rec in wanted:
+            if rec not in known:
+                raise WorkspaceError(f"no recording {rec!r} (known: {', '.join(known) or 'none'})",
+                                     file=self.root / self.RECORDINGS, fix="check the id with `gasdb status`")
+        return wanted
+
+    def set_stage_error(self, recording: str, stage: str, error: str) -> None:
+        """Record why ``stage`` failed for ``recording`` (column ``<stage>_error``); ``""`` clears it."""
+        with self.transaction() as index:
+            if recording in index.recordings:
+                index.recordings[recording][f"{stage}_error"] = error
+
     def recording(self, recording_id: str) -> dict:
         """One recording row; raises naming the known ids when absent."""
         recs = self.read_index().recordings

@@ -111,3 +111,15 @@ def test_ids():
     for bad in ("", "-x", "a/b", "x" * 65):
         with pytest.raises(WorkspaceError):
             check_id(bad)
+
+
+def test_select_recordings_and_stage_errors(tmp_path, videos):
+    ws = Workspace.init(tmp_path / "ws")
+    add_recording(ws, rgb=videos[0], thermal=videos[1], scene="near", recording_id="r1")
+    assert ws.select_recordings() == ["r1"] and ws.select_recordings(["r1"]) == ["r1"]
+    with pytest.raises(WorkspaceError, match=r"no recording 'r9' \(known: r1\)"):
+        ws.select_recordings(["r9"])
+    ws.set_stage_error("r1", "align", "frames are black")
+    assert ws.status()[0]["errors"] == {"align": "frames are black"}
+    ws.set_stage_error("r1", "align", "")
+    assert ws.status()[0]["errors"] == {}
