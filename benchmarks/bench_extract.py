@@ -6,14 +6,8 @@ frames (8-bit RGB) and N thermal frames (8-bit gray), at the same zlib level (1)
 
 * **ours**: :func:`gasdb_tools.extract.extract_workspace` on a fresh workspace (offset given):
   decode both streams with PyAV, pair by timestamp, convert and write PNGs atomically (temp file,
-  fsync, rename) on a thread pool of one worker per CPU, update the index;
-* **ours, PNG filter "up" (proposed)**: the same with OpenCV's PNG row filter fixed to "up"
-  instead of libpng's adaptive choice of all five (``IMWRITE_PNG_FILTER``); this needs a change
-  in :func:`gasdb_tools.imaging.encode_png`, which the benchmark applies for these runs only;
-* **ours, PNG filter "up" + no per-file fsync (proposed)**: as above, and
-  :func:`gasdb_tools.fsutil.atomic_write_bytes` without its per-file ``fsync`` (the benchmark
-  replaces ``os.fsync`` by a no-op for these runs; a real change would sync once per index
-  checkpoint instead);
+  rename; PNG row filter "up"; one ``os.sync`` per index commit instead of a per-file fsync) on a
+  thread pool of one worker per CPU, update the index;
 * **ours, estimated offset**: the first variant plus the motion-energy pass that estimates the
   offset (a second Y-plane decode of both streams; informational: on this short, nearly static
   clip the estimate can be off, so its pair count may differ);
@@ -48,13 +42,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gasdb_tools import __version__, imaging  # noqa: E402
+from gasdb_tools import __version__  # noqa: E402
 from gasdb_tools.extract import extract_workspace  # noqa: E402
 from gasdb_tools.fsutil import write_json  # noqa: E402
 from gasdb_tools.imaging import read_image  # noqa: E402
@@ -77,30 +70,8 @@ def make_input(folder: Path, seconds: float) -> Path:
     return folder
 
 
-class _Cv2PngFilter:
-    """Stand-in for the ``cv2`` module inside :mod:`gasdb_tools.imaging` that adds a PNG filter."""
-
-    def __init__(self, flag: int):
-        self._flag = flag
-
-    def __getattr__(self, name):
-        return getattr(cv2, name)
-
-    def imencode(self, ext, image, params=()):
-        return cv2.imencode(ext, image, [*params, cv2.IMWRITE_PNG_FILTER, self._flag])
-
-
-def run_ours(src: Path, work: Path, *, estimate: bool, png_filter: int | None = None, fsync: bool = True) -> dict:
-    real_fsync = os.fsync
-    if png_filter is not None:
-        imaging.cv2 = _Cv2PngFilter(png_filter)
-    if not fsync:
-        os.fsync = lambda fd: None
-    try:
-        return _run_ours(src, work, estimate=estimate)
-    finally:
-        imaging.cv2 = cv2
-        os.fsync = real_fsync
+def run_ours(src: Path, work: Path, *, estimate: bool) -> dict:
+    return _run_ours(src, work, estimate=estimate)
 
 
 def _run_ours(src: Path, work: Path, *, estimate: bool) -> dict:
@@ -167,16 +138,13 @@ def main(argv=None) -> int:
         print(f"simulating {args.seconds:g} s of 640x512 RGB + thermal at 25 fps ...", flush=True)
         src = make_input(tmp / "rec", args.seconds)
         n_frames = count_frames(src / "thermal.mp4")
-        runs = {"ours": [], "ours_png_filter_up": [], "ours_png_filter_up_no_fsync": [], "ours_estimated_offset": [],
-                "ffmpeg": []}
+        runs = {"ours": [], "ours_estimated_offset": [], "ffmpeg": []}
         for rep in range(args.repeats):
             for name in runs:
                 if name == "ffmpeg":
                     r = run_ffmpeg(ffmpeg, src, tmp)
                 else:
-                    r = run_ours(src, tmp, estimate=name == "ours_estimated_offset",
-                                 png_filter=cv2.IMWRITE_PNG_FILTER_UP if "png_filter_up" in name else None,
-                                 fsync="no_fsync" not in name)
+                    r = run_ours(src, tmp, estimate=name == "ours_estimated_offset")
                 runs[name].append(r)
                 print(f"  repeat {rep + 1}: {name:28s} {r['pairs']} pairs in {r['wall_s']:.2f} s "
                       f"({r['pairs'] / r['wall_s']:.1f} pairs/s, {r['cpu_s']:.2f} CPU s)", flush=True)
@@ -208,10 +176,7 @@ def main(argv=None) -> int:
     print(f"max |ours - ffmpeg| per pixel: rgb {diff['rgb']}, thermal {diff['thermal']}; "
           f"estimated offset {estimated:+.4f} s (truth 0)")
     ratio = table["ours"]["ratio_vs_ffmpeg"]
-    proposed = table["ours_png_filter_up"]["ratio_vs_ffmpeg"]
-    proposed2 = table["ours_png_filter_up_no_fsync"]["ratio_vs_ffmpeg"]
-    print(f"ratio ours/ffmpeg (pairs/s): {ratio:.2f}  (target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'}); "
-          f"with PNG filter 'up' in imaging.encode_png: {proposed:.2f}; and no per-file fsync: {proposed2:.2f}")
+    print(f"ratio ours/ffmpeg (pairs/s): {ratio:.2f}  (target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'})")
     result = {
         "benchmark": "extract: decode + pair + PNG write vs ffmpeg CLI decode + PNG write",
         "gasdb_tools": __version__,
@@ -226,8 +191,6 @@ def main(argv=None) -> int:
         "max_pixel_difference": diff,
         "estimated_offset_s": estimated,
         "ratio_ours_vs_ffmpeg": ratio,
-        "ratio_ours_png_filter_up_vs_ffmpeg": proposed,
-        "ratio_ours_png_filter_up_no_fsync_vs_ffmpeg": proposed2,
         "target": ">= 0.9x ffmpeg pairs/s",
     }
     write_json(args.out, result)
