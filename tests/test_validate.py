@@ -51,8 +51,9 @@ def test_self_intersection_known_cases():
 def test_star_shaped_polygons_never_self_intersect_and_scrambled_often_do(n, seed):
     rng = np.random.default_rng(seed)
     angles = np.sort(rng.uniform(0, 2 * np.pi, n))
-    if len(np.unique(angles)) < n:
-        return
+    gaps = np.diff(np.r_[angles, angles[0] + 2 * np.pi])
+    if len(np.unique(angles)) < n or gaps.max() >= np.pi:
+        return  # star-shaped about the centre (hence simple) only when every angular gap is < 180 deg
     radii = rng.uniform(5, 20, n)
     pts = np.c_[50 + radii * np.cos(angles), 50 + radii * np.sin(angles)]
     assert not v.polygon_self_intersects(pts)
