@@ -60,3 +60,14 @@ def test_init_add_status_flow(tmp_path):
 def test_synth_cli_rejects_bad_size(tmp_path):
     r = CliRunner().invoke(main, ["synth", str(tmp_path / "s"), "--size", "big"])
     assert r.exit_code == 2 and "WIDTHxHEIGHT" in r.output
+
+
+def test_key_value_options_parse_json_values_and_reject_bad_items():
+    import click
+
+    from gasdb_tools.cli._common import key_values
+
+    assert key_values(None, None, ["k=4", "lead-in=0.5", "name=abc", "flag=true"]) == {
+        "k": 4, "lead_in": 0.5, "name": "abc", "flag": True}
+    with pytest.raises(click.BadParameter, match="KEY=VALUE"):
+        key_values(None, None, ["novalue"])

@@ -11,7 +11,7 @@ from gasdb_tools import progress
 from gasdb_tools.errors import GasdbError
 from gasdb_tools.workspace import Workspace
 
-__all__ = ["workspace_argument", "json_option", "emit_json", "fail", "open_workspace"]
+__all__ = ["workspace_argument", "json_option", "emit_json", "fail", "open_workspace", "key_values"]
 
 
 def open_workspace(ctx, param, value) -> Workspace:
@@ -20,6 +20,22 @@ def open_workspace(ctx, param, value) -> Workspace:
         return Workspace.open(value)
     except GasdbError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def key_values(ctx, param, values) -> dict:
+    """click callback for repeated ``KEY=VALUE`` options: values parsed as JSON when they are JSON
+    (numbers, booleans, lists), else kept as text; ``-`` in keys becomes ``_`` (Python keyword names)."""
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", ctx=ctx, param=param)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip().replace("-", "_")] = value
+    return out
 
 
 def workspace_argument(func):

@@ -6,12 +6,11 @@ extra; a command that needs it says how to install it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from gasdb_tools.cli._common import emit_json, fail, json_option
+from gasdb_tools.cli._common import emit_json, fail, json_option, key_values
 
 _INSTALL = "pip install 'gasdb-tools[bench]'"
 
@@ -37,19 +36,6 @@ def _check_model(ctx, param, value):
     return value
 
 
-def _parse_kv(ctx, param, values) -> dict:
-    out = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", ctx=ctx, param=param)
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
-
-
 def _parse_size(ctx, param, value):
     if value is None:
         return None
@@ -63,7 +49,7 @@ def _parse_size(ctx, param, value):
     return h, w
 
 
-_model_arg = click.option("--model-arg", "model_args", multiple=True, callback=_parse_kv, metavar="KEY=VALUE",
+_model_arg = click.option("--model-arg", "model_args", multiple=True, callback=key_values, metavar="KEY=VALUE",
                           help="Extra model argument, e.g. spatial_attention=paper-intent (repeatable).")
 _device = click.option("--device", default="auto", show_default=True,
                        help="auto (CUDA when available), cpu, cuda or cuda:N.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from collections import Counter
@@ -11,7 +10,7 @@ from pathlib import Path
 import click
 
 from gasdb_tools import labelme_format
-from gasdb_tools.cli._common import emit_json, fail, json_option, workspace_argument
+from gasdb_tools.cli._common import emit_json, fail, json_option, key_values, workspace_argument
 from gasdb_tools.errors import FormatError, WorkspaceError
 from gasdb_tools.workspace import Workspace
 
@@ -19,20 +18,6 @@ from gasdb_tools.workspace import Workspace
 INSTALL_HINT = "pip install 'gasdb-tools[label]'   (or: pip install labelme)"
 #: The project's LabelMe config, looked up in the workspace first, then beside the package sources.
 CONFIG_NAME = Path("annotation") / "labelme.yaml"
-
-
-def _parse_param(ctx, param, values) -> dict:
-    out = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", ctx=ctx, param=param)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip().replace("-", "_")] = value
-    return out
 
 
 @click.command()
@@ -49,7 +34,7 @@ def _parse_param(ctx, param, values) -> dict:
               help="polygon = editable polygons; mask = exact LabelMe mask shapes (not vertex-editable).")
 @click.option("--epsilon", "epsilon_frac", type=click.FloatRange(0), default=0.003, show_default=True,
               help="Polygon simplification as a fraction of each blob's perimeter.")
-@click.option("--param", "params", multiple=True, callback=_parse_param, metavar="KEY=VALUE",
+@click.option("--param", "params", multiple=True, callback=key_values, metavar="KEY=VALUE",
               help="Any other knob of the method (e.g. --param learning_rate=0.05); repeatable.")
 @click.option("--recording", "recordings", multiple=True, help="Only this recording (repeatable).")
 @click.option("-f", "--force", is_flag=True, help="Replace untouched drafts too (edited files are never replaced).")
