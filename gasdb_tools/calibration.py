@@ -595,25 +595,15 @@ def _align_recording(ws, rec, rows, rec_row, entry, *, size, force, interpolatio
     def flush(final=False):
         if not done and not final:
             return
-        with ws.transaction() as idx:
-            for pid, (a_rel, v_rel) in done.items():
-                if pid in idx.pairs:
-                    idx.pairs[pid]["aligned"] = a_rel
-                    idx.pairs[pid]["valid"] = v_rel
-            if final and rec in idx.recordings:
-                idx.recordings[rec]["align_calibration"] = stamp
-                idx.recordings[rec]["align_size"] = size_text
+        ws.update_pairs({pid: {"aligned": a_rel, "valid": v_rel} for pid, (a_rel, v_rel) in done.items()},
+                        recording=rec,
+                        recording_columns={"align_calibration": stamp, "align_size": size_text} if final else None)
         done.clear()
 
     if stale and todo:
         # outputs of an older calibration must not pass as current if this run stops half-way
-        with ws.transaction() as idx:
-            if rec in idx.recordings:
-                idx.recordings[rec]["align_calibration"] = ""
-            for r in todo:
-                if r["pair_id"] in idx.pairs:
-                    idx.pairs[r["pair_id"]]["aligned"] = ""
-                    idx.pairs[r["pair_id"]]["valid"] = ""
+        ws.update_pairs({r["pair_id"]: {"aligned": "", "valid": ""} for r in todo},
+                        recording=rec, recording_columns={"align_calibration": ""})
     valid_png = None
     for r in progress(todo, desc=f"align {rec}", unit="frame"):
         thermal = read_image(ws.path(r["thermal"]))

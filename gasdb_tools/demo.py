@@ -66,9 +66,7 @@ def annotate_from_truth(ws: Workspace, recordings_dir, *, keep_drafts=None) -> d
         labelme_format.write(doc, path)
         reviewed[pair["pair_id"]] = "edited"
         edited += 1
-    with ws.transaction() as index:
-        for pid, status in reviewed.items():
-            index.pairs[pid]["review"] = status
+    ws.update_pairs({pid: {"review": status} for pid, status in reviewed.items()})
     return {"edited": edited}
 
 

@@ -366,11 +366,7 @@ def _enhance_recording(ws, rec, rows, rec_row, settings, entry, frames_out, *, f
     def flush():
         if not done:
             return
-        with ws.transaction() as idx:
-            for pid, (rel, kind) in done.items():
-                if pid in idx.pairs:
-                    idx.pairs[pid]["enhanced"] = rel
-                    idx.pairs[pid]["enhanced_source"] = kind
+        ws.update_pairs({pid: {"enhanced": rel, "enhanced_source": kind} for pid, (rel, kind) in done.items()})
         done.clear()
 
     try:

@@ -197,10 +197,7 @@ def refresh_review(ws: Workspace, *, recordings=None) -> dict:
                     added.append(pid)
                     break
     if updates:
-        with ws.transaction() as idx:
-            for pid, status in updates.items():
-                if pid in idx.pairs:
-                    idx.pairs[pid]["review"] = status
+        ws.update_pairs({pid: {"review": status} for pid, status in updates.items()})
     if added:
         ws.set_blacklist(black)
     return {**counts, "blacklisted": added}
@@ -399,10 +396,7 @@ def _preannotate_recording(ws: Workspace, rec: str, rows, entry: dict, provenanc
             updates[r["pair_id"]] = {"label": rel, "review": "pending"}
     if any(v == "write" for v in plan.values()):
         _write_drafts(ws, rec, rows, kind, plan, provenance, lead_in_s, entry, updates)
-    with ws.transaction() as idx:
-        for pid, cols in updates.items():
-            if pid in idx.pairs:
-                idx.pairs[pid].update(cols)
+    ws.update_pairs(updates)
 
 
 def _write_drafts(ws, rec, rows, kind, plan, provenance, lead_in_s, entry, updates) -> None:

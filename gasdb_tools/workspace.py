@@ -303,11 +303,19 @@ class Workspace:
                                      file=self.root / self.RECORDINGS, fix="check the id with `gasdb status`")
         return wanted
 
+    def update_pairs(self, updates, *, recording: str | None = None, recording_columns=None) -> None:
+        """Merge ``{pair_id: {column: value}}`` into the pair rows (and ``recording_columns`` into
+        ``recording``'s row) in one transaction; pairs or recordings gone from the index are skipped."""
+        with self.transaction() as index:
+            for pid, columns in updates.items():
+                if pid in index.pairs:
+                    index.pairs[pid].update(columns)
+            if recording_columns and recording in index.recordings:
+                index.recordings[recording].update(recording_columns)
+
     def set_stage_error(self, recording: str, stage: str, error: str) -> None:
         """Record why ``stage`` failed for ``recording`` (column ``<stage>_error``); ``""`` clears it."""
-        with self.transaction() as index:
-            if recording in index.recordings:
-                index.recordings[recording][f"{stage}_error"] = error
+        self.update_pairs({}, recording=recording, recording_columns={f"{stage}_error": error})
 
     def recording(self, recording_id: str) -> dict:
         """One recording row; raises naming the known ids when absent."""

@@ -123,3 +123,15 @@ def test_select_recordings_and_stage_errors(tmp_path, videos):
     assert ws.status()[0]["errors"] == {"align": "frames are black"}
     ws.set_stage_error("r1", "align", "")
     assert ws.status()[0]["errors"] == {}
+
+
+def test_update_pairs_merges_columns_and_skips_vanished_rows(tmp_path, videos):
+    ws = Workspace.init(tmp_path / "ws")
+    add_recording(ws, rgb=videos[0], thermal=videos[1], scene="near", recording_id="r1")
+    with ws.transaction() as index:
+        index.pairs["r1_00000000"] = {"pair_id": "r1_00000000", "recording": "r1", "thermal": "t.png"}
+    ws.update_pairs({"r1_00000000": {"aligned": "a.png"}, "gone_00000000": {"aligned": "x.png"}},
+                    recording="r1", recording_columns={"align_size": "640x512"})
+    (row,) = ws.pairs()
+    assert row["aligned"] == "a.png" and row["thermal"] == "t.png"
+    assert ws.recording("r1")["align_size"] == "640x512"
