@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from gasdb_tools import __version__, labelme_format  # noqa: E402
 from gasdb_tools.background import DEFAULTS, gas_masks  # noqa: E402
 from gasdb_tools.fsutil import write_json  # noqa: E402
-from gasdb_tools.metrics import confusion, scores  # noqa: E402
+from gasdb_tools.metrics import box_iou, confusion, scores  # noqa: E402
 from gasdb_tools.polygons import mask_to_shapes  # noqa: E402
 from gasdb_tools.synth import SynthRig  # noqa: E402
 from gasdb_tools.video import iter_frames  # noqa: E402
@@ -128,14 +128,6 @@ def bench_simgas(folder: Path) -> tuple[dict, list[np.ndarray]]:
 
 
 # -- IOD-Video ---------------------------------------------------------------------------------------
-def _box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def bench_iod(folder: Path) -> dict:
     boxes = json.loads((folder / "001_wild_static_vague.boxes.json").read_text())["boxes"]
     frames = [img for _, img in iter_frames(folder / "001_wild_static_vague.avi", gray=True)]
@@ -153,7 +145,7 @@ def bench_iod(folder: Path) -> dict:
                 ious.append(0.0)
                 continue
             ys, xs = np.nonzero(m)
-            ious.append(_box_iou((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), (x1, y1, x2, y2)))
+            ious.append(box_iou((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), (x1, y1, x2, y2)))
         ious = np.array(ious)
         out[name] = {"hit_rate_box_iou_gt_0.3": _r((ious > 0.3).mean()), "mean_box_iou": _r(ious.mean()),
                      "frames_with_gas_inside_box": _r(np.mean(inside)),

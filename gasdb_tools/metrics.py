@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["confusion", "scores", "ConfusionMatrix", "per_image_means", "CLASSES", "METRICS"]
+__all__ = ["confusion", "scores", "ConfusionMatrix", "per_image_means", "box_iou", "CLASSES", "METRICS"]
 
 #: Class names in confusion-matrix order (index 0 = background, 1 = gas).
 CLASSES = ("background", "gas")
@@ -301,3 +301,16 @@ class ConfusionMatrix:
     def __repr__(self) -> str:
         (tn, fp), (fn, tp) = self._cm.tolist()
         return f"ConfusionMatrix(tn={tn}, fp={fp}, fn={fn}, tp={tp}, n_updates={self.n_updates})"
+
+
+def box_iou(a, b) -> float:
+    """IoU of two axis-aligned boxes ``(x1, y1, x2, y2)`` (0 when they do not overlap or are empty).
+
+    >>> box_iou((0, 0, 10, 10), (5, 0, 15, 10))
+    0.3333333333333333
+    """
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -262,14 +262,6 @@ def test_simgas_per_video_iou():
     assert np.mean(list(ious.values())) >= 0.65, ious
 
 
-def _box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_iod_real_leak_is_found_inside_the_annotated_box():

@@ -262,3 +262,12 @@ def test_scores_lie_in_unit_interval_or_none(counts):
     v = s["pixel_accuracy"]
     assert v is None or 0.0 <= v <= 1.0
     json.dumps(s, allow_nan=False)
+
+
+def test_box_iou():
+    from gasdb_tools.metrics import box_iou
+
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == 50 / 150
+    assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0
