@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from conftest import shared_data
 from gasdb_tools import background as bg
 from gasdb_tools.background import gas_masks
-from gasdb_tools.metrics import confusion, scores
+from gasdb_tools.metrics import box_iou, confusion, scores
 from gasdb_tools.synth import SynthRig
 
 
@@ -211,6 +211,17 @@ def test_mog2_and_knn_run_on_uint16():
     ({"ema_alpha": 0}, ValueError, "alpha must be in"),
     ({"thresh": 3}, TypeError, "unknown parameter"),
     ({"method": "mog2", "k": 3}, TypeError, "unknown parameter"),
+    ({"preset": "boxes"}, ValueError, "preset must be one of"),
+    ({"method": "mog2", "preset": "extent"}, ValueError, "presets are parameter sets of the gas pipeline"),
+    ({"k_low": 5}, ValueError, "k_low must be at most k"),
+    ({"k_low": 0}, ValueError, "k_low must be in"),
+    ({"hold": 0}, ValueError, "hold must be an integer"),
+    ({"hold": 2.5}, ValueError, "hold must be an integer"),
+    ({"activity_ratio": 0}, ValueError, "activity_ratio must be in"),
+    ({"activity_rate": 0}, ValueError, "activity_rate must be in"),
+    ({"activity_open": 4}, ValueError, "activity_open must be odd"),
+    ({"activity_overlap": 1.5}, ValueError, "activity_overlap must be in"),
+    ({"ignore_static": "yes"}, ValueError, "ignore_static must be true or false"),
 ])
 def test_bad_parameters_are_named_before_any_frame_is_read(kwargs, error, message):
     def frames():
@@ -231,6 +242,136 @@ def test_bad_frames(frame, error):
         list(gas_masks([frame]))
     with pytest.raises(ValueError, match="one size"):
         list(gas_masks([np.zeros((8, 8)), np.zeros((9, 8))], lead_in=0))
+
+
+# ------------------------------------------------------------------------------------------
+# the extent preset's building blocks
+# ------------------------------------------------------------------------------------------
+def test_static_pixels_finds_clipped_and_burned_in_pixels():
+    rng = np.random.default_rng(3)
+    frames = [rng.normal(100, 2, (20, 30)).astype(np.float32) for _ in range(6)]
+    for f in frames:
+        f[:5] = 0  # a sky clipped to 0
+        f[15:, :4] = 255  # a burned-in overlay
+    static = bg.static_pixels(frames)
+    assert static[:5].all() and static[15:, :4].all()
+    assert static.sum() == 5 * 30 + 5 * 4
+    loose = bg.static_pixels(frames, tol=1e6)
+    assert loose.all()
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        bg.static_pixels(frames[:1])
+    with pytest.raises(ValueError, match="tol must be in"):
+        bg.static_pixels(frames, tol=-1)
+
+
+def test_static_clipped_region_does_not_deflate_the_noise_sigma():
+    """A sky clipped to 0 (a third of the frame) must not pull the MAD sigma down (IOD-Video)."""
+    rng = np.random.default_rng(4)
+    noise = [rng.normal(100, 6.0, (90, 120)).astype(np.float32) for _ in range(60)]
+    clipped = [f.copy() for f in noise]
+    for f in clipped:
+        f[:30] = 0
+    sigma, fp = {}, {}
+    for name, frames, ignore in (("no sky", noise, True), ("ignored", clipped, True), ("counted", clipped, False)):
+        sub = bg.GasSubtractor(ignore_static=ignore)
+        masks = list(bg._gas_masks(iter(frames), sub, 30))
+        sigma[name] = sub.sigma
+        fp[name] = sum(int(m.sum()) for m in masks[30:])
+    assert sigma["ignored"] == pytest.approx(sigma["no sky"], rel=0.1)
+    assert sigma["counted"] < 0.85 * sigma["ignored"]
+    assert fp["ignored"] == 0 and fp["counted"] > 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_hysteresis_keeps_exactly_the_weak_components_touching_a_seed(seed):
+    rng = np.random.default_rng(seed)
+    weak = rng.random((24, 32)) < 0.45
+    strong = weak & (rng.random((24, 32)) < 0.05)
+    out = bg.hysteresis(strong, weak)
+    assert (out <= weak).all() and (strong <= out).all()
+    n, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
+    for j in range(1, n):
+        comp = labels == j
+        assert out[comp].all() == bool(strong[comp].any())
+        assert out[comp].any() == bool(strong[comp].any())
+    assert not bg.hysteresis(np.zeros_like(weak), weak).any()
+    with pytest.raises(ValueError, match="one shape"):
+        bg.hysteresis(strong, weak[:, :5])
+
+
+def test_activity_map_is_an_ema_of_frame_differences():
+    act = bg.ActivityMap(rate=0.25)
+    values = [0.0, 8.0, 8.0, 0.0, 4.0]
+    out, expected, state, prev = [], [], 0.0, None
+    for v in values:
+        out.append(float(act.update(np.full((2, 3), v, np.float32))[1, 2]))
+        if prev is not None:
+            state = 0.75 * state + 0.25 * abs(v - prev)
+        expected.append(state)
+        prev = v
+    assert out == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="differs"):
+        act.update(np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match="rate must be in"):
+        bg.ActivityMap(rate=0)
+
+
+def test_active_regions_keep_broad_flicker_and_drop_edges_and_specks():
+    act = np.full((60, 80), 1.0, np.float32)
+    act[10:40, 10:40] = 6.0  # a plume's turbulent area
+    act[50:52, :] = 6.0  # a shimmering edge, 2 px wide
+    act[5:8, 60:63] = 6.0  # a speck
+    regions = bg.active_regions(act, ratio=2.5, open_size=5, min_area_frac=0.01, step=1)
+    assert regions[25, 25] and not regions[51, 40] and not regions[6, 61]
+    assert not bg.active_regions(act, ratio=7.0, step=1).any()
+    static = np.zeros(act.shape, bool)
+    static[:, :70] = True  # the median of the rest (1.0) is used, not of everything
+    assert bg.active_regions(act, ratio=2.5, open_size=5, min_area_frac=0.01, step=1, exclude=static)[25, 25]
+    with pytest.raises(ValueError, match="ratio must be in"):
+        bg.active_regions(act, ratio=0)
+
+
+def test_keep_blobs_in_uses_the_share_of_each_blob():
+    mask = np.zeros((10, 30), bool)
+    mask[2:8, 2:8] = True  # 36 px, 12 in the region
+    mask[2:8, 20:26] = True  # 36 px, none in it
+    region = np.zeros_like(mask)
+    region[:, :4] = True
+    assert bg.keep_blobs_in(mask, region, min_overlap=0.3)[:, :10].sum() == 36
+    assert not bg.keep_blobs_in(mask, region, min_overlap=0.34).any()
+    assert not bg.keep_blobs_in(mask, region, min_overlap=0.3)[:, 10:].any()
+    assert not bg.keep_blobs_in(np.zeros_like(mask), region).any()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.lists(st.integers(0, 2**9 - 1), min_size=1, max_size=15))
+def test_temporal_hold_is_the_union_of_the_last_n_masks(n, codes):
+    masks = [np.array([(c >> i) & 1 for i in range(9)], bool).reshape(3, 3) for c in codes]
+    hold = bg.TemporalHold(frames=n)
+    for t, m in enumerate(masks):
+        expected = np.logical_or.reduce(masks[max(0, t - n + 1):t + 1])
+        assert (hold.update(m) == expected).all()
+
+
+def test_extent_preset_drops_a_slow_shadow_and_keeps_a_flickering_plume():
+    """The activity test: a cloud shadow creeping over the ground vs turbulent gas."""
+    rng = np.random.default_rng(6)
+    frames = []
+    for t in range(90):
+        f = rng.normal(80, 1.0, (96, 128)).astype(np.float32)
+        if t >= 30:
+            f[60:90, 10:60] -= min(t - 30, 20) * 0.6  # shadow: darkens by 12 levels over 20 frames, then stays
+            f[15:45, 70:120] += 8 + 6 * rng.standard_normal((30, 50)).astype(np.float32)  # puffs
+        frames.append(f)
+    plain = list(gas_masks(frames, lead_in=30))
+    extent = list(gas_masks(frames, lead_in=30, preset="extent"))
+    assert plain[-1][75, 35] and plain[-1][30, 95]  # the default preset sees both
+    assert extent[-1][30, 95] and not extent[-1][60:90, 10:60].any()
+    explicit = list(gas_masks(frames, lead_in=30, **bg.PRESETS["extent"]))
+    assert all((a == b).all() for a, b in zip(explicit, extent))
+    overridden = list(gas_masks(frames, lead_in=30, preset="extent", activity_ratio=None))
+    assert overridden[-1][75, 35]  # params override the preset
 
 
 # ------------------------------------------------------------------------------------------
@@ -264,25 +405,35 @@ def test_simgas_per_video_iou():
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_iod_real_leak_is_found_inside_the_annotated_box():
-    """IOD-Video real leak (faint, 8-bit MJPEG, vegetation moving): the plume is found in the box.
+def test_iod_real_leak_box_overlap():
+    """IOD-Video real leak (faint, 8-bit MJPEG, swaying vegetation, cloud shadows on the hills).
 
-    The issue's box-overlap criterion (bounding box of the whole predicted mask vs the gas box,
-    IoU > 0.3 in 70 % of frames) is measured in ``benchmarks/bench_background.py`` and NOT met:
-    the plume is found, but swaying vegetation and slow terrain changes elsewhere in the frame
-    stretch the mask's bounding box. This test pins what does hold.
+    The issue's criterion: the bounding box of the predicted mask overlaps the annotated gas box
+    with IoU > 0.3 in at least 70 % of the annotated frames. The ``extent`` preset meets it
+    (measured 94 %); the default ``mask`` preset finds the plume in the box but also flags slow
+    terrain changes, which stretch the bounding box (measured 12 %).
     """
     folder = shared_data("iod_video")
     boxes = json.loads((folder / "001_wild_static_vague.boxes.json").read_text())["boxes"]
     frames = _decode(folder / "001_wild_static_vague.avi")
-    masks = list(gas_masks(frames))
-    inside, share, box_share = [], [], []
-    for frame_no, x1, y1, x2, y2 in boxes:
-        m = masks[int(frame_no) - 1]
-        box = np.zeros(m.shape, bool)
-        box[int(max(y1, 0)):int(y2) + 1, int(max(x1, 0)):int(x2) + 1] = True
-        inside.append(bool((m & box).any()))
-        share.append((m & box).sum() / m.sum() if m.any() else 0.0)
-        box_share.append(box.mean())
-    assert np.mean(inside) >= 0.9  # measured 0.95 (MOG2: 0.33)
-    assert np.mean(share) >= 1.5 * np.mean(box_share)  # gas pixels concentrate in the box (measured 1.8x chance)
+
+    def overlap(masks):
+        hits, inside = [], []
+        for frame_no, x1, y1, x2, y2 in boxes:
+            m = masks[int(frame_no) - 1]
+            box = np.zeros(m.shape, bool)
+            box[int(max(y1, 0)):int(y2) + 1, int(max(x1, 0)):int(x2) + 1] = True
+            inside.append(bool((m & box).any()))
+            if not m.any():
+                hits.append(False)
+                continue
+            ys, xs = np.nonzero(m)
+            hits.append(box_iou((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), (x1, y1, x2, y2)) > 0.3)
+        return np.mean(hits), np.mean(inside)
+
+    extent_hit, extent_inside = overlap(list(gas_masks(frames, preset="extent")))
+    mask_hit, mask_inside = overlap(list(gas_masks(frames)))
+    assert extent_hit >= 0.70  # measured 0.942
+    assert extent_inside >= 0.95  # measured 0.990
+    assert mask_inside >= 0.80  # measured 0.859: the default preset finds the plume too ...
+    assert mask_hit < extent_hit  # ... but its false alarms elsewhere stretch the bounding box
