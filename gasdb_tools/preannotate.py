@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from gasdb_tools import __version__, labelme_format
-from gasdb_tools.background import DEFAULTS, METHODS, OPENCV_DEFAULTS, POLARITIES, gas_masks
+from gasdb_tools.background import DEFAULTS, METHODS, OPENCV_DEFAULTS, POLARITIES, PRESETS, gas_masks
 from gasdb_tools.errors import FormatError, GasdbError, WorkspaceError
 from gasdb_tools.fsutil import read_json
 from gasdb_tools.imaging import read_image, to_gray, to_uint8, write_image
@@ -221,10 +221,14 @@ def recording_polarity(row) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def _effective_params(method: str, params: dict) -> dict:
-    """The full parameter set of ``method`` (defaults filled in), JSON-ready, checked."""
+def _effective_params(method: str, params: dict, preset: str | None = None) -> dict:
+    """The full parameter set of ``method`` (defaults, then the preset, then ``params``), JSON-ready, checked."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    if preset is not None and method != "gas":
+        raise ValueError(f"presets are parameter sets of the gas method, not of {method!r}")
     if "lead_in" in params:
         raise ValueError("give the gas-free lead-in in seconds (lead_in_s), not frames: pairs may be "
                          "sampled sparsely in time")
@@ -232,14 +236,15 @@ def _effective_params(method: str, params: dict) -> dict:
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(defaults)}")
-    full = {**defaults, **params}
+    full = {**defaults, **(PRESETS[preset] if preset else {}), **params}
     # validate by building the subtractor on a dummy frame (raises ValueError/TypeError naming the knob)
     probe = {**full, "lead_in": 0} if method == "gas" else full
     next(gas_masks([np.zeros((8, 8), np.uint8)], method=method, **probe))
     return full
 
 
-def preannotate_workspace(ws: Workspace, *, method: str = "gas", force: bool = False, recordings=None,
+def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | None = None, force: bool = False,
+                          recordings=None,
                           lead_in_s: float = 1.0, mode: str = "polygon", epsilon_frac: float = DEFAULT_EPSILON_FRAC,
                           min_area: float = 20.0, **params) -> dict:
     """Write LabelMe drafts ``labels/<rec>/<pair>.json`` for every pair; never touches annotator work.
@@ -249,6 +254,10 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", force: bool = F
     ws : Workspace
     method : {'gas', 'mog2', 'knn'}
         Background subtraction (:func:`gasdb_tools.background.gas_masks`).
+    preset : {'mask', 'extent'}, optional
+        A named parameter set of the gas method (:data:`gasdb_tools.background.PRESETS`; ``params``
+        override it). ``mask`` (default): the plume as each frame shows it. ``extent``: the region
+        the plume filled over the last 25 pairs, kept only where the scene flickers like gas.
     force : bool
         Replace untouched drafts too (edited files are kept regardless).
     recordings : iterable of str, optional
@@ -272,7 +281,7 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", force: bool = F
     Returns
     -------
     dict
-        ``{"workspace", "method", "params", "recordings": [...], "written", "kept_edited", "failed",
+        ``{"workspace", "method", "preset", "params", "recordings": [...], "written", "kept_edited", "failed",
         "review"}`` (``review``: :func:`refresh_review`'s counts after the run);
         each recording has ``id, pairs, frame ('aligned'|'thermal'|None), polarity, written,
         skipped, kept_edited, empty, error``.
@@ -284,7 +293,7 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", force: bool = F
     WorkspaceError
         An unknown recording id.
     """
-    full = _effective_params(method, params)
+    full = _effective_params(method, params, preset)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     try:
@@ -296,10 +305,12 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", force: bool = F
     mask_to_shapes(np.zeros((4, 4), bool), mode=mode, epsilon_frac=epsilon_frac, min_area=min_area)  # checks
     index = ws.read_index()
     wanted = ws.select_recordings(recordings, index=index)
-    provenance = {"method": method, "params": {**full, "lead_in_s": lead_in_s} if method == "gas" else full,
+    provenance = {"method": method, "preset": preset or ("mask" if method == "gas" else None),
+                  "params": {**full, "lead_in_s": lead_in_s} if method == "gas" else full,
                   "mode": mode, "epsilon_frac": float(epsilon_frac), "min_area": float(min_area),
                   "tool_version": f"gasdb-tools {__version__}"}
-    report = {"workspace": str(ws.root), "method": method, "params": provenance["params"], "recordings": [],
+    report = {"workspace": str(ws.root), "method": method, "preset": provenance["preset"],
+              "params": provenance["params"], "recordings": [],
               "written": 0, "kept_edited": 0, "failed": 0}
     for rec in wanted:
         rows = sorted(index.pairs_of(rec), key=lambda r: (float(r.get("t_thermal") or 0), r["pair_id"]))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from gasdb_tools import background as bg
 from gasdb_tools import labelme_format
 from gasdb_tools.cli import main
 from gasdb_tools.cli import preannotate_cmds
@@ -262,6 +263,9 @@ def test_per_recording_failure_is_recorded_and_others_carry_on(tmp_path):
     ({"polarity": "hot"}, "polarity must be one of"),
     ({"mode": "brush"}, "mode must be one of"),
     ({"bogus": 1}, "unknown parameter"),
+    ({"preset": "boxes"}, "preset must be one of"),
+    ({"method": "mog2", "preset": "extent"}, "presets are parameter sets"),
+    ({"preset": "extent", "hold": 0}, "hold must be"),
 ])
 def test_bad_options_fail_before_writing(tmp_path, kwargs, message):
     ws, _ = _make_workspace(tmp_path)
@@ -286,6 +290,30 @@ def test_cli_preannotate_json_and_exit_codes(tmp_path):
     assert result.exit_code == 2
     result = runner.invoke(main, ["preannotate", str(ws.root), "--recording", "nope"])
     assert result.exit_code == 1 and "no recording 'nope'" in result.output
+
+
+def test_cli_preset_is_applied_overridable_and_recorded(tmp_path):
+    ws, _ = _make_workspace(tmp_path)
+    result = CliRunner().invoke(main, ["preannotate", str(ws.root), "--preset", "extent", "--param", "hold=3",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["preset"] == "extent" and report["written"] == N_FRAMES
+    assert report["params"]["hold"] == 3
+    assert report["params"]["activity_ratio"] == bg.PRESETS["extent"]["activity_ratio"]
+    doc = labelme_format.read(ws.path(next(iter(ws.read_index().pairs.values()))["label"]))
+    assert doc["gasdb"]["preannot"]["preset"] == "extent" and doc["gasdb"]["preannot"]["params"]["hold"] == 3
+    result = CliRunner().invoke(main, ["preannotate", str(ws.root), "--preset", "boxes"])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(main, ["preannotate", str(ws.root), "--method", "knn", "--preset", "extent"])
+    assert result.exit_code == 2 and "presets are parameter sets" in result.output
+
+
+def test_cli_preset_choices_are_the_library_presets():
+    from gasdb_tools.cli.preannotate_cmds import preannotate
+
+    option = next(p for p in preannotate.params if p.name == "preset")
+    assert tuple(option.type.choices) == tuple(bg.PRESETS)
 
 
 def test_labelme_command_line(tmp_path):

@@ -24,6 +24,10 @@ CONFIG_NAME = Path("annotation") / "labelme.yaml"
 @workspace_argument
 @click.option("--method", type=click.Choice(("gas", "mog2", "knn")), default="gas", show_default=True,
               help="gas = the gas pipeline; mog2/knn = OpenCV's subtractors for ordinary moving objects.")
+@click.option("--preset", type=click.Choice(("mask", "extent")), default=None,
+              help="gas parameter set: mask = the plume as each frame shows it (pixel masks); extent = the "
+                   "region it filled over the last 25 pairs, only where the scene flickers like gas "
+                   "(box-style drafts, cluttered real scenes; misses a plume that stands still). [mask]")
 @click.option("--polarity", type=click.Choice(("emitting", "absorbing", "both")), default=None,
               help="Plume sign: emitting = brighter than the scene, absorbing = darker. [both]")
 @click.option("--k", "k", type=click.FloatRange(0, min_open=True), default=None,
@@ -39,9 +43,9 @@ CONFIG_NAME = Path("annotation") / "labelme.yaml"
 @click.option("--recording", "recordings", multiple=True, help="Only this recording (repeatable).")
 @click.option("-f", "--force", is_flag=True, help="Replace untouched drafts too (edited files are never replaced).")
 @json_option
-def preannotate(workspace: Workspace, method: str, polarity: str | None, k: float | None, lead_in_s: float,
-                mode: str, epsilon_frac: float, params: dict, recordings: tuple[str, ...], force: bool,
-                as_json: bool) -> None:
+def preannotate(workspace: Workspace, method: str, preset: str | None, polarity: str | None, k: float | None,
+                lead_in_s: float, mode: str, epsilon_frac: float, params: dict, recordings: tuple[str, ...],
+                force: bool, as_json: bool) -> None:
     """Draft LabelMe gas masks for every pair by background subtraction.
 
     Runs the gas background subtraction over each recording's frames in time order (the aligned
@@ -54,6 +58,7 @@ def preannotate(workspace: Workspace, method: str, polarity: str | None, k: floa
     Examples:
       gasdb preannotate my-dataset
       gasdb preannotate my-dataset --polarity absorbing --lead-in 2 --force
+      gasdb preannotate my-dataset --preset extent --param hold=10
       gasdb preannotate my-dataset --param learning_rate=0.05 --json
     """
     from gasdb_tools.preannotate import preannotate_workspace
@@ -63,8 +68,9 @@ def preannotate(workspace: Workspace, method: str, polarity: str | None, k: floa
     if k is not None:
         params["k"] = k
     try:
-        report = preannotate_workspace(workspace, method=method, force=force, recordings=recordings or None,
-                                       lead_in_s=lead_in_s, mode=mode, epsilon_frac=epsilon_frac, **params)
+        report = preannotate_workspace(workspace, method=method, preset=preset, force=force,
+                                       recordings=recordings or None, lead_in_s=lead_in_s, mode=mode,
+                                       epsilon_frac=epsilon_frac, **params)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
     if as_json:
