@@ -69,6 +69,7 @@ __all__ = [
     "DEFAULTS",
     "PRESETS",
     "OPENCV_DEFAULTS",
+    "preset_params",
     "blur",
     "lead_in_background",
     "static_pixels",
@@ -1029,6 +1030,28 @@ class OpenCVSubtractor:
                           min_area_frac=self.min_area_frac)
 
 
+def preset_params(preset: str | None, *, method: str = "gas") -> dict:
+    """The parameters of a named preset (:data:`PRESETS`), checked; ``{}`` for None.
+
+    Raises
+    ------
+    ValueError
+        An unknown preset, or a preset asked of a method other than ``gas``.
+
+    Examples
+    --------
+    >>> preset_params("extent")["hold"], preset_params(None)
+    (25, {})
+    """
+    if preset is None:
+        return {}
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    if method != "gas":
+        raise ValueError(f"presets are parameter sets of the gas pipeline, not of method {method!r}")
+    return dict(PRESETS[preset])
+
+
 def gas_masks(frames: Iterable[np.ndarray], *, method: str = "gas", preset: str | None = None,
               **params) -> Iterator[np.ndarray]:
     """One boolean gas mask per thermal frame, in the order given (time order).
@@ -1081,12 +1104,7 @@ def gas_masks(frames: Iterable[np.ndarray], *, method: str = "gas", preset: str 
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
-        if method != "gas":
-            raise ValueError(f"presets are parameter sets of the gas pipeline, not of method {method!r}")
-        params = {**PRESETS[preset], **params}
+    params = {**preset_params(preset, method=method), **params}
     allowed = set(OPENCV_DEFAULTS) if method in ("mog2", "knn") else set(DEFAULTS)
     unknown = sorted(set(params) - allowed)
     if unknown:

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from gasdb_tools import __version__, labelme_format
-from gasdb_tools.background import DEFAULTS, METHODS, OPENCV_DEFAULTS, POLARITIES, PRESETS, gas_masks
+from gasdb_tools.background import DEFAULTS, METHODS, OPENCV_DEFAULTS, POLARITIES, gas_masks, preset_params
 from gasdb_tools.errors import FormatError, GasdbError, WorkspaceError
 from gasdb_tools.fsutil import read_json
 from gasdb_tools.imaging import read_image, to_gray, to_uint8, write_image
@@ -225,10 +225,7 @@ def _effective_params(method: str, params: dict, preset: str | None = None) -> d
     """The full parameter set of ``method`` (defaults, then the preset, then ``params``), JSON-ready, checked."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
-    if preset is not None and method != "gas":
-        raise ValueError(f"presets are parameter sets of the gas method, not of {method!r}")
+    preset_defaults = preset_params(preset, method=method)
     if "lead_in" in params:
         raise ValueError("give the gas-free lead-in in seconds (lead_in_s), not frames: pairs may be "
                          "sampled sparsely in time")
@@ -236,7 +233,7 @@ def _effective_params(method: str, params: dict, preset: str | None = None) -> d
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(defaults)}")
-    full = {**defaults, **(PRESETS[preset] if preset else {}), **params}
+    full = {**defaults, **preset_defaults, **params}
     # validate by building the subtractor on a dummy frame (raises ValueError/TypeError naming the knob)
     probe = {**full, "lead_in": 0} if method == "gas" else full
     next(gas_masks([np.zeros((8, 8), np.uint8)], method=method, **probe))
