@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from gasdb_tools import __version__, labelme_format  # noqa: E402
 from gasdb_tools.background import DEFAULTS, PRESETS, gas_masks  # noqa: E402
+from gasdb_tools.coco import mask_bbox  # noqa: E402
 from gasdb_tools.fsutil import write_json  # noqa: E402
 from gasdb_tools.metrics import box_iou, confusion, scores  # noqa: E402
 from gasdb_tools.polygons import mask_to_shapes  # noqa: E402
@@ -151,11 +152,8 @@ def bench_iod(folder: Path) -> dict:
             box[int(max(y1, 0)):int(y2) + 1, int(max(x1, 0)):int(x2) + 1] = True
             inside.append(bool((m & box).any()))
             share.append(float((m & box).sum() / m.sum()) if m.any() else 0.0)
-            if not m.any():
-                ious.append(0.0)
-                continue
-            ys, xs = np.nonzero(m)
-            ious.append(box_iou((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), (x1, y1, x2, y2)))
+            x, y, w, h = mask_bbox(m)  # an empty mask: a zero-area box, IoU 0
+            ious.append(box_iou((x, y, x + w, y + h), (x1, y1, x2, y2)))
         ious = np.array(ious)
         out[name] = {"hit_rate_box_iou_gt_0.3": _r((ious > 0.3).mean()), "mean_box_iou": _r(ious.mean()),
                      "frames_with_gas_inside_box": _r(np.mean(inside)),

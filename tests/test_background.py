@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from conftest import shared_data
 from gasdb_tools import background as bg
 from gasdb_tools.background import gas_masks
+from gasdb_tools.coco import mask_bbox
 from gasdb_tools.metrics import box_iou, confusion, scores
 from gasdb_tools.synth import SynthRig
 
@@ -424,11 +425,8 @@ def test_iod_real_leak_box_overlap():
             box = np.zeros(m.shape, bool)
             box[int(max(y1, 0)):int(y2) + 1, int(max(x1, 0)):int(x2) + 1] = True
             inside.append(bool((m & box).any()))
-            if not m.any():
-                hits.append(False)
-                continue
-            ys, xs = np.nonzero(m)
-            hits.append(box_iou((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), (x1, y1, x2, y2)) > 0.3)
+            x, y, w, h = mask_bbox(m)  # an empty mask: a zero-area box, IoU 0
+            hits.append(box_iou((x, y, x + w, y + h), (x1, y1, x2, y2)) > 0.3)
         return np.mean(hits), np.mean(inside)
 
     extent_hit, extent_inside = overlap(list(gas_masks(frames, preset="extent")))
