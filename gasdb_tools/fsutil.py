@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +32,16 @@ __all__ = [
 ]
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it; restored at once, at import (no threads yet)
+    os.umask(mask)
+    return mask
+
+
+#: Files are created with the permissions the user's umask allows (0644 under the usual 022).
+_UMASK = _read_umask()
+
+
 def atomic_write_bytes(path, data: bytes, *, sync: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder + ``os.replace``).
 
@@ -46,7 +57,7 @@ def atomic_write_bytes(path, data: bytes, *, sync: bool = True) -> Path:
             fh.flush()
             if sync:
                 os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -99,30 +110,65 @@ def sha256_file(path, *, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+class _HeldLock:
+    """One workspace lock as this process holds it: a thread lock plus the ``flock`` on an open file."""
+
+    def __init__(self):
+        self.thread_lock = threading.RLock()
+        self.depth = 0
+        self.handle = None
+
+
+_HELD: dict[str, _HeldLock] = {}
+_HELD_GUARD = threading.Lock()
+
+
 @contextlib.contextmanager
 def file_lock(path, *, timeout: float = 60.0):
     """Hold an exclusive advisory lock on ``path`` (created if needed) for the ``with`` block.
 
     Two ``gasdb`` commands on one workspace then cannot interleave their index updates; the second
-    waits up to ``timeout`` seconds, then fails with a clear message.
+    waits up to ``timeout`` seconds, then fails with a clear message. The lock is re-entrant within
+    a thread (a read-modify-write that holds it may call code that takes it again) and exclusive
+    between threads and processes.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    key = os.path.abspath(path)
+    with _HELD_GUARD:
+        held = _HELD.setdefault(key, _HeldLock())
     deadline = time.monotonic() + timeout
-    with open(path, "a+") as fh:
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise WorkspaceError("another gasdb command holds the workspace lock", file=path,
-                                         fix="wait for it to finish, or remove the lock file if no gasdb "
-                                             "command is running") from None
-                time.sleep(0.05)
+
+    def busy():
+        return WorkspaceError("another gasdb command holds the workspace lock", file=path,
+                              fix="wait for it to finish, or remove the lock file if no gasdb command is running")
+
+    if not held.thread_lock.acquire(timeout=max(timeout, 0.0)):
+        raise busy()
+    try:
+        if held.depth == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "a+")
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        fh.close()
+                        raise
+                    if time.monotonic() > deadline:
+                        fh.close()
+                        raise busy() from None
+                    time.sleep(0.02)
+            held.handle = fh
+        held.depth += 1
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            held.depth -= 1
+            if held.depth == 0:
+                fcntl.flock(held.handle.fileno(), fcntl.LOCK_UN)
+                held.handle.close()
+                held.handle = None
+    finally:
+        held.thread_lock.release()

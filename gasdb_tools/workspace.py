@@ -40,11 +40,13 @@ __all__ = [
     "SCENES",
     "RECORDING_COLUMNS",
     "PAIR_COLUMNS",
-    "STAGES",
     "Index",
     "Workspace",
     "make_pair_id",
     "check_id",
+    "check_relative_path",
+    "OUTPUT_COLUMNS",
+    "is_thermal_only",
 ]
 
 SCHEMA_VERSION = 1
@@ -72,28 +74,55 @@ RECORDING_COLUMNS = (
 #: Columns of pairs.csv, in order; stages add their own output columns (kept on rewrite).
 PAIR_COLUMNS = ("pair_id", "recording", "t_rgb", "t_thermal", "dt", "rgb", "thermal")
 
-#: Pipeline stages and the pairs.csv column whose non-empty value means "done for this pair".
-STAGES = (
-    ("extract", "thermal"),
-    ("align", "aligned"),
-    ("enhance", "enhanced"),
-    ("preannotate", "label"),
-    ("review", "review"),
-)
+#: pairs.csv columns that hold paths of files the stages wrote (always inside the workspace).
+OUTPUT_COLUMNS = ("rgb", "thermal", "aligned", "valid", "enhanced", "label")
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_ID_MAX = {"pair id": 80}  # <recording (<= 64)>_<ms>; every other id is at most 64 characters
 
 
-def check_id(value: str, *, what: str = "recording id") -> str:
-    """Return ``value`` if it is a valid id (letters, digits, ``_``, ``-``; 1-64 chars), else raise."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
-        raise WorkspaceError(f"invalid {what} {value!r}", field=what,
-                             fix="use 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+def check_id(value: str, *, what: str = "recording id", file=None, field: str | None = None) -> str:
+    """Return ``value`` if it is a valid id (letters, digits, ``_``, ``-``; 1-64 chars), else raise.
+
+    Ids become file and folder names, so anything else (path separators, ``..``, control
+    characters, spaces) is refused. ``file``/``field`` say where a bad id was read from.
+
+    >>> check_id("take_01")
+    'take_01'
+    """
+    limit = _ID_MAX.get(what, 64)
+    if not isinstance(value, str) or not _ID_RE.match(value) or len(value) > limit:
+        raise WorkspaceError(f"invalid {what} {value!r}", file=file, field=field or what,
+                             fix=f"use 1-{limit} letters, digits, '_' or '-', starting with a letter or digit")
     return value
 
 
+def check_relative_path(value: str, *, file=None, field: str | None = None) -> str:
+    """Return ``value`` if it is a POSIX path relative to the workspace that stays inside it, else raise.
+
+    >>> check_relative_path("frames/rec01/rgb/rec01_00001000.png")
+    'frames/rec01/rgb/rec01_00001000.png'
+    """
+    parts = value.split("/")
+    bad = (value.startswith("/") or "\\" in value or any(p in ("", ".", "..") for p in parts)
+           or any(ord(c) < 32 or ord(c) == 127 for c in value))
+    if bad:
+        raise WorkspaceError(f"path {value!r} is not a plain path inside the workspace", file=file, field=field,
+                             fix="restore the value the stage wrote, or clear it and rerun the stage")
+    return value
+
+
+def is_thermal_only(recording: dict) -> bool:
+    """Whether a recordings.csv row is a thermal camera alone (no RGB video).
+
+    >>> is_thermal_only({"rgb": "", "thermal": "t.mp4"}), is_thermal_only({"rgb": "r.mp4", "thermal": "t.mp4"})
+    (True, False)
+    """
+    return not recording.get("rgb")
+
+
 def make_pair_id(recording: str, t_rgb: float) -> str:
-    """Stable, sortable pair id: ``<recording>_<RGB time in ms, 8 digits>``.
+    """Stable, sortable pair id: ``<recording>_<RGB time in ms, 8 digits>`` (thermal time without RGB).
 
     >>> make_pair_id("rec01", 12.3456)
     'rec01_00012346'
@@ -101,19 +130,36 @@ def make_pair_id(recording: str, t_rgb: float) -> str:
     return f"{recording}_{int(round(t_rgb * 1000)):08d}"
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
-    if not path.exists():
+def _read_csv(path: Path, check=None) -> tuple[list[str], list[dict]]:
+    """Read an index CSV: UTF-8 (a byte-order mark, as Excel writes "CSV UTF-8", is accepted).
+
+    ``check(row, where)`` is called on every row (``where`` names the line) and may raise.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         raise WorkspaceError("index file missing", file=path,
-                             fix="run `gasdb init` on a new folder, or restore the file")
-    text = path.read_text(encoding="utf-8")
+                             fix="run `gasdb init` on a new folder, or restore the file") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise WorkspaceError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})", file=path,
+                             field=f"line {line}",
+                             fix="save the file as UTF-8 (in Excel: 'CSV UTF-8'); gasdb does not guess encodings"
+                             ) from None
     reader = csv.DictReader(io.StringIO(text))
     header = list(reader.fieldnames or [])
     rows = []
-    for lineno, row in enumerate(reader, start=2):
+    for row in reader:
+        lineno = reader.line_num
         if None in row:
             raise WorkspaceError("row has more fields than the header", file=path, field=f"line {lineno}",
                                  fix="repair the row (quote values containing commas)")
-        rows.append({k: (v if v is not None else "") for k, v in row.items()})
+        row = {k: (v if v is not None else "") for k, v in row.items()}
+        if check is not None:
+            check(row, f"line {lineno}")
+        rows.append(row)
     return header, rows
 
 
@@ -255,14 +301,47 @@ class Workspace:
 
     # -- index ----------------------------------------------------------------------------
     def read_index(self) -> Index:
-        """Read both index files (no lock: a consistent snapshot, since writes are atomic)."""
-        _, recs = _read_csv(self.root / self.RECORDINGS)
-        _, pairs = _read_csv(self.root / self.PAIRS)
+        """Read both index files (no lock: a consistent snapshot, since writes are atomic).
+
+        Every id and every output path is checked as it is read (ids become file names, so a
+        hand-edited ``../x`` must never reach a path): a bad row raises naming the file, the line
+        and the column.
+        """
+        rec_file, pair_file = self.root / self.RECORDINGS, self.root / self.PAIRS
         index = Index()
-        for row in recs:
-            index.recordings[row["id"]] = row
-        for row in pairs:
-            index.pairs[row["pair_id"]] = row
+
+        def check_recording(row, where):
+            rec_id = row.get("id")
+            if rec_id is None:
+                raise WorkspaceError("no 'id' column", file=rec_file, fix="restore the header row")
+            check_id(rec_id, file=rec_file, field=f"{where}, column id")
+            if row.get("rig"):
+                check_id(row["rig"], what="rig name", file=rec_file, field=f"{where}, column rig")
+            if rec_id in index.recordings:
+                raise WorkspaceError(f"recording {rec_id!r} is listed twice", file=rec_file, field=f"{where}, column id",
+                                     fix="delete one of the rows")
+            index.recordings[rec_id] = row
+
+        def check_pair(row, where):
+            for column in ("pair_id", "recording"):
+                if column not in row:
+                    raise WorkspaceError(f"no {column!r} column", file=pair_file, fix="restore the header row")
+            pid = check_id(row["pair_id"], what="pair id", file=pair_file, field=f"{where}, column pair_id")
+            rec = check_id(row["recording"], file=pair_file, field=f"{where}, column recording")
+            if rec not in index.recordings:
+                raise WorkspaceError(f"pair {pid} belongs to recording {rec!r}, which recordings.csv does not list",
+                                     file=pair_file, field=f"{where}, column recording",
+                                     fix="restore the recording's row, or delete its pairs")
+            if pid in index.pairs:
+                raise WorkspaceError(f"pair {pid} is listed twice", file=pair_file, field=f"{where}, column pair_id",
+                                     fix="delete one of the rows")
+            for column in OUTPUT_COLUMNS:
+                if row.get(column):
+                    check_relative_path(row[column], file=pair_file, field=f"{where}, column {column}")
+            index.pairs[pid] = row
+
+        _read_csv(rec_file, check_recording)
+        _read_csv(pair_file, check_pair)
         return index
 
     def write_index(self, index: Index) -> None:
@@ -337,31 +416,32 @@ class Workspace:
         path = self.root / self.BLACKLIST
         if not path.exists():
             return {}
-        _, rows = _read_csv(path)
+
+        def check(row, where):
+            if "pair_id" not in row:
+                raise WorkspaceError("no 'pair_id' column", file=path, fix="restore the header row: pair_id,reason")
+            check_id(row["pair_id"], what="pair id", file=path, field=f"{where}, column pair_id")
+
+        _, rows = _read_csv(path, check)
         return {r["pair_id"]: r.get("reason", "") for r in rows}
 
     def set_blacklist(self, entries: dict[str, str]) -> None:
-        """Replace blacklist.csv with ``entries`` (sorted by pair id), atomically under the lock."""
+        """Replace blacklist.csv with ``entries`` (sorted by pair id), atomically under the lock.
+
+        Prefer :meth:`update_blacklist`, which reads the file under the same lock: a caller that
+        read it earlier would drop entries another command added meanwhile.
+        """
         with file_lock(self.root / self.LOCK):
             rows = [{"pair_id": k, "reason": v} for k, v in sorted(entries.items())]
             _write_csv(self.root / self.BLACKLIST, ["pair_id", "reason"], rows)
 
-    # -- status -----------------------------------------------------------------------------
-    def status(self) -> list[dict]:
-        """Per recording: pair count and how many pairs each stage has done.
-
-        Returns a list of ``{"id", "scene", "pairs", "<stage>": done_count, ..., "errors": {...}}``.
-        """
-        index = self.read_index()
-        out = []
-        for rec_id, rec in index.recordings.items():
-            pairs = index.pairs_of(rec_id)
-            row = {"id": rec_id, "scene": rec.get("scene", ""), "pairs": len(pairs)}
-            for stage, column in STAGES:
-                if stage == "review":
-                    row[stage] = sum(1 for p in pairs if p.get(column) in ("edited", "approved"))
-                else:
-                    row[stage] = sum(1 for p in pairs if p.get(column))
-            row["errors"] = {k[: -len("_error")]: v for k, v in rec.items() if k.endswith("_error") and v}
-            out.append(row)
-        return out
+    def update_blacklist(self, add: dict[str, str] | None = None, remove=()) -> dict[str, str]:
+        """Add ``{pair_id: reason}`` and remove ids, as one read-modify-write under the lock; returns the result."""
+        with file_lock(self.root / self.LOCK):
+            entries = self.blacklist()
+            for pid in remove:
+                entries.pop(pid, None)
+            for pid, reason in (add or {}).items():
+                entries[check_id(pid, what="pair id")] = reason
+            self.set_blacklist(entries)
+            return entries

@@ -82,6 +82,7 @@ def test_transaction_writes_nothing_when_the_block_fails(tmp_path):
 def test_index_round_trips_unknown_columns_and_floats(tmp_path):
     ws = Workspace.init(tmp_path / "ws")
     with ws.transaction() as index:
+        index.recordings["r"] = {"id": "r", "thermal": "t.mp4"}
         index.pairs["r_00000040"] = {"pair_id": "r_00000040", "recording": "r", "t_rgb": 0.04,
                                      "t_thermal": 1 / 3, "dt": 0.0, "rgb": "a,b.png", "custom": "x"}
     row = ws.pairs()[0]
@@ -92,17 +93,24 @@ def test_index_round_trips_unknown_columns_and_floats(tmp_path):
 
 
 def test_status_counts_stages(tmp_path, videos):
+    from gasdb_tools.status import workspace_status
+
     ws = Workspace.init(tmp_path / "ws")
     add_recording(ws, rgb=videos[0], thermal=videos[1], scene="far", recording_id="r1")
     with ws.transaction() as index:
         for k in range(3):
             pid = make_pair_id("r1", k * 0.5)
-            index.pairs[pid] = {"pair_id": pid, "recording": "r1", "thermal": "x.png",
-                                "aligned": "a.png" if k < 2 else "", "review": "approved" if k == 0 else "pending"}
+            (ws.root / "frames").mkdir(exist_ok=True)
+            (ws.root / "frames" / f"{k}.png").write_bytes(b"x")
+            index.pairs[pid] = {"pair_id": pid, "recording": "r1", "thermal": f"frames/{k}.png",
+                                "rgb": f"frames/{k}.png"}
         index.recordings["r1"]["enhance_error"] = "boom"
-    (row,) = ws.status()
-    assert (row["pairs"], row["extract"], row["align"], row["enhance"], row["review"]) == (3, 3, 2, 0, 1)
-    assert row["errors"] == {"enhance": "boom"}
+    (row,) = workspace_status(ws)["recordings"]
+    assert row["pairs"] == 3 and row["stages"]["extract"] == {"done": 3}
+    assert row["stages"]["align"] == {"missing": 3, "note": row["stages"]["align"]["note"]}
+    assert "no calibration" in row["stages"]["align"]["note"]
+    assert row["stages"]["enhance"]["failed"] == 3 and row["errors"] == {"enhance": "boom"}
+    assert row["next"][0] == f"gasdb calibrate {ws.root}"
 
 
 def test_ids():
@@ -120,9 +128,9 @@ def test_select_recordings_and_stage_errors(tmp_path, videos):
     with pytest.raises(WorkspaceError, match=r"no recording 'r9' \(known: r1\)"):
         ws.select_recordings(["r9"])
     ws.set_stage_error("r1", "align", "frames are black")
-    assert ws.status()[0]["errors"] == {"align": "frames are black"}
+    assert ws.recording("r1")["align_error"] == "frames are black"
     ws.set_stage_error("r1", "align", "")
-    assert ws.status()[0]["errors"] == {}
+    assert ws.recording("r1")["align_error"] == ""
 
 
 def test_update_pairs_merges_columns_and_skips_vanished_rows(tmp_path, videos):
