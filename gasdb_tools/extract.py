@@ -20,7 +20,16 @@ Per recording:
 
 A recording that fails (unreadable or truncated video, no frames, streams that do not overlap,
 an unreliable offset estimate) gets ``extract_error`` and none of its pairs stay in the index;
-the other recordings are still processed.
+the other recordings are still processed. Recordings run through the one stage runner
+(:func:`gasdb_tools.stages.run_stage`; ``jobs`` worker processes).
+
+**Thermal camera alone.** A recording without an RGB video yields "pairs" of one thermal frame
+each, sampled the same way (``t_rgb``, ``rgb`` and ``dt`` are empty; the pair id carries the
+thermal time). No offset is needed.
+
+**Provenance.** Each pair records ``extract_digest``, the digest of its frame files' bytes as
+written (:mod:`gasdb_tools.provenance`); the recording records ``extract_inputs``, the recipe of
+its pairs (the source videos' sha256 and the parameters).
 """
 
 from __future__ import annotations
@@ -34,14 +43,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain, islice
 from pathlib import Path
 
-from gasdb_tools import sync, video
+from gasdb_tools import provenance, sync, video
 from gasdb_tools.errors import GasdbError, VideoError, WorkspaceError
-from gasdb_tools.fsutil import read_json, write_json
+from gasdb_tools.fsutil import read_json, sha256_file, write_json
 from gasdb_tools.imaging import write_image
 from gasdb_tools.progress import progress
-from gasdb_tools.workspace import PAIR_COLUMNS, Workspace, make_pair_id
+from gasdb_tools.stages import IndexOps, run_stage
+from gasdb_tools.workspace import PAIR_COLUMNS, Workspace, is_thermal_only, make_pair_id
 
-__all__ = ["extract_workspace", "extract_recording", "DEFAULT_MIN_CONFIDENCE"]
+__all__ = ["extract_workspace", "extract_recording", "extract_recipe", "DEFAULT_MIN_CONFIDENCE"]
 
 #: Offset estimates below this peak correlation are refused (pass the offset instead).
 DEFAULT_MIN_CONFIDENCE = 0.2
@@ -51,7 +61,8 @@ _PEEK = 16  # frames looked at to measure a stream's frame period before pairing
 def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: int | None = None,
                       offset: float | None = None, dedup: bool = False, dedup_threshold: float = 4.0,
                       force: bool = False, recordings=None, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                      workers: int | None = None, compression: int = 1, checkpoint: int = 500) -> dict:
+                      workers: int | None = None, compression: int = 1, checkpoint: int = 500,
+                      jobs: int = 1) -> dict:
     """Extract time-synchronised RGB-thermal pairs for every recording of a workspace.
 
     Parameters
@@ -83,6 +94,8 @@ def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: i
         PNG zlib level (0-9); 1 is about twice as fast as 3 for ~5-10 % bigger files.
     checkpoint : int
         Commit pair rows to the index every this many pairs (resume granularity).
+    jobs : int
+        Recordings extracted in parallel worker processes (see :func:`gasdb_tools.stages.run_stage`).
 
     Returns
     -------
@@ -115,61 +128,57 @@ def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: i
         raise ValueError(f"compression must be a zlib level 0-9, got {compression!r}")
     if checkpoint < 1:
         raise ValueError(f"checkpoint must be >= 1 pairs, got {checkpoint!r}")
-    index = ws.read_index()
-    ids = list(index.recordings)
-    if recordings is not None:
-        wanted = list(dict.fromkeys(recordings))
-        unknown = [r for r in wanted if r not in index.recordings]
-        if unknown:
-            raise WorkspaceError(f"unknown recording id(s) {', '.join(map(repr, unknown))} (known: "
-                                 f"{', '.join(ids) or 'none'})", file=ws.root / ws.RECORDINGS,
-                                 fix="check the ids with `gasdb status`")
-        ids = wanted
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1 or None, got {workers!r}")
-    workers = workers or os.cpu_count() or 2
     settings = dict(every=every, max_pairs=max_pairs, offset=offset, dedup=dedup, dedup_threshold=dedup_threshold,
                     force=force, min_confidence=min_confidence, compression=compression, checkpoint=checkpoint,
                     workers=workers)
-    results = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gasdb-png") as pool:
-        for rec_id in ids:
-            results.append(extract_recording(ws, rec_id, pool=pool, **settings))
-    pairs_total = len(ws.read_index().pairs)
+    defaults = {"pairs": 0, "written": 0, "offset_s": None, "offset_source": "", "offset_confidence": None,
+                "frames_rgb": 0, "frames_thermal": 0, "unpaired_thermal": 0, "dedup_skipped": 0,
+                "max_abs_dt_s": None}
+    report = run_stage(ws, "extract", _extract_work, recordings=list(dict.fromkeys(recordings)) if recordings
+                       is not None else None, jobs=jobs, options=settings, defaults=defaults)
+    results = report["recordings"]
     return {
-        "workspace": str(ws.root),
-        "recordings": results,
+        **report,
         "extracted": sum(r["status"] == "extracted" for r in results),
         "skipped": sum(r["status"] == "skipped" for r in results),
         "failed": sum(r["status"] == "failed" for r in results),
         "pairs_written": sum(r["written"] for r in results),
-        "pairs_total": pairs_total,
+        "pairs_total": len(ws.read_index().pairs),
     }
+
+
+def _extract_work(ws: Workspace, rec_id: str, sink, **settings) -> dict:
+    """The stage runner's per-recording function."""
+    return extract_recording(ws, rec_id, sink=sink, **settings)
+
+
+def extract_recipe(rec: dict) -> str:
+    """The recipe of a recording's extracted pairs: its source videos and the extraction parameters."""
+    return provenance.recipe("extract", rec.get("rgb_sha256", ""), rec.get("thermal_sha256", ""),
+                             params=rec.get("extract_params", ""))
 
 
 def extract_recording(ws: Workspace, rec_id: str, *, every: float | None = None, max_pairs: int | None = None,
                       offset: float | None = None, dedup: bool = False, dedup_threshold: float = 4.0,
                       force: bool = False, min_confidence: float = DEFAULT_MIN_CONFIDENCE, compression: int = 1,
-                      checkpoint: int = 500, workers: int | None = None,
-                      pool: ThreadPoolExecutor | None = None) -> dict:
+                      checkpoint: int = 500, workers: int | None = None, sink=None) -> dict:
     """Extract one recording (see :func:`extract_workspace`); returns its summary dict.
 
-    ``pool`` (optional) is a thread pool of ``workers`` threads to write PNGs with. A data
-    problem (:class:`~gasdb_tools.errors.GasdbError`) is recorded as the recording's
-    ``extract_error`` and returned with ``status="failed"``; it does not raise.
+    ``sink`` (a :class:`gasdb_tools.stages.Sink`) receives the index changes; by default they are
+    written at once. A data problem (:class:`~gasdb_tools.errors.GasdbError`) rolls the
+    recording back (its pairs leave the index) and is raised again for the stage runner.
     """
+    from gasdb_tools.stages import Sink
+
     workers = workers or os.cpu_count() or 2
-    own_pool = pool is None
-    if own_pool:
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gasdb-png")
-    try:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gasdb-png") as pool:
         job = _RecordingJob(ws, rec_id, every=every, max_pairs=max_pairs, offset=offset, dedup=dedup,
                             dedup_threshold=dedup_threshold, force=force, min_confidence=min_confidence,
-                            compression=compression, checkpoint=checkpoint, pool=pool, workers=workers)
+                            compression=compression, checkpoint=checkpoint, pool=pool, workers=workers,
+                            sink=sink if sink is not None else Sink(ws))
         return job.run()
-    finally:
-        if own_pool:
-            pool.shutdown(wait=True)
 
 
 def _num(x: float) -> str:
@@ -197,15 +206,17 @@ class _Counter:
 
 class _RecordingJob:
     def __init__(self, ws: Workspace, rec_id: str, *, every, max_pairs, offset, dedup, dedup_threshold, force,
-                 min_confidence, compression, checkpoint, pool, workers):
-        self.ws, self.rec_id = ws, rec_id
+                 min_confidence, compression, checkpoint, pool, workers, sink):
+        self.ws, self.rec_id, self.sink = ws, rec_id, sink
         self.every, self.max_pairs, self.offset = every, max_pairs, offset
         self.dedup, self.dedup_threshold = dedup, dedup_threshold
         self.force, self.min_confidence = force, min_confidence
         self.compression, self.checkpoint, self.pool = compression, checkpoint, pool
         self.inflight: deque[Future] = deque()
+        self.digests: dict[str, list] = {}  # pair id -> [rgb future or digest, thermal future or digest]
         self.committed: set[str] = set()
         self.stash: dict[str, dict] = {}  # downstream columns of pairs replaced by --force, by pair id
+        self.existing_digests: dict[str, str] = {}  # pair id -> extract_digest of a resumed run
         self.max_inflight = 4 * workers + 4  # frames waiting for or in a writer: bounded memory
         self.result = {"id": rec_id, "status": "", "pairs": 0, "written": 0, "offset_s": None, "offset_source": "",
                        "offset_confidence": None, "frames_rgb": 0, "frames_thermal": 0, "unpaired_thermal": 0,
@@ -227,7 +238,7 @@ class _RecordingJob:
         except GasdbError as exc:
             self._drain(ignore_errors=True)
             self._rollback(str(exc))
-            self.result.update(status="failed", error=str(exc), written=0, pairs=0)
+            raise
         except BaseException:
             self._drain(ignore_errors=True)  # files in flight land; committed checkpoints stay resumable
             raise
@@ -235,44 +246,57 @@ class _RecordingJob:
             self.result["seconds"] = round(time.perf_counter() - t0, 3)
         return self.result
 
-    def _paths(self, rec: dict) -> tuple[Path, Path]:
-        missing = [k for k in ("rgb", "thermal") if not rec.get(k)]
-        if missing:
-            raise WorkspaceError(f"recording {self.rec_id!r} has no {' or '.join(missing)} video", field=missing[0],
+    def _paths(self, rec: dict) -> tuple[Path | None, Path]:
+        if not rec.get("thermal"):
+            raise WorkspaceError(f"recording {self.rec_id!r} has no thermal video", field="thermal",
                                  file=self.ws.root / self.ws.RECORDINGS, fix="register it again with `gasdb add`")
-        return self.ws.path(rec["rgb"]), self.ws.path(rec["thermal"])
+        rgb = self.ws.path(rec["rgb"]) if not is_thermal_only(rec) else None
+        return rgb, self.ws.path(rec["thermal"])
 
     def _extract(self, rec: dict) -> None:
         rgb_path, th_path = self._paths(rec)
-        offset_s, source, confidence, scans = self._offset(rec, rgb_path, th_path)
-        self.result.update(offset_s=offset_s, offset_source=source, offset_confidence=confidence)
+        if rgb_path is None:
+            offset_s, source, confidence, scans = 0.0, "", None, None
+        else:
+            offset_s, source, confidence, scans = self._offset(rec, rgb_path, th_path)
+            self.result.update(offset_s=offset_s, offset_source=source, offset_confidence=confidence)
         params = {"every": self.every, "max_pairs": self.max_pairs, "dedup": self.dedup,
                   "dedup_threshold": self.dedup_threshold if self.dedup else None, "offset_s": offset_s,
                   "compression": self.compression}
         params_text = json.dumps(params, sort_keys=True)
         existing = self._prepare(rec, params_text)
         every = self._effective_every(rgb_path, th_path, offset_s, scans)
-        rgb_raw, th_raw = video.iter_av_frames(rgb_path), video.iter_av_frames(th_path)
+        th_raw = video.iter_av_frames(th_path)
+        rgb_raw = video.iter_av_frames(rgb_path) if rgb_path is not None else None
         try:
             self._pair_and_write(rgb_raw, th_raw, rgb_path, th_path, offset_s, source, confidence, scans,
-                                 params_text, existing, every)
+                                 params_text, existing, every, rec)
         finally:
-            rgb_raw.close()
             th_raw.close()
+            if rgb_raw is not None:
+                rgb_raw.close()
 
     def _pair_and_write(self, rgb_raw, th_raw, rgb_path, th_path, offset_s, source, confidence, scans,
-                        params_text, existing, every) -> None:
-        rgb_frames, th_frames = _Counter(rgb_raw), _Counter(th_raw)
-        rgb_head, rgb_iter = _peek(iter(rgb_frames), _PEEK)
+                        params_text, existing, every, rec) -> None:
+        th_frames = _Counter(th_raw)
         th_head, th_iter = _peek(iter(th_frames), _PEEK)
-        tolerance = sync.pairing_tolerance(self._period(rgb_head, rgb_path, scans and scans[1]),
-                                           self._period(th_head, th_path, scans and scans[0]))
-        pairs = sync.iter_pairs(rgb_iter, th_iter, offset_s=offset_s, tolerance=tolerance)
+        if rgb_raw is None:  # a thermal camera alone: every thermal frame is a "pair"
+            rgb_frames = _Counter(())
+            rgb_iter = iter(())
+            tolerance = 0.0
+            pairs = (sync.Pair(None, None, float(t), frame, 0.0) for t, frame in th_iter)
+        else:
+            rgb_frames = _Counter(rgb_raw)
+            rgb_head, rgb_iter = _peek(iter(rgb_frames), _PEEK)
+            tolerance = sync.pairing_tolerance(self._period(rgb_head, rgb_path, scans and scans[1]),
+                                               self._period(th_head, th_path, scans and scans[0]))
+            pairs = sync.iter_pairs(rgb_iter, th_iter, offset_s=offset_s, tolerance=tolerance)
         sampler = sync.TimeSampler(every)
         dup = sync.DuplicateFilter(threshold=self.dedup_threshold) if self.dedup else None
-        meta = {"offset_s": _num(offset_s), "offset_source": source,
+        meta = {"offset_s": _num(offset_s) if rgb_raw is not None else "", "offset_source": source,
                 "offset_confidence": _num(confidence) if confidence is not None else "",
                 "extract_params": params_text, "extract_pairs": "", "extract_error": ""}
+        meta["extract_inputs"] = extract_recipe({**rec, **meta})
         pending_rows: list[dict] = []
         seen: set[str] = set()
         kept = paired = 0
@@ -288,24 +312,28 @@ class _RecordingJob:
             th_gray = None
             if dup is not None:
                 th_gray = video.frame_to_array(pair.thermal, gray=True)
-                if not dup.keep(th_gray, video.frame_to_array(pair.rgb, gray=True)):
+                grays = [th_gray] if pair.rgb is None else [th_gray, video.frame_to_array(pair.rgb, gray=True)]
+                if not dup.keep(*grays):
                     self.result["dedup_skipped"] += 1
                     continue
-            pid = make_pair_id(self.rec_id, pair.t_rgb)
-            if pid in seen:  # two RGB frames within 0.5 ms of each other: keep the first
+            pid = make_pair_id(self.rec_id, pair.t_rgb if pair.t_rgb is not None else pair.t_thermal)
+            if pid in seen:  # two frames within 0.5 ms of each other: keep the first
                 continue
             seen.add(pid)
             kept += 1
             max_dt = max(max_dt, abs(pair.dt))
-            rgb_rel, th_rel = f"frames/{self.rec_id}/rgb/{pid}.png", f"frames/{self.rec_id}/thermal/{pid}.png"
-            rgb_out, th_out = self.ws.root / rgb_rel, self.ws.root / th_rel
-            if not (pid in existing and rgb_out.is_file() and th_out.is_file()):
-                self._submit(rgb_out, pair.rgb, False)
-                self._submit(th_out, th_gray if th_gray is not None else pair.thermal, True)
+            th_rel = f"frames/{self.rec_id}/thermal/{pid}.png"
+            rgb_rel = f"frames/{self.rec_id}/rgb/{pid}.png" if pair.rgb is not None else ""
+            rgb_out, th_out = (self.ws.root / rgb_rel if rgb_rel else None), self.ws.root / th_rel
+            on_disk = th_out.is_file() and (rgb_out is None or rgb_out.is_file())
+            if not (pid in existing and on_disk):
+                self.digests[pid] = [self._submit(rgb_out, pair.rgb, False) if rgb_out is not None else "",
+                                     self._submit(th_out, th_gray if th_gray is not None else pair.thermal, True)]
                 self.result["written"] += 1
-            pending_rows.append({"pair_id": pid, "recording": self.rec_id, "t_rgb": _num(pair.t_rgb),
-                                 "t_thermal": _num(pair.t_thermal), "dt": _num(abs(pair.dt)),
-                                 "rgb": rgb_rel, "thermal": th_rel})
+            row = {"pair_id": pid, "recording": self.rec_id, "t_thermal": _num(pair.t_thermal), "thermal": th_rel,
+                   "t_rgb": _num(pair.t_rgb) if pair.t_rgb is not None else "",
+                   "dt": _num(abs(pair.dt)) if pair.t_rgb is not None else "", "rgb": rgb_rel}
+            pending_rows.append(row)
             if len(pending_rows) >= self.checkpoint:
                 self._commit(pending_rows, meta)
                 pending_rows = []
@@ -318,8 +346,9 @@ class _RecordingJob:
         if kept == 0:
             raise self._no_overlap_error(rgb_frames.times, th_frames.times, offset_s, tolerance, rgb_path, th_path)
         self.result["unpaired_thermal"] = (self._unpaired(rgb_frames.times, th_frames.times, offset_s, tolerance,
-                                                          paired) if complete else None)
-        self.result["max_abs_dt_s"] = round(max_dt, 6)
+                                                          paired) if complete and rgb_raw is not None else
+                                           (0 if rgb_raw is None else None))
+        self.result["max_abs_dt_s"] = round(max_dt, 6) if rgb_raw is not None else None
         meta["extract_pairs"] = str(kept)
         self._commit(pending_rows, meta, final=True)
         self.result["pairs"] = kept
@@ -368,7 +397,7 @@ class _RecordingJob:
             lo, hi = max(th_t[0], rgb_t[0] - offset_s), min(th_t[-1], rgb_t[-1] - offset_s)
         else:
             d_th = video.probe(th_path, decode_first=False).duration_s
-            d_rgb = video.probe(rgb_path, decode_first=False).duration_s
+            d_rgb = video.probe(rgb_path, decode_first=False).duration_s if rgb_path is not None else d_th
             if not d_th or not d_rgb:
                 return self.every
             lo, hi = max(0.0, -offset_s), min(d_th, d_rgb - offset_s)
@@ -378,10 +407,12 @@ class _RecordingJob:
         return max(self.every or 0.0, span / self.max_pairs) or None
 
     # -- writing -----------------------------------------------------------------------------------
-    def _submit(self, path: Path, frame, gray: bool) -> None:
+    def _submit(self, path: Path, frame, gray: bool) -> Future:
         while len(self.inflight) >= self.max_inflight:
             self.inflight.popleft().result()
-        self.inflight.append(self.pool.submit(_write_frame, path, frame, gray, self.compression))
+        fut = self.pool.submit(_write_frame, path, frame, gray, self.compression)
+        self.inflight.append(fut)
+        return fut
 
     def _drain(self, *, ignore_errors: bool = False) -> None:
         while self.inflight:
@@ -408,6 +439,7 @@ class _RecordingJob:
         resumable = (not self.force and pairs and rec.get("extract_params") == params_text
                      and not rec.get("extract_pairs"))
         if resumable:
+            self.existing_digests = {p["pair_id"]: p.get("extract_digest", "") for p in pairs}
             return {p["pair_id"] for p in pairs}
         for p in pairs:
             extra = {k: v for k, v in p.items() if k not in PAIR_COLUMNS and v}
@@ -422,22 +454,24 @@ class _RecordingJob:
         return self.ws.root / "frames" / self.rec_id / "previous-pairs.json"
 
     def _restored(self, row: dict) -> dict:
-        """Stashed downstream columns of a re-extracted pair whose frames are the same, else {}."""
+        """Stashed downstream columns of a re-extracted pair with the same timestamps, else {}.
+
+        The columns carry their own provenance: the later stages' recipes name the old frames'
+        ``extract_digest``, so if the new frames differ those outputs show as stale.
+        """
         old = self.stash.get(row["pair_id"])
         if old and old.get("t_rgb") == row["t_rgb"] and old.get("t_thermal") == row["t_thermal"]:
-            return dict(old["columns"])
+            columns = dict(old["columns"])
+            columns.pop("extract_digest", None)
+            return columns
         return {}
 
     def _remove_outputs(self, *, error: str | None) -> None:
-        """Drop this recording's pairs from the index (one transaction), then their frame files."""
-        with self.ws.transaction() as index:
-            for pid in [p["pair_id"] for p in index.pairs_of(self.rec_id)]:
-                del index.pairs[pid]
-            row = index.recordings[self.rec_id]
-            row["extract_pairs"] = ""
-            row["extract_params"] = ""
-            if error is not None:
-                row["extract_error"] = error
+        """Drop this recording's pairs from the index (one commit), then their frame files."""
+        columns = {"extract_pairs": "", "extract_params": "", "extract_inputs": ""}
+        if error is not None:
+            columns["extract_error"] = error
+        self.sink.commit(IndexOps(drop_pairs_of={self.rec_id: None}, recording={self.rec_id: columns}))
         for sub in ("rgb", "thermal"):
             folder = self.ws.root / "frames" / self.rec_id / sub
             if folder.is_dir():
@@ -448,21 +482,27 @@ class _RecordingJob:
     def _rollback(self, error: str) -> None:
         self._remove_outputs(error=error)
 
+    def _digest(self, pid: str, row: dict) -> str:
+        """The pair's ``extract_digest``: written now (from the writers), kept, or hashed from disk."""
+        parts = self.digests.pop(pid, None)
+        if parts is not None:
+            return provenance.combine(*(p.result() if isinstance(p, Future) else p for p in parts))
+        known = self.existing_digests.get(pid)
+        if known:
+            return known
+        return provenance.combine(*(_file_digest(self.ws.root / row[k]) if row[k] else "" for k in ("rgb", "thermal")))
+
     def _commit(self, rows: list[dict], meta: dict, *, final: bool = False) -> None:
         self._drain()
         os.sync()  # frames are written without per-file fsync; make them durable before indexing them
-        with self.ws.transaction() as index:
-            for row in rows:
-                old = index.pairs.get(row["pair_id"]) or self._restored(row)
-                index.pairs[row["pair_id"]] = {**old, **row}
-            index.recordings[self.rec_id].update(meta)
-            if final:
-                # pairs left from an interrupted run with the same settings but not produced now
-                produced = {r["pair_id"] for r in rows} | self.committed
-                for pid in [p["pair_id"] for p in index.pairs_of(self.rec_id)]:
-                    if pid not in produced:
-                        del index.pairs[pid]
-        self.committed.update(r["pair_id"] for r in rows)
+        pairs = {row["pair_id"]: {**row, "extract_digest": self._digest(row["pair_id"], row)} for row in rows}
+        defaults = {pid: self._restored(row) for pid, row in pairs.items()}
+        self.committed.update(pairs)
+        ops = IndexOps(pairs=pairs, recording={self.rec_id: meta}, create=True, new_pairs_defaults=defaults,
+                       drop_pairs_of={self.rec_id: set(self.committed)} if final else {})
+        # pairs left from an interrupted run with the same settings but not produced now are dropped
+        # (``drop_pairs_of`` is applied before the rows, so this commit's rows stay)
+        self.sink.commit(ops)
         if final:
             self._stash_path().unlink(missing_ok=True)
 
@@ -474,8 +514,8 @@ class _RecordingJob:
         return max(sum(lo <= t <= hi for t in th_times) - paired, 0)
 
     def _no_overlap_error(self, rgb_times, th_times, offset_s, tolerance, rgb_path, th_path) -> VideoError:
-        if not rgb_times or not th_times:
-            return VideoError("a stream has no frames", file=rgb_path if not rgb_times else th_path,
+        if rgb_path is None or not rgb_times or not th_times:
+            return VideoError("a stream has no frames", file=th_path if rgb_path is None or not th_times else rgb_path,
                               fix="re-export the recording")
         return VideoError(
             f"the streams do not overlap in time: thermal covers {th_times[0] + offset_s:.2f}-"
@@ -486,10 +526,15 @@ class _RecordingJob:
                 "(t_rgb = t_thermal + offset)")
 
 
-def _write_frame(path: Path, frame, gray: bool, compression: int) -> None:
-    """Worker: convert a decoded frame (or take an array) and write it as PNG, atomically."""
+def _write_frame(path: Path, frame, gray: bool, compression: int) -> str:
+    """Worker: convert a decoded frame (or take an array), write it as PNG atomically; returns its digest."""
     image = frame if hasattr(frame, "dtype") else video.frame_to_array(frame, gray=gray)
-    write_image(path, image, compression=compression, sync=False)  # one os.sync() per index commit
+    _, sha = write_image(path, image, compression=compression, sync=False, digest=True)  # one os.sync() per commit
+    return sha
+
+
+def _file_digest(path: Path) -> str:
+    return sha256_file(path)[: provenance.DIGEST_CHARS]
 
 
 def _float_or_none(text) -> float | None:

@@ -111,16 +111,24 @@ def encode_png(image: np.ndarray, *, compression: int = 3, png_filter: str = "up
 
 
 def write_image(path, image: np.ndarray, *, compression: int = 3, png_filter: str = "up",
-                sync: bool = True) -> Path:
-    """Write an array as a lossless PNG, atomically. Returns the path.
+                sync: bool = True, digest: bool = False):
+    """Write an array as a lossless PNG, atomically. Returns the path (and its digest).
 
     ``compression`` is zlib's level (0-9); 1 writes about twice as fast as 3 for a few % more bytes.
     ``png_filter``: see :func:`encode_png`. ``sync``: see :func:`gasdb_tools.fsutil.atomic_write_bytes`.
+    ``digest=True`` returns ``(path, digest)``, the digest of the bytes written
+    (:func:`gasdb_tools.provenance.bytes_digest`), for the stages' provenance.
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"write_image writes lossless PNG only; got {path.name!r} (use a .png name)")
-    return atomic_write_bytes(path, encode_png(image, compression=compression, png_filter=png_filter), sync=sync)
+    data = encode_png(image, compression=compression, png_filter=png_filter)
+    atomic_write_bytes(path, data, sync=sync)
+    if digest:
+        from gasdb_tools.provenance import bytes_digest
+
+        return path, bytes_digest(data)
+    return path
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -305,7 +305,7 @@ def test_bad_recordings_fail_cleanly_and_the_others_are_extracted(tmp_path, flas
     for name in ("truncated", "empty", "apart"):
         assert index.recordings[name]["extract_error"] and index.recordings[name]["extract_pairs"] == ""
         assert not list((ws.root / "frames" / name).rglob("*.png"))
-    assert ws.status()[1]["errors"]["extract"].startswith(str(folders["truncated"] / "thermal.mp4"))
+    assert ws.recordings()[1]["extract_error"].startswith(str(folders["truncated"] / "thermal.mp4"))
     # the file is repaired: a plain rerun retries the failed recording only
     (folders["truncated"] / "thermal.mp4").write_bytes(data)
     rerun = {r["id"]: r["status"] for r in extract_workspace(ws, every=0.5)["recordings"]}
@@ -319,7 +319,7 @@ def test_unreliable_offset_estimates_are_refused_with_the_estimate(tmp_path, fla
     res = extract_workspace(ws, min_confidence=0.999)["recordings"][0]
     assert res["status"] == "failed" and "unreliable" in res["error"] and "--offset" in res["error"]
     assert not ws.pairs("a")
-    with pytest.raises(WorkspaceError, match="unknown recording"):
+    with pytest.raises(WorkspaceError, match="no recording .nope."):
         extract_workspace(ws, recordings=["nope"])
     with pytest.raises(ValueError, match="every"):
         extract_workspace(ws, every=0)
@@ -352,7 +352,7 @@ def test_real_clip_paired_with_itself(tmp_path, folder, name, every):
     """Real clips are single-stream: a clip registered as both cameras must sync at exactly 0 s."""
     path = shared_data(folder, name)
     ws = Workspace.init(tmp_path / "ws")
-    add_recording(ws, rgb=path, thermal=path, scene="other", recording_id="real")
+    add_recording(ws, rgb=path, thermal=path, scene="other", recording_id="real", allow_same=True)
     res = extract_workspace(ws, every=every)["recordings"][0]
     assert res["status"] == "extracted", res["error"]
     assert res["offset_s"] == 0.0 and res["offset_confidence"] > 0.99 and ws.recording("real")["offset_s"] == "0.0"
@@ -364,6 +364,29 @@ def test_real_clip_paired_with_itself(tmp_path, folder, name, every):
     assert np.all(np.diff(t_th) > 0) and np.array_equal(t_rgb, t_th) and _floats(pairs, "dt").max() == 0
     if every is None:
         assert len(pairs) == decoded
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("folder,name,every", REAL)
+def test_real_clip_as_a_thermal_camera_alone(tmp_path, folder, name, every):
+    """GasVid, IOD-Video and SimGas are thermal-only: one "pair" per sampled thermal frame, no offset."""
+    path = shared_data(folder, name)
+    ws = Workspace.init(tmp_path / "ws")
+    add_recording(ws, thermal=path, scene="other", recording_id="real")
+    res = extract_workspace(ws, every=every)["recordings"][0]
+    assert res["status"] == "extracted", res["error"]
+    assert res["frames_rgb"] == 0 and res["offset_s"] is None and res["max_abs_dt_s"] is None
+    pairs = ws.pairs("real")
+    t_th = _floats(pairs, "t_thermal")
+    assert np.all(np.diff(t_th) > 0) and all(p["rgb"] == "" and p["t_rgb"] == "" for p in pairs)
+    assert [p["pair_id"] for p in pairs] == [f"real_{round(t * 1000):08d}" for t in t_th]
+    if every is None:
+        assert len(pairs) == res["frames_thermal"] == count_frames(path)
+    else:  # one pair per cell of the fixed time grid
+        cells = np.floor((t_th - t_th[0]) / every + 1e-6)
+        assert np.array_equal(cells, np.arange(len(cells)))
+    for p in pairs[:3]:
+        assert (ws.root / p["thermal"]).is_file() and len(p["extract_digest"]) == 32
 
 
 @pytest.mark.realdata
