@@ -1,12 +1,12 @@
-"""Rig calibration files and the ``calibrate`` / ``align`` workspace stages.
+"""Rig calibration files and the ``calibrate`` workspace stage.
 
 A **rig calibration file** (``WS/calibration/<rig>.json``, format documented in
 ``calibration/README.md``) holds the one transform that maps thermal pixels to RGB pixels for a
 fixed camera rig, how it was estimated (model, source frames, tool version, date) and how well
 it fits (residual statistics, a consistency flag). :func:`calibrate_workspace` writes it from
 frame pairs spread over the rig's recordings (:func:`gasdb_tools.registration.register_pairs`),
-with a QA figure beside it; :func:`align_workspace` warps every thermal frame into the RGB frame
-(640x512 by default) with a valid-pixel mask, so one annotation serves both modalities.
+with a QA figure beside it; :mod:`gasdb_tools.align` warps every thermal frame into the RGB frame
+with it (a valid-pixel mask beside), so one annotation serves both modalities.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from gasdb_tools import __version__
-from gasdb_tools.errors import CalibrationError, FormatError, GasdbError, WorkspaceError
-from gasdb_tools.fsutil import atomic_write_bytes, read_json, sha256_file, write_json
-from gasdb_tools.imaging import read_image, to_gray, write_image
-from gasdb_tools.progress import progress
+from gasdb_tools.errors import CalibrationError, FormatError, WorkspaceError
+from gasdb_tools.fsutil import atomic_write_bytes, read_json, write_json
+from gasdb_tools.imaging import read_image, to_gray
 from gasdb_tools.registration import MODELS, RigRegistration, register_pairs, warp_thermal
 from gasdb_tools.workspace import Workspace, check_id
 
@@ -40,7 +39,6 @@ __all__ = [
     "output_matrix",
     "select_pairs",
     "calibrate_workspace",
-    "align_workspace",
     "qa_figure",
 ]
 
@@ -49,7 +47,6 @@ log = logging.getLogger(__name__)
 FORMAT = "gasdb-rig-calibration"
 FORMAT_VERSION = 1
 DIRECTION = "thermal_px_to_rgb_px"
-_FLUSH_EVERY = 50
 
 
 # ----------------------------------------------------------------------------------------------
@@ -492,133 +489,3 @@ def qa_figure(path, rgb, thermal, result: RigRegistration, *, title: str = "") -
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return atomic_write_bytes(path, buf.getvalue())
-
-
-# ----------------------------------------------------------------------------------------------
-# align
-# ----------------------------------------------------------------------------------------------
-def _parse_size(text: str) -> tuple[int, int] | None:
-    try:
-        w, h = (int(v) for v in str(text).lower().split("x"))
-        return w, h
-    except ValueError:
-        return None
-
-
-def align_workspace(ws: Workspace, *, force: bool = False, size=(640, 512), recordings=None,
-                    interpolation: str = "linear") -> dict:
-    """Warp every pair's thermal frame into the RGB frame with its rig's calibration; resumable.
-
-    Writes ``aligned/<rec>/<pair>.png`` (the thermal bit depth is kept) and
-    ``aligned/<rec>/<pair>_valid.png`` (uint8, 255 where the pixel comes from inside the thermal
-    frame, 0 elsewhere) and fills the ``aligned`` and ``valid`` columns of ``pairs.csv``. The
-    output frame is the RGB frame resized to ``size`` (:func:`output_matrix`). A recording whose
-    rig has no calibration, or whose frame sizes do not match it, fails with the reason in its
-    ``align_error`` column; the others carry on. Done pairs are skipped unless ``force``; pairs
-    aligned with another calibration file or size are redone (the recording's
-    ``align_calibration`` and ``align_size`` columns record what was used).
-
-    Parameters
-    ----------
-    ws : Workspace
-    force : bool
-        Redo every pair.
-    size : (int, int)
-        Output (width, height).
-    recordings : iterable of str, optional
-        Only these recordings.
-    interpolation : {'linear', 'nearest', 'cubic'}
-        Resampling of the thermal frame.
-
-    Returns
-    -------
-    dict
-        ``{"workspace", "size", "aligned", "skipped", "failed", "recordings": [{"id", "rig",
-        "pairs", "aligned", "skipped", "error"}]}``.
-    """
-    try:
-        w, h = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"size must be (width, height), got {size!r}") from None
-    if w < 16 or h < 16:
-        raise ValueError(f"size must be at least 16x16, got {w}x{h}")
-    index = ws.read_index()
-    wanted = ws.select_recordings(recordings, index=index)
-    default_rig = ws.settings.get("rig") or "default"
-    report = {"workspace": str(ws.root), "size": [w, h], "aligned": 0, "skipped": 0, "failed": 0, "recordings": []}
-    for rec in wanted:
-        rec_row = index.recordings[rec]
-        rows = [p for p in index.pairs_of(rec) if p.get("thermal")]
-        entry = {"id": rec, "rig": _rig_of(rec_row, default_rig), "pairs": len(rows), "aligned": 0, "skipped": 0,
-                 "error": None}
-        report["recordings"].append(entry)
-        try:
-            _align_recording(ws, rec, rows, rec_row, entry, size=(w, h), force=force, interpolation=interpolation)
-            error = ""
-        except (GasdbError, ValueError, OSError) as exc:
-            error = str(exc)
-            entry["error"] = error
-            report["failed"] += 1
-            log.info("align %s failed: %s", rec, error)
-        ws.set_stage_error(rec, "align", error)
-        report["aligned"] += entry["aligned"]
-        report["skipped"] += entry["skipped"]
-    return report
-
-
-def _align_recording(ws, rec, rows, rec_row, entry, *, size, force, interpolation):
-    path = calibration_path(ws, entry["rig"])
-    if not path.is_file():
-        raise CalibrationError(f"no calibration for rig {entry['rig']!r}", file=path,
-                               fix=f"run `gasdb calibrate {ws.root} --rig {entry['rig']}` first")
-    cal = read_calibration(path)
-    for column, expected in (("rgb_size", cal.rgb_size), ("thermal_size", cal.thermal_size)):
-        recorded = _parse_size(rec_row.get(column, ""))
-        if recorded is not None and recorded != tuple(expected):
-            raise CalibrationError(f"recording {rec} has {column} {recorded[0]}x{recorded[1]} but the calibration "
-                                   f"of rig {cal.rig!r} is for {expected[0]}x{expected[1]}", file=path, field=column,
-                                   fix="calibrate this camera set-up as its own rig (`gasdb add --rig`)")
-    stamp = sha256_file(path)
-    size_text = f"{size[0]}x{size[1]}"
-    stale = force or rec_row.get("align_calibration") != stamp or rec_row.get("align_size") != size_text
-    matrix = output_matrix(cal.matrix, cal.rgb_size, size)
-    todo = []
-    for r in rows:
-        out = ws.output_path("aligned", rec, f"{r['pair_id']}.png")
-        mask = ws.output_path("aligned", rec, f"{r['pair_id']}_valid.png")
-        if stale or not r.get("aligned") or not r.get("valid") or not out.is_file() or not mask.is_file():
-            todo.append(r)
-        else:
-            entry["skipped"] += 1
-    done: dict[str, tuple[str, str]] = {}
-
-    def flush(final=False):
-        if not done and not final:
-            return
-        ws.update_pairs({pid: {"aligned": a_rel, "valid": v_rel} for pid, (a_rel, v_rel) in done.items()},
-                        recording=rec,
-                        recording_columns={"align_calibration": stamp, "align_size": size_text} if final else None)
-        done.clear()
-
-    if stale and todo:
-        # outputs of an older calibration must not pass as current if this run stops half-way
-        ws.update_pairs({r["pair_id"]: {"aligned": "", "valid": ""} for r in todo},
-                        recording=rec, recording_columns={"align_calibration": ""})
-    valid_png = None
-    for r in progress(todo, desc=f"align {rec}", unit="frame"):
-        thermal = read_image(ws.path(r["thermal"]))
-        if (thermal.shape[1], thermal.shape[0]) != tuple(cal.thermal_size):
-            raise CalibrationError(f"pair {r['pair_id']}: thermal frame is {thermal.shape[1]}x{thermal.shape[0]}, "
-                                   f"the calibration is for {cal.thermal_size[0]}x{cal.thermal_size[1]}",
-                                   file=ws.path(r["thermal"]),
-                                   fix="calibrate this camera set-up as its own rig (`gasdb add --rig`)")
-        warped, valid = warp_thermal(thermal, matrix, size, interpolation=interpolation)
-        if valid_png is None:
-            valid_png = np.where(valid, 255, 0).astype(np.uint8)
-        out = write_image(ws.output_path("aligned", rec, f"{r['pair_id']}.png"), warped, compression=1)
-        mask = write_image(ws.output_path("aligned", rec, f"{r['pair_id']}_valid.png"), valid_png, compression=1)
-        done[r["pair_id"]] = (ws.rel(out), ws.rel(mask))
-        entry["aligned"] += 1
-        if len(done) >= _FLUSH_EVERY:
-            flush()
-    flush(final=True)

@@ -1,18 +1,21 @@
 """The ``enhance`` stage: 8-bit Tarel–Hautière views of the thermal frames, for annotators.
 
-For every pair of a workspace, the thermal frame warped into the RGB frame (``aligned``; the
-extracted ``thermal`` frame when the pair is not aligned yet) is restored with
-:func:`gasdb_tools.restoration.restore_visibility` and written as an 8-bit PNG
-``enhanced/<rec>/<pair>.png``; pairs.csv gets ``enhanced`` (the path) and ``enhanced_source``
-(``aligned`` or ``thermal``).
+For every pair of a workspace, the thermal frame in the recording's annotation frame (``aligned``,
+warped into the RGB frame; the extracted ``thermal`` frame for a thermal camera alone, or when the
+pair is not aligned yet) is restored with :func:`gasdb_tools.restoration.restore_visibility` and
+written as an 8-bit PNG ``enhanced/<rec>/<pair>.png``; pairs.csv gets ``enhanced`` (the path),
+``enhanced_source`` (``aligned`` or ``thermal``), ``enhance_digest`` and ``enhance_inputs`` (the
+recipe: the source frame's digest, the settings and the recording's contrast setting; see
+:mod:`gasdb_tools.provenance`). A plain rerun redoes exactly the pairs whose recipe changed.
 
 **One contrast setting per recording.** Tarel–Hautière fits its final gamma and tone mapping per
 image, so the brightness of a sequence would jump from frame to frame. The stage fixes them per
-recording from a sample of its frames (evenly spaced, ``sample_frames``): the input stretch
-(percentiles of the sampled thermal values), the gamma (:func:`~gasdb_tools.restoration.fit_gamma`
-on the pooled samples) and the tone-mapping peak (a high percentile of the sampled ``U``, so hot
-pixels do not set it). The setting is stored in recordings.csv (``enhance_settings``, JSON) and
-reused when the stage resumes, so frames enhanced in different runs look the same.
+recording from a sample of its frames (evenly spaced, ``sample_frames``): the input stretch is the
+recording's one view stretch (:mod:`gasdb_tools.views`, shared with pre-annotation and export), the
+gamma (:func:`~gasdb_tools.restoration.fit_gamma` on the pooled samples) and the tone-mapping peak
+(a high percentile of the sampled ``U``, so hot pixels do not set it). The setting is stored in
+recordings.csv (``enhance_settings``, JSON, with the recipe of its samples) and reused while its
+samples are unchanged, so frames enhanced in different runs look the same.
 
 **Reference rows.** The authors fit the gamma on the bottom third of the image (the road in front
 of a car). A gas frame has no such geometry and a plume may sit anywhere, so the stage fits it on
@@ -39,15 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
-from gasdb_tools import restoration
-from gasdb_tools.errors import FormatError, GasdbError, WorkspaceError
+from gasdb_tools import provenance, restoration, views
+from gasdb_tools.errors import FormatError, WorkspaceError
 from gasdb_tools.imaging import read_image, to_uint8, write_image
 from gasdb_tools.progress import progress
+from gasdb_tools.stages import IndexOps, run_stage
 from gasdb_tools.visibility import MODES as METRIC_MODES
 from gasdb_tools.visibility import visibility_metrics
 from gasdb_tools.workspace import Workspace
 
-__all__ = ["EnhanceSettings", "RecordingContrast", "enhance_workspace", "enhance_images", "enhance_frame"]
+__all__ = ["EnhanceSettings", "RecordingContrast", "enhance_workspace", "enhance_images", "enhance_frame",
+           "recording_contrast", "enhance_recipe", "expected_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +69,6 @@ class EnhanceSettings:
     gfactor: float = 1.0
     invert: bool = False
     gamma_rows: str = "all"
-    stretch: tuple[float, float] = (0.1, 99.9)
     peak_percentile: float = 99.9
 
     def check(self) -> "EnhanceSettings":
@@ -77,16 +81,12 @@ class EnhanceSettings:
             raise ValueError(f"gfactor must be a positive number, got {self.gfactor!r}")
         if self.gamma_rows not in restoration.GAMMA_ROWS:
             raise ValueError(f"gamma_rows must be one of {restoration.GAMMA_ROWS}, got {self.gamma_rows!r}")
-        lo, hi = self.stretch
-        if not 0 <= lo < hi <= 100:
-            raise ValueError(f"stretch must be two percentiles 0 <= lo < hi <= 100, got {self.stretch!r}")
         if not 50 < self.peak_percentile <= 100:
             raise ValueError(f"peak_percentile must lie in (50, 100], got {self.peak_percentile!r}")
         return self
 
     def key(self) -> dict:
         d = asdict(self)
-        d["stretch"] = list(self.stretch)
         d["invert"] = bool(self.invert)
         return d
 
@@ -167,60 +167,18 @@ def enhance_frame(frame: np.ndarray, contrast: RecordingContrast, settings: Enha
 # ----------------------------------------------------------------------------------------------
 # the workspace stage
 # ----------------------------------------------------------------------------------------------
-def _source(pair: dict) -> str:
-    return "aligned" if pair.get("aligned") else "thermal"
-
-
-def _read_source(ws: Workspace, pair: dict) -> tuple[np.ndarray, np.ndarray | None]:
-    kind = _source(pair)
-    rel = pair.get(kind) or ""
-    if not rel:
-        raise WorkspaceError(f"pair {pair['pair_id']} has no thermal frame", file=ws.root / ws.PAIRS,
-                             field="thermal", fix="run `gasdb extract` first")
-    frame = read_image(ws.path(rel), mode="gray")
-    if frame.dtype not in (np.uint8, np.uint16):
-        raise FormatError(f"thermal frames must be 8- or 16-bit, got {frame.dtype}", file=ws.path(rel))
-    valid = None
-    if kind == "aligned" and pair.get("valid"):
-        valid = read_image(ws.path(pair["valid"]), mode="gray") > 0
-        if valid.shape != frame.shape:
-            raise FormatError(f"valid mask {valid.shape} does not match the aligned frame {frame.shape}",
-                              file=ws.path(pair["valid"]), fix="rerun `gasdb align --force`")
-    return frame, valid
-
-
-def _sample(rows: list, n: int) -> list:
-    if not rows:
-        return []
-    idx = np.unique(np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int))
-    return [rows[i] for i in idx]
-
-
-def _percentiles(values: list[np.ndarray], pcts) -> list[float]:
-    """Exact percentiles (numpy 'linear') of integer frames via a histogram."""
-    counts = sum(np.bincount(v.ravel(), minlength=65536) for v in values)
-    cdf = np.cumsum(counts)
-    total = int(cdf[-1])
-    out = []
-    for pct in pcts:
-        pos = pct / 100 * (total - 1)
-        lo_i, frac = int(math.floor(pos)), pos - math.floor(pos)
-        a = int(np.searchsorted(cdf, lo_i + 1))
-        b = int(np.searchsorted(cdf, min(lo_i + 2, total)))
-        out.append(a + frac * (b - a))
-    return out
-
-
 def recording_contrast(frames: list[tuple[np.ndarray, np.ndarray | None]], settings: EnhanceSettings,
-                       *, source: str = "thermal") -> RecordingContrast:
-    """Fit the per-recording setting on sample frames ``[(frame, valid or None), ...]``."""
+                       *, source: str = "thermal", stretch: views.Stretch | None = None) -> RecordingContrast:
+    """Fit the per-recording setting on sample frames ``[(frame, valid or None), ...]``.
+
+    ``stretch`` is the recording's view stretch (default: fitted on these frames,
+    :func:`gasdb_tools.views.fit_stretch`).
+    """
     if not frames:
         raise ValueError("need at least one sample frame to fit the contrast setting")
     depth = 16 if any(f.dtype == np.uint16 for f, _ in frames) else 8
-    vals = [(f if v is None else f[v]).astype(np.uint16 if depth == 16 else np.uint8) for f, v in frames]
-    lo, hi = _percentiles(vals, settings.stretch)
-    if hi <= lo:  # a flat recording: keep the full range of the type
-        lo, hi = 0.0, float(255 if depth == 8 else 65535)
+    stretch = stretch or views.fit_stretch(frames)
+    lo, hi = stretch.lo, stretch.hi
     cache: dict = {}
     nbo, nbr, restored, masks = [], [], [], []
     for f, v in frames:
@@ -242,15 +200,15 @@ def recording_contrast(frames: list[tuple[np.ndarray, np.ndarray | None]], setti
                              depth=depth, source=source, frames=len(frames))
 
 
-def _pair_source_mix(rows: list) -> str:
-    kinds = {_source(p) for p in rows}
-    return kinds.pop() if len(kinds) == 1 else "mixed"
+def enhance_recipe(pair: dict, kind: str, stored: dict) -> str:
+    """The recipe of a pair's enhanced frame: its source frame, the settings and the recording's contrast."""
+    return provenance.recipe("enhance", kind, views.source_digest(pair, kind), params=stored)
 
 
 def enhance_workspace(ws: Workspace, *, sv: int = 51, p: float = 0.95, gfactor: float = 1.0, invert: bool = False,
-                      gamma_rows: str = "all", stretch: tuple[float, float] = (0.1, 99.9), sample_frames: int = 16,
-                      force: bool = False, metrics: bool = False, metrics_mode: str = "compat",
-                      metrics_frames: int | None = None, recordings=None) -> dict:
+                      gamma_rows: str = "all", sample_frames: int = 16, force: bool = False, metrics: bool = False,
+                      metrics_mode: str = "compat", metrics_frames: int | None = None, recordings=None,
+                      jobs: int = 1) -> dict:
     """Write ``enhanced/<rec>/<pair>.png`` (8-bit) for every pair; resumable.
 
     Parameters
@@ -262,13 +220,11 @@ def enhance_workspace(ws: Workspace, *, sv: int = 51, p: float = 0.95, gfactor: 
         Restore the inverted frame, for absorbing (dark) plumes; the output keeps that polarity.
     gamma_rows : {'all', 'bottom_third'}
         Rows the gamma is fitted on (``all``: see the module docstring).
-    stretch : (float, float)
-        Percentiles of the sampled thermal values mapped to 0 and 1 before restoration.
     sample_frames : int
         Frames per recording (evenly spaced) that fix its contrast setting.
     force : bool
-        Redo every pair and refit the setting. Without it, done pairs are skipped; a pair
-        enhanced from its extracted frame that has since been aligned is redone (its geometry is stale).
+        Redo every pair and refit the setting. Without it, pairs whose recipe still holds are
+        skipped; stale ones (their source frame or the recording's contrast changed) are redone.
     metrics : bool
         Compute Hautière's e, r̄, σ (with n_o, n_r) per enhanced frame (about 1 s per frame).
     metrics_mode : {'compat', 'fixed'}
@@ -277,13 +233,15 @@ def enhance_workspace(ws: Workspace, *, sv: int = 51, p: float = 0.95, gfactor: 
         With ``metrics``, only this many evenly spaced frames per recording.
     recordings : iterable of str, optional
         Only these recordings.
+    jobs : int
+        Recordings in parallel worker processes.
 
     Returns
     -------
     dict
-        ``{"workspace", "settings", "recordings": [...], "frames": [...], "failed"}``; each recording
-        has ``id, pairs, enhanced, skipped, sources, contrast, error``; each frame processed in
-        this run has ``pair_id, recording, source, output`` and, with ``metrics``, ``metrics``.
+        The stage runner's summary plus ``settings`` and ``frames``; each recording has ``id, pairs,
+        enhanced, skipped, sources, contrast, error``; each frame processed in this run has
+        ``pair_id, recording, source, output`` and, with ``metrics``, ``metrics``.
 
     Raises
     ------
@@ -291,90 +249,77 @@ def enhance_workspace(ws: Workspace, *, sv: int = 51, p: float = 0.95, gfactor: 
         A bad setting (before anything is read or written).
     """
     settings = EnhanceSettings(sv=sv, p=float(p), gfactor=float(gfactor), invert=bool(invert),
-                               gamma_rows=gamma_rows, stretch=tuple(float(v) for v in stretch)).check()
+                               gamma_rows=gamma_rows).check()
     if isinstance(sample_frames, bool) or not isinstance(sample_frames, int) or sample_frames < 1:
         raise ValueError(f"sample_frames must be an integer >= 1, got {sample_frames!r}")
     if metrics_mode not in METRIC_MODES:
         raise ValueError(f"metrics_mode must be one of {METRIC_MODES}, got {metrics_mode!r}")
     if metrics_frames is not None and (isinstance(metrics_frames, bool) or metrics_frames < 1):
         raise ValueError(f"metrics_frames must be a positive integer or None, got {metrics_frames!r}")
+    options = {"settings": settings, "force": force, "sample_frames": sample_frames, "metrics": metrics,
+               "metrics_mode": metrics_mode, "metrics_frames": metrics_frames}
+    report = run_stage(ws, "enhance", _enhance_work, recordings=recordings, jobs=jobs, options=options,
+                       defaults={"pairs": 0, "enhanced": 0, "skipped": 0, "sources": {"aligned": 0, "thermal": 0},
+                                 "contrast": None, "frames": []})
+    frames = [f for r in report["recordings"] for f in r.pop("frames")]
+    return {**report, "settings": settings.key(), "frames": frames}
+
+
+def _enhance_work(ws: Workspace, rec: str, sink, *, settings, force, sample_frames, metrics, metrics_mode,
+                  metrics_frames) -> dict:
     index = ws.read_index()
-    wanted = ws.select_recordings(recordings, index=index)
-    report = {"workspace": str(ws.root), "settings": settings.key(), "recordings": [], "frames": [], "failed": 0}
-    for rec in wanted:
-        rows = index.pairs_of(rec)
-        entry = {"id": rec, "pairs": len(rows), "enhanced": 0, "skipped": 0,
-                 "sources": {"aligned": sum(1 for r in rows if _source(r) == "aligned"),
-                             "thermal": sum(1 for r in rows if _source(r) == "thermal")},
-                 "contrast": None, "error": None}
-        report["recordings"].append(entry)
-        try:
-            _enhance_recording(ws, rec, rows, index.recordings[rec], settings, entry, report["frames"],
-                               force=force, sample_frames=sample_frames, metrics=metrics,
-                               metrics_mode=metrics_mode, metrics_frames=metrics_frames)
-            error = ""
-        except (GasdbError, ValueError) as exc:
-            error = str(exc)
-            entry["error"] = error
-            report["failed"] += 1
-            log.info("enhance %s failed: %s", rec, error)
-        ws.set_stage_error(rec, "enhance", error)
-    return report
-
-
-def _enhance_recording(ws, rec, rows, rec_row, settings, entry, frames_out, *, force, sample_frames, metrics,
-                       metrics_mode, metrics_frames):
+    rec_row = index.recordings[rec]
+    rows = index.pairs_of(rec)
+    kinds = {r["pair_id"]: views.source_kind(rec_row, r) for r in rows}
+    entry = {"pairs": len(rows), "enhanced": 0, "skipped": 0,
+             "sources": {"aligned": sum(1 for k in kinds.values() if k == "aligned"),
+                         "thermal": sum(1 for k in kinds.values() if k == "thermal")},
+             "contrast": None, "frames": []}
     if not rows:
-        return
-    source = _pair_source_mix(rows)
-    stored = _stored_setting(rec_row) if not force else None
-    # without a usable stored setting, outputs already on disk were made with an unknown look: redo them
-    redo_all = force or (stored is None and any(r.get("enhanced") for r in rows))
-    contrast = None
-    if stored is not None:
-        if stored["settings"] != settings.key():
-            raise WorkspaceError(f"recording {rec} was enhanced with other settings "
-                                 f"({_diff(stored['settings'], settings.key())})",
-                                 file=ws.root / ws.RECORDINGS, field="enhance_settings",
-                                 fix="rerun with the same options, or pass --force to redo the whole recording")
-        if stored["contrast"].get("source") != source:
-            redo_all = True  # frames were aligned (or un-aligned) since: outputs and setting are stale
-        else:
-            contrast = RecordingContrast(**stored["contrast"])
-    if contrast is None:
-        picks = _sample(rows, sample_frames)
-        contrast = recording_contrast([_read_source(ws, r) for r in picks], settings, source=source)
-        blob = json.dumps({"settings": settings.key(), "contrast": asdict(contrast)}, sort_keys=True,
-                          separators=(",", ":"))
-        with ws.transaction() as idx:
-            idx.recordings[rec]["enhance_settings"] = blob
+        return entry
+    stretch, stretch_columns = views.recording_stretch(ws, rec_row, rows)
+    picks = views.sample_rows(rows, sample_frames)
+    contrast_inputs = _contrast_recipe(stretch, settings.key(), picks, kinds)
+    stored = _stored_setting(rec_row)
+    if stored is not None and not force and stored["settings"] != settings.key():
+        raise WorkspaceError(f"recording {rec} was enhanced with other settings "
+                             f"({_diff(stored['settings'], settings.key())})",
+                             file=ws.root / ws.RECORDINGS, field="enhance_settings",
+                             fix="rerun with the same options, or pass --force to redo the whole recording")
+    if stored is None or force or stored.get("inputs") != contrast_inputs:
+        kinds_mix = {kinds[r["pair_id"]] for r in rows}
+        source = kinds_mix.pop() if len(kinds_mix) == 1 else "mixed"
+        contrast = recording_contrast([views.read_source(ws, r, kinds[r["pair_id"]]) for r in picks], settings,
+                                      source=source, stretch=stretch)
+        stored = {"settings": settings.key(), "contrast": asdict(contrast), "inputs": contrast_inputs}
+        columns = {**(stretch_columns or {}),
+                   "enhance_settings": json.dumps(stored, sort_keys=True, separators=(",", ":"))}
+        sink.commit(IndexOps(recording={rec: columns}))
+    elif stretch_columns:
+        sink.commit(IndexOps(recording={rec: stretch_columns}))
+    contrast = RecordingContrast(**stored["contrast"])
     entry["contrast"] = asdict(contrast)
+    recipe_params = {"settings": stored["settings"], "contrast": stored["contrast"]}
     metric_ids = None
     if metrics and metrics_frames is not None:
-        metric_ids = {r["pair_id"] for r in _sample(rows, metrics_frames)}
+        metric_ids = {r["pair_id"] for r in views.sample_rows(rows, metrics_frames)}
     todo = []
     for r in rows:
         out_path = ws.output_path("enhanced", rec, f"{r['pair_id']}.png")
-        stale = r.get("enhanced_source") and r.get("enhanced_source") != _source(r)
-        if redo_all or stale or not r.get("enhanced") or not out_path.is_file():
+        current = r.get("enhance_inputs") == enhance_recipe(r, kinds[r["pair_id"]], recipe_params)
+        if force or not current or not r.get("enhanced") or not out_path.is_file():
             todo.append(r)
         else:
             entry["skipped"] += 1
     cache: dict = {}
-    done: dict[str, tuple[str, str]] = {}
-
-    def flush():
-        if not done:
-            return
-        ws.update_pairs({pid: {"enhanced": rel, "enhanced_source": kind} for pid, (rel, kind) in done.items()})
-        done.clear()
-
+    done: dict[str, dict] = {}
     try:
         for r in progress(todo, desc=f"enhance {rec}", unit="frame"):
-            frame, valid = _read_source(ws, r)
+            kind = kinds[r["pair_id"]]
+            frame, valid = views.read_source(ws, r, kind)
             out = enhance_frame(frame, contrast, settings, valid=valid, cache=cache)
-            out_path = write_image(ws.output_path("enhanced", rec, f"{r['pair_id']}.png"), out, compression=1)
-            kind = _source(r)
+            out_path, digest = write_image(ws.output_path("enhanced", rec, f"{r['pair_id']}.png"), out,
+                                           compression=1, digest=True)
             item = {"pair_id": r["pair_id"], "recording": rec, "source": kind, "output": ws.rel(out_path)}
             if metrics and (metric_ids is None or r["pair_id"] in metric_ids):
                 before = to_uint8(_normalise(frame, contrast.lo, contrast.hi, settings.invert))
@@ -382,13 +327,41 @@ def _enhance_recording(ws, rec, rows, rec_row, settings, entry, frames_out, *, f
                 scores = visibility_metrics(before, out, mode=metrics_mode).to_dict()
                 scores["seconds"] = round(time.perf_counter() - t0, 3)
                 item["metrics"] = scores
-            frames_out.append(item)
-            done[r["pair_id"]] = (ws.rel(out_path), kind)
+            entry["frames"].append(item)
+            done[r["pair_id"]] = {"enhanced": ws.rel(out_path), "enhanced_source": kind, "enhance_digest": digest,
+                                  "enhance_inputs": enhance_recipe(r, kind, recipe_params)}
             entry["enhanced"] += 1
             if len(done) >= _FLUSH_EVERY:
-                flush()
+                sink.commit(IndexOps(pairs=dict(done)))
+                done.clear()
     finally:
-        flush()
+        sink.commit(IndexOps(pairs=done))
+    return entry
+
+
+def _contrast_recipe(stretch, settings: dict, picks, kinds) -> str:
+    """The recipe of a recording's contrast setting: its stretch, the settings and the sampled frames."""
+    return provenance.recipe("enhance_contrast", stretch.to_dict(), settings,
+                             *[f"{kinds[r['pair_id']]}:{views.source_digest(r, kinds[r['pair_id']]) or r['pair_id']}"
+                               for r in picks])
+
+
+def expected_inputs(rec_row: dict, rows) -> dict | None:
+    """``{pair_id: recipe}`` each pair's enhanced frame should have now, from the recording's stored
+    setting; None when there is no usable setting or its samples changed (then every output is stale)."""
+    stored = _stored_setting(rec_row)
+    if stored is None:
+        return None
+    stretch = views.recorded_stretch(rec_row, rows)
+    if stretch is None:
+        return None
+    kinds = {r["pair_id"]: views.source_kind(rec_row, r) for r in rows}
+    picks = views.sample_rows(rows, int(stored["contrast"].get("frames") or views.SAMPLE_FRAMES))
+    contrast_inputs = _contrast_recipe(stretch, stored["settings"], picks, kinds)
+    if stored.get("inputs") != contrast_inputs:
+        return None
+    params = {"settings": stored["settings"], "contrast": stored["contrast"]}
+    return {r["pair_id"]: enhance_recipe(r, kinds[r["pair_id"]], params) for r in rows}
 
 
 def _stored_setting(rec_row: dict) -> dict | None:
@@ -462,7 +435,7 @@ def enhance_images(paths, out_dir, *, sv: int | None = None, p: float = 0.95, gf
                     np.array_equal(image[..., 0], image[..., 2]):
                 image = image[..., 0]  # a gray image saved with three equal channels
         if image.dtype == np.uint16:  # radiometric frames use a sliver of 0-65535: stretch to [0, 1]
-            lo, hi = _percentiles([image], (0.1, 99.9))
+            lo, hi = views.exact_percentiles([image], (0.1, 99.9))
             lo, hi = (lo, hi) if hi > lo else (0.0, 65535.0)
             x = np.clip((image.astype(np.float32) - np.float32(lo)) * np.float32(1 / (hi - lo)), 0, 1)
         else:

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from gasdb_tools import registration as reg
+from gasdb_tools.align import align_workspace, annotation_frame
 from gasdb_tools.calibration import (
     Calibration,
-    align_workspace,
     calibrate_workspace,
     calibration_path,
     output_matrix,
@@ -213,29 +213,42 @@ def _copy_calibration(src_ws, dst_ws):
 
 
 def test_align_workspace_outputs_and_index(tmp_path, calibrated, rig):
+    """By default the annotation frame is the RGB frame at the camera's native size (no stretching)."""
     ws = make_workspace(tmp_path / "ws", {"rec1": rig, "rec2": rig}, pairs=2)
     _copy_calibration(calibrated[0], ws)
     report = align_workspace(ws)
-    assert report["aligned"] == 4 and report["failed"] == 0 and report["size"] == [640, 512]
+    assert report["aligned"] == 4 and report["failed"] == 0
+    assert [r["size"] for r in report["recordings"]] == [list(SIZE), list(SIZE)]
     cal = read_calibration(calibration_path(ws, "rig-a"))
-    truth = output_matrix(rig.homography, SIZE, (640, 512))
+    truth = output_matrix(rig.homography, SIZE, SIZE)
     for pair in ws.pairs():
         assert pair["aligned"] == f"aligned/{pair['recording']}/{pair['pair_id']}.png"
         assert pair["valid"] == f"aligned/{pair['recording']}/{pair['pair_id']}_valid.png"
+        assert len(pair["align_digest"]) == 32 and len(pair["align_inputs"]) == 32
         aligned, valid = read_image(ws.path(pair["aligned"])), read_image(ws.path(pair["valid"]))
-        assert aligned.dtype == np.uint16 and aligned.shape == (512, 640)
+        assert aligned.dtype == np.uint16 and aligned.shape == (SIZE[1], SIZE[0])
         assert valid.dtype == np.uint8 and set(np.unique(valid)) <= {0, 255} and (valid == 255).mean() > 0.8
         assert (aligned[valid == 0] == 0).all()
         # the aligned frame is the thermal frame warped by the (accurate) calibration
         thermal = read_image(ws.path(pair["thermal"]))
-        expected, exp_valid = reg.warp_thermal(thermal, truth, (640, 512))
+        expected, exp_valid = reg.warp_thermal(thermal, truth, SIZE)
         both = (valid == 255) & exp_valid
         diff = np.abs(aligned.astype(np.float64) - expected)[both] / 257
         assert np.median(diff) < 1.0
-        np.testing.assert_allclose(output_matrix(cal.matrix, SIZE, (640, 512)), truth, atol=0.6)
-    recs = {r["id"]: r for r in ws.recordings()}
-    for r in recs.values():
-        assert r["align_error"] == "" and r["align_size"] == "640x512" and r["align_calibration"]
+        np.testing.assert_allclose(output_matrix(cal.matrix, SIZE, SIZE), truth, atol=0.6)
+    for r in ws.recordings():
+        frame = annotation_frame(ws, r)
+        assert r["align_error"] == "" and frame.kind == "rgb" and frame.size == SIZE
+        np.testing.assert_allclose(frame.matrix, cal.matrix / cal.matrix[2, 2], atol=1e-9)
+
+
+def test_align_size_keeps_the_aspect_ratio_when_only_the_width_is_given(tmp_path, calibrated, rig):
+    ws = make_workspace(tmp_path / "ws", {"rec1": rig}, pairs=1)
+    _copy_calibration(calibrated[0], ws)
+    report = align_workspace(ws, size=(160, None))
+    assert report["recordings"][0]["size"] == [160, 128]
+    assert read_image(ws.path(ws.pairs()[0]["aligned"])).shape == (128, 160)
+    assert align_workspace(ws)["skipped"] == 1  # a rerun keeps the size the recording asked for
 
 
 def test_align_is_resumable_and_follows_the_calibration(tmp_path, calibrated, rig):
@@ -245,12 +258,16 @@ def test_align_is_resumable_and_follows_the_calibration(tmp_path, calibrated, ri
     again = align_workspace(ws)
     assert again["aligned"] == 0 and again["skipped"] == 2
     assert align_workspace(ws, force=True)["aligned"] == 2
-    assert align_workspace(ws, size=(320, 256))["aligned"] == 2  # another size: redone
-    assert read_image(ws.path(ws.pairs()[0]["aligned"])).shape == (256, 320)
+    assert align_workspace(ws, size=(160, 128))["aligned"] == 2  # another size: redone
+    assert read_image(ws.path(ws.pairs()[0]["aligned"])).shape == (128, 160)
+    assert align_workspace(ws)["skipped"] == 2
     cal = read_calibration(calibration_path(ws, "rig-a"))
     shifted = Calibration(**{**cal.__dict__, "matrix": np.array([[1, 0, 1.0], [0, 1, 0], [0, 0, 1]]) @ cal.matrix})
     write_calibration(calibration_path(ws, "rig-a"), shifted)
-    assert align_workspace(ws, size=(320, 256))["aligned"] == 2  # a new calibration: redone
+    assert align_workspace(ws)["aligned"] == 2  # a new calibration: redone, at the size last asked for
+    assert read_image(ws.path(ws.pairs()[0]["aligned"])).shape == (128, 160)
+    write_calibration(calibration_path(ws, "rig-a"), Calibration(**{**shifted.__dict__, "created": "later"}))
+    assert align_workspace(ws)["skipped"] == 2  # the same geometry in a rewritten file: nothing to redo
 
 
 def test_align_missing_calibration_fails_that_recording_only(tmp_path, calibrated, rig):
@@ -264,6 +281,7 @@ def test_align_missing_calibration_fails_that_recording_only(tmp_path, calibrate
     assert "no calibration for rig 'rig-b'" in by_id["rec2"]["error"]
     recs = {r["id"]: r for r in ws.recordings()}
     assert "gasdb calibrate" in recs["rec2"]["align_error"] and recs["rec1"]["align_error"] == ""
+    assert annotation_frame(ws, recs["rec2"]) is None
     assert ws.pairs("rec2")[0].get("aligned", "") == ""
 
 
@@ -295,8 +313,8 @@ def test_cli_calibrate_and_align(tmp_path, rig):
     assert out["rigs"][0]["rig"] == "rig-a" and out["rigs"][0]["frames_used"] == 3
     result = runner.invoke(main, ["calibrate", str(ws.root)])
     assert result.exit_code == 0 and "--force" in result.output
-    result = runner.invoke(main, ["align", str(ws.root), "--size", "320x256"])
-    assert result.exit_code == 0 and "3 frames aligned to 320x256" in result.output
+    result = runner.invoke(main, ["align", str(ws.root), "--size", "160x128"])
+    assert result.exit_code == 0 and "3 frames aligned" in result.output and "160x128" in result.output
     result = runner.invoke(main, ["align", str(ws.root), "--size", "big"])
     assert result.exit_code == 2 and "WIDTHxHEIGHT" in result.output
 
