@@ -38,6 +38,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -65,6 +66,7 @@ __all__ = [
     "encode_mask",
     "decode_mask",
     "shape_to_mask",
+    "transform_shapes",
     "rasterize",
     "rasterize_instances",
     "class_index",
@@ -673,6 +675,68 @@ def shape_to_mask(shape: Mapping, height: int, width: int, *, line_width: int = 
         raise FormatError(f"unknown shape_type {shape_type!r}", field="shape_type",
                           fix=f"use one of {', '.join(SHAPE_TYPES)}")
     return np.asarray(image, dtype=np.uint8).astype(bool)
+
+
+def _map_points(points, matrix: np.ndarray) -> np.ndarray:
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    q = np.hstack([p, np.ones((len(p), 1))]) @ matrix.T
+    return q[:, :2] / q[:, 2:3]
+
+
+def transform_shapes(shapes: Sequence[Mapping], matrix, *, size: tuple[int, int]) -> list[dict]:
+    """Shapes mapped through a 3x3 pixel transform into an image of ``size`` (width, height).
+
+    Every vertex of polygons, lines, linestrips and points goes through ``matrix`` exactly. A
+    rectangle stays a rectangle when the transform is a scale plus a translation, else it becomes
+    the polygon of its four mapped corners; a circle keeps its mapped centre and the mean distance
+    of its mapped rim points; a ``mask`` shape is resampled (nearest) and cropped to its new box.
+    Everything else about a shape (label, group, description, flags, extra keys) is kept.
+
+    >>> sq = [make_shape([[0, 0], [4, 0], [4, 4]])]
+    >>> transform_shapes(sq, [[2, 0, 1], [0, 2, 0], [0, 0, 1]], size=(20, 20))[0]["points"]
+    [[1.0, 0.0], [9.0, 0.0], [9.0, 8.0]]
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (3, 3) or not np.isfinite(m).all() or abs(np.linalg.det(m)) < 1e-12:
+        raise ValueError(f"matrix must be an invertible 3x3 transform, got {m.tolist()!r}")
+    m = m / m[2, 2]
+    width, height = (int(v) for v in size)
+    axis_aligned = abs(m[0, 1]) < 1e-12 and abs(m[1, 0]) < 1e-12 and abs(m[2, 0]) < 1e-12 and abs(m[2, 1]) < 1e-12
+    out = []
+    for shape in shapes:
+        shape = copy.deepcopy(dict(shape))
+        kind = shape.get("shape_type") or "polygon"
+        pts = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
+        if kind == "mask":
+            (x1, y1), _ = _int_bbox(pts)
+            crop = decode_mask(shape["mask"])
+            src_h, src_w = max(y1 + crop.shape[0], 1), max(x1 + crop.shape[1], 1)
+            full = np.zeros((src_h, src_w), np.uint8)
+            ys, xs = max(y1, 0), max(x1, 0)
+            full[ys:y1 + crop.shape[0], xs:x1 + crop.shape[1]] = crop[ys - y1:, xs - x1:]
+            warped = cv2.warpPerspective(full, m, (width, height), flags=cv2.INTER_NEAREST) > 0
+            if not warped.any():
+                continue
+            rows, cols = np.flatnonzero(warped.any(axis=1)), np.flatnonzero(warped.any(axis=0))
+            ya, yb, xa, xb = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+            shape["points"] = [[float(xa), float(ya)], [float(xb), float(yb)]]
+            shape["mask"] = encode_mask(warped[ya:yb + 1, xa:xb + 1])
+        elif kind == "rectangle" and not axis_aligned:
+            (xa, ya), (xb, yb) = pts[:2]
+            corners = _map_points([[xa, ya], [xb, ya], [xb, yb], [xa, yb]], m)
+            shape["shape_type"] = "polygon"
+            shape["points"] = corners.tolist()
+        elif kind == "circle":
+            (cx, cy), (px, py) = pts[:2]
+            r = math.hypot(px - cx, py - cy)
+            rim = _map_points([[cx + r, cy], [cx - r, cy], [cx, cy + r], [cx, cy - r]], m)
+            centre = _map_points([[cx, cy]], m)[0]
+            radius = float(np.mean(np.hypot(rim[:, 0] - centre[0], rim[:, 1] - centre[1])))
+            shape["points"] = [centre.tolist(), [float(centre[0] + radius), float(centre[1])]]
+        else:
+            shape["points"] = _map_points(pts, m).tolist()
+        out.append(shape)
+    return out
 
 
 def class_index(class_names: Sequence[str]) -> dict[str, int]:

@@ -4,203 +4,72 @@ For every recording of a workspace, the stage runs :func:`gasdb_tools.background
 the recording's pair frames **in time order** and writes one LabelMe document per pair,
 ``labels/<rec>/<pair>.json``: the mask's blobs as editable ``gas`` polygons
 (:func:`gasdb_tools.polygons.mask_to_shapes`), provenance in a top-level ``gasdb`` key, and the
-review status ``pending``. pairs.csv gets ``label`` (the JSON's path) and ``review`` (``pending``).
+review status ``pending``. pairs.csv gets ``label`` (the JSON's path) and ``preannotate_inputs``.
 
-**Which frames, which coordinates.** Annotators draw in the RGB frame (``docs/design.md``), so
-the stage uses the thermal frames warped into it (pairs.csv ``aligned``) when *every* pair of the
-recording has one; the drafts are then in aligned coordinates, and pixels outside the aligned
-thermal image (``valid`` = 0) are never gas. When a recording is not (fully) aligned, the stage
-uses the extracted thermal frames, and the drafts are in **thermal** coordinates
-(``gasdb.frame = "thermal"``, reported per recording): run ``gasdb align`` and then
-``gasdb preannotate`` again, which redoes such untouched drafts on the aligned frames. Masks are
-not warped here: warping frames is ``align``'s job, and one warp serves frames and masks alike.
+**Which frames, which coordinates.** Drafts are drawn in the recording's annotation frame
+(:mod:`gasdb_tools.align`): the aligned frames (thermal warped into the RGB frame) once a
+recording with an RGB camera is aligned, the thermal frames of a thermal camera alone. Before
+alignment, drafts are made on the extracted thermal frames in thermal coordinates (reported per
+recording). Pixels outside the aligned thermal image (``valid`` = 0) are never gas. Each document
+records the geometry it is drawn in (``gasdb.geometry``: frame kind, size, the thermal-to-frame
+transform and its key).
 
-**The image an annotator sees** (``imagePath``, relative to the JSON): the enhanced frame
-(``enhanced``, 8-bit, one contrast per recording) when it exists in the draft's coordinates;
-otherwise an 8-bit view of the frame the detection ran on, written once to
-``labels/<rec>/images/<pair>.png`` with one linear stretch per recording (the 0.5 / 99.5
-percentiles of a sample of its frames), because LabelMe 6.x cannot open 16-bit PNGs
-(``docs/formats.md`` §1.3) and per-image normalisation would make the sequence flicker.
+**Provenance and staleness.** A draft records its recipe (``gasdb.preannot.inputs``, also
+pairs.csv ``preannotate_inputs``): the method and its parameters, the geometry and the digests of
+every frame of the recording it was computed from. A plain rerun rewrites exactly the untouched
+drafts whose recipe changed (new frames, a new alignment, other parameters) and writes the
+missing ones.
 
-**Never overwrite annotator work** (``docs/formats.md`` §8). A draft records the SHA-256 of what
-it wrote (shapes and image flags, ``gasdb.preannot.content_sha256``). An existing JSON counts as
-annotator work when its content no longer matches that hash, its review status (in the JSON or
-in pairs.csv) is not ``pending``, or it has no gasdb provenance at all. Such files are never
-written, with or without ``force``; their pairs.csv review becomes ``edited``. Untouched drafts
-are kept on a rerun (resumable) unless ``force`` is given or they were made on the thermal frame
-of a pair that has since been aligned.
+**The image an annotator sees** (``imagePath``, relative to the JSON): the enhanced frame when it
+exists in the draft's coordinates; otherwise an 8-bit view of the frame the detection ran on,
+written once to ``labels/<rec>/images/<pair>.png`` with the recording's one contrast stretch
+(:mod:`gasdb_tools.views`), because LabelMe 6.x cannot open 16-bit PNGs.
 
-Tick ``water_spray`` or ``too_faint`` in LabelMe to exclude a frame: :func:`refresh_review`
-(run by ``gasdb label`` when LabelMe closes, and by this stage) adds such pairs to the blacklist
-with that reason.
+**Never overwrite annotator work.** Only an *untouched* draft (:mod:`gasdb_tools.review`: its
+content equals what was written and nobody reviewed it) is ever replaced, with or without
+``force``, and only through :func:`gasdb_tools.review.write_document`: compare-and-swap on the
+file's bytes under the workspace lock, so a LabelMe autosave between planning and writing wins.
+When the geometry under an edited or approved document changes (a recalibration, another
+``align --size``), its shapes are re-projected through the change of transform
+(:func:`gasdb_tools.labelme_format.transform_shapes`, exact for vertices), the old version is
+kept in ``labels/<rec>/.history/``, the re-projection is recorded in the document's provenance,
+its approval is withdrawn and it is marked for re-review (``recheck``).
 """
 
 from __future__ import annotations
 
-import hashlib
+import datetime as _dt
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from gasdb_tools import __version__, labelme_format
+from gasdb_tools import __version__, labelme_format, provenance, review, views
+from gasdb_tools.align import Geometry, annotation_frame, parse_size
 from gasdb_tools.background import DEFAULTS, METHODS, OPENCV_DEFAULTS, POLARITIES, gas_masks, preset_params
-from gasdb_tools.errors import FormatError, GasdbError, WorkspaceError
-from gasdb_tools.fsutil import read_json
-from gasdb_tools.imaging import read_image, to_gray, to_uint8, write_image
+from gasdb_tools.errors import FormatError, WorkspaceError
+from gasdb_tools.fsutil import atomic_write_bytes
+from gasdb_tools.imaging import read_image, write_image
 from gasdb_tools.polygons import DEFAULT_EPSILON_FRAC, MODES, mask_to_shapes
 from gasdb_tools.progress import progress
-from gasdb_tools.workspace import Workspace
+from gasdb_tools.stages import IndexOps, run_stage
+from gasdb_tools.workspace import Workspace, is_thermal_only
 
 __all__ = [
     "REVIEW_STATUSES",
     "FLAGS",
-    "BLACKLIST_FLAGS",
-    "content_hash",
-    "draft_state",
     "preannotate_workspace",
+    "preannotate_recipe",
     "recording_polarity",
-    "refresh_review",
+    "draft_geometry",
+    "expected_inputs",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Review statuses (pairs.csv ``review`` and the JSON's ``gasdb.review.status``).
-REVIEW_STATUSES = ("pending", "edited", "approved")
-#: Image-level flags every draft carries (all false), as in ``annotation/labelme.yaml``.
-FLAGS = ("no_leak", "ambiguous", "water_spray", "too_faint")
-#: Flags that put a pair on the blacklist, with the reason written there.
-BLACKLIST_FLAGS = {"water_spray": "water spray in view (flagged in LabelMe)",
-                   "too_faint": "plume too faint to delineate (flagged in LabelMe)"}
-
-_STRETCH_PERCENTILES = (0.5, 99.5)
-_STRETCH_SAMPLES = 16
-
-
-# ------------------------------------------------------------------------------------------
-# drafts and edits
-# ------------------------------------------------------------------------------------------
-def content_hash(doc) -> str:
-    """SHA-256 of what an annotator can change in a document: its shapes and image flags.
-
-    Shapes count by label, points (rounded to 1/1000 px), shape type, group id and mask pixels;
-    what LabelMe changes when it saves an unchanged file (key order, indentation, the mask PNG's
-    bytes, descriptions, per-shape extras) does not count, so opening and saving a draft
-    unchanged keeps it a draft.
-
-    >>> doc = labelme_format.new_document("a.png", 10, 10, shapes=[labelme_format.make_shape([[1, 1], [5, 1], [5, 5]])])
-    >>> content_hash(doc) == content_hash(json.loads(json.dumps(doc)))
-    True
-    """
-    shapes = []
-    for s in doc.get("shapes") or []:
-        points = [[round(float(x), 3), round(float(y), 3)] for x, y in s.get("points") or []]
-        mask = s.get("mask")
-        if isinstance(mask, str):  # LabelMe re-encodes mask PNGs on save: compare the pixels, not the bytes
-            try:
-                crop = labelme_format.decode_mask(mask)
-                mask = [list(crop.shape), hashlib.sha256(np.packbits(crop).tobytes()).hexdigest()]
-            except FormatError:
-                pass
-        shapes.append({"label": s.get("label"), "points": points, "shape_type": s.get("shape_type") or "polygon",
-                       "group_id": s.get("group_id"), "mask": mask})
-    flags = {k: bool(v) for k, v in (doc.get("flags") or {}).items()}
-    blob = json.dumps({"shapes": shapes, "flags": flags}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def draft_state(path, *, review: str = "") -> str:
-    """State of a pair's LabelMe file: ``missing``, ``draft`` (untouched) or ``edited``.
-
-    Parameters
-    ----------
-    path : path-like
-        The JSON file.
-    review : str
-        The pair's pairs.csv ``review`` value.
-
-    Returns
-    -------
-    str
-        ``edited`` when the file holds annotator work: its content differs from the hash the draft
-        recorded, a review status (JSON or ``review``) other than ``pending``, no gasdb
-        provenance, or a file that cannot be read as LabelMe JSON (never overwritten either).
-    """
-    path = Path(path)
-    if not path.exists():
-        return "missing"
-    if review and review != "pending":
-        return "edited"
-    try:
-        doc = labelme_format.read(path)
-    except FormatError:
-        return "edited"
-    meta = doc.get("gasdb")
-    if not isinstance(meta, dict) or not isinstance(meta.get("preannot"), dict):
-        return "edited"
-    status = (meta.get("review") or {}).get("status", "pending") if isinstance(meta.get("review"), dict) else None
-    if status != "pending":
-        return "edited"
-    if meta["preannot"].get("content_sha256") != content_hash(doc):
-        return "edited"
-    return "draft"
-
-
-def refresh_review(ws: Workspace, *, recordings=None) -> dict:
-    """Bring pairs.csv ``review`` up to date with the LabelMe files, and apply blacklist flags.
-
-    A pair whose file was changed by an annotator (see :func:`draft_state`) gets ``review``
-    ``edited`` (``approved`` is kept; a status written in the JSON wins). Pairs whose file ticks
-    a flag of :data:`BLACKLIST_FLAGS` are added to the blacklist (existing entries are kept).
-
-    Returns
-    -------
-    dict
-        ``{"pending", "edited", "approved", "blacklisted": [pair ids added]}`` counts over the
-        pairs that have a label file.
-    """
-    index = ws.read_index()
-    wanted = set(index.recordings) if recordings is None else set(recordings)
-    updates: dict[str, str] = {}
-    counts = {"pending": 0, "edited": 0, "approved": 0}
-    black = ws.blacklist()
-    added = []
-    for pid, row in sorted(index.pairs.items()):
-        if row.get("recording") not in wanted or not row.get("label"):
-            continue
-        path = ws.path(row["label"])
-        state = draft_state(path, review=row.get("review", ""))
-        status = row.get("review") or "pending"
-        doc = None
-        if state == "edited" and path.exists():
-            try:
-                doc = labelme_format.read(path)
-            except FormatError:
-                doc = None
-            json_status = ((doc or {}).get("gasdb") or {}).get("review", {}) if doc else {}
-            json_status = json_status.get("status") if isinstance(json_status, dict) else None
-            if json_status in ("edited", "approved"):
-                status = json_status
-            elif status == "pending":
-                status = "edited"
-        elif state == "missing":
-            continue
-        counts[status] = counts.get(status, 0) + 1
-        if status != (row.get("review") or ""):
-            updates[pid] = status
-        if doc is not None:
-            flags = doc.get("flags") or {}
-            for flag, reason in BLACKLIST_FLAGS.items():
-                if flags.get(flag) is True and pid not in black:
-                    black[pid] = reason
-                    added.append(pid)
-                    break
-    if updates:
-        ws.update_pairs({pid: {"review": status} for pid, status in updates.items()})
-    if added:
-        ws.set_blacklist(black)
-    return {**counts, "blacklisted": added}
+REVIEW_STATUSES = review.REVIEW_STATUSES
+FLAGS = review.FLAGS
 
 
 # ------------------------------------------------------------------------------------------
@@ -243,7 +112,7 @@ def _effective_params(method: str, params: dict, preset: str | None = None) -> d
 def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | None = None, force: bool = False,
                           recordings=None,
                           lead_in_s: float = 1.0, mode: str = "polygon", epsilon_frac: float = DEFAULT_EPSILON_FRAC,
-                          min_area: float = 20.0, **params) -> dict:
+                          min_area: float = 20.0, jobs: int = 1, **params) -> dict:
     """Write LabelMe drafts ``labels/<rec>/<pair>.json`` for every pair; never touches annotator work.
 
     Parameters
@@ -256,7 +125,8 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
         override it). ``mask`` (default): the plume as each frame shows it. ``extent``: the region
         the plume filled over the last 25 pairs, kept only where the scene flickers like gas.
     force : bool
-        Replace untouched drafts too (edited files are kept regardless).
+        Replace untouched drafts even when their recipe still holds (edited, approved and reviewed
+        documents are kept regardless).
     recordings : iterable of str, optional
         Only these recordings (default: all).
     lead_in_s : float
@@ -268,6 +138,8 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
         Polygon simplification, as a fraction of each blob's perimeter.
     min_area : float
         Blobs smaller than this many pixels get no shape.
+    jobs : int
+        Recordings in parallel worker processes.
     **params
         Knobs of the method (``polarity``, ``k``, ``learning_rate``, ...; see
         :data:`gasdb_tools.background.DEFAULTS`). Without ``polarity``, a recording that declares
@@ -278,10 +150,10 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
     Returns
     -------
     dict
-        ``{"workspace", "method", "preset", "params", "recordings": [...], "written", "kept_edited", "failed",
-        "review"}`` (``review``: :func:`refresh_review`'s counts after the run);
-        each recording has ``id, pairs, frame ('aligned'|'thermal'|None), polarity, written,
-        skipped, kept_edited, empty, error``.
+        The stage runner's summary plus ``method, preset, params, written, kept_edited,
+        reprojected, changed_meanwhile, review`` (``review``: counts read from the documents after
+        the run); each recording has ``id, pairs, frame ('aligned'|'thermal'), polarity, written,
+        skipped, kept_edited, reprojected, changed_meanwhile, empty, error``.
 
     Raises
     ------
@@ -300,64 +172,171 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
     if not lead_in_s >= 0:
         raise ValueError(f"lead_in_s must be >= 0 seconds, got {lead_in_s!r}")
     mask_to_shapes(np.zeros((4, 4), bool), mode=mode, epsilon_frac=epsilon_frac, min_area=min_area)  # checks
+    provenance_ = {"method": method, "preset": preset or ("mask" if method == "gas" else None),
+                   "params": {**full, "lead_in_s": lead_in_s} if method == "gas" else full,
+                   "mode": mode, "epsilon_frac": float(epsilon_frac), "min_area": float(min_area),
+                   "tool_version": f"gasdb-tools {__version__}"}
+    report = run_stage(ws, "preannotate", _preannotate_work, recordings=recordings, jobs=jobs,
+                       options={"draft": provenance_, "force": force, "lead_in_s": lead_in_s,
+                                "explicit_polarity": "polarity" in params},
+                       defaults={"pairs": 0, "frame": None, "polarity": None, "written": 0, "skipped": 0,
+                                 "kept_edited": 0, "reprojected": 0, "changed_meanwhile": 0, "empty": 0})
+    recs = report["recordings"]
     index = ws.read_index()
-    wanted = ws.select_recordings(recordings, index=index)
-    provenance = {"method": method, "preset": preset or ("mask" if method == "gas" else None),
-                  "params": {**full, "lead_in_s": lead_in_s} if method == "gas" else full,
-                  "mode": mode, "epsilon_frac": float(epsilon_frac), "min_area": float(min_area),
-                  "tool_version": f"gasdb-tools {__version__}"}
-    report = {"workspace": str(ws.root), "method": method, "preset": provenance["preset"],
-              "params": provenance["params"], "recordings": [],
-              "written": 0, "kept_edited": 0, "failed": 0}
-    for rec in wanted:
-        rows = sorted(index.pairs_of(rec), key=lambda r: (float(r.get("t_thermal") or 0), r["pair_id"]))
-        entry = {"id": rec, "pairs": len(rows), "frame": None, "polarity": provenance["params"].get("polarity"),
-                 "written": 0, "skipped": 0, "kept_edited": 0, "empty": 0, "error": None}
-        report["recordings"].append(entry)
-        rec_provenance = provenance
-        known = recording_polarity(index.recordings[rec])
-        if method == "gas" and "polarity" not in params and known:
-            rec_provenance = {**provenance, "params": {**provenance["params"], "polarity": known}}
-            entry["polarity"] = known
+    wanted = [r["id"] for r in recs]
+    ids = [p for p in index.pairs if index.pairs[p]["recording"] in wanted]
+    return {**report, "method": method, "preset": provenance_["preset"], "params": provenance_["params"],
+            "written": sum(r["written"] for r in recs), "kept_edited": sum(r["kept_edited"] for r in recs),
+            "reprojected": sum(r["reprojected"] for r in recs),
+            "changed_meanwhile": sum(r["changed_meanwhile"] for r in recs),
+            "review": review.counts(review.read_states(ws, index, pairs=ids), ids)}
+
+
+def draft_geometry(ws: Workspace, rec: dict, rows) -> tuple[str, Geometry]:
+    """``(frame kind, geometry)`` the drafts of a recording are drawn in now: ``aligned`` in its
+    annotation frame once every pair is aligned, else ``thermal`` in the thermal frame."""
+    frame = annotation_frame(ws, rec)
+    if frame is not None and frame.kind == "rgb" and rows and all(
+            r.get("aligned") and ws.path(r["aligned"]).is_file() for r in rows):
+        return "aligned", frame
+    size = parse_size(rec.get("thermal_size") or "")
+    if not size or size[1] is None:
+        size = views.read_source(ws, rows[0], "thermal")[0].shape[::-1] if rows else (1, 1)
+    return "thermal", Geometry("thermal", tuple(int(v) for v in size), np.eye(3))
+
+
+def preannotate_recipe(rows, kind: str, geometry: Geometry, provenance_: dict) -> str:
+    """The recipe of a recording's drafts: method and parameters, geometry, every source frame in order."""
+    settings = {k: v for k, v in provenance_.items() if k != "tool_version"}
+    return provenance.recipe("preannotate", geometry.key, kind,
+                             *[views.source_digest(r, kind) or r["pair_id"] for r in rows], params=settings)
+
+
+def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s, explicit_polarity) -> dict:
+    index = ws.read_index()
+    rec_row = index.recordings[rec]
+    rows = sorted(index.pairs_of(rec), key=lambda r: (float(r.get("t_thermal") or 0), r["pair_id"]))
+    entry = {"pairs": len(rows), "frame": None, "polarity": draft["params"].get("polarity"), "written": 0,
+             "skipped": 0, "kept_edited": 0, "reprojected": 0, "changed_meanwhile": 0, "empty": 0}
+    known = recording_polarity(rec_row)
+    if draft["method"] == "gas" and not explicit_polarity and known:
+        draft = {**draft, "params": {**draft["params"], "polarity": known}}
+        entry["polarity"] = known
+    if not rows:
+        return entry
+    kind, geometry = draft_geometry(ws, rec_row, rows)
+    entry["frame"] = kind
+    recipe = preannotate_recipe(rows, kind, geometry, draft)
+    plan: dict[str, tuple[str, str]] = {}  # pair id -> (action, raw digest of the bytes the plan was made from)
+    for r in rows:
+        pid = r["pair_id"]
+        path = _label_path(ws, rec, pid)
         try:
-            _preannotate_recording(ws, rec, rows, entry, rec_provenance, force=force, lead_in_s=lead_in_s)
-            error = ""
-        except (GasdbError, ValueError, OSError) as exc:
-            error = str(exc)
-            entry["error"] = error
-            report["failed"] += 1
-            log.info("preannotate %s failed: %s", rec, error)
-        ws.set_stage_error(rec, "preannotate", error)
-        report["written"] += entry["written"]
-        report["kept_edited"] += entry["kept_edited"]
-    report["review"] = refresh_review(ws, recordings=wanted)
-    return report
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = None
+        state = _state_of(data, path, pid)
+        raw = review.raw_digest(data)
+        if state is None:
+            plan[pid] = ("write", "")
+        elif state.untouched:
+            current = state.draft_inputs == recipe and state.geometry == geometry.key
+            plan[pid] = ("write", raw) if force or not current else ("skip", raw)
+        elif state.geometry and state.geometry != geometry.key and not state.error:
+            plan[pid] = ("reproject", raw)
+        else:
+            plan[pid] = ("keep", raw)
+    entry["skipped"] = sum(1 for a, _ in plan.values() if a == "skip")
+    entry["kept_edited"] = sum(1 for a, _ in plan.values() if a in ("keep", "reproject"))
+    updates: dict[str, dict] = {r["pair_id"]: {"label": ws.rel(_label_path(ws, rec, r["pair_id"]))}
+                                for r in rows if plan[r["pair_id"]][0] in ("skip", "keep")}
+    for r in rows:
+        if plan[r["pair_id"]][0] == "reproject":
+            _reproject(ws, rec, r, geometry, kind, plan[r["pair_id"]][1], entry, updates)
+    if any(a == "write" for a, _ in plan.values()):
+        _write_drafts(ws, rec, rows, kind, geometry, plan, draft, recipe, lead_in_s, entry, updates, rec_row, sink)
+    sink.commit(IndexOps(pairs=updates, recording={rec: {"preannotate_settings": json.dumps(
+        {k: v for k, v in draft.items() if k != "tool_version"}, sort_keys=True)}}))
+    return entry
 
 
-def _frame_kind(ws: Workspace, rows) -> str:
-    """``aligned`` when every pair has an aligned frame on disk, else ``thermal``."""
-    if rows and all(r.get("aligned") and ws.path(r["aligned"]).is_file() for r in rows):
-        return "aligned"
-    return "thermal"
+def expected_inputs(ws: Workspace, rec_row: dict, rows) -> str | None:
+    """The recipe a recording's untouched drafts should have now (with the settings it last used);
+    None when it was never pre-annotated."""
+    try:
+        settings = json.loads(rec_row.get("preannotate_settings") or "null")
+    except ValueError:
+        settings = None
+    if not isinstance(settings, dict) or not rows:
+        return None
+    rows = sorted(rows, key=lambda r: (float(r.get("t_thermal") or 0), r["pair_id"]))
+    kind, geometry = draft_geometry(ws, rec_row, rows)
+    return preannotate_recipe(rows, kind, geometry, settings)
+
+
+def _state_of(data: bytes | None, path: Path, pid: str) -> review.DocState | None:
+    """The review state of a document's bytes (None when there is no file)."""
+    if data is None:
+        return None
+    try:
+        return review.document_state(labelme_format.loads(data, file=path), pair_id=pid, path=str(path))
+    except FormatError as exc:
+        return review.DocState(pair_id=pid, path=str(path), exists=True, status="edited", error=str(exc))
+
+
+def _label_path(ws: Workspace, rec: str, pid: str) -> Path:
+    return ws.output_path("labels", rec, f"{pid}.json")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _reproject(ws, rec, row, geometry: Geometry, kind: str, planned: str, entry, updates) -> None:
+    """Carry an annotator's document into a new geometry (see the module docstring)."""
+    pid = row["pair_id"]
+    path = _label_path(ws, rec, pid)
+    data = path.read_bytes()
+    if review.raw_digest(data) != planned:
+        entry["changed_meanwhile"] += 1
+        return
+    doc = labelme_format.loads(data, file=path)
+    old = doc["gasdb"]["geometry"]
+    try:
+        old_geometry = Geometry.from_dict(old)
+        change = geometry.matrix @ np.linalg.inv(old_geometry.matrix)
+    except (KeyError, TypeError, ValueError, np.linalg.LinAlgError):
+        log.warning("preannotate %s: %s records no usable geometry; left as it is", rec, path)
+        return
+    history = path.parent / ".history" / f"{pid}.{_now().replace(':', '')}.json"
+    atomic_write_bytes(history, data)
+    doc["shapes"] = labelme_format.transform_shapes(doc["shapes"], change, size=geometry.size)
+    doc["imageWidth"], doc["imageHeight"] = int(geometry.size[0]), int(geometry.size[1])
+    image = _annotator_image(ws, row, kind, None, rec)
+    doc["imagePath"] = str(image.resolve())
+    meta = doc["gasdb"]
+    meta["geometry"] = geometry.to_dict()
+    meta["frame"] = kind
+    meta["frame_path"] = row.get(kind, "")
+    meta.setdefault("reprojections", []).append(
+        {"at": _now(), "from": old_geometry.key, "to": geometry.key, "previous_version": ws.rel(history),
+         "transform": provenance.matrix_key(change)})
+    doc.setdefault("flags", {})["approved"] = False
+    rev = meta.setdefault("review", {})
+    rev["recheck"] = {"reason": "the geometry changed: shapes re-projected, please check them",
+                      "content_sha256": review.content_hash(doc)}
+    if review.write_document(ws, path, doc, expected=planned):
+        entry["reprojected"] += 1
+        updates[pid] = {"label": ws.rel(path)}
+    else:
+        entry["changed_meanwhile"] += 1
 
 
 def _read_frame(ws: Workspace, row: dict, kind: str) -> np.ndarray:
-    rel = row.get(kind) or ""
-    if not rel:
-        raise WorkspaceError(f"pair {row['pair_id']} has no {kind} frame", file=ws.root / ws.PAIRS,
-                             field=f"{row['pair_id']}.{kind}", fix="rerun `gasdb extract` for its recording")
-    image = read_image(ws.path(rel))
-    return to_gray(image) if image.ndim == 3 else image
+    return views.read_source(ws, row, kind)[0]
 
 
-def _stretch(ws: Workspace, rows, kind: str) -> tuple[float, float]:
-    picks = [rows[i] for i in np.unique(np.linspace(0, len(rows) - 1, min(len(rows), _STRETCH_SAMPLES)).astype(int))]
-    values = np.concatenate([_read_frame(ws, r, kind)[::4, ::4].ravel() for r in picks]).astype(np.float64)
-    lo, hi = np.percentile(values, _STRETCH_PERCENTILES)
-    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
-
-
-def _annotator_image(ws: Workspace, row: dict, kind: str, frame: np.ndarray, stretch, rec: str) -> Path:
+def _annotator_image(ws: Workspace, row: dict, kind: str, stretch, rec: str, frame=None) -> Path:
     """The 8-bit image LabelMe should open for this draft (an 8-bit view is written when needed).
 
     LabelMe opens a folder of images, so the folder must hold nothing else: the enhanced frames
@@ -367,71 +346,42 @@ def _annotator_image(ws: Workspace, row: dict, kind: str, frame: np.ndarray, str
     enhanced = row.get("enhanced") or ""
     if enhanced and ws.path(enhanced).is_file() and row.get("enhanced_source", kind) in ("", kind):
         return ws.path(enhanced)
+    out = ws.output_path("labels", rec, f"{row['pair_id']}.png", sub="images")
+    if frame is None:
+        frame = _read_frame(ws, row, kind)
     if kind == "thermal" and frame.dtype == np.uint8 and ws.path(row["thermal"]).suffix.lower() == ".png":
         return ws.path(row["thermal"])
-    out = ws.output_path("labels", rec, f"{row['pair_id']}.png", sub="images")
-    view = frame if frame.dtype == np.uint8 else to_uint8(frame, lo=stretch[0], hi=stretch[1])
-    write_image(out, view, compression=1)
+    if stretch is None:
+        stretch = views.fit_stretch([(frame, None)])
+    write_image(out, views.apply_stretch(frame, stretch), compression=1)
     return out
 
 
-def _preannotate_recording(ws: Workspace, rec: str, rows, entry: dict, provenance: dict, *, force: bool,
-                           lead_in_s: float) -> None:
-    if not rows:
-        return
-    kind = _frame_kind(ws, rows)
-    entry["frame"] = kind
-    plan: dict[str, str] = {}  # pair id -> "write" | "skip" | "edited"
-    for r in rows:
-        path = ws.output_path("labels", rec, f"{r['pair_id']}.json")
-        state = draft_state(path, review=r.get("review", ""))
-        if state == "edited":
-            plan[r["pair_id"]] = "edited"
-        elif state == "missing" or force:
-            plan[r["pair_id"]] = "write"
-        else:
-            doc_frame = (read_json(path, error=FormatError).get("gasdb") or {}).get("frame")
-            plan[r["pair_id"]] = "write" if doc_frame != kind else "skip"  # stale geometry: redo
-    entry["kept_edited"] = sum(1 for v in plan.values() if v == "edited")
-    entry["skipped"] = sum(1 for v in plan.values() if v == "skip")
-    updates: dict[str, dict] = {}
-    for r in rows:
-        rel = ws.rel(ws.output_path("labels", rec, f"{r['pair_id']}.json"))
-        if plan[r["pair_id"]] == "edited":
-            updates[r["pair_id"]] = {"label": rel, "review": r.get("review") if r.get("review") not in ("", "pending")
-                                     else "edited"}
-        elif plan[r["pair_id"]] == "skip":
-            updates[r["pair_id"]] = {"label": rel, "review": "pending"}
-    if any(v == "write" for v in plan.values()):
-        _write_drafts(ws, rec, rows, kind, plan, provenance, lead_in_s, entry, updates)
-    ws.update_pairs(updates)
-
-
-def _write_drafts(ws, rec, rows, kind, plan, provenance, lead_in_s, entry, updates) -> None:
-    method, params = provenance["method"], dict(provenance["params"])
+def _write_drafts(ws, rec, rows, kind, geometry, plan, provenance_, recipe, lead_in_s, entry, updates, rec_row,
+                  sink) -> None:
+    method, params = provenance_["method"], dict(provenance_["params"])
     if method == "gas":
         params.pop("lead_in_s", None)
         t0 = float(rows[0].get("t_thermal") or 0)
         params["lead_in"] = sum(1 for r in rows if float(r.get("t_thermal") or 0) < t0 + lead_in_s)
-    stretch = None
+    stretch, columns = views.recording_stretch(ws, rec_row, rows)
+    if columns:
+        sink.commit(IndexOps(recording={rec: columns}))
     frames = (_read_frame(ws, r, kind) for r in rows)
     pairs = progress(_frames_and_masks(frames, method, params), total=len(rows), desc=f"preannotate {rec}",
                      unit="frame")
     for r, (frame, mask) in zip(rows, pairs):
         pid = r["pair_id"]
-        if plan[pid] != "write":
+        action, planned = plan[pid]
+        if action != "write":
             continue
         if kind == "aligned" and r.get("valid") and ws.path(r["valid"]).is_file():
             valid = read_image(ws.path(r["valid"]))
             mask = mask & (valid > 0)
-        shapes = mask_to_shapes(mask, mode=provenance["mode"], epsilon_frac=provenance["epsilon_frac"],
-                                min_area=provenance["min_area"], extra={"gasdb": {"source": "bgsub"}})
-        if not shapes:
-            entry["empty"] += 1
-        if stretch is None and frame.dtype != np.uint8:
-            stretch = _stretch(ws, rows, kind)
-        image = _annotator_image(ws, r, kind, frame, stretch, rec)
-        path = ws.output_path("labels", rec, f"{pid}.json")
+        shapes = mask_to_shapes(mask, mode=provenance_["mode"], epsilon_frac=provenance_["epsilon_frac"],
+                                min_area=provenance_["min_area"], extra={"gasdb": {"source": "bgsub"}})
+        image = _annotator_image(ws, r, kind, stretch, rec, frame)
+        path = _label_path(ws, rec, pid)
         doc = labelme_format.new_document(image.resolve(), int(mask.shape[0]), int(mask.shape[1]), shapes=shapes,
                                           flags={f: False for f in FLAGS})
         doc["gasdb"] = {
@@ -442,12 +392,18 @@ def _write_drafts(ws, rec, rows, kind, plan, provenance, lead_in_s, entry, updat
             "rgb_path": r.get("rgb", ""),
             "thermal_raw_path": r.get("thermal", ""),
             "t_thermal": r.get("t_thermal", ""),
-            "preannot": {**provenance, "content_sha256": content_hash(doc), "blobs": len(shapes)},
+            "geometry": geometry.to_dict(),
+            "preannot": {**provenance_, "inputs": recipe, "blobs": len(shapes)},
             "review": {"status": "pending", "annotator": None},
         }
-        labelme_format.write(doc, path)
-        entry["written"] += 1
-        updates[pid] = {"label": ws.rel(path), "review": "pending"}
+        doc["gasdb"]["preannot"]["content_sha256"] = review.content_hash(doc)
+        if review.write_document(ws, path, doc, expected=planned):
+            entry["written"] += 1
+            entry["empty"] += not shapes
+            updates[pid] = {"label": ws.rel(path), "preannotate_inputs": recipe}
+        else:
+            entry["changed_meanwhile"] += 1
+            updates[pid] = {"label": ws.rel(path)}
 
 
 def _frames_and_masks(frames, method, params):

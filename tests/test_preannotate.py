@@ -15,7 +15,10 @@ from gasdb_tools.cli import main
 from gasdb_tools.cli import preannotate_cmds
 from gasdb_tools.imaging import read_image, write_image
 from gasdb_tools.metrics import confusion, scores
-from gasdb_tools.preannotate import content_hash, draft_state, preannotate_workspace, refresh_review
+from gasdb_tools import review
+from gasdb_tools.align import Geometry
+from gasdb_tools.preannotate import preannotate_workspace
+from gasdb_tools.review import content_hash
 from gasdb_tools.synth import SynthRig
 from gasdb_tools.workspace import Workspace, make_pair_id
 
@@ -62,7 +65,13 @@ def _make_workspace(tmp_path, *, aligned=False, sixteen_bit=False, contrast=24.0
         index.recordings["rec1"] = {"id": "rec1", "rgb": "rgb.mp4", "thermal": "thermal.mp4", "scene": "near",
                                     "tags": "leak"}
         index.pairs.update(rows)
+    if aligned:
+        _set_geometry(ws, Geometry("rgb", SIZE, np.eye(3)))
     return ws, truth
+
+
+def _states(ws):
+    return review.read_states(ws)
 
 
 def _draft_mask(ws, pid):
@@ -78,9 +87,11 @@ def test_drafts_are_written_with_provenance_and_find_the_plume(tmp_path):
     rec = report["recordings"][0]
     assert rec["frame"] == "thermal" and rec["written"] == N_FRAMES
     index = ws.read_index()
+    states = _states(ws)
     cm = np.zeros((2, 2), np.int64)
     for pid, row in index.pairs.items():
-        assert row["label"] == f"labels/rec1/{pid}.json" and row["review"] == "pending"
+        assert row["label"] == f"labels/rec1/{pid}.json" and states[pid].status == "pending"
+        assert states[pid].untouched and row["preannotate_inputs"] == states[pid].draft_inputs
         doc = labelme_format.read(ws.path(row["label"]))
         meta = doc["gasdb"]
         assert meta["pair_id"] == pid and meta["frame"] == "thermal" and meta["review"]["status"] == "pending"
@@ -94,7 +105,6 @@ def test_drafts_are_written_with_provenance_and_find_the_plume(tmp_path):
         cm += confusion(truth[pid], _draft_mask(ws, pid))
     gas = scores(cm)["gas"]
     assert gas["iou"] > 0.5, gas  # an emitting plume of contrast 24 on a simulated scene: drafts to correct
-    assert draft_state(ws.path(index.pairs[pid]["label"]), review="pending") == "draft"
 
 
 def test_lead_in_frames_are_gas_free_drafts(tmp_path):
@@ -135,9 +145,9 @@ def test_edits_are_never_overwritten_with_or_without_force(tmp_path):
     assert path.read_bytes() == edited_bytes and path2.read_bytes() == flagged_bytes
     redone = labelme_format.read(untouched)
     assert redone["gasdb"]["preannot"]["params"]["k"] == 3.0 and untouched.read_bytes() != untouched_bytes
-    index = ws.read_index()
-    assert index.pairs[edited_pid]["review"] == "edited" and index.pairs[flagged_pid]["review"] == "edited"
-    assert index.pairs[untouched_pid]["review"] == "pending"
+    states = _states(ws)
+    assert states[edited_pid].status == "edited" and states[flagged_pid].status == "edited"
+    assert states[untouched_pid].status == "pending"
 
 
 def test_review_status_and_unknown_files_protect_drafts(tmp_path):
@@ -145,39 +155,119 @@ def test_review_status_and_unknown_files_protect_drafts(tmp_path):
     preannotate_workspace(ws)
     index = ws.read_index()
     pids = sorted(index.pairs)
-    # an approved frame (status in pairs.csv), a JSON status, a foreign file and a broken file
-    with ws.transaction() as idx:
-        idx.pairs[pids[1]]["review"] = "approved"
-    p2 = ws.path(index.pairs[pids[2]]["label"])
-    doc = labelme_format.read(p2)
-    doc["gasdb"]["review"]["status"] = "approved"
-    labelme_format.write(doc, p2)
-    p3 = ws.path(index.pairs[pids[3]]["label"])
-    labelme_format.write(labelme_format.new_document("x.png", SIZE[1], SIZE[0]), p3)
-    p4 = ws.path(index.pairs[pids[4]]["label"])
-    p4.write_text("{not json")
-    before = {p: p.read_bytes() for p in (p2, p3, p4)}
+    # approved by ticking the flag (LabelMe), a status written in the JSON, a foreign file, a broken file
+    paths = [ws.path(index.pairs[p]["label"]) for p in pids[1:5]]
+    doc = labelme_format.read(paths[0])
+    doc["flags"]["approved"] = True
+    labelme_format.write(doc, paths[0])
+    doc = labelme_format.read(paths[1])
+    doc["gasdb"]["review"]["status"] = "edited"
+    labelme_format.write(doc, paths[1])
+    labelme_format.write(labelme_format.new_document("x.png", SIZE[1], SIZE[0]), paths[2])
+    paths[3].write_text("{not json")
+    before = {p: p.read_bytes() for p in paths}
     report = preannotate_workspace(ws, force=True)
     assert report["kept_edited"] == 4
     assert all(p.read_bytes() == b for p, b in before.items())
-    index = ws.read_index()
-    assert index.pairs[pids[1]]["review"] == "approved"
-    # a status written in the JSON is taken over; other annotator work counts as edited
-    assert [index.pairs[p]["review"] for p in pids[2:5]] == ["approved", "edited", "edited"]
+    states = _states(ws)
+    assert [states[p].status for p in pids[1:5]] == ["approved", "edited", "edited", "edited"]
+    assert states[pids[4]].error  # unreadable: reported, never overwritten
 
 
-def test_opening_and_saving_unchanged_keeps_a_draft(tmp_path):
-    """LabelMe rewrites files it saves (key order, dropped extras): that is not an edit."""
+@pytest.mark.parametrize("change", ["description", "shape_flag", "annotator", "note"])
+def test_force_keeps_every_kind_of_annotator_edit(tmp_path, change):
+    """Descriptions, per-shape flags and review fields are edits too: --force replaces none of them."""
+    ws, truth = _make_workspace(tmp_path)
+    preannotate_workspace(ws)
+    pid = next(p for p in sorted(truth) if truth[p].any() and labelme_format.read(
+        ws.path(ws.read_index().pairs[p]["label"]))["shapes"])
+    path = ws.path(ws.read_index().pairs[pid]["label"])
+    doc = labelme_format.read(path)
+    if change == "description":
+        doc["shapes"][0]["description"] = "faint edge, unsure"
+    elif change == "shape_flag":
+        doc["shapes"][0]["flags"] = {"occluded": True}
+    elif change == "annotator":
+        doc["gasdb"]["review"]["annotator"] = "ana"
+    else:
+        doc["gasdb"]["review"]["note"] = "check the left edge"
+    labelme_format.write(doc, path)
+    before = path.read_bytes()
+    report = preannotate_workspace(ws, force=True, k=3.0)
+    assert report["kept_edited"] == 1 and path.read_bytes() == before
+    assert _states(ws)[pid].status == "edited"
+
+
+def test_a_save_between_planning_and_writing_is_never_lost(tmp_path, monkeypatch):
+    """Compare-and-swap: 50 runs, each with an annotator save injected just before the draft is written."""
     ws, _ = _make_workspace(tmp_path)
     preannotate_workspace(ws)
-    row = ws.read_index().pairs[sorted(ws.read_index().pairs)[30]]
-    path = ws.path(row["label"])
-    doc = json.loads(path.read_text())
-    for s in doc["shapes"]:
-        s.pop("gasdb", None)
-        s["description"] = None
-    path.write_text(json.dumps(doc, indent=4))
-    assert draft_state(path, review="pending") == "draft"
+    pids = sorted(ws.read_index().pairs)
+    real_write = review.write_document
+    saved = {}
+
+    def save_then_write(ws_, path, doc, *, expected):
+        pid = doc["gasdb"]["pair_id"]
+        if pid == target and pid not in saved:  # the annotator's autosave lands first
+            mine = labelme_format.read(path) if path.exists() else labelme_format.new_document(
+                "x.png", SIZE[1], SIZE[0])
+            mine["shapes"] = [labelme_format.make_shape([[5, 5], [30, 5], [30, 25]])]
+            labelme_format.write(mine, path)
+            saved[pid] = path.read_bytes()
+        return real_write(ws_, path, doc, expected=expected)
+
+    monkeypatch.setattr(review, "write_document", save_then_write)
+    lost = 0
+    for run in range(50):
+        target = pids[run % len(pids)]
+        if run >= len(pids):  # its document is annotator work by now: start again from no file at all
+            ws.path(ws.read_index().pairs[target]["label"]).unlink()
+        saved.clear()
+        report = preannotate_workspace(ws, force=True, k=4.0 + 0.01 * run)
+        path = ws.path(ws.read_index().pairs[target]["label"])
+        assert target in saved and report["changed_meanwhile"] == 1
+        lost += path.read_bytes() != saved[target]
+    assert lost == 0
+
+
+def test_recalibration_reprojects_edited_documents_exactly(tmp_path):
+    """A new geometry re-projects an annotator's shapes through the change of transform (< 0.01 px)."""
+    ws, _ = _make_workspace(tmp_path, aligned=True)
+    old = Geometry("rgb", SIZE, np.eye(3))
+    _set_geometry(ws, old)
+    preannotate_workspace(ws)
+    pids = sorted(ws.read_index().pairs)
+    edited, approved, untouched = pids[20], pids[21], pids[22]
+    poly = [[20.25, 30.5], [80.0, 28.0], [90.5, 70.75], [25.0, 75.0]]
+    for pid, flag in ((edited, False), (approved, True)):
+        path = ws.path(ws.read_index().pairs[pid]["label"])
+        doc = labelme_format.read(path)
+        doc["shapes"] = [labelme_format.make_shape(poly)]
+        doc["flags"]["approved"] = flag
+        labelme_format.write(doc, path)
+    new = Geometry("rgb", SIZE, np.array([[1.01, 0.02, 3.5], [-0.015, 0.99, -2.25], [0.0, 0.0, 1.0]]))
+    _set_geometry(ws, new)
+    report = preannotate_workspace(ws)
+    assert report["reprojected"] == 2
+    change = new.matrix @ np.linalg.inv(old.matrix)
+    expected = np.c_[poly, np.ones(4)] @ change.T
+    states = _states(ws)
+    for pid in (edited, approved):
+        path = ws.path(ws.read_index().pairs[pid]["label"])
+        doc = labelme_format.read(path)
+        np.testing.assert_allclose(doc["shapes"][0]["points"], expected[:, :2] / expected[:, 2:], atol=0.01)
+        assert doc["gasdb"]["geometry"]["key"] == new.key and doc["gasdb"]["reprojections"][0]["from"] == old.key
+        assert (path.parent / ".history").is_dir()
+        assert states[pid].recheck and states[pid].status == "edited"  # approval withdrawn until re-checked
+    assert states[untouched].untouched and states[untouched].geometry == new.key  # drafts are simply redone
+    assert preannotate_workspace(ws)["reprojected"] == 0  # idempotent
+
+
+def _set_geometry(ws, geometry):
+    import json as _json
+
+    with ws.transaction() as idx:
+        idx.recordings["rec1"]["align_geometry"] = _json.dumps(geometry.to_dict())
 
 
 def test_aligned_frames_16_bit_view_and_valid_mask(tmp_path):
@@ -207,6 +297,7 @@ def test_thermal_drafts_are_redone_once_aligned(tmp_path):
     with ws.transaction() as idx:  # align the pairs afterwards (identity warp)
         for pid, row in idx.pairs.items():
             row["aligned"] = row["thermal"]
+    _set_geometry(ws, Geometry("rgb", SIZE, np.eye(3)))
     report = preannotate_workspace(ws)
     assert report["written"] == len(index.pairs)
     doc = labelme_format.read(ws.path(ws.read_index().pairs[sorted(index.pairs)[0]]["label"]))
@@ -229,7 +320,7 @@ def test_enhanced_frame_is_what_the_annotator_sees(tmp_path):
     assert labelme_format.image_file(doc, path)[0].is_file()
 
 
-def test_refresh_review_blacklists_flagged_frames(tmp_path):
+def test_flagged_frames_are_excluded_as_long_as_the_flag_is_ticked(tmp_path):
     ws, _ = _make_workspace(tmp_path)
     preannotate_workspace(ws)
     pid = sorted(ws.read_index().pairs)[12]
@@ -237,10 +328,12 @@ def test_refresh_review_blacklists_flagged_frames(tmp_path):
     doc = labelme_format.read(path)
     doc["flags"]["water_spray"] = True
     labelme_format.write(doc, path)
-    result = refresh_review(ws)
-    assert result["blacklisted"] == [pid] and result["edited"] == 1 and result["pending"] == N_FRAMES - 1
-    assert "water spray" in ws.blacklist()[pid]
-    assert ws.read_index().pairs[pid]["review"] == "edited"
+    assert "water spray" in review.exclusions(ws)[pid]
+    c = review.counts(_states(ws))
+    assert (c["edited"], c["pending"]) == (1, N_FRAMES - 1)
+    doc["flags"]["water_spray"] = False
+    labelme_format.write(doc, path)
+    assert pid not in review.exclusions(ws)
 
 
 def test_per_recording_failure_is_recorded_and_others_carry_on(tmp_path):
@@ -284,8 +377,10 @@ def test_cli_preannotate_json_and_exit_codes(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["written"] == N_FRAMES and report["params"]["polarity"] == "emitting"
-    result = runner.invoke(main, ["preannotate", str(ws.root)])
-    assert result.exit_code == 0 and "0 written" in result.output and f"{N_FRAMES} kept" in result.output
+    result = runner.invoke(main, ["preannotate", str(ws.root), "--polarity", "emitting"])
+    assert result.exit_code == 0 and "0 written" in result.output and f"{N_FRAMES} up to date" in result.output
+    result = runner.invoke(main, ["preannotate", str(ws.root), "--polarity", "absorbing"])  # other parameters
+    assert result.exit_code == 0 and f"{N_FRAMES} written" in result.output
     result = runner.invoke(main, ["preannotate", str(ws.root), "--param", "k=nope"])
     assert result.exit_code == 2
     result = runner.invoke(main, ["preannotate", str(ws.root), "--recording", "nope"])
@@ -360,7 +455,7 @@ def test_label_runs_the_app_and_refreshes_review(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["label", str(ws.root), "--recording", "rec1"])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1 and calls[0][0] == sys.executable
-    assert ws.read_index().pairs[pid]["review"] == "edited"
+    assert _states(ws)[pid].status == "edited"
     assert "1 edited" in result.output
 
 
@@ -396,11 +491,11 @@ def test_labelme_reads_drafts_and_an_unchanged_save_keeps_them_drafts(tmp_path, 
         shapes.append(d)
     lf.write_label_file(str(path), shapes=shapes, image_path=data.image_path, image_height=SIZE[1],
                         image_width=SIZE[0], other_data=data.other_data, flags=data.flags)
-    assert draft_state(path, review="pending") == "draft"
+    assert _states(ws)[row["pair_id"]].untouched
     shapes[0]["points"][0] = (shapes[0]["points"][0][0] + 1.0, shapes[0]["points"][0][1])
     lf.write_label_file(str(path), shapes=shapes, image_path=data.image_path, image_height=SIZE[1],
                         image_width=SIZE[0], other_data=data.other_data, flags=data.flags)
-    assert draft_state(path, review="pending") == "edited"
+    assert _states(ws)[row["pair_id"]].status == "edited"
 
 
 def test_generic_method_and_mask_mode(tmp_path):
