@@ -43,7 +43,6 @@ def annotate_from_truth(ws: Workspace, recordings_dir, *, keep_drafts=None) -> d
     edited = 0
     pairs = ws.pairs()
     truths = {}
-    reviewed = {}
     for pair in pairs:
         if not pair.get("label"):
             continue
@@ -64,9 +63,7 @@ def annotate_from_truth(ws: Workspace, recordings_dir, *, keep_drafts=None) -> d
         doc.setdefault("gasdb", {}).setdefault("review", {})["status"] = "edited"
         doc["gasdb"]["review"]["annotator"] = "gasdb demo (exact simulator masks)"
         labelme_format.write(doc, path)
-        reviewed[pair["pair_id"]] = "edited"
         edited += 1
-    ws.update_pairs({pid: {"review": status} for pid, status in reviewed.items()})
     return {"edited": edited}
 
 
@@ -88,7 +85,8 @@ def _score_drafts(release: Path, drafts: dict, out: Path) -> dict:
 
 def run_demo(out, *, recordings: int = 3, seconds: float = 4.0, force: bool = False) -> dict:
     """Simulate recordings and run every stage; returns ``{"out", "steps": [{"stage", "result", "seconds"}]}``."""
-    from gasdb_tools.calibration import align_workspace, calibrate_workspace
+    from gasdb_tools.align import align_workspace
+    from gasdb_tools.calibration import calibrate_workspace
     from gasdb_tools.enhance import enhance_workspace
     from gasdb_tools.export import export_all
     from gasdb_tools.extract import extract_workspace
@@ -183,7 +181,7 @@ def run_demo(out, *, recordings: int = 3, seconds: float = 4.0, force: bool = Fa
         if not pairs:
             return "nothing to exclude"
         pid = pairs[len(pairs) // 2]["pair_id"]
-        ws.set_blacklist({**ws.blacklist(), pid: "water spray in view (demo)"})
+        ws.update_blacklist(add={pid: "water spray in view (demo)"})
         return f"{pid} excluded: water spray in view"
 
     step("blacklist", blacklist)

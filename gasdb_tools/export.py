@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from gasdb_tools import coco as coco_mod
-from gasdb_tools import gasdb_layout, labelme_format
+from gasdb_tools import gasdb_layout, labelme_format, review
 from gasdb_tools.errors import FormatError, WorkspaceError
 from gasdb_tools.fsutil import atomic_write_text, write_json
 from gasdb_tools.imaging import read_image, to_uint8, write_image
@@ -148,16 +148,17 @@ def select_pairs(ws, pairs=None, *, include_blacklisted: bool = False) -> list[d
     """
     index = ws.read_index()
     if pairs is None:
-        black = ws.blacklist()
-        return [index.pairs[p] for p in sorted(index.pairs)
-                if index.pairs[p].get("label") and (include_blacklisted or p not in black)]
+        states = review.read_states(ws, index)
+        black = review.exclusions(ws, index, states)
+        return [review.with_label(ws, index.pairs[p]) for p in sorted(index.pairs)
+                if p in states and (include_blacklisted or p not in black)]
     rows = []
     for p in pairs:
         pid = p["pair_id"] if isinstance(p, Mapping) else p
         if pid not in index.pairs:
             raise WorkspaceError(f"no pair {pid!r} in the workspace", file=ws.root / ws.PAIRS,
                                  fix="check the id with `gasdb status` or pairs.csv")
-        rows.append(index.pairs[pid])
+        rows.append(review.with_label(ws, index.pairs[pid]))
     ids = [r["pair_id"] for r in rows]
     if len(set(ids)) != len(ids):
         raise ValueError("pairs lists a pair twice; give each pair id once")
@@ -340,15 +341,17 @@ def export_gasdb(ws, out_dir, *, splits: dict[str, list[str]] | None = None,
     if ignore_value not in (0, 255):
         raise ValueError(f"ignore_value must be 0 or 255, got {ignore_value!r}")
     index = ws.read_index()
-    black = ws.blacklist()
+    states = review.read_states(ws, index)
+    black = review.exclusions(ws, index, states)
+    index.pairs = {p: review.with_label(ws, row) for p, row in index.pairs.items()}
     if splits is None:
-        clean = [p for p in sorted(index.pairs) if index.pairs[p].get("label") and p not in black]
+        clean = [p for p in sorted(index.pairs) if p in states and p not in black]
         splits = default_splits(ws, clean)
     splits = {str(k): list(v) for k, v in splits.items()}
     in_splits = [p for ids in splits.values() for p in ids]
     if len(set(in_splits)) != len(in_splits):
         raise ValueError("a pair id appears in more than one split (or twice in one); splits must be disjoint")
-    labelled_black = [p for p in sorted(black) if p in index.pairs and index.pairs[p].get("label")]
+    labelled_black = [p for p in sorted(black) if p in index.pairs and p in states]
     pair_ids = sorted(set(in_splits) | set(labelled_black))
     rows = select_pairs(ws, pair_ids)
     names = dict(names) if names is not None else default_names(pair_ids)

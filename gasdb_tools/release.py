@@ -108,10 +108,15 @@ def plan_release(ws, *, split: str = "default") -> ReleasePlan:
     from gasdb_tools.export import default_names
     from gasdb_tools.splits import SPLIT_NAMES, load_split, split_path
 
+    from gasdb_tools.review import exclusions, read_states, with_label
+
     split_obj = load_split(ws, split)
     path = split_path(ws, split)
     index = ws.read_index()
-    black = ws.blacklist()
+    states = read_states(ws, index)
+    black = exclusions(ws, index, states)
+    index.pairs = {p: {**with_label(ws, row), "review": states[p].status if p in states else ""}
+                   for p, row in index.pairs.items()}
     split_of = split_obj.split_of()
     stale = []
     for pid in sorted(split_of):
@@ -120,7 +125,7 @@ def plan_release(ws, *, split: str = "default") -> ReleasePlan:
             stale.append(f"{pid} (no longer in pairs.csv)")
         elif pid in black:
             stale.append(f"{pid} (now blacklisted: {black[pid] or 'no reason'})")
-        elif not pair.get("label"):
+        elif pid not in states:
             stale.append(f"{pid} (has no label)")
     if stale:
         more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
@@ -143,7 +148,7 @@ def plan_release(ws, *, split: str = "default") -> ReleasePlan:
         rec = index.pairs[pid]["recording"]
         if pid in black:
             reason = f"blacklisted: {black[pid] or 'no reason given'}"
-        elif not index.pairs[pid].get("label"):
+        elif pid not in states:
             reason = "unlabelled"
         else:
             reason = "not in the split"
@@ -156,7 +161,7 @@ def plan_release(ws, *, split: str = "default") -> ReleasePlan:
             calibration[rig] = read_json(cal)
     names = [s for s in SPLIT_NAMES if s in split_obj.pairs]
     # export_gasdb also writes labelled blacklisted pairs (listed in blacklist.txt), so they need names too.
-    named = set(ids) | {p for p in black if p in index.pairs and index.pairs[p].get("label")}
+    named = set(ids) | {p for p in black if p in index.pairs and p in states}
     return ReleasePlan(
         ids=ids, split_of=split_of, splits={s: sorted(split_obj.pairs[s]) for s in names},
         names=default_names(named),

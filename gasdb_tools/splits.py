@@ -556,21 +556,26 @@ def _label_has_gas(ws, pair: Mapping) -> bool:
 def split_metadata(ws) -> tuple[list[dict], dict[str, dict[str, str]]]:
     """Pair metadata for :func:`make_split`, and the pairs left out with the reason.
 
-    Pairs on the blacklist and pairs with no LabelMe document are left out (Gas-DB shipped
-    unlabelled frames; RT-CAN issue #2). Returns ``(rows, {"blacklisted": {id: reason},
+    Excluded pairs (blacklist.csv, or a LabelMe document flagged water_spray / too_faint; see
+    :func:`gasdb_tools.review.exclusions`) and pairs with no LabelMe document are left out (Gas-DB
+    shipped unlabelled frames; RT-CAN issue #2). Returns ``(rows, {"blacklisted": {id: reason},
     "unlabelled": {id: ""}})``.
     """
+    from gasdb_tools.review import exclusions, label_path, read_states
+
     index = ws.read_index()
-    black = ws.blacklist()
+    states = read_states(ws, index)
+    black = exclusions(ws, index, states)
     rows, excluded = [], {"blacklisted": {}, "unlabelled": {}}
     for pid in sorted(index.pairs):
         pair = index.pairs[pid]
         if pid in black:
             excluded["blacklisted"][pid] = black[pid] or "no reason given"
             continue
-        if not pair.get("label"):
+        if pid not in states:
             excluded["unlabelled"][pid] = "no LabelMe document"
             continue
+        pair = {**pair, "label": ws.rel(label_path(ws, pair))}
         rec = index.recordings.get(pair["recording"], {})
         rows.append({"pair_id": pid, "recording": pair["recording"], "scene": rec.get("scene", ""),
                      "has_gas": _label_has_gas(ws, pair)})

@@ -85,13 +85,17 @@ def workspace_stats(ws, *, splits: Mapping[str, Sequence[str]] | None = None,
         ``{"totals", "recordings": {id: counts}, "scenes": {scene: counts}, "splits": {name: counts},
         "coverage": {"positive", "quantiles", "histogram": {"edges", "counts"}}, "pairs": [...],
         "errors": {pair_id: message}}`` where counts are ``pairs, labelled, positive, blacklisted,
-        gas_pixels, valid_pixels, gas_fraction, review``. Pairs whose annotation cannot be
-        rasterised are listed under ``errors`` (run ``gasdb validate``) and count as unlabelled.
+        gas_pixels, valid_pixels, gas_fraction, review``. Review states and exclusions (blacklist.csv
+        and documents flagged water_spray / too_faint) are read from the LabelMe documents
+        (:mod:`gasdb_tools.review`). Pairs whose annotation cannot be rasterised are listed under
+        ``errors`` (run ``gasdb validate``) and count as unlabelled.
     """
     from gasdb_tools.export import pair_mask
+    from gasdb_tools.review import exclusions, read_states
 
     index = ws.read_index()
-    black = ws.blacklist()
+    states = read_states(ws, index)
+    black = exclusions(ws, index, states)
     splits = {k: list(v) for k, v in splits.items()} if splits is not None else _load_splits(ws)
     split_of = {p: s for s, ids in (splits or {}).items() for p in ids}
     rows, errors = [], {}
@@ -99,7 +103,8 @@ def workspace_stats(ws, *, splits: Mapping[str, Sequence[str]] | None = None,
         pair = index.pairs[pid]
         rec = index.recordings.get(pair.get("recording", ""), {})
         gas = valid = 0
-        labelled = bool(pair.get("label"))
+        state = states.get(pid)
+        labelled = state is not None
         if labelled:
             try:
                 gas, valid = pair_coverage(pair_mask(ws, pair, class_names))
@@ -108,7 +113,8 @@ def workspace_stats(ws, *, splits: Mapping[str, Sequence[str]] | None = None,
                 labelled = False
         rows.append({"pair_id": pid, "recording": pair.get("recording", ""), "scene": rec.get("scene", "") or "",
                      "split": split_of.get(pid, ""), "labelled": labelled, "positive": gas > 0,
-                     "blacklisted": pid in black, "review": pair.get("review", "") or "",
+                     "blacklisted": pid in black, "review": state.status if state is not None else "",
+                     "recheck": bool(state is not None and state.recheck),
                      "gas_pixels": gas, "valid_pixels": valid,
                      "coverage": gas / valid if labelled and valid else None})
     totals = _new_counts()

@@ -20,6 +20,9 @@ check                     what is wrong
 ``self-intersection``     a polygon whose edges cross (its fill then depends on the rasteriser)
 ``label``                 a label not in the label list (``annotation/labels.txt``)
 ``empty-gas``             no gas pixel on a frame marked as gas (see :func:`marked_as_gas`)
+``stale``                 outputs made from inputs that changed since (a recalibration, new
+                          frames), and documents to re-review after a re-projection
+``mismatch``              a file whose bytes differ from what the stage that wrote it recorded
 ========================  ======================================================================
 """
 
@@ -49,7 +52,7 @@ __all__ = [
 ]
 
 CHECKS = ("modality", "label-file", "json", "schema", "image", "size", "points", "degenerate",
-          "self-intersection", "label", "empty-gas")
+          "self-intersection", "label", "empty-gas", "stale", "mismatch")
 
 #: Image-level flags that mark a frame as showing gas, and the one that marks it as gas-free.
 GAS_FLAGS = ("gas", "leak", "has_gas")
@@ -324,17 +327,29 @@ def validate_label_file(path, *, class_names: Sequence[str] = labelme_format.DEF
 # a workspace
 # ------------------------------------------------------------------------------------------
 def validate_workspace(ws, *, class_names: Sequence[str] = labelme_format.DEFAULT_CLASS_NAMES,
-                       pairs: Sequence[str] | None = None, check_image: bool = True) -> list[Problem]:
-    """Check every pair of a workspace (or ``pairs``) and its annotation.
+                       pairs: Sequence[str] | None = None, check_image: bool = True,
+                       check_digests: bool = True) -> list[Problem]:
+    """Check every pair of a workspace (or ``pairs``), its annotation and its artifacts' provenance.
+
+    Besides the document checks (see the module docstring): ``stale`` -- outputs whose inputs
+    changed since they were made (:mod:`gasdb_tools.status`), one problem per recording and stage
+    with the command that redoes them, and documents to re-review after a re-projection;
+    ``mismatch`` -- with ``check_digests``, files whose bytes differ from the digest the stage
+    recorded (changed outside gasdb).
 
     Returns
     -------
     list of Problem
-        Sorted by pair id, then check order; empty when everything is fine. Blacklisted pairs
-        are checked too, except for ``empty-gas`` (a blacklisted frame may rightly show no gas).
+        Sorted by pair id, then check order; empty when everything is fine. Excluded pairs
+        are checked too, except for ``empty-gas`` (an excluded frame may rightly show no gas).
     """
+    from gasdb_tools import review
+    from gasdb_tools.status import workspace_status
+    from gasdb_tools.workspace import is_thermal_only
+
     index = ws.read_index()
-    black = ws.blacklist()
+    states = review.read_states(ws, index)
+    black = review.exclusions(ws, index, states)
     ids = sorted(index.pairs) if pairs is None else list(pairs)
     out: list[Problem] = []
     pairs_csv = str(ws.root / ws.PAIRS)
@@ -345,7 +360,9 @@ def validate_workspace(ws, *, class_names: Sequence[str] = labelme_format.DEFAUL
             out.append(Problem("modality", f"no pair {pid!r} in the workspace", file=pairs_csv, pair_id=pid,
                                fix="check the id"))
             continue
-        for col in ("rgb", "thermal"):
+        rec = index.recordings.get(row.get("recording", ""), {})
+        columns = ("thermal",) if is_thermal_only(rec) else ("rgb", "thermal")
+        for col in columns:
             rel = row.get(col) or ""
             if not rel:
                 out.append(Problem("modality", f"pair has no {col} frame", file=pairs_csv, field=f"{pid}.{col}",
@@ -354,22 +371,92 @@ def validate_workspace(ws, *, class_names: Sequence[str] = labelme_format.DEFAUL
                 out.append(Problem("modality", f"{col} frame missing on disk", file=str(ws.path(rel)),
                                    field=f"{pid}.{col}", pair_id=pid, fix="rerun `gasdb extract --force` for its "
                                                                           "recording"))
-        frame_size = None
-        if row.get("valid") and ws.path(row["valid"]).is_file():
-            frame_size = read_image(ws.path(row["valid"])).shape[:2]
-        elif row.get("rgb") and ws.path(row["rgb"]).is_file():
-            frame_size = read_image(ws.path(row["rgb"])).shape[:2]
-        label = row.get("label") or ""
-        if not label:
+        if check_digests:
+            out.extend(_digest_problems(ws, row, columns))
+        state = states.get(pid)
+        frame_size = _frame_size(ws, row, state)
+        if state is None:
+            if row.get("label"):
+                out.append(Problem("label-file", "annotation file not found", file=str(ws.path(row["label"])),
+                                   pair_id=pid, fix="rerun `gasdb preannotate`, or clear the pair's label column"))
             continue
-        referenced.add(ws.path(label).resolve())
-        problems = validate_label_file(ws.path(label), class_names=class_names, frame_size=frame_size,
-                                       recording=index.recordings.get(row.get("recording", "")),
-                                       check_image=check_image, check_empty_gas=pid not in black)
+        label = review.label_path(ws, row)
+        referenced.add(label.resolve())
+        problems = validate_label_file(label, class_names=class_names, frame_size=frame_size,
+                                       recording=rec, check_image=check_image, check_empty_gas=pid not in black)
         out.extend(Problem(**{**p.to_dict(), "pair_id": pid}) for p in problems)
+        if state.recheck:
+            out.append(Problem("stale", f"re-projected into a new geometry: {state.recheck}", file=str(label),
+                               field="gasdb.review.recheck", pair_id=pid,
+                               fix=f"check the shapes, then approve: gasdb review {ws.root} --approve {pid}"))
+    if pairs is None:
+        out.extend(_stale_problems(ws, workspace_status(ws)))
     if pairs is None and (ws.root / "labels").is_dir():
         for path in sorted((ws.root / "labels").rglob("*.json")):
+            if ".history" in path.parts:
+                continue
             if path.resolve() not in referenced:
                 out.append(Problem("label-file", "annotation file that no pair refers to", file=str(path),
-                                   fix="set the pair's label column to it (rerun gasdb preannotate), or delete it"))
+                                   fix="delete it, or re-extract the pair it belonged to"))
+    return out
+
+
+def _frame_size(ws, row: Mapping, state) -> tuple[int, int] | None:
+    """(H, W) of the frame a pair's document should be drawn in."""
+    frame = None
+    if state is not None and state.exists and not state.error:
+        try:
+            frame = (json.loads(Path(state.path).read_text(encoding="utf-8")).get("gasdb") or {}).get("frame")
+        except (OSError, ValueError, AttributeError):
+            frame = None
+    if frame != "thermal" and row.get("valid") and ws.path(row["valid"]).is_file():
+        return read_image(ws.path(row["valid"])).shape[:2]
+    if row.get("thermal") and (frame == "thermal" or not row.get("rgb")) and ws.path(row["thermal"]).is_file():
+        return read_image(ws.path(row["thermal"])).shape[:2]
+    if row.get("rgb") and ws.path(row["rgb"]).is_file():
+        return read_image(ws.path(row["rgb"])).shape[:2]
+    return None
+
+
+def _digest_problems(ws, row: Mapping, frame_columns) -> list[Problem]:
+    """Files whose bytes are not what the stage that wrote them recorded."""
+    from gasdb_tools import provenance
+    from gasdb_tools.fsutil import sha256_file
+
+    def digest(rel):
+        path = ws.path(rel)
+        return sha256_file(path)[: provenance.DIGEST_CHARS] if path.is_file() else None
+
+    checks = [("extract_digest", list(frame_columns) if len(frame_columns) == 2 else ["", "thermal"], "extract"),
+              ("align_digest", ["aligned", "valid"], "align"), ("enhance_digest", ["enhanced"], "enhance")]
+    out = []
+    for column, parts, stage in checks:
+        recorded = row.get(column) or ""
+        if not recorded or any(p and not row.get(p) for p in parts):
+            continue
+        digests = [digest(row[p]) if p else "" for p in parts]
+        if any(d is None for d in digests):
+            continue  # a missing file is reported elsewhere
+        value = digests[0] if len(parts) == 1 else provenance.combine(*digests)
+        if value != recorded:
+            files = ", ".join(str(ws.path(row[p])) for p in parts if p)
+            out.append(Problem("mismatch", f"{files}: the file changed after `gasdb {stage}` wrote it",
+                               file=pairs_csv_path(ws), field=f"{row['pair_id']}.{column}", pair_id=row["pair_id"],
+                               fix=f"gasdb {stage} {ws.root} --recording {row['recording']} --force"))
+    return out
+
+
+def pairs_csv_path(ws) -> str:
+    return str(ws.root / ws.PAIRS)
+
+
+def _stale_problems(ws, status: Mapping) -> list[Problem]:
+    out = []
+    for rec in status["recordings"]:
+        for stage, counts in rec["stages"].items():
+            stale = counts.get("stale", 0)
+            if stale:
+                out.append(Problem("stale", f"recording {rec['id']}: {stale} {stage} output(s) were made from "
+                                   "inputs that have changed since", file=pairs_csv_path(ws), field=stage,
+                                   fix=f"gasdb {stage} {ws.root} --recording {rec['id']}"))
     return out

@@ -15,6 +15,7 @@ import numpy as np
 from gasdb_tools import labelme_format
 from gasdb_tools.fsutil import write_json
 from gasdb_tools.imaging import write_image
+from gasdb_tools.review import content_hash
 from gasdb_tools.synth import SynthRig
 from gasdb_tools.workspace import Workspace, make_pair_id
 
@@ -68,7 +69,7 @@ def build_workspace(root, *, recordings: int = 4, pairs_per: int | list = 3, siz
             row = {"pair_id": pid, "recording": rec, "t_rgb": repr(t_rgb), "t_thermal": repr(t_th), "dt": "0.0",
                    "rgb": f"frames/{rec}/rgb/{pid}.png", "thermal": f"frames/{rec}/thermal/{pid}.png",
                    "aligned": f"aligned/{rec}/{pid}.png", "valid": f"aligned/{rec}/{pid}_valid.png",
-                   "enhanced": "", "label": "", "review": ""}
+                   "enhanced": "", "label": ""}
             write_image(ws.path(row["rgb"]), rgb, compression=1)
             write_image(ws.path(row["thermal"]), thermal, compression=1)
             write_image(ws.path(row["aligned"]), aligned, compression=1)
@@ -79,12 +80,15 @@ def build_workspace(root, *, recordings: int = 4, pairs_per: int | list = 3, siz
                     shapes.append(labelme_format.make_shape([[1, 1], [6, 5]], label="__ignore__",
                                                             shape_type="rectangle"))
                 label = f"labels/{rec}/{pid}.json"
+                status = ("approved", "edited", "pending")[k % 3]
                 doc = labelme_format.new_document(f"../../aligned/{rec}/{pid}.png", h, w, shapes=shapes,
+                                                  flags={"approved": status == "approved"},
                                                   gasdb={"pair_id": pid, "preannot": {"method": "bgsub"},
-                                                         "review": {"status": "pre"}})
+                                                         "review": {"status": "pending"}})
+                if status == "pending":  # an untouched draft: its content is what pre-annotation recorded
+                    doc["gasdb"]["preannot"]["content_sha256"] = content_hash(doc)
                 labelme_format.write(doc, ws.path(label))
                 row["label"] = label
-                row["review"] = ("approved", "edited", "pending")[k % 3]
             if blacklist and (i, k) in blacklist:
                 black[pid] = blacklist[(i, k)]
             rows[pid] = row

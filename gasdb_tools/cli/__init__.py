@@ -18,8 +18,8 @@ from gasdb_tools.errors import GasdbError
 # name -> (module, attribute, one-line summary). The order is the pipeline order shown by --help.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("workspace_cmds", "init", "Create an empty dataset workspace."),
-    "add": ("workspace_cmds", "add", "Register a recording (RGB + thermal video) in a workspace."),
-    "status": ("workspace_cmds", "status", "Show what each stage has done per recording."),
+    "add": ("workspace_cmds", "add", "Register a recording (RGB + thermal video, or a thermal camera alone) in a workspace."),
+    "status": ("workspace_cmds", "status", "Show what each stage has done per recording: done, stale, missing or failed."),
     "synth": ("synth_cmds", "synth", "Simulate rig recordings with exact ground truth."),
     "extract": ("extract_cmd", "extract", "Extract time-synchronised RGB-thermal frame pairs."),
     "calibrate": ("registration_cmds", "calibrate", "Estimate the rig's thermal-to-RGB registration from the edges both cameras see."),
@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "enhance": ("enhance_cmd", "enhance", "Tarel-Hautiere visibility restoration of thermal frames, as 8-bit PNGs for annotators."),
     "preannotate": ("preannotate_cmds", "preannotate", "Draft LabelMe gas masks for every pair by background subtraction."),
     "label": ("preannotate_cmds", "label", "Open the LabelMe app on a recording's frames and drafts, with the project's config."),
+    "review": ("review_cmds", "review", "Approve or reject pairs, or show the review state of every recording."),
     "validate": ("annotation_cmds", "validate", "Check every pair and LabelMe annotation of WORKSPACE; exit 1 on any problem."),
     "blacklist": ("annotation_cmds", "blacklist", "Exclude pairs from exports' train/test lists, with a reason; or list / remove entries."),
     "export": ("annotation_cmds", "export", "Export WORKSPACE's annotations to OUT as masks, COCO or the Gas-DB/RT-CAN layout."),
@@ -64,6 +65,10 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except GasdbError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # a full disk, a read-only folder, a permission: one line, exit 1
+            from gasdb_tools.stages import os_error_text
+
+            raise click.ClickException(os_error_text(exc)) from exc
 
 
 @click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)

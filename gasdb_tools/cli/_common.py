@@ -11,7 +11,7 @@ from gasdb_tools import progress
 from gasdb_tools.errors import GasdbError
 from gasdb_tools.workspace import Workspace
 
-__all__ = ["workspace_argument", "json_option", "emit_json", "fail", "open_workspace", "key_values"]
+__all__ = ["workspace_argument", "json_option", "jobs_option", "emit_json", "fail", "open_workspace", "key_values"]
 
 
 def open_workspace(ctx, param, value) -> Workspace:
@@ -54,6 +54,12 @@ def json_option(func):
     """``--json``: print a machine-readable result on stdout (and no progress bars)."""
     return click.option("--json", "as_json", is_flag=True, callback=_json_callback, expose_value=True,
                         help="Print a machine-readable JSON result on stdout.")(func)
+
+
+def jobs_option(func):
+    """``--jobs N``: recordings processed in N worker processes (the stage runner)."""
+    return click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                        help="Recordings processed in parallel worker processes.")(func)
 
 
 def emit_json(obj) -> None:

@@ -67,8 +67,9 @@ def validate(workspace: Workspace, labels_file: Path | None, no_image_check: boo
 def blacklist(workspace: Workspace, names: tuple[str, ...], reason: str | None, remove: bool, as_json: bool) -> None:
     """Exclude pairs from exports' train/test lists, with a reason; or list / remove entries.
 
-    Without PAIR_ID the blacklist is listed. Blacklisted pairs stay in the workspace and are
-    recorded in exports (Gas-DB's blacklist.txt and index.csv), never in a split list.
+    Without PAIR_ID the exclusions are listed: blacklist.csv, and the pairs whose LabelMe document
+    is flagged water_spray or too_faint. Excluded pairs stay in the workspace and are recorded in
+    exports (Gas-DB's blacklist.txt and index.csv), never in a split list.
 
     \b
     Example:
@@ -76,9 +77,9 @@ def blacklist(workspace: Workspace, names: tuple[str, ...], reason: str | None, 
       gasdb blacklist my-dataset                       # list
       gasdb blacklist my-dataset rec01_00012000 --remove
     """
-    entries = workspace.blacklist()
     if names:
         known = set(workspace.read_index().pairs)
+        entries = workspace.blacklist()
         for name in names:
             if name not in known and not (remove and name in entries):
                 close = difflib.get_close_matches(name, sorted(known), n=3)
@@ -90,27 +91,30 @@ def blacklist(workspace: Workspace, names: tuple[str, ...], reason: str | None, 
             missing = [n for n in names if n not in entries]
             if missing:
                 raise click.BadParameter(f"not on the blacklist: {', '.join(missing)}", param_hint="PAIR_ID")
-            for n in names:
-                entries.pop(n)
+            entries = workspace.update_blacklist(remove=names)
         else:
             if not reason or not reason.strip():
                 raise click.UsageError('give a reason, e.g. --reason "water spray" (it is recorded in releases)')
-            for n in names:
-                entries[n] = reason.strip()
-        workspace.set_blacklist(entries)
-        entries = workspace.blacklist()
+            entries = workspace.update_blacklist(add={n: reason.strip() for n in names})
     elif remove or reason:
         raise click.UsageError("name the pairs to add or remove (PAIR_ID ...)")
+    else:
+        entries = workspace.blacklist()
+    from gasdb_tools.review import exclusions
+
+    flagged = {p: r for p, r in exclusions(workspace).items() if p not in entries}
     if as_json:
-        emit_json({"workspace": str(workspace.root), "blacklist": entries})
+        emit_json({"workspace": str(workspace.root), "blacklist": entries, "flagged": flagged})
         return
     if names:
         verb = "removed from" if remove else "added to"
         click.echo(f"{len(names)} pair{'s' if len(names) != 1 else ''} {verb} the blacklist ({len(entries)} in all)")
         return
-    if not entries:
+    if not entries and not flagged:
         click.echo("the blacklist is empty")
     for pid, why in sorted(entries.items()):
+        click.echo(f"{pid}\t{why}")
+    for pid, why in sorted(flagged.items()):
         click.echo(f"{pid}\t{why}")
 
 

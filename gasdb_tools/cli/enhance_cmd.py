@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gasdb_tools.cli._common import emit_json, fail, json_option
+from gasdb_tools.cli._common import emit_json, fail, jobs_option, json_option
 from gasdb_tools.workspace import Workspace
 
 
@@ -33,16 +33,18 @@ from gasdb_tools.workspace import Workspace
               help="compat = the original IFSTTAR code with its bugs (comparable with papers); fixed = intended.")
 @click.option("--metrics-frames", type=click.IntRange(min=1), default=None,
               help="With --metrics: only this many evenly spaced frames per recording.")
+@jobs_option
 @json_option
 def enhance(targets: tuple[Path, ...], out_dir: Path | None, sv: int | None, p: float, gfactor: float, invert: bool,
             gamma_rows: str, recordings: tuple[str, ...], force: bool, metrics: bool, metrics_mode: str,
-            metrics_frames: int | None, as_json: bool) -> None:
+            metrics_frames: int | None, jobs: int, as_json: bool) -> None:
     """Tarel-Hautiere visibility restoration of thermal frames, as 8-bit PNGs for annotators.
 
     With a workspace (a folder holding gasdb.json) as the only argument, every pair gets
-    enhanced/<rec>/<pair>.png from its aligned thermal frame (or the extracted one if the pair is
-    not aligned yet), with one contrast setting per recording so the look does not jump between
-    frames. Resumable: done pairs are skipped unless --force. Otherwise the arguments are image
+    enhanced/<rec>/<pair>.png from its aligned thermal frame (the extracted one for a thermal
+    camera alone, or if the pair is not aligned yet), with one contrast setting per recording so
+    the look does not jump between frames. A rerun redoes exactly the pairs whose source frame
+    changed (e.g. after a re-alignment); --force redoes everything. Otherwise the arguments are image
     files, each enhanced on its own into -o DIR/<name>.png.
 
     \b
@@ -64,7 +66,7 @@ def enhance(targets: tuple[Path, ...], out_dir: Path | None, sv: int | None, p: 
         try:
             report = enhance_workspace(ws, sv=51 if sv is None else sv, p=p, gfactor=gfactor, invert=invert,
                                        gamma_rows=gamma_rows, force=force, metrics=metrics, metrics_mode=metrics_mode,
-                                       metrics_frames=metrics_frames, recordings=recordings or None)
+                                       metrics_frames=metrics_frames, recordings=recordings or None, jobs=jobs)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         if as_json:

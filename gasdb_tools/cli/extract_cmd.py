@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gasdb_tools.cli._common import emit_json, fail, json_option, workspace_argument
+from gasdb_tools.cli._common import emit_json, fail, jobs_option, json_option, workspace_argument
 from gasdb_tools.extract import DEFAULT_MIN_CONFIDENCE, extract_workspace
 from gasdb_tools.workspace import Workspace
 
@@ -34,13 +34,15 @@ def _fmt(value, spec: str) -> str:
 @click.option("--workers", type=click.IntRange(min=1), help="PNG writer threads (default: number of CPUs).")
 @click.option("--png-compression", type=click.IntRange(0, 9), default=1, show_default=True,
               help="zlib level of the PNG frames (higher: smaller, slower).")
+@jobs_option
 @json_option
 def extract(workspace: Workspace, every, max_pairs, offset, dedup, dedup_threshold, recordings, force, min_confidence,
-            workers, png_compression, as_json) -> None:
+            workers, png_compression, jobs, as_json) -> None:
     """Extract time-synchronised RGB-thermal frame pairs.
 
     Decodes both videos of each recording sequentially and pairs frames by timestamp (never by
-    index), rejecting pairs more than half a frame period of the faster stream apart. Frames go
+    index), rejecting pairs more than half a frame period of the faster stream apart; a thermal
+    camera alone gives one "pair" per sampled thermal frame. Frames go
     to WORKSPACE/frames/<recording>/{rgb,thermal}/<pair>.png (thermal keeps 16 bits when the
     source has them) and pairs.csv. Reruns skip finished recordings and resume interrupted ones;
     a recording that fails is reported (exit 1) and the others are still extracted.
@@ -49,10 +51,12 @@ def extract(workspace: Workspace, every, max_pairs, offset, dedup, dedup_thresho
     Examples:
       gasdb extract my-dataset --every 0.5
       gasdb extract my-dataset --recording take07 --offset 0.84 --dedup --force
+      gasdb extract my-dataset --every 0.5 --jobs 2
     """
     summary = extract_workspace(workspace, every=every, max_pairs=max_pairs, offset=offset, dedup=dedup,
                                 dedup_threshold=dedup_threshold, force=force, recordings=recordings or None,
-                                min_confidence=min_confidence, workers=workers, compression=png_compression)
+                                min_confidence=min_confidence, workers=workers, compression=png_compression,
+                                jobs=jobs)
     if as_json:
         emit_json(summary)
     else:

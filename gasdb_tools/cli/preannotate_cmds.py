@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from gasdb_tools import labelme_format
-from gasdb_tools.cli._common import emit_json, fail, json_option, key_values, workspace_argument
+from gasdb_tools.cli._common import emit_json, fail, jobs_option, json_option, key_values, workspace_argument
 from gasdb_tools.errors import FormatError, WorkspaceError
 from gasdb_tools.workspace import Workspace
 
@@ -41,18 +41,23 @@ CONFIG_NAME = Path("annotation") / "labelme.yaml"
 @click.option("--param", "params", multiple=True, callback=key_values, metavar="KEY=VALUE",
               help="Any other knob of the method (e.g. --param learning_rate=0.05); repeatable.")
 @click.option("--recording", "recordings", multiple=True, help="Only this recording (repeatable).")
-@click.option("-f", "--force", is_flag=True, help="Replace untouched drafts too (edited files are never replaced).")
+@click.option("-f", "--force", is_flag=True,
+              help="Rewrite untouched drafts even when they are up to date (edited, approved and reviewed "
+                   "documents are never replaced).")
+@jobs_option
 @json_option
 def preannotate(workspace: Workspace, method: str, preset: str | None, polarity: str | None, k: float | None,
                 lead_in_s: float, mode: str, epsilon_frac: float, params: dict, recordings: tuple[str, ...],
-                force: bool, as_json: bool) -> None:
+                force: bool, jobs: int, as_json: bool) -> None:
     """Draft LabelMe gas masks for every pair by background subtraction.
 
     Runs the gas background subtraction over each recording's frames in time order (the aligned
-    thermal frames when the recording is aligned, else the extracted ones) and writes
-    labels/<rec>/<pair>.json with editable gas polygons, provenance and review status
-    'pending'. Resumable. A JSON an annotator has changed is never replaced, not even with
-    --force (which replaces untouched drafts, e.g. after changing a parameter).
+    thermal frames when the recording is aligned, the thermal frames of a thermal camera alone)
+    and writes labels/<rec>/<pair>.json with editable gas polygons, provenance and review status
+    'pending'. A plain rerun rewrites exactly the untouched drafts whose frames, geometry or
+    parameters changed. A document a person changed is never replaced, not even with --force;
+    when the geometry under it changed (a recalibration) its shapes are re-projected, the old
+    version kept in labels/<rec>/.history/, and it is marked for re-review.
 
     \b
     Examples:
@@ -70,7 +75,7 @@ def preannotate(workspace: Workspace, method: str, preset: str | None, polarity:
     try:
         report = preannotate_workspace(workspace, method=method, preset=preset, force=force,
                                        recordings=recordings or None, lead_in_s=lead_in_s, mode=mode,
-                                       epsilon_frac=epsilon_frac, **params)
+                                       epsilon_frac=epsilon_frac, jobs=jobs, **params)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
     if as_json:
@@ -82,9 +87,16 @@ def preannotate(workspace: Workspace, method: str, preset: str | None, polarity:
                 continue
             note = ("" if r["frame"] != "thermal" or not r["pairs"] else
                     "  [thermal coordinates: run `gasdb align`, then preannotate again]")
-            click.echo(f"{r['id']}: {r['written']} written, {r['skipped']} kept (untouched drafts), "
-                       f"{r['kept_edited']} edited left alone, {r['empty']} without gas{note}")
-        click.echo(f"{report['written']} drafts written, {report['kept_edited']} edited files left alone; "
+            extra = ""
+            if r["reprojected"]:
+                extra += f", {r['reprojected']} re-projected (to recheck)"
+            if r["changed_meanwhile"]:
+                extra += f", {r['changed_meanwhile']} saved by someone meanwhile (left alone)"
+            click.echo(f"{r['id']}: {r['written']} written, {r['skipped']} up to date, "
+                       f"{r['kept_edited']} edited left alone{extra}, {r['empty']} without gas{note}")
+        rv = report["review"]
+        click.echo(f"{report['written']} drafts written, {report['kept_edited']} edited files left alone; review: "
+                   f"{rv['pending']} pending, {rv['edited']} edited, {rv['approved']} approved; "
                    f"next: gasdb label {workspace.root}")
     if report["failed"]:
         fail(f"{report['failed']} recording(s) failed; see preannotate_error in `gasdb status`")
@@ -146,24 +158,25 @@ def labelme_command(ws: Workspace, recording: str, *, config, executable: str = 
 def label(workspace: Workspace, recording: str | None, config: Path | None, dry_run: bool) -> None:
     """Open the LabelMe app on a recording's frames and drafts, with the project's config.
 
-    LabelMe is an optional extra. When it closes, the review status of every edited frame becomes
-    'edited' in pairs.csv, and frames flagged water_spray or too_faint are blacklisted.
+    LabelMe is an optional extra. Review state lives in the LabelMe files, so edits, flags
+    (water_spray and too_faint exclude a frame) and the approved flag count as soon as LabelMe
+    saves; when it closes, the review counts are printed.
 
     \b
     Examples:
       gasdb label my-dataset
       gasdb label my-dataset --recording take01 --dry-run
     """
-    from gasdb_tools.preannotate import refresh_review
+    from gasdb_tools import review
 
     index = workspace.read_index()
     if recording is None:
-        pending = [r["recording"] for r in sorted(index.pairs.values(), key=lambda r: r["pair_id"])
-                   if r.get("label") and r.get("review", "pending") in ("", "pending")]
-        labelled = [r["recording"] for r in index.pairs.values() if r.get("label")]
+        states = review.read_states(workspace, index)
+        labelled = sorted({index.pairs[p]["recording"] for p in states})
         if not labelled:
             fail(f"no annotation drafts in {workspace.root}: run `gasdb preannotate {workspace.root}` first")
-        recording = pending[0] if pending else sorted(labelled)[0]
+        pending = [index.pairs[p]["recording"] for p in sorted(states) if states[p].status == "pending"]
+        recording = pending[0] if pending else labelled[0]
     elif recording not in index.recordings:
         raise click.BadParameter(f"no recording {recording!r} (known: {', '.join(index.recordings) or 'none'})",
                                  param_hint="--recording")
@@ -177,9 +190,12 @@ def label(workspace: Workspace, recording: str | None, config: Path | None, dry_
         return
     click.echo(f"opening LabelMe on {recording} (close it when done)", err=True)
     done = subprocess.run(cmd, check=False)
-    summary = refresh_review(workspace)
-    click.echo(f"review: {summary['pending']} pending, {summary['edited']} edited, {summary['approved']} approved"
-               + (f"; blacklisted {', '.join(summary['blacklisted'])}" if summary["blacklisted"] else ""))
+    index = workspace.read_index()
+    states = review.read_states(workspace, index)
+    c = review.counts(states, [p["pair_id"] for p in index.pairs_of(recording)])
+    flagged = [p for p in sorted(states) if states[p].exclude and index.pairs[p]["recording"] == recording]
+    click.echo(f"review of {recording}: {c['pending']} pending, {c['edited']} edited, {c['approved']} approved"
+               + (f"; excluded by a flag: {', '.join(flagged)}" if flagged else ""))
     if done.returncode != 0:
         fail(f"LabelMe exited with status {done.returncode}")
 

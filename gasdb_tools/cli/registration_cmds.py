@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import click
 
-from gasdb_tools.cli._common import emit_json, fail, json_option, workspace_argument
+from gasdb_tools.cli._common import emit_json, fail, jobs_option, json_option, workspace_argument
 from gasdb_tools.registration import MODELS
 from gasdb_tools.workspace import Workspace
 
 
 def _size(ctx, param, value):
-    try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected WIDTHxHEIGHT (e.g. 640x512), got {value!r}") from None
-    if w < 16 or h < 16:
+    if value is None:
+        return None
+    from gasdb_tools.align import parse_size
+
+    size = parse_size(value)
+    if size is None:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT (e.g. 640x512) or WIDTH (e.g. 640), got {value!r}")
+    if size[0] < 16 or (size[1] is not None and size[1] < 16):
         raise click.BadParameter(f"must be at least 16x16, got {value!r}")
-    return w, h
+    return size
 
 
 @click.command()
@@ -73,38 +76,48 @@ def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, fo
 
 @click.command()
 @workspace_argument
-@click.option("--size", default="640x512", show_default=True, callback=_size,
-              help="Output frame WIDTHxHEIGHT (the RGB frame resized to it).")
+@click.option("--size", default=None, callback=_size, metavar="WxH|W",
+              help="Annotation frame size: WIDTHxHEIGHT, or WIDTH to keep each recording's aspect ratio. "
+                   "[the RGB camera's native size, or what the recording last used]")
 @click.option("--force", is_flag=True, help="Redo pairs that are already aligned.")
 @click.option("--recording", "recordings", multiple=True, help="Only this recording (repeatable).")
 @click.option("--interpolation", type=click.Choice(["linear", "nearest", "cubic"]), default="linear",
               show_default=True, help="Resampling of the thermal frames.")
+@jobs_option
 @json_option
-def align(workspace: Workspace, size: tuple[int, int], force: bool, recordings: tuple[str, ...], interpolation: str,
+def align(workspace: Workspace, size, force: bool, recordings: tuple[str, ...], interpolation: str, jobs: int,
           as_json: bool) -> None:
     """Warp every thermal frame into the RGB frame, with a valid-pixel mask.
 
-    Uses each recording's rig calibration (run `gasdb calibrate` first). Writes
-    aligned/<rec>/<pair>.png (thermal bit depth kept) and aligned/<rec>/<pair>_valid.png
-    (255 valid, 0 outside the thermal view). Resumable: done pairs are skipped unless --force
-    or the calibration changed. Exits 1 if any recording failed.
+    The annotation frame of a recording is its RGB frame at the camera's native size (4:3 and
+    16:9 cameras are not stretched) unless --size says otherwise. Uses each recording's rig
+    calibration (run `gasdb calibrate` first); recordings of a thermal camera alone need no
+    alignment and are reported as n/a. Writes aligned/<rec>/<pair>.png (thermal bit depth kept)
+    and aligned/<rec>/<pair>_valid.png (255 valid, 0 outside the thermal view). Resumable: a rerun
+    redoes exactly the pairs whose calibration, size or frames changed (--force: all). Exits 1 if
+    any recording failed.
 
     \b
     Example:
       gasdb align my-dataset
-      gasdb align my-dataset --size 1280x1024 --force
+      gasdb align my-dataset --size 640 --jobs 2
     """
-    from gasdb_tools.calibration import align_workspace
+    from gasdb_tools.align import align_workspace
 
     report = align_workspace(workspace, force=force, size=size, recordings=list(recordings) or None,
-                             interpolation=interpolation)
+                             interpolation=interpolation, jobs=jobs)
     if as_json:
         emit_json(report)
     else:
         for r in report["recordings"]:
-            state = f"failed: {r['error']}" if r["error"] else f"{r['aligned']} aligned, {r['skipped']} skipped"
+            if r["error"]:
+                state = f"failed: {r['error']}"
+            elif r["status"] == "n/a":
+                state = "thermal camera alone: nothing to align"
+            else:
+                state = f"{r['aligned']} aligned, {r['skipped']} up to date ({r['size'][0]}x{r['size'][1]})"
             click.echo(f"{r['id']} (rig {r['rig']}): {r['pairs']} pairs, {state}")
-        click.echo(f"{report['aligned']} frames aligned to {size[0]}x{size[1]}, {report['skipped']} skipped, "
+        click.echo(f"{report['aligned']} frames aligned, {report['skipped']} up to date, "
                    f"{report['failed']} recording(s) failed")
     if report["failed"]:
         fail()

@@ -8,7 +8,7 @@ import click
 
 from gasdb_tools.cli._common import emit_json, json_option, workspace_argument
 from gasdb_tools.recordings import add_recording
-from gasdb_tools.workspace import SCENES, STAGES, Workspace
+from gasdb_tools.workspace import SCENES, Workspace
 
 
 @click.command()
@@ -30,62 +30,96 @@ def init(path: Path, name: str | None, rig: str) -> None:
 
 @click.command()
 @workspace_argument
-@click.option("--rgb", "rgb", required=True, type=click.Path(dir_okay=False, path_type=Path), help="RGB video file.")
 @click.option("--thermal", "thermal", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Thermal video file of the same take.")
+              help="Thermal video file.")
+@click.option("--rgb", "rgb", type=click.Path(dir_okay=False, path_type=Path),
+              help="RGB video file of the same take (leave it out for a thermal camera alone).")
 @click.option("--scene", required=True, type=click.Choice(SCENES), help="Scene type (Gas-DB's types, or other).")
 @click.option("--id", "recording_id", help="Recording id (default: derived from the file names).")
 @click.option("--tag", "tags", multiple=True, help="Free tag; repeat for several (e.g. --tag night --tag methane).")
+@click.option("--rig", help="Camera rig of this take (its calibration is calibration/<rig>.json); "
+                            "default: the workspace's rig. Give each camera set-up its own rig.")
 @click.option("--offset", type=float, help="Known start offset in seconds (t_rgb = t_thermal + offset).")
+@click.option("--allow-same", is_flag=True, help="Accept an RGB and a thermal file with the same content.")
 @json_option
-def add(workspace: Workspace, rgb: Path, thermal: Path, scene: str, recording_id: str | None, tags: tuple[str, ...],
-        offset: float | None, as_json: bool) -> None:
-    """Register a recording (RGB + thermal video) in a workspace.
+def add(workspace: Workspace, thermal: Path, rgb: Path | None, scene: str, recording_id: str | None,
+        tags: tuple[str, ...], rig: str | None, offset: float | None, allow_same: bool, as_json: bool) -> None:
+    """Register a recording (RGB + thermal video, or a thermal camera alone) in a workspace.
 
-    A recording is an RGB video and a thermal video of one take. Both files are opened and their first frame decoded before anything is written; a missing
-    or unreadable file or a duplicate id leaves the index unchanged.
+    A recording is the RGB and the thermal video of one take, or a thermal video alone (GasVid,
+    IOD-Video and most gas data are thermal-only). Every file is opened and its first frame
+    decoded before anything is written; a missing or unreadable file, a duplicate id, or RGB and
+    thermal files with the same content (unless --allow-same) leave the index unchanged.
 
     \b
-    Example:
+    Examples:
       gasdb add my-dataset --rgb take01/rgb.mp4 --thermal take01/thermal.mp4 --scene sunny --tag near
+      gasdb add my-dataset --thermal gasvid/MOV_1467.mp4 --scene far --id mov1467
+      gasdb add my-dataset --rgb b/rgb.mp4 --thermal b/thermal.mp4 --scene near --rig tripod-b
     """
     row = add_recording(workspace, rgb=rgb, thermal=thermal, scene=scene, recording_id=recording_id,
-                        tags=tags, offset_s=offset)
+                        tags=tags, offset_s=offset, rig=rig, allow_same=allow_same)
     if as_json:
         emit_json(row)
     else:
-        click.echo(f"added recording {row['id']} ({scene})")
+        what = "thermal camera alone" if not rgb else f"RGB + thermal, rig {row['rig']}"
+        click.echo(f"added recording {row['id']} ({scene}; {what})")
 
 
 @click.command()
 @workspace_argument
 @json_option
 def status(workspace: Workspace, as_json: bool) -> None:
-    """Show what each stage has done per recording.
+    """Show what each stage has done per recording: done, stale, missing or failed.
 
-    For every recording: how many pairs each stage has done, what is left, and any stage error.
+    States are computed from provenance (what each output was made from), the files on disk and
+    the LabelMe documents (review state), never remembered: after a recalibration the aligned,
+    enhanced and pre-annotated outputs show as stale, and a plain rerun of each stage redoes
+    exactly those. Each recording ends with the commands that bring it up to date.
 
     \b
     Example:
+      gasdb status my-dataset
       gasdb status my-dataset --json
     """
-    rows = workspace.status()
+    from gasdb_tools.status import STAGES, workspace_status
+
+    report = workspace_status(workspace)
     if as_json:
-        emit_json({"workspace": str(workspace.root), "recordings": rows})
+        emit_json(report)
         return
-    stages = [s for s, _ in STAGES]
-    header = ["recording", "scene", "pairs", *stages]
-    table = [header] + [[r["id"], r["scene"], str(r["pairs"]), *(str(r[s]) for s in stages)] for r in rows]
+    rows = report["recordings"]
+    if not rows:
+        click.echo("no recordings yet: add one with `gasdb add`")
+        return
+    header = ["recording", "modality", "scene", "pairs", *STAGES, "review p/e/a", "recheck", "excluded"]
+    table = [header]
+    for r in rows:
+        cells = [r["id"], r["modality"], r["scene"], str(r["pairs"])]
+        cells += [_stage_cell(r["stages"][s], r["pairs"]) for s in STAGES]
+        rv = r["review"]
+        cells += [f"{rv['pending']}/{rv['edited']}/{rv['approved']}", str(rv["recheck"]), str(r["excluded"])]
+        table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    if not rows:
-        click.echo("no recordings yet: add one with `gasdb add`")
     for r in rows:
         for stage, message in r["errors"].items():
             click.echo(f"{r['id']}: {stage} failed: {message}", err=True)
-        todo = [s for s in stages if r["pairs"] and r[s] < r["pairs"] and s != "review"]
-        if not r["pairs"]:
-            click.echo(f"{r['id']}: next: gasdb extract {workspace.root}")
-        elif todo:
-            click.echo(f"{r['id']}: left: {', '.join(todo)}")
+        for stage in STAGES:
+            note = r["stages"][stage].get("note")
+            if note and not (stage == "align" and r["modality"] == "thermal"):
+                click.echo(f"{r['id']}: {stage}: {note}")
+        for command in r["next"]:
+            click.echo(f"{r['id']}: next: {command}")
+
+
+def _stage_cell(counts: dict, pairs: int) -> str:
+    """``done`` / ``n/a`` when uniform, else e.g. ``12/20 (5 stale, 3 missing)``."""
+    if counts.get("n/a") == pairs and pairs:
+        return "n/a"
+    done = counts.get("done", 0)
+    if pairs and done == pairs:
+        return "done"
+    extra = [f"{counts[k]} {k}" for k in ("stale", "missing", "failed") if counts.get(k)]
+    return f"{done}/{pairs}" + (f" ({', '.join(extra)})" if extra else "")
