@@ -104,7 +104,7 @@ def test_baseline_flops_match_the_reference(name, shape, gflops):
     assert count_flops(name, shape) / 1e9 == pytest.approx(gflops, rel=0.005)
 
 
-# -- the self-written ResNet against torchvision's key table (§5) -----------------------------------
+# -- the self-written ResNet against torchvision's key table (docs/reference-models.md §5) -----------
 KEY_TABLE = {18: (122, 102, 11_689_512, 11_176_512), 34: (218, 182, 21_797_672, 21_284_672),
              50: (320, 267, 25_557_032, 23_508_032), 101: (626, 522, 44_549_160, 42_500_160),
              152: (932, 777, 60_192_808, 58_143_808)}

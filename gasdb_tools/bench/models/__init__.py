@@ -5,7 +5,7 @@ registry name   model                                          params, 2 cls
 =============== ============================================== ==============
 rtcan-r50       RT-CAN (GasSegNet), 2× ResNet-50               65,829,822
 rtcan-r152      RT-CAN, 2× ResNet-152                          135,101,374
-mfnet           MFNet                                          733,844
+mfnet           MFNet                                          734,238
 rtfnet-50       RTFNet, 2× ResNet-50                           185.23 M
 rtfnet-152      RTFNet, 2× ResNet-152 (official depth)         254.50 M
 eaefnet-50      EAEFNet, 2× ResNet-50 (2-class fix)            77.97 M

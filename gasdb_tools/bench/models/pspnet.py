@@ -2,7 +2,7 @@
 
 Zhao, Shi, Qi, Wang, Jia, "Pyramid scene parsing network", CVPR 2017, doi:10.1109/CVPR.2017.660 [1]_.
 The RT-CAN paper compares PSPNet as a single-stream model; how it fed thermal is not published, so
-this is the early-fusion form of ``docs/reference-models.md`` §4.7: the stem takes 4 channels and,
+this is the early-fusion form of ``docs/reference-models.md`` §4.5: the stem takes 4 channels and,
 with ImageNet weights, the thermal filter is the mean of the RGB filters (``stem_init="mean"``).
 
 Layout: ResNet-50 with layer3/4 dilated (output stride 8, torchvision's
@@ -86,7 +86,7 @@ from gasdb_tools.bench.registry import register_model  # noqa: E402
 
 @register_model("pspnet-r50", summary="PSPNet, dilated ResNet-50, 4-channel early fusion, 1 head", fusion="early",
                 input_multiple=8, imagenet_depth=50, reference="Zhao et al. CVPR 2017 (PPM 1/2/3/6, OS 8), "
-                "early fusion per docs/reference-models.md 4.7")
+                "early fusion per docs/reference-models.md §4.5")
 def pspnet_r50(n_class: int = 2, **kwargs) -> PSPNet:
     """PSPNet with a dilated ResNet-50 on RGB-T input."""
     return PSPNet(n_class, depth=50, **kwargs)
