@@ -7,7 +7,7 @@ the recording's pair frames **in time order** and writes one LabelMe document pe
 review status ``pending``. pairs.csv gets ``label`` (the JSON's path) and ``preannotate_inputs``.
 
 **Which frames, which coordinates.** Drafts are drawn in the recording's annotation frame
-(:mod:`gasdb_tools.align`): the aligned frames (thermal warped into the RGB frame) once a
+(:mod:`gasdb_tools.align`, ``docs/design.md`` §5): the aligned frames (thermal warped into the RGB frame) once a
 recording with an RGB camera is aligned, the thermal frames of a thermal camera alone. Before
 alignment, drafts are made on the extracted thermal frames in thermal coordinates (reported per
 recording). Pixels outside the aligned thermal image (``valid`` = 0) are never gas. Each document
@@ -23,7 +23,8 @@ missing ones.
 **The image an annotator sees** (``imagePath``, relative to the JSON): the enhanced frame when it
 exists in the draft's coordinates; otherwise an 8-bit view of the frame the detection ran on,
 written once to ``labels/<rec>/images/<pair>.png`` with the recording's one contrast stretch
-(:mod:`gasdb_tools.views`), because LabelMe 6.x cannot open 16-bit PNGs.
+(:mod:`gasdb_tools.views`), because LabelMe 6.x cannot open 16-bit PNGs (``docs/formats.md`` §1.3).
+The document's ``gasdb`` block is described in ``docs/formats.md`` §1.4.
 
 **Never overwrite annotator work.** Only an *untouched* draft (:mod:`gasdb_tools.review`: its
 content equals what was written and nobody reviewed it) is ever replaced, with or without
