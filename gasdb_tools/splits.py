@@ -561,8 +561,8 @@ def assign_groups(sizes: Mapping[str, int], ratios: Mapping[str, float], *, seed
     two) improves it; a branch and bound then either proves it optimal or finds the optimum, within
     ``max_nodes`` nodes (``benchmarks/bench_splits.py``: proved optimal for 95-100 % of random sets
     of up to 19 recordings and 75-100 % of sets of 30-60; every result was within 0.3 points of
-    the ratios from 12 recordings on). The result is never worse than the greedy one and depends only on the
-    inputs and ``seed``.
+    the ratios from 12 recordings on). The result is never worse than the greedy one and depends
+    only on the inputs and ``seed``.
 
     Parameters
     ----------
