@@ -142,8 +142,9 @@ def main() -> int:
                   f"{row['search_ms_median']} max {row['search_ms_max']} (greedy {row['greedy_ms_median']}); "
                   f"stratified: worst scene pts {row['stratified_greedy_worst_scene_points_mean']:.1f} -> "
                   f"{row['stratified_search_worst_scene_points_mean']:.1f}, mean scene pts "
-                  f"{row['stratified_greedy_mean_scene_points']:.1f} -> {row['stratified_search_mean_scene_points']:.1f}"
-                  f", overall max pts {row['stratified_greedy_overall_max_points']:.1f} -> "
+                  f"{row['stratified_greedy_mean_scene_points']:.1f} -> "
+                  f"{row['stratified_search_mean_scene_points']:.1f}, overall max pts "
+                  f"{row['stratified_greedy_overall_max_points']:.1f} -> "
                   f"{row['stratified_search_overall_max_points']:.1f}; ms max {row['stratified_search_ms_max']}",
                   flush=True)
     write_json(ROOT / "benchmarks" / "results" / "splits.json", {
