@@ -15,6 +15,7 @@ from gasdb_tools.cli import main
 from gasdb_tools.errors import FormatError, WorkspaceError
 from gasdb_tools.splits import (
     LeakySplitWarning,
+    _greedy_assign,
     Split,
     assign_groups,
     check_split,
@@ -92,10 +93,13 @@ def test_stratified_split_bounds(sizes, n_scenes, seed, three):
     split = make_split(_rows(sizes, scenes, gas), method="scene-stratified", ratios=ratios, seed=seed)
     ratio = parse_ratios(ratios)
     total, biggest = sum(sizes), max(sizes)
+    plain = make_split(_rows(sizes, scenes, gas), method="video", ratios=ratios, seed=seed)
+    # the overall fractions may drift to max(2 points, the best plain split's deviation), no further
+    assert split.balance["max_deviation"] <= max(plain.balance["max_deviation"], 0.02) + 1e-6
     for name, ids in split.pairs.items():
         over = len(ids) - ratio[name] * total
-        assert over <= biggest + 1e-9  # never more than one recording above target
-        assert -over <= (2 if three else 1) * biggest + 1e-9  # documented bound below target
+        assert over <= biggest + 1e-9  # never more than one recording above target (2 % of N < one here)
+        assert -over <= (2 if three else 1) * biggest + 1e-9
     assert not split.leaks
 
 
@@ -108,19 +112,30 @@ def test_stratified_spreads_each_stratum_where_video_may_not():
         assert split.stratify == ("scene", "has_gas")
 
 
-def test_assign_groups_known_answer_and_errors():
-    assert assign_groups({"a": 5, "b": 3, "c": 2}, {"train": 0.8, "test": 0.2}, ["a", "b", "c"]) == {
+def test_greedy_baseline_known_answer_and_errors():
+    # the former assign_groups, kept as the search's starting point and the property tests' baseline
+    assert _greedy_assign({"a": 5, "b": 3, "c": 2}, {"train": 0.8, "test": 0.2}, ["a", "b", "c"]) == {
         "a": "train", "b": "train", "c": "test"}
     # 2 strata x 5 equal groups: without strata the first stratum can end with no test group
     sizes = {f"g{i}": 1 for i in range(10)}
     order = list(sizes)
     strata = {g: i // 5 for i, g in enumerate(order)}
-    plain = assign_groups(sizes, {"train": 0.8, "test": 0.2}, order)
-    strat = assign_groups(sizes, {"train": 0.8, "test": 0.2}, order, strata=strata)
+    plain = _greedy_assign(sizes, {"train": 0.8, "test": 0.2}, order)
+    strat = _greedy_assign(sizes, {"train": 0.8, "test": 0.2}, order, strata=strata)
     assert [plain[g] for g in order[:5]].count("test") == 0
     assert [strat[g] for g in order[:5]].count("test") == 1 and [strat[g] for g in order[5:]].count("test") == 1
     with pytest.raises(ValueError, match="every group"):
-        assign_groups({"a": 1}, {"train": 1.0}, ["a", "b"])
+        _greedy_assign({"a": 1}, {"train": 1.0}, ["a", "b"])
+
+
+def test_assign_groups_known_answer_and_errors():
+    # 8 + 2 is the only way to 80/20 here; the greedy order a, b, c gives it too
+    assert assign_groups({"a": 5, "b": 3, "c": 2}, {"train": 0.8, "test": 0.2}) == {
+        "a": "train", "b": "train", "c": "test"}
+    with pytest.raises(ValueError, match="stratum for every group"):
+        assign_groups({"a": 1, "b": 2}, {"train": 0.5, "test": 0.5}, strata={"a": "x"})
+    with pytest.raises(ValueError, match="empty"):
+        assign_groups({}, {"train": 0.5, "test": 0.5})
 
 
 # -- make_split behaviour ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -17,12 +18,20 @@ _SHOW = 10  # findings printed before "... and N more"
 @click.command()
 @workspace_argument
 @click.option("--strategy", type=click.Choice(METHODS), default="video", show_default=True,
-              help="video: whole recordings per split; scene-stratified: also balance scene x gas; "
-                   "random: single frames (the paper's protocol, LEAKS).")
+              help="video: whole recordings per split, fractions closest to the ratios; scene-stratified: also "
+                   "spread every scene and gas/no-gas; random: single frames (the paper's protocol, LEAKS).")
 @click.option("--ratios", default="0.8,0.2", show_default=True,
-              help="train,test (or train,val,test) fractions summing to 1.")
-@click.option("--val", type=float, help="Validation fraction of the whole, taken out of train.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
+              help="train,test or train,val,test fractions summing to 1 (e.g. 0.7,0.1,0.2).")
+@click.option("--val", type=float, help="Validation fraction of the whole: taken out of train when --ratios sums "
+                                        "to 1 (0.8,0.2 --val 0.1), else --ratios is train,test and sums to 1-val "
+                                        "(0.7,0.2 --val 0.1); both give 0.7/0.1/0.2.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Random seed: picks among equally good assignments.")
+@click.option("--group-by", "group_by", multiple=True, metavar="KEY",
+              help="Keep recordings with an equal KEY on one side: a recordings.csv column (scene, or one you add, "
+                   "e.g. background), tag:NAME (tags NAME=VALUE) or tag (any shared tag). Repeatable.")
+@click.option("--together", multiple=True, metavar="REC,REC[,...]",
+              help="Keep these recordings on one side (what --check prints for shared backgrounds). Repeatable.")
 @click.option("--name", default="default", show_default=True, help="Split name: WS/splits/<name>.json.")
 @click.option("--check", is_flag=True,
               help="Audit the split NAME instead of making one: recordings and (near-)identical frames across splits.")
@@ -32,16 +41,20 @@ _SHOW = 10  # findings printed before "... and N more"
               help="--check: fraction of thumbnail cells that may differ for frames to count as near-identical.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing, different split file of that name.")
 @json_option
-def split(workspace, strategy, ratios, val, seed, name, check, tol, max_changed, force, as_json):
+def split(workspace, strategy, ratios, val, seed, group_by, together, name, check, tol, max_changed, force, as_json):
     """Make leak-free train/val/test splits (by recording), or audit one with --check.
 
-    Labelled, non-blacklisted pairs are split; whole recordings go to one split, so no
-    recording spans two. Writes WS/splits/NAME.json (same inputs and seed: same bytes).
-    --check exits 1 when a recording or a (near-)identical frame appears in two splits.
+    Labelled, non-blacklisted pairs are split; whole recordings (or --group-by groups) go to one
+    split, chosen so the achieved pair fractions are closest to the ratios. Prints requested and
+    achieved fractions and warns (stderr; "warnings" in --json) when a split is more than 5 points
+    off, saying whether any assignment could do better. Writes WS/splits/NAME.json (same inputs and
+    seed: same bytes). --check exits 1 when a recording or a (near-)identical frame appears in two
+    splits, and prints the --together re-split that keeps recordings sharing frames on one side.
 
     \b
     Example:
-      gasdb split my-dataset --strategy video --ratios 0.8,0.2 --val 0.1 --seed 0
+      gasdb split my-dataset --strategy video --ratios 0.7,0.1,0.2 --seed 0
+      gasdb split my-dataset --ratios 0.8,0.2 --val 0.1 --group-by background
       gasdb split my-dataset --check
     """
     if check:
@@ -49,7 +62,7 @@ def split(workspace, strategy, ratios, val, seed, name, check, tol, max_changed,
         if as_json:
             emit_json(report.to_dict())
         else:
-            _print_check(report)
+            _print_check(report, workspace)
         if not report.ok:
             fail()
         return
@@ -57,31 +70,57 @@ def split(workspace, strategy, ratios, val, seed, name, check, tol, max_changed,
         ratio = parse_ratios(ratios, val=val)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--ratios/--val") from None
+    sets = [[r for r in t.split(",") if r.strip()] for t in together]
+    if any(len(t) < 2 for t in sets):
+        raise click.BadParameter("each --together needs two or more recording ids, e.g. rec01,rec02",
+                                 param_hint="--together")
+    if strategy == "random" and (group_by or sets):
+        raise click.BadParameter("the frame-level random strategy cannot keep recordings together; use --strategy "
+                                 "video or scene-stratified", param_hint="--group-by/--together")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LeakySplitWarning)
         try:
-            path, result = split_workspace(workspace, method=strategy, ratios=ratio, seed=seed, name=name, force=force)
+            path, result = split_workspace(workspace, method=strategy, ratios=ratio, seed=seed, name=name,
+                                           force=force, group_by=group_by, together=sets)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-    for w in caught:
-        if issubclass(w.category, LeakySplitWarning):
-            click.secho(f"WARNING: THIS SPLIT LEAKS. {w.message}", fg="red", bold=True, err=True)
-    if as_json:
-        emit_json({"path": str(path), **result.to_dict(name=name)})
-        return
-    click.echo(f"wrote {path} ({strategy}, seed {seed})")
-    for s, ids in result.pairs.items():
-        info = result.summary[s]
-        click.echo(f"  {s:<5} {info['n_pairs']:>6} pairs  {info['n_groups']:>4} recordings  "
-                   f"{info['positive_pairs']:>6} with gas")
+    notes = [f"THIS SPLIT LEAKS. {w.message}" for w in caught if issubclass(w.category, LeakySplitWarning)]
     if result.leaks:
         seen = Counter(g for gs in result.groups.values() for g in gs)
         shared = sorted(g for g, n in seen.items() if n > 1)
-        click.secho(f"WARNING: {len(shared)} recordings in more than one split (e.g. {', '.join(shared[:3])}); "
-                    "use --strategy video for a leak-free split.", fg="red", bold=True, err=True)
+        notes.append(f"{len(shared)} recordings in more than one split (e.g. {', '.join(shared[:3])}); "
+                     "use --strategy video for a leak-free split.")
+    if result.warning:
+        notes.append(f"split off target: {result.warning}")
+    for note in notes:
+        click.secho(f"WARNING: {note}", fg="red", bold=True, err=True)
+    if as_json:
+        emit_json({"path": str(path), **result.to_dict(name=name), "warnings": notes})
+        return
+    search = result.balance.get("search", {})
+    how = {"exact": "exact search", "local": "local search", "frames": "by frame"}.get(search.get("method"), "")
+    click.echo(f"wrote {path} ({strategy}, seed {seed}; {how})")
+    click.echo(f"  {'split':<5} {'requested':>9} {'achieved':>9} {'pairs':>7} {'recordings':>10} {'with gas':>8}")
+    for s in result.pairs:
+        info = result.summary[s]
+        click.echo(f"  {s:<5} {100 * result.ratios[s]:>8.1f}% {100 * info['achieved_fraction']:>8.1f}% "
+                   f"{info['n_pairs']:>7} {info['n_groups']:>10} {info['positive_pairs']:>8}")
+    if strategy == "scene-stratified":
+        scenes = sorted({sc for info in result.summary.values() for sc in info["scene_fractions"]})
+        click.echo("  share of each scene's pairs:")
+        click.echo(f"  {'scene':<18} " + " ".join(f"{s:>6}" for s in result.pairs))
+        for sc in scenes:
+            click.echo(f"  {sc or '(none)':<18} " + " ".join(
+                f"{100 * result.summary[s]['scene_fractions'][sc]:>5.1f}%" for s in result.pairs))
+    for members in result.linked:
+        click.echo(f"  kept together: {', '.join(members)}")
+    balance = result.balance
+    if balance.get("within_tolerance", True) and strategy != "random":
+        click.echo(f"every split within {100 * balance['max_deviation']:.1f} points of its ratio "
+                   f"(greedy assignment: {100 * balance.get('greedy_max_deviation', 0):.1f})")
 
 
-def _print_check(report) -> None:
+def _print_check(report, workspace) -> None:
     click.echo(f"split {report.split} ({report.method}): {report.pairs} pairs")
     if report.missing:
         click.echo(f"  {len(report.missing)} pair(s) of the split are no longer in the workspace, e.g. "
@@ -98,6 +137,13 @@ def _print_check(report) -> None:
     click.echo(f"{len(report.shared_groups)} shared recordings, {len(report.identical)} identical and "
                f"{len(report.near_identical)} near-identical frame pairs across splits: "
                f"{'ok' if report.ok else 'LEAKS'}")
+    if report.fix:
+        for members in report.linked:
+            click.echo(f"recordings {', '.join(members)} share (near-)identical frames (a shared background?)")
+        command = shlex.join(["gasdb", "split", str(workspace.root), *report.fix["args"]])
+        click.echo(f"keep them on one side with:\n  {command}")
+        click.echo("or give them one value in a recordings.csv column (e.g. background) and split with "
+                   "--group-by background")
 
 
 @click.command()
