@@ -68,8 +68,9 @@ log = logging.getLogger(__name__)
 
 #: Review statuses (pairs.csv ``review`` and the JSON's ``gasdb.review.status``).
 REVIEW_STATUSES = ("pending", "edited", "approved")
-#: Image-level flags every draft carries (all false), as in ``annotation/labelme.yaml``.
-FLAGS = ("no_leak", "ambiguous", "water_spray", "too_faint")
+#: Image-level flags every draft carries (all false), as in the shipped LabelMe config
+#: (``gasdb_tools/annotation/labelme.yaml``).
+FLAGS = ("no_leak", "ambiguous", "water_spray", "too_faint", "approved")
 #: Flags that put a pair on the blacklist, with the reason written there.
 BLACKLIST_FLAGS = {"water_spray": "water spray in view (flagged in LabelMe)",
                    "too_faint": "plume too faint to delineate (flagged in LabelMe)"}

@@ -18,7 +18,7 @@ check                     what is wrong
 ``points``                a point lies outside the image (LabelMe keeps points in [0, W-1] x [0, H-1])
 ``degenerate``            a shape with no area (collinear polygon, zero-size rectangle, empty mask ...)
 ``self-intersection``     a polygon whose edges cross (its fill then depends on the rasteriser)
-``label``                 a label not in the label list (``annotation/labels.txt``)
+``label``                 a label not in the label list (``--labels``; default: the shipped ``labels.txt``)
 ``empty-gas``             no gas pixel on a frame marked as gas (see :func:`marked_as_gas`)
 ========================  ======================================================================
 """
