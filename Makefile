@@ -1,28 +1,49 @@
-# The README's two commands. Both create .venv on first use and are safe to rerun.
+# The README's two commands. Both create .venv on first use, install the pinned versions
+# (requirements/constraints.txt) and are safe to rerun.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+CONSTRAINTS := requirements/constraints.txt
+# The newest versions of every dependency (torch excepted: see TORCH), for `make test-latest`.
+LATEST := .venv-latest
 DEMO_DIR ?= demo-workspace
-# On these machines torch==2.13.0 is a CPU build; pin it first so `.[bench]` never pulls CUDA wheels.
+# On these machines torch==2.13.0 is a CPU build; it is named on every install so that `.[bench]`
+# never pulls a CUDA wheel (the pinned install also has it in $(CONSTRAINTS)).
 TORCH  ?= torch==2.13.0
+PYTEST := -m pytest -n 2 --dist loadfile -q
 
-.PHONY: demo test install clean
+.PHONY: demo test test-latest constraints install clean
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+# setuptools comes from the pins too, and builds the editable install without an isolated env.
+$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[bench,test]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip setuptools
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --no-build-isolation -e ".[bench,test]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/gasdb demo $(DEMO_DIR) --force
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	$(BIN)/python $(PYTEST)
+
+# Not part of the contract: the same suite against today's newest releases (upgraded on every run).
+test-latest:
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip setuptools
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager --no-build-isolation \
+		"$(TORCH)" -e ".[bench,test]"
+	$(LATEST)/bin/python $(PYTEST)
+
+# Re-pin to the newest versions, only when the suite passes with them (test-latest stops otherwise).
+constraints: test-latest
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(LATEST)/bin/python -m pip freeze --all --exclude-editable | grep -v '^#'; } \
+		> $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
+	rm -rf $(VENV) $(LATEST) $(DEMO_DIR) build *.egg-info

@@ -55,7 +55,8 @@ def read_class_names(path) -> list[str]:
     try:
         names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except FileNotFoundError:
-        raise FormatError("label list not found", file=path, fix="use annotation/labels.txt") from None
+        raise FormatError("label list not found", file=path,
+                          fix="use WS/annotation/labels.txt (written by gasdb init)") from None
     try:
         labelme_format.class_index(names)
     except ValueError as exc:

@@ -45,6 +45,7 @@ from PIL import Image, ImageDraw
 from gasdb_tools.errors import FormatError
 from gasdb_tools.fsutil import atomic_write_text
 from gasdb_tools.imaging import decode_image, encode_png
+from gasdb_tools.resources import label_list
 
 __all__ = [
     "LABELME_VERSION",
@@ -97,8 +98,8 @@ IGNORE_LABEL = "__ignore__"
 BACKGROUND_LABEL = "_background_"
 #: Value of ignored pixels in a uint8 class-index mask.
 IGNORE_INDEX = 255
-#: gasdb-tools' label list (also ``annotation/labels.txt``).
-DEFAULT_CLASS_NAMES = (IGNORE_LABEL, BACKGROUND_LABEL, "gas")
+#: gasdb-tools' label list: the shipped ``labels.txt`` (``__ignore__``, ``_background_``, ``gas``).
+DEFAULT_CLASS_NAMES = label_list()
 
 #: Largest imageHeight / imageWidth accepted (PNG and LabelMe handle more, but no camera of ours does).
 MAX_SIDE = 1 << 16

@@ -34,7 +34,8 @@ import numpy as np
 
 from gasdb_tools import labelme_format
 
-__all__ = ["MODES", "HOLES", "DEFAULT_EPSILON_FRAC", "mask_to_polygons", "mask_to_shapes", "plume_groups"]
+__all__ = ["MODES", "HOLES", "DEFAULT_EPSILON_FRAC", "mask_to_polygons", "mask_to_shapes", "plume_groups",
+           "polygon_self_intersects"]
 
 #: Output modes of :func:`mask_to_shapes`.
 MODES = ("polygon", "mask")
@@ -63,10 +64,54 @@ def _check_number(value, name: str, lo: float) -> float:
     return v
 
 
-def _self_intersects(points: np.ndarray) -> bool:
-    from gasdb_tools.validate import polygon_self_intersects  # the one check `gasdb validate` applies
+def _dedupe(p: np.ndarray) -> np.ndarray:
+    keep = np.any(p != np.roll(p, 1, axis=0), axis=1)
+    if not keep.any():
+        return p[:1]
+    return p[keep]
 
-    return polygon_self_intersects(points)
+
+def polygon_self_intersects(points, *, block: int = 256) -> bool:
+    """Whether any two non-adjacent edges of a closed polygon touch or cross.
+
+    Consecutive repeated vertices are ignored. O(n²) edge pairs, vectorised in blocks.
+
+    >>> polygon_self_intersects([[0, 0], [10, 0], [10, 10], [0, 10]])
+    False
+    >>> polygon_self_intersects([[0, 0], [10, 10], [10, 0], [0, 10]])  # a bow tie
+    True
+    """
+    p = _dedupe(np.asarray(points, dtype=np.float64))
+    n = len(p)
+    if n < 4:
+        return False
+    a, b = p, np.roll(p, -1, axis=0)  # edge k: a[k] -> b[k]
+
+    def orient(p1, p2, q):
+        return ((p2[..., 0] - p1[..., 0]) * (q[..., 1] - p1[..., 1])
+                - (p2[..., 1] - p1[..., 1]) * (q[..., 0] - p1[..., 0]))
+
+    def on_segment(p1, p2, q):
+        return ((np.minimum(p1[..., 0], p2[..., 0]) <= q[..., 0]) & (q[..., 0] <= np.maximum(p1[..., 0], p2[..., 0]))
+                & (np.minimum(p1[..., 1], p2[..., 1]) <= q[..., 1]) & (q[..., 1] <= np.maximum(p1[..., 1], p2[..., 1])))
+
+    idx = np.arange(n)
+    for start in range(0, n, block):
+        i = idx[start:start + block, None]
+        j = idx[None, :]
+        ok = (j > i + 1) & ~((i == 0) & (j == n - 1))
+        if not ok.any():
+            continue
+        ai, bi = a[i[:, 0]][:, None, :], b[i[:, 0]][:, None, :]
+        aj, bj = a[None, :, :], b[None, :, :]
+        d1, d2 = orient(aj, bj, ai), orient(aj, bj, bi)
+        d3, d4 = orient(ai, bi, aj), orient(ai, bi, bj)
+        cross = (d1 * d2 < 0) & (d3 * d4 < 0)
+        touch = (((d1 == 0) & on_segment(aj, bj, ai)) | ((d2 == 0) & on_segment(aj, bj, bi))
+                 | ((d3 == 0) & on_segment(ai, bi, aj)) | ((d4 == 0) & on_segment(ai, bi, bj)))
+        if np.any((cross | touch) & ok):
+            return True
+    return False
 
 
 def _simplify(contour: np.ndarray, tolerances) -> np.ndarray | None:
@@ -74,7 +119,7 @@ def _simplify(contour: np.ndarray, tolerances) -> np.ndarray | None:
     for eps in tolerances:
         approx = cv2.approxPolyDP(contour, eps, True) if eps > 0 else contour
         pts = approx.reshape(-1, 2).astype(np.float64)
-        if len(pts) >= 3 and abs(cv2.contourArea(pts.astype(np.float32))) > 0 and not _self_intersects(pts):
+        if len(pts) >= 3 and abs(cv2.contourArea(pts.astype(np.float32))) > 0 and not polygon_self_intersects(pts):
             return pts
     return None
 

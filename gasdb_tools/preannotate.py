@@ -70,6 +70,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REVIEW_STATUSES = review.REVIEW_STATUSES
+#: Image-level flags every draft carries (all false), as in the shipped LabelMe config
+#: (``gasdb_tools/annotation/labelme.yaml``).
 FLAGS = review.FLAGS
 
 

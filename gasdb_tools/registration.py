@@ -75,6 +75,7 @@ __all__ = [
     "corner_error",
     "transform_points",
     "image_corners",
+    "default_initial",
     "fit_model",
     "block_residuals",
     "feature_correlation",
@@ -1124,8 +1125,15 @@ def _prepare(rgb, thermal, opts: _Options, *, rgb_mask=None, thermal_mask=None) 
     return _Prepared(rgb_levels, th_levels, rgb_size, th_size, prescale)
 
 
-def _default_initial(rgb_size, th_size) -> np.ndarray:
-    """Nominal transform when nothing is known: both cameras see the same field of view."""
+def default_initial(rgb_size, th_size) -> np.ndarray:
+    """Nominal thermal -> RGB transform when nothing is known: both cameras see the same field of view.
+
+    The thermal frame (``th_size`` = (width, height)) scaled onto the RGB frame (``rgb_size``),
+    pixel centres on pixel centres (the ``cv2.resize`` convention).
+
+    >>> default_initial((640, 512), (320, 256)).tolist()
+    [[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]]
+    """
     return _resize_matrix(th_size, rgb_size)
 
 
@@ -1236,7 +1244,7 @@ def register_pair(rgb, thermal, *, model: str = "homography", initial=None, rgb_
     opts = _make_options(model, options)
     prep = _prepare(rgb, thermal, opts, rgb_mask=rgb_mask, thermal_mask=thermal_mask)
     init = (_check_matrix(initial, "initial") if initial is not None
-            else _default_initial(prep.rgb_size, prep.thermal_size))
+            else default_initial(prep.rgb_size, prep.thermal_size))
     return _register_prepared(prep, init, opts)
 
 
@@ -1575,7 +1583,7 @@ def register_pairs(pairs: Iterable, *, model: str = "homography", initial=None, 
         try:
             prep = _prepare(rgb, thermal, opts)
             init = (_check_matrix(initial, "initial") if initial is not None
-                    else _default_initial(prep.rgb_size, prep.thermal_size))
+                    else default_initial(prep.rgb_size, prep.thermal_size))
             reg = _register_prepared(prep, init, opts)
         except CalibrationError as exc:
             prepared.append(None)

@@ -28,6 +28,7 @@ from gasdb_tools import __version__
 from gasdb_tools.fsutil import write_json
 from gasdb_tools.imaging import write_image
 from gasdb_tools.progress import progress
+from gasdb_tools.scenes import SCENES
 from gasdb_tools.video import write_video
 
 __all__ = ["SynthRig", "random_homography", "write_recording", "synthesize"]
@@ -451,8 +452,6 @@ def synthesize(out, *, recordings: int = 2, seconds: float = 4.0, seed: int = 0,
     pairs that always differ between the streams, and alternates plume polarity. A listing is
     written to ``out/recordings.json``.
     """
-    from gasdb_tools.workspace import SCENES
-
     if recordings < 1:
         raise ValueError(f"recordings must be >= 1, got {recordings}")
     if seconds <= 0:

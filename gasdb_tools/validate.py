@@ -18,7 +18,7 @@ check                     what is wrong
 ``points``                a point lies outside the image (LabelMe keeps points in [0, W-1] x [0, H-1])
 ``degenerate``            a shape with no area (collinear polygon, zero-size rectangle, empty mask ...)
 ``self-intersection``     a polygon whose edges cross (its fill then depends on the rasteriser)
-``label``                 a label not in the label list (``annotation/labels.txt``)
+``label``                 a label not in the label list (``--labels``; default: the shipped ``labels.txt``)
 ``empty-gas``             no gas pixel on a frame marked as gas (see :func:`marked_as_gas`)
 ``stale``                 outputs made from inputs that changed since (a recalibration, new
                           frames), and documents to re-review after a re-projection
@@ -38,13 +38,13 @@ import numpy as np
 from gasdb_tools import labelme_format
 from gasdb_tools.errors import FormatError
 from gasdb_tools.imaging import read_image
+from gasdb_tools.polygons import polygon_self_intersects
 from gasdb_tools.progress import progress
 
 __all__ = [
     "CHECKS",
     "Problem",
     "marked_as_gas",
-    "polygon_self_intersects",
     "polygon_area",
     "validate_document",
     "validate_label_file",
@@ -98,56 +98,6 @@ def polygon_area(points) -> float:
         return 0.0
     x, y = p[:, 0], p[:, 1]
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
-
-
-def _dedupe(p: np.ndarray) -> np.ndarray:
-    keep = np.any(p != np.roll(p, 1, axis=0), axis=1)
-    if not keep.any():
-        return p[:1]
-    return p[keep]
-
-
-def polygon_self_intersects(points, *, block: int = 256) -> bool:
-    """Whether any two non-adjacent edges of a closed polygon touch or cross.
-
-    Consecutive repeated vertices are ignored. O(n²) edge pairs, vectorised in blocks.
-
-    >>> polygon_self_intersects([[0, 0], [10, 0], [10, 10], [0, 10]])
-    False
-    >>> polygon_self_intersects([[0, 0], [10, 10], [10, 0], [0, 10]])  # a bow tie
-    True
-    """
-    p = _dedupe(np.asarray(points, dtype=np.float64))
-    n = len(p)
-    if n < 4:
-        return False
-    a, b = p, np.roll(p, -1, axis=0)  # edge k: a[k] -> b[k]
-
-    def orient(p1, p2, q):
-        return ((p2[..., 0] - p1[..., 0]) * (q[..., 1] - p1[..., 1])
-                - (p2[..., 1] - p1[..., 1]) * (q[..., 0] - p1[..., 0]))
-
-    def on_segment(p1, p2, q):
-        return ((np.minimum(p1[..., 0], p2[..., 0]) <= q[..., 0]) & (q[..., 0] <= np.maximum(p1[..., 0], p2[..., 0]))
-                & (np.minimum(p1[..., 1], p2[..., 1]) <= q[..., 1]) & (q[..., 1] <= np.maximum(p1[..., 1], p2[..., 1])))
-
-    idx = np.arange(n)
-    for start in range(0, n, block):
-        i = idx[start:start + block, None]
-        j = idx[None, :]
-        ok = (j > i + 1) & ~((i == 0) & (j == n - 1))
-        if not ok.any():
-            continue
-        ai, bi = a[i[:, 0]][:, None, :], b[i[:, 0]][:, None, :]
-        aj, bj = a[None, :, :], b[None, :, :]
-        d1, d2 = orient(aj, bj, ai), orient(aj, bj, bi)
-        d3, d4 = orient(ai, bi, aj), orient(ai, bi, bj)
-        cross = (d1 * d2 < 0) & (d3 * d4 < 0)
-        touch = (((d1 == 0) & on_segment(aj, bj, ai)) | ((d2 == 0) & on_segment(aj, bj, bi))
-                 | ((d3 == 0) & on_segment(ai, bi, aj)) | ((d4 == 0) & on_segment(ai, bi, bj)))
-        if np.any((cross | touch) & ok):
-            return True
-    return False
 
 
 # ------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from pathlib import Path
 from gasdb_tools import __version__
 from gasdb_tools.errors import WorkspaceError
 from gasdb_tools.fsutil import atomic_write_text, file_lock, read_json, write_json
+from gasdb_tools.scenes import SCENES  # the scene column's vocabulary (part of this module's API)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -50,20 +51,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-
-#: Scene types of Gas-DB (RT-CAN paper, Sec. 4) plus ``other``; recordings may add free tags.
-SCENES = (
-    "sunny",
-    "rainy",
-    "overcast",
-    "double-leak",
-    "near",
-    "far",
-    "overlook",
-    "simple-background",
-    "complex-background",
-    "other",
-)
 
 #: Columns of recordings.csv, in order; stages may add more (kept on rewrite).
 RECORDING_COLUMNS = (

@@ -4,7 +4,6 @@ checkpoints, logs, plot, resume), evaluation with gasdb_tools.metrics, speed, th
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +21,7 @@ from gasdb_tools.bench.train import TrainConfig, load_config, train  # noqa: E40
 from gasdb_tools.cli import main  # noqa: E402
 from gasdb_tools.errors import FormatError, ModelError  # noqa: E402
 from gasdb_tools.metrics import confusion  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from gasdb_tools.resources import bench_config, bench_configs  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -190,15 +188,15 @@ def test_evaluate_model_sums_the_heads_and_scores_each():
 
 # -- configs, speed, CLI --------------------------------------------------------------------------
 def test_every_shipped_config_loads_and_names_a_registered_model():
-    paths = sorted((ROOT / "benchmarks" / "configs").glob("*.json"))
-    assert len(paths) >= 9
+    shipped = bench_configs()
+    assert len(shipped) >= 9
     covered = set()
-    for path in paths:
+    for name, path in shipped.items():
         cfg = load_config(path)
         assert cfg.model in list_models(), path
         covered.add(cfg.model)
     assert covered == set(list_models())
-    rtcan = load_config(ROOT / "benchmarks" / "configs" / "rtcan-r50.json")
+    rtcan = load_config(bench_config("rtcan-r50"))
     assert (rtcan.lr, rtcan.momentum, rtcan.weight_decay, rtcan.lr_gamma, rtcan.batch_size, rtcan.epochs,
             rtcan.seed) == (0.02, 0.9, 5e-4, 0.97, 4, 50, 3409)
 

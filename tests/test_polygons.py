@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gasdb_tools import labelme_format
-from gasdb_tools.polygons import mask_to_polygons, mask_to_shapes, plume_groups
+from gasdb_tools.polygons import mask_to_polygons, mask_to_shapes, plume_groups, polygon_self_intersects
 from gasdb_tools.synth import SynthRig
-from gasdb_tools.validate import polygon_self_intersects, validate_document
+from gasdb_tools.validate import validate_document
 
 
 def _raster(shapes, shape):

@@ -49,7 +49,9 @@ _SELECT = ("gas.iou", "gas.f2", "gas.acc", "gas.f1", "mean.iou")
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run (saved as ``config.json``; configs in ``benchmarks/configs``).
+    """Every setting of a training run (saved as ``config.json``).
+
+    The shipped recipes are listed by :func:`gasdb_tools.resources.bench_configs`.
 
     Defaults are the RT-CAN recipe with ResNet-50.
     """

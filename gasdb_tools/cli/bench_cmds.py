@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 
 from gasdb_tools.cli._common import emit_json, fail, json_option, key_values
+from gasdb_tools.errors import GasdbError
+from gasdb_tools.resources import bench_config, bench_configs
 
 _INSTALL = "pip install 'gasdb-tools[bench]'"
 
@@ -47,6 +49,15 @@ def _parse_size(ctx, param, value):
         raise click.BadParameter(f"expected HEIGHTxWIDTH such as 512x640, got {value!r}", ctx=ctx,
                                  param=param) from None
     return h, w
+
+
+def _resolve_config(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return bench_config(value)
+    except GasdbError as exc:
+        raise click.BadParameter(f"{exc.message}; {exc.fix}", ctx=ctx, param=param) from None
 
 
 _model_arg = click.option("--model-arg", "model_args", multiple=True, callback=key_values, metavar="KEY=VALUE",
@@ -102,8 +113,9 @@ def models(pattern: str, as_json: bool) -> None:
 @bench.command()
 @click.option("--model", "model_name", callback=_check_model, help="Registry name (default: the config's, "
               "else rtcan-r50).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="A JSON recipe, e.g. benchmarks/configs/rtcan-r50.json; options below override it.")
+@click.option("--config", "config_path", callback=_resolve_config, metavar="NAME|FILE",
+              help="A JSON recipe file, or the name of one shipped with gasdb ("
+                   + ", ".join(bench_configs()) + "); options below override it.")
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
               help="Gas-DB folder, or a release folder (its gasdb/ subfolder).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -133,7 +145,7 @@ def train(model_name, config_path, data, out, epochs, batch_size, lr, seed, work
 
     \b
     Example:
-      gasdb bench train --config benchmarks/configs/rtcan-r50.json --data release-1.0.0 --device cuda
+      gasdb bench train --config rtcan-r50 --data release-1.0.0 --device cuda
       gasdb bench train --model mfnet --data gasdb-folder --epochs 1 --device cpu
     """
     _require_torch()

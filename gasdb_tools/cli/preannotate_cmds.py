@@ -16,7 +16,7 @@ from gasdb_tools.workspace import Workspace
 
 #: How to get the LabelMe app (the optional ``label`` extra).
 INSTALL_HINT = "pip install 'gasdb-tools[label]'   (or: pip install labelme)"
-#: The project's LabelMe config, looked up in the workspace first, then beside the package sources.
+#: The workspace's LabelMe config (``gasdb init`` copies the shipped one there); else the shipped one.
 CONFIG_NAME = Path("annotation") / "labelme.yaml"
 
 
@@ -108,16 +108,11 @@ def _find_labelme() -> str | None:
 
 
 def find_config(ws: Workspace) -> Path:
-    """The LabelMe config: ``WS/annotation/labelme.yaml``, else the project's ``annotation/labelme.yaml``."""
-    import gasdb_tools
+    """The LabelMe config: ``WS/annotation/labelme.yaml`` when there is one, else the one shipped in the package."""
+    from gasdb_tools.resources import annotation_file
 
-    candidates = [ws.root / CONFIG_NAME, Path(gasdb_tools.__file__).resolve().parents[1] / CONFIG_NAME]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise WorkspaceError("LabelMe config not found (tried " + ", ".join(map(str, candidates)) + ")",
-                         file=candidates[0], fix="copy annotation/labelme.yaml from gasdb-tools into the workspace, "
-                                                 "or pass --config")
+    own = ws.root / CONFIG_NAME
+    return own if own.is_file() else annotation_file(CONFIG_NAME.name)
 
 
 def image_folder(ws: Workspace, recording: str) -> Path:
@@ -153,7 +148,7 @@ def labelme_command(ws: Workspace, recording: str, *, config, executable: str = 
 @workspace_argument
 @click.option("--recording", help="Recording to open (default: the first one with pending drafts).")
 @click.option("--config", "config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="LabelMe config (default: WORKSPACE/annotation/labelme.yaml, else the project's).")
+              help="LabelMe config (default: WORKSPACE/annotation/labelme.yaml, else the one shipped with gasdb).")
 @click.option("-n", "--dry-run", is_flag=True, help="Print the LabelMe command instead of running it.")
 def label(workspace: Workspace, recording: str | None, config: Path | None, dry_run: bool) -> None:
     """Open the LabelMe app on a recording's frames and drafts, with the project's config.

@@ -18,14 +18,19 @@ from gasdb_tools.workspace import SCENES, Workspace
 def init(path: Path, name: str | None, rig: str) -> None:
     """Create an empty dataset workspace.
 
-    PATH must be a new or empty folder.
+    PATH must be a new or empty folder. The LabelMe config and the label list are copied into
+    PATH/annotation/ (labelme.yaml, labels.txt), where the team may adapt them; `gasdb label`
+    uses that copy.
 
     \b
     Example:
       gasdb init my-dataset --rig rig-a
     """
+    from gasdb_tools.resources import copy_annotation_config
+
     ws = Workspace.init(path, name=name, rig=rig)
-    click.echo(f"created workspace {ws.root}")
+    copy_annotation_config(ws.root / "annotation")
+    click.echo(f"created workspace {ws.root} (LabelMe config in {ws.root / 'annotation'})")
 
 
 @click.command()
