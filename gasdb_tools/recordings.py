@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gasdb_tools.errors import WorkspaceError
 from gasdb_tools.fsutil import sha256_file
+from gasdb_tools.sensors import read_sensor_csv
 from gasdb_tools.video import probe
 from gasdb_tools.workspace import SCENES, Workspace, check_id
 
@@ -41,7 +42,8 @@ def derive_recording_id(video: Path) -> str:
 
 
 def add_recording(ws: Workspace, *, thermal, scene: str, rgb=None, recording_id: str | None = None,
-                  tags=(), offset_s: float | None = None, rig: str | None = None, allow_same: bool = False) -> dict:
+                  tags=(), offset_s: float | None = None, rig: str | None = None, allow_same: bool = False,
+                  sensors=None, sensor_offset_s: float = 0.0) -> dict:
     """Validate and register one recording; returns its index row.
 
     Parameters
@@ -64,6 +66,11 @@ def add_recording(ws: Workspace, *, thermal, scene: str, rgb=None, recording_id:
     allow_same : bool
         Accept an RGB and a thermal file with the same content (refused by default: it is almost
         always a mistake, and the release would call the pairs RGB-thermal).
+    sensors : path, optional
+        A gas-sensor stream logged beside the cameras (CSV: ``t`` on the thermal clock plus one
+        column per channel; :mod:`gasdb_tools.sensors`); ``extract`` attaches its readings to pairs.
+    sensor_offset_s : float
+        Shift of the sensor clock: ``t_thermal = t + sensor_offset_s``.
 
     Both videos are probed (opened, first frame decoded) before the index is touched.
 
@@ -87,6 +94,7 @@ def add_recording(ws: Workspace, *, thermal, scene: str, rgb=None, recording_id:
     if rgb is None and offset_s is not None:
         raise WorkspaceError("an offset needs an RGB video (t_rgb = t_thermal + offset)", field="offset",
                              fix="leave --offset out for a thermal camera alone")
+    stream = read_sensor_csv(sensors, offset_s=sensor_offset_s) if sensors is not None else None
     thermal_info = probe(thermal)
     rgb_info = probe(rgb) if rgb is not None else None
     thermal_sha = sha256_file(thermal)
@@ -113,6 +121,9 @@ def add_recording(ws: Workspace, *, thermal, scene: str, rgb=None, recording_id:
         "thermal_fps": f"{thermal_info.fps:.6g}",
         "same_source": "1" if rgb is not None and rgb_sha == thermal_sha else "",
     }
+    if stream is not None:
+        row.update({"sensors": ws.rel(Path(sensors).resolve()), "sensors_sha256": sha256_file(sensors),
+                    "sensor_offset_s": repr(float(sensor_offset_s)), "sensor_channels": ";".join(stream.channels)})
     with ws.transaction() as index:
         if rec_id in index.recordings:
             raise WorkspaceError(f"recording id {rec_id!r} is already registered", file=ws.root / ws.RECORDINGS,

@@ -24,7 +24,7 @@ LAYERS = {
     "io": (1, ("imaging", "video"),
            "array <-> file codecs (PNG, video); they know nothing of datasets"),
     "arrays": (2, ("background", "coco", "data", "gasdb_layout", "labelme_format", "metrics", "polygons",
-                   "registration", "restoration", "submission", "sync", "synth", "visibility"),
+                   "registration", "restoration", "sensors", "submission", "sync", "synth", "visibility"),
                "algorithms on arrays and single-file formats: usable in a notebook without a workspace"),
     "workspace": (3, ("workspace", "stages", "review", "views"),
                   "the dataset folder, its index, the stage runner that writes it, the review state of its "

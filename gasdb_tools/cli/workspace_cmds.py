@@ -46,9 +46,15 @@ def init(path: Path, name: str | None, rig: str) -> None:
                             "default: the workspace's rig. Give each camera set-up its own rig.")
 @click.option("--offset", type=float, help="Known start offset in seconds (t_rgb = t_thermal + offset).")
 @click.option("--allow-same", is_flag=True, help="Accept an RGB and a thermal file with the same content.")
+@click.option("--sensors", type=click.Path(dir_okay=False, path_type=Path),
+              help="Gas-sensor log of the take: CSV with a 't' column (seconds on the thermal clock) and one "
+                   "column per channel; extract attaches the nearest reading to each pair.")
+@click.option("--sensor-offset", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="Shift of the sensor clock (t_thermal = t + SECONDS).")
 @json_option
 def add(workspace: Workspace, thermal: Path, rgb: Path | None, scene: str, recording_id: str | None,
-        tags: tuple[str, ...], rig: str | None, offset: float | None, allow_same: bool, as_json: bool) -> None:
+        tags: tuple[str, ...], rig: str | None, offset: float | None, allow_same: bool, sensors: Path | None,
+        sensor_offset: float, as_json: bool) -> None:
     """Register a recording (RGB + thermal video, or a thermal camera alone) in a workspace.
 
     A recording is the RGB and the thermal video of one take, or a thermal video alone (GasVid,
@@ -61,9 +67,11 @@ def add(workspace: Workspace, thermal: Path, rgb: Path | None, scene: str, recor
       gasdb add my-dataset --rgb take01/rgb.mp4 --thermal take01/thermal.mp4 --scene sunny --tag near
       gasdb add my-dataset --thermal gasvid/MOV_1467.mp4 --scene far --id mov1467
       gasdb add my-dataset --rgb b/rgb.mp4 --thermal b/thermal.mp4 --scene near --rig tripod-b
+      gasdb add my-dataset --thermal c/thermal.mp4 --scene near --sensors c/mq-sensors.csv
     """
     row = add_recording(workspace, rgb=rgb, thermal=thermal, scene=scene, recording_id=recording_id,
-                        tags=tags, offset_s=offset, rig=rig, allow_same=allow_same)
+                        tags=tags, offset_s=offset, rig=rig, allow_same=allow_same, sensors=sensors,
+                        sensor_offset_s=sensor_offset)
     if as_json:
         emit_json(row)
     else:

@@ -1,0 +1,91 @@
+"""Gas-sensor streams: the CSV reader, nearest readings, what is reported, and `gasdb add --sensors`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gasdb_tools.errors import FormatError
+from gasdb_tools.recordings import add_recording
+from gasdb_tools.sensors import SensorStream, attach_report, nearest, pair_columns, read_sensor_csv
+from gasdb_tools.video import write_video
+from gasdb_tools.workspace import Workspace
+
+
+def _csv(tmp_path, text, name="s.csv"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_reader_keeps_channels_in_header_order_and_applies_the_offset(tmp_path):
+    path = _csv(tmp_path, "MQ2,t,MQ135\n560,0.0,284\n565,0.5,290\n\n570,1.0,295\n")
+    s = read_sensor_csv(path, offset_s=2.0)
+    assert s.channels == ("MQ2", "MQ135")
+    assert s.times.tolist() == [2.0, 2.5, 3.0] and s.values[:, 1].tolist() == [284.0, 290.0, 295.0]
+    assert s.period == 0.5
+
+
+@pytest.mark.parametrize("text, where, words", [
+    ("time,MQ2\n0,1\n", "line 1", "no 't' column"),
+    ("t\n0\n", "line 1", "named channel"),
+    ("t,a,a\n0,1,2\n", "line 1", "used twice"),
+    ("t,a\n0,1\n0.5,x\n", "line 3, column a", "'x' is not a number"),
+    ("t,a\n0,1\n0,2\n", "line 3, column t", "does not increase"),
+    ("t,a\n0,1,3\n", "line 2", "3 fields"),
+    ("t,a\n0,inf\n", "line 2", "not finite"),
+    ("t,a\n", None, "no readings"),
+])
+def test_reader_names_file_line_and_column(tmp_path, text, where, words):
+    path = _csv(tmp_path, text)
+    with pytest.raises(FormatError, match=words) as info:
+        read_sensor_csv(path)
+    assert info.value.file == str(path) and info.value.field == where
+
+
+def test_reader_refuses_latin1(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_bytes("t,d\u00e9bit\n0,1\n".encode("latin-1"))
+    with pytest.raises(FormatError, match="not UTF-8"):
+        read_sensor_csv(path)
+
+
+@given(st.lists(st.floats(0, 100, allow_nan=False), min_size=2, max_size=30, unique=True),
+       st.lists(st.floats(-10, 110, allow_nan=False), min_size=1, max_size=20))
+def test_nearest_is_the_nearest_reading_within_max_dt(sensor_times, frame_times):
+    t = np.sort(np.asarray(sensor_times))
+    s = SensorStream(("a",), t, t[:, None])
+    idx, dt = nearest(s, frame_times, max_dt=2.0)
+    for k, d, q in zip(idx, dt, frame_times):
+        best = np.abs(t - q).min()
+        assert d == pytest.approx(best)
+        assert (k >= 0) == (best <= 2.0)
+        if k >= 0:
+            assert abs(t[k] - q) == pytest.approx(best)
+
+
+def test_readings_outside_the_video_are_reported_not_attached():
+    s = SensorStream(("a", "b"), np.array([-2.0, 0.0, 1.0, 2.0, 9.0]), np.arange(10.0).reshape(5, 2))
+    pairs = [{"pair_id": "r_00000000", "t_thermal": "0.1"}, {"pair_id": "r_00005000", "t_thermal": "5.0"}]
+    report = attach_report(s, [0.1, 5.0], (0.0, 6.0), max_dt=1.0)
+    assert report["readings_before_video"] == 1 and report["readings_after_video"] == 1
+    assert report["pairs_with_reading"] == 1 and report["pairs_without_reading"] == 1
+    cols = pair_columns(s, pairs, max_dt=1.0)
+    assert cols["r_00000000"] == {"sensor_t": "0.0", "sensor_dt": "0.1", "sensor:a": "2.0", "sensor:b": "3.0"}
+    assert cols["r_00005000"] == {"sensor_t": "", "sensor_dt": "", "sensor:a": "", "sensor:b": ""}
+
+
+def test_add_records_the_stream_and_refuses_a_bad_one(tmp_path):
+    video = tmp_path / "t.mp4"
+    write_video(video, [np.full((32, 32), 10 * k, np.uint8) for k in range(5)], fps=10)
+    ws = Workspace.init(tmp_path / "ws")
+    good = _csv(tmp_path, "t,MQ2,MQ135\n0,1,2\n0.2,3,4\n")
+    row = add_recording(ws, thermal=video, scene="near", recording_id="r1", sensors=good, sensor_offset_s=0.5)
+    assert row["sensor_channels"] == "MQ2;MQ135" and row["sensor_offset_s"] == "0.5" and len(row["sensors_sha256"]) == 64
+    bad = _csv(tmp_path, "t,MQ2\n0,x\n", "bad.csv")
+    before = (ws.root / "recordings.csv").read_bytes()
+    with pytest.raises(FormatError, match="'x' is not a number"):
+        add_recording(ws, thermal=video, scene="near", recording_id="r2", sensors=bad)
+    assert (ws.root / "recordings.csv").read_bytes() == before
