@@ -162,8 +162,10 @@ def parse_query(args, *, recordings=(), scenes=()) -> Query:
     sort = args.get("sort") or "pair"
     if sort not in SORTS:
         raise QueryError(f"sort: {sort!r} is not one of {', '.join(SORTS)}")
-    page = _number(args, "page", int) or 1
-    per_page = _number(args, "per_page", int) or 60
+    page = _number(args, "page", int)
+    per_page = _number(args, "per_page", int)
+    page = 1 if page is None else page
+    per_page = 60 if per_page is None else per_page
     if page < 1 or not 1 <= per_page <= 500:
         raise QueryError("page must be >= 1 and per_page in 1-500")
     return Query(recording=choice("recording", recordings), scene=choice("scene", scenes),
