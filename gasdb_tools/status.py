@@ -70,12 +70,15 @@ def workspace_status(ws: Workspace) -> dict:
             "review": review.counts(states, all_ids), "excluded": len(excluded), "totals": totals}
 
 
-def pair_stages(ws: Workspace, index=None, states=None) -> dict[str, dict[str, str]]:
-    """``{pair_id: {stage: done|stale|missing|failed|n/a}}``: the per-pair states :func:`workspace_status` counts."""
+def pair_stages(ws: Workspace, index=None, states=None, *, recordings=None) -> dict[str, dict[str, str]]:
+    """``{pair_id: {stage: done|stale|missing|failed|n/a}}``: the per-pair states :func:`workspace_status` counts
+    (of every recording, or of ``recordings``)."""
     index = index or ws.read_index()
     states = review.read_states(ws, index) if states is None else states
     out: dict[str, dict[str, str]] = {}
     for rec_id, rec in index.recordings.items():
+        if recordings is not None and rec_id not in recordings:
+            continue
         rows = index.pairs_of(rec_id)
         errors = {k[: -len("_error")]: v for k, v in rec.items() if k.endswith("_error") and v}
         for s in STAGES:

@@ -292,11 +292,10 @@ def create_app(ws: Workspace, *, host: str = "127.0.0.1", port: int = 0, token: 
     def picture(kind, pid):
         if kind not in KINDS:
             abort(404, description="unknown picture")
-        index = ws.read_index()
+        index = catalog.index()
         row = pair_or_404(pid, index)
-        states = review.read_states(ws, index, pairs=[pid])
         try:
-            data, mime = media.picture(index, row, kind, states.get(pid))
+            data, mime = media.picture(index, row, kind)
         except GasdbError as exc:
             abort(404, description=exc.message)
         resp = make_response(data)
@@ -320,7 +319,7 @@ def create_app(ws: Workspace, *, host: str = "127.0.0.1", port: int = 0, token: 
 
     @app.get("/api/pair/<pid>")
     def api_pair(pid):
-        index = ws.read_index()
+        index = catalog.index()
         pair_or_404(pid, index)
         return jsonify(catalog.row(pid).to_dict())
 
@@ -328,7 +327,7 @@ def create_app(ws: Workspace, *, host: str = "127.0.0.1", port: int = 0, token: 
     def act(pid, action):
         if action not in _ACTIONS:
             abort(404, description="unknown action")
-        index = ws.read_index()
+        index = catalog.index()
         row = pair_or_404(pid, index)
         body = request.get_json(silent=True)
         if not isinstance(body, dict):

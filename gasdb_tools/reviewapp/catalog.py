@@ -13,6 +13,7 @@ LabelMe or another command is seen on the next request; the cache is never an au
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import threading
@@ -292,7 +293,9 @@ class Catalog:
         self._drafts: dict = {}
         self._problems: dict = {}  # pid -> (key, [problem dicts])
         self._problems_done = False
-        self._stale_cache: tuple | None = None
+        self._stale_cache: dict | None = None
+        self._index_cache: tuple | None = None
+        self._states_cache: tuple | None = None
         self._dirty = False
         self._submission = None
         self._sub_ids: dict = {}
@@ -428,28 +431,64 @@ class Catalog:
         return [pid for pid in index.pairs if self.problems_of(pid, states) is None]
 
     def _stale(self, index: Index, states: dict) -> dict:
+        """Stale stages per pair, recomputed only for recordings whose rows, documents or calibration changed."""
         from gasdb_tools.status import pair_stages
 
-        files = [self.ws.root / n for n in (self.ws.SETTINGS, self.ws.RECORDINGS, self.ws.PAIRS)]
+        files = [self.ws.root / self.ws.SETTINGS]
         cal = self.ws.root / "calibration"
         if cal.is_dir():
             files += sorted(cal.glob("*.json"))
-        fingerprint = (tuple((str(f), tuple(_stat_key(f) or ())) for f in files),
-                       tuple((p, s.untouched, s.draft_inputs, s.geometry) for p, s in sorted(states.items())))
+        common = tuple((str(f), tuple(_stat_key(f) or ())) for f in files)
+        prints = {}
+        for rec_id, rec in index.recordings.items():
+            rows = index.pairs_of(rec_id)
+            prints[rec_id] = (common, json.dumps(rec, sort_keys=True), json.dumps(rows, sort_keys=True),
+                              tuple((r["pair_id"], s.untouched, s.draft_inputs, s.geometry)
+                                    for r in rows for s in [states.get(r["pair_id"])] if s is not None))
         with self._lock:
-            if self._stale_cache and self._stale_cache[0] == fingerprint:
-                return self._stale_cache[1]
-        per = pair_stages(self.ws, index, states)
-        stale = {pid: sorted(s for s, v in stages.items() if v == "stale") for pid, stages in per.items()}
+            cached = dict(self._stale_cache or {})
+        todo = [rec for rec, fp in prints.items() if cached.get(rec, (None,))[0] != fp]
+        if todo:
+            per = pair_stages(self.ws, index, states, recordings=set(todo))
+            for rec in todo:
+                cached[rec] = (prints[rec], {r["pair_id"]: sorted(s for s, v in per.get(r["pair_id"], {}).items()
+                                                                  if v == "stale") for r in index.pairs_of(rec)})
+        cached = {rec: v for rec, v in cached.items() if rec in prints}
         with self._lock:
-            self._stale_cache = (fingerprint, stale)
-        return stale
+            self._stale_cache = cached
+        return {pid: stages for _, per in cached.values() for pid, stages in per.items()}
+
+    def index(self) -> Index:
+        """The index, parsed again only when pairs.csv or recordings.csv changed (both are replaced atomically)."""
+        key = tuple(tuple(_stat_key(self.ws.root / n) or ()) for n in (self.ws.PAIRS, self.ws.RECORDINGS))
+        with self._lock:
+            if self._index_cache and self._index_cache[0] == key and all(key):
+                return self._index_cache[1]
+        index = self.ws.read_index()
+        with self._lock:
+            self._index_cache = (key, index)
+        return index
+
+    def states(self, index: Index) -> dict:
+        """:func:`gasdb_tools.review.read_states`, called again only when a document file's size, times or
+        inode changed (the same test read_states uses for its own cache)."""
+        paths = {pid: review.label_path(self.ws, row) for pid, row in index.pairs.items()}
+        with self._lock:
+            index_key = self._index_cache[0] if self._index_cache and self._index_cache[1] is index else id(index)
+        key = (index_key, tuple((pid, tuple(_stat_key(p) or ())) for pid, p in paths.items()))
+        with self._lock:
+            if self._states_cache and self._states_cache[0] == key:
+                return self._states_cache[1]
+        states = review.read_states(self.ws, index)
+        with self._lock:
+            self._states_cache = (key, states)
+        return states
 
     # -- rows ----------------------------------------------------------------------------
     def snapshot(self):
         """``(index, states, exclusions, blacklist)`` read from the files now."""
-        index = self.ws.read_index()
-        states = review.read_states(self.ws, index)
+        index = self.index()
+        states = self.states(index)
         black = self.ws.blacklist()
         excluded = review.exclusions(self.ws, index, states)
         return index, states, excluded, black
@@ -504,10 +543,9 @@ class Catalog:
 
 def _version(row: dict, key, state) -> str:
     """A short token that changes whenever the pair's document or its recorded outputs change."""
-    from gasdb_tools.provenance import digest
-
     parts = [row.get(c, "") for c in ("extract_digest", "align_digest", "enhance_digest", "enhanced", "aligned")]
-    return digest("review-view", parts, key or [], state.status if state else "")[:12]
+    text = "\x1f".join([*parts, repr(key), state.status if state else ""])
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
 def counts_table(rows) -> dict:

@@ -20,7 +20,7 @@ from gasdb_tools.errors import FormatError, GasdbError, WorkspaceError
 from gasdb_tools.fsutil import atomic_write_bytes
 from gasdb_tools.imaging import encode_png, read_image
 from gasdb_tools.provenance import digest
-from gasdb_tools.review import DocState, label_path, raw_digest
+from gasdb_tools.review import DocState, document_state, label_path, raw_digest
 from gasdb_tools.workspace import Index, Workspace, is_thermal_only
 
 from . import render
@@ -64,18 +64,19 @@ class Media:
         frame, _ = views.read_source(self.ws, pair, kind)
         return views.apply_stretch(frame, self._stretch(index, pair["recording"]))
 
-    def _doc(self, state: DocState | None):
-        if state is None or not state.exists:
-            return None, b""
-        path = Path(state.path)
+    def _doc(self, pair: dict):
+        """``(document or None, its bytes, its DocState or None)``, read from the pair's LabelMe file now."""
+        path = label_path(self.ws, pair)
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
-            return None, b""
+        except (FileNotFoundError, IsADirectoryError):
+            return None, b"", None
         try:
-            return labelme_format.loads(data, file=path), data
-        except FormatError:
-            return None, data
+            doc = labelme_format.loads(data, file=path)
+        except FormatError as exc:
+            return None, data, DocState(pair_id=pair["pair_id"], path=str(path), exists=True, status="edited",
+                                        error=exc.message)
+        return doc, data, document_state(doc, pair_id=pair["pair_id"], path=str(path))
 
     def _mask(self, doc, path) -> np.ndarray | None:
         if doc is None:
@@ -144,7 +145,7 @@ class Media:
             out.append("enhanced")
         return out
 
-    def picture(self, index: Index, pair: dict, kind: str, state: DocState | None) -> tuple[bytes, str]:
+    def picture(self, index: Index, pair: dict, kind: str) -> tuple[bytes, str]:
         """``(bytes, mimetype)`` of one picture of ``pair`` (see :data:`KINDS`).
 
         Raises
@@ -155,7 +156,7 @@ class Media:
         if kind not in KINDS:
             raise ValueError(f"unknown picture kind {kind!r}")
         if kind == "thumb":
-            return self._thumb(index, pair, state), "image/jpeg"
+            return self._thumb(index, pair), "image/jpeg"
         if kind in ("rgb", "enhanced"):  # 8-bit files people can look at as they are: served unchanged
             rel = pair.get(kind) or ""
             if rel and self.ws.path(rel).suffix.lower() == ".png":
@@ -172,7 +173,7 @@ class Media:
                                 lambda: render.encode_jpeg(render.as_rgb8(self._base(index, pair, kind)), quality=92))
             return data, "image/jpeg"
         if kind == "mask":
-            doc, raw = self._doc(state)
+            doc, raw, state = self._doc(pair)
             status = state.status if state is not None else ""
             key = digest("review-img", _VERSION, kind, raw_digest(raw or None), status)
 
@@ -196,9 +197,9 @@ class Media:
 
         return self._cached(pair, kind, key, "png", make_boundary), "image/png"
 
-    def _thumb(self, index: Index, pair: dict, state: DocState | None) -> bytes:
+    def _thumb(self, index: Index, pair: dict) -> bytes:
         base_kind = self._base_kind(index, pair)
-        doc, raw = self._doc(state)
+        doc, raw, state = self._doc(pair)
         status = state.status if state is not None else ""
         key = digest("review-thumb", _VERSION, THUMB_WIDTH, self._source_key(index, pair, base_kind),
                      raw_digest(raw or None), status)
