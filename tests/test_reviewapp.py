@@ -381,7 +381,8 @@ def test_two_tabs_at_once_lose_nothing(ws):
                 errors.append((pid, action, exc.code, exc.read()))
 
         jobs = [threading.Thread(target=call, args=(p, "blacklist", {"reason": f"r-{p}"})) for p in pids]
-        jobs += [threading.Thread(target=call, args=(p, "approve", {"by": f"tab{i % 2}"})) for i, p in enumerate(labelled)]
+        jobs += [threading.Thread(target=call, args=(p, "approve", {"by": f"tab{i % 2}"}))
+                 for i, p in enumerate(labelled)]
         for j in jobs:
             j.start()
         for j in jobs:

@@ -111,7 +111,8 @@ def artifacts() -> Path:
 
 def ready(pg):
     pg.wait_for_selector("body[data-ready='1']")
-    pg.wait_for_function("() => Array.from(document.images).every(i => i.complete && (i.naturalWidth > 0 || i.loading === 'lazy'))")
+    pg.wait_for_function("() => Array.from(document.images)"
+                         ".every(i => i.complete && (i.naturalWidth > 0 || i.loading === 'lazy'))")
 
 
 def card_status(pg, pid):
@@ -143,7 +144,8 @@ def test_review_in_the_browser(demo_ws, server, page):
     pg.evaluate("() => document.activeElement.blur()")
     for k in range(3):
         pg.keyboard.press("a")
-        pg.wait_for_function(f"() => document.querySelector('#card-{pids[k]} [data-role=status]').textContent === 'approved'")
+        pg.wait_for_function(f"() => document.querySelector('#card-{pids[k]} [data-role=status]')"
+                             ".textContent === 'approved'")
     assert pg.locator("#counts [data-status=approved] b").inner_text() == "3"
     # blacklist the fourth with a reason
     pg.keyboard.press("b")
@@ -157,7 +159,8 @@ def test_review_in_the_browser(demo_ws, server, page):
     # reload: the filter now hides the approved pairs, the blacklisted one is still pending
     pg.reload()
     ready(pg)
-    shown = [pg.locator("#grid .card").nth(i).get_attribute("data-pid") for i in range(pg.locator("#grid .card").count())]
+    grid = pg.locator("#grid .card")
+    shown = [grid.nth(i).get_attribute("data-pid") for i in range(grid.count())]
     assert shown == pids[3:]
     assert pg.locator(f"#card-{pids[3]} [data-role=excluded]").inner_text() == "blacklisted"
     assert pg.locator("#counts [data-status=approved] b").inner_text() == "3"

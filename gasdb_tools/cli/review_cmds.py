@@ -92,7 +92,8 @@ def review(workspace: Workspace, pairs: tuple[str, ...], action: str | None, rec
     if recordings:
         index = workspace.read_index()
         workspace.select_recordings(recordings, index=index)
-        ids += [p["pair_id"] for rec in recordings for p in index.pairs_of(rec) if rv.label_path(workspace, p).is_file()]
+        ids += [p["pair_id"] for rec in recordings for p in index.pairs_of(rec)
+                if rv.label_path(workspace, p).is_file()]
     if not ids:
         raise click.UsageError("name the pairs (PAIR_ID ...) or --recording ID")
     func = rv.approve if action == "approve" else rv.reject

@@ -73,9 +73,10 @@ def allowed_hosts(host: str, port: int) -> set[str]:
 
 
 def _text(value, what: str, *, required: bool) -> str | None:
-    text = (value or "").strip() if isinstance(value, str) or value is None else None
-    if text is None:
+    """A short note, reason or name from a request body (400 when it is not plain text)."""
+    if value is not None and not isinstance(value, str):
         abort(400, description=f"{what} must be text")
+    text = (value or "").strip()
     if required and not text:
         abort(400, description=f"{what} is required")
     if len(text) > _MAX_TEXT or any(ord(c) < 32 for c in text):

@@ -101,10 +101,8 @@ class Query:
     def needs(self) -> set:
         """Which slow facts this query's filters or sort need for every pair."""
         out = set()
-        if self.area_min is not None or self.area_max is not None or self.blobs_min is not None \
-                or self.blobs_max is not None or self.sort in ("area", "blobs"):
-            out.add("metrics")
-        if self.score_min is not None or self.score_max is not None or self.sort == "score":
+        bounds = (self.area_min, self.area_max, self.blobs_min, self.blobs_max, self.score_min, self.score_max)
+        if any(b is not None for b in bounds) or self.sort in ("area", "blobs", "score"):
             out.add("metrics")
         if self.problems is not None or self.sort == "problems":
             out.add("problems")

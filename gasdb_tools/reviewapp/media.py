@@ -212,8 +212,8 @@ class Media:
                 m = render.resize_to_width(mask, THUMB_WIDTH, nearest=True)
                 if m.shape[:2] != small.shape[:2]:
                     m = render._fit(m, small.shape)
-                small = render.overlay(small, m, colour=render.STATUS_COLOURS.get(status, render.STATUS_COLOURS["pending"]),
-                                       alpha=0.55)
+                colour = render.STATUS_COLOURS.get(status, render.STATUS_COLOURS["pending"])
+                small = render.overlay(small, m, colour=colour, alpha=0.55)
             return render.encode_jpeg(small, quality=82)
 
         return self._cached(pair, "thumb", key, "jpg", make)
