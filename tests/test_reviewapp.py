@@ -207,15 +207,23 @@ def test_problems_filter_runs_validate(client, ws):
 def test_stale_filter_follows_provenance(client, ws):
     from gasdb_tools.status import pair_stages
 
-    pid = ids(ws)[2]
+    pid = ids(ws)[0]  # approved: its document is not a stale draft
     with ws.transaction() as index:  # an enhanced frame made from other inputs than today's
         index.pairs[pid].update({"enhanced": index.pairs[pid]["aligned"], "enhance_inputs": "an older recipe"})
     per = pair_stages(ws)
     stale = sorted(p for p, stages in per.items() if "stale" in stages.values())
     data = get(client, "/api/pairs?stale=yes").get_json()
     assert [p["pair_id"] for p in data["pairs"]] == stale
-    if stale:
-        assert pid in stale and data["pairs"][0]["stale"]
+    assert pid in stale and data["pairs"][0]["stale"]
+    # a restarted app reads the stale stages from its disk cache, and still notices the next change
+    again = create_app(ws, port=5000, warm=False).test_client()
+    assert [p["pair_id"] for p in get(again, "/api/pairs?stale=yes").get_json()["pairs"]] == stale
+    with ws.transaction() as index:
+        index.pairs[pid]["enhance_inputs"] = ""
+        index.pairs[pid]["enhanced"] = ""
+    expected = sorted(p for p, stages in pair_stages(ws).items() if "stale" in stages.values())
+    assert pid not in expected
+    assert [p["pair_id"] for p in get(again, "/api/pairs?stale=yes").get_json()["pairs"]] == expected
 
 
 def test_score_against_a_submission_zip(tmp_path, ws):

@@ -316,13 +316,15 @@ class Catalog:
             return
         self._metrics = data.get("metrics") or {}
         self._drafts = data.get("drafts") or {}
+        self._stale_cache = {rec: (v[0], v[1]) for rec, v in (data.get("stale") or {}).items()}
 
     def save_cache(self) -> None:
         """Write the metrics cache when it changed (a read-only workspace goes without)."""
         with self._lock:
             if not self._dirty:
                 return
-            data = {"version": _CACHE_VERSION, "metrics": dict(self._metrics), "drafts": dict(self._drafts)}
+            data = {"version": _CACHE_VERSION, "metrics": dict(self._metrics), "drafts": dict(self._drafts),
+                    "stale": {rec: list(v) for rec, v in (self._stale_cache or {}).items()}}
             self._dirty = False
         try:
             write_json(self._cache_path(), data)
@@ -436,13 +438,14 @@ class Catalog:
         cal = self.ws.root / "calibration"
         if cal.is_dir():
             files += sorted(cal.glob("*.json"))
-        common = tuple((str(f), tuple(_stat_key(f) or ())) for f in files)
+        common = [[f.name, _stat_key(f)] for f in files]
         prints = {}
         for rec_id, rec in index.recordings.items():
             rows = index.pairs_of(rec_id)
-            prints[rec_id] = (common, json.dumps(rec, sort_keys=True), json.dumps(rows, sort_keys=True),
-                              tuple((r["pair_id"], s.untouched, s.draft_inputs, s.geometry)
-                                    for r in rows for s in [states.get(r["pair_id"])] if s is not None))
+            blob = json.dumps([common, rec, rows, [(r["pair_id"], s.untouched, s.draft_inputs, s.geometry)
+                                                   for r in rows for s in [states.get(r["pair_id"])] if s is not None]],
+                              sort_keys=True)
+            prints[rec_id] = hashlib.sha256(blob.encode("utf-8")).hexdigest()
         with self._lock:
             cached = dict(self._stale_cache or {})
         todo = [rec for rec, fp in prints.items() if cached.get(rec, (None,))[0] != fp]
@@ -454,6 +457,8 @@ class Catalog:
         cached = {rec: v for rec, v in cached.items() if rec in prints}
         with self._lock:
             self._stale_cache = cached
+            if todo:
+                self._dirty = True
         return {pid: stages for _, per in cached.values() for pid, stages in per.items()}
 
     def index(self) -> Index:
@@ -529,6 +534,7 @@ class Catalog:
                 blacklisted=pid in black, problems=None if problems is None else len(problems),
                 area=(m or {}).get("area"), blobs=(m or {}).get("blobs"), score=score,
                 version=_version(row, key, st)))
+        self.save_cache()
         return out, (index, states, excluded, black)
 
     def row(self, pid: str) -> PairRow:
