@@ -556,3 +556,31 @@ def test_cli_serves_and_prints_the_url(ws):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_open_in_labelme_names_the_pair_and_runs_only_on_loopback(ws, monkeypatch, tmp_path):
+    pid = sorted(review.read_states(ws))[0]
+    doc_path = review.read_states(ws)[pid].path
+    fake = tmp_path / "labelme"
+    fake.write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args.txt\"\n")
+    fake.chmod(0o755)
+    app = create_app(ws, port=5000, warm=False, labelme=str(fake))
+    data = post(app.test_client(), app, f"/api/pair/{pid}/labelme", {}).get_json()
+    assert data["ok"] and data["command"][0] == str(fake)
+    assert data["command"][1:3] == [str(labelme_format.image_file(labelme_format.read(doc_path), doc_path)[0]),
+                                    "--output"] and data["command"][3] == doc_path
+    for _ in range(200):
+        if (tmp_path / "args.txt").exists():
+            break
+        threading.Event().wait(0.05)
+    assert doc_path in (tmp_path / "args.txt").read_text()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    app = create_app(ws, port=5000, warm=False)
+    data = post(app.test_client(), app, f"/api/pair/{pid}/labelme", {}).get_json()
+    assert not data["ok"] and "not installed" in data["error"] and data["command"][0] == "labelme"
+    remote = create_app(ws, host="192.0.2.10", port=8765, warm=False, labelme=str(fake))
+    c = remote.test_client()
+    r = c.post(f"/api/pair/{pid}/labelme", data="{}", content_type="application/json",
+               headers={"Host": "192.0.2.10:8765", "Origin": "http://192.0.2.10:8765",
+                        "X-CSRF-Token": remote.config["GASDB_CSRF"], "X-Gasdb-Token": remote.config["GASDB_TOKEN"]})
+    assert r.status_code == 200 and not r.get_json()["ok"] and "loopback" in r.get_json()["error"]
