@@ -16,7 +16,7 @@ from gasdb_tools.errors import GasdbError
 from gasdb_tools.recordings import modality
 from gasdb_tools.workspace import Workspace, is_thermal_only
 
-__all__ = ["STAGES", "workspace_status"]
+__all__ = ["STAGES", "workspace_status", "pair_stages"]
 
 #: The per-pair stages whose state is reported, in pipeline order.
 STAGES = ("extract", "align", "enhance", "preannotate")
@@ -70,7 +70,36 @@ def workspace_status(ws: Workspace) -> dict:
             "review": review.counts(states, all_ids), "excluded": len(excluded), "totals": totals}
 
 
+def pair_stages(ws: Workspace, index=None, states=None, *, recordings=None) -> dict[str, dict[str, str]]:
+    """``{pair_id: {stage: done|stale|missing|failed|n/a}}``: the per-pair states :func:`workspace_status` counts
+    (of every recording, or of ``recordings``)."""
+    index = index or ws.read_index()
+    states = review.read_states(ws, index) if states is None else states
+    out: dict[str, dict[str, str]] = {}
+    for rec_id, rec in index.recordings.items():
+        if recordings is not None and rec_id not in recordings:
+            continue
+        rows = index.pairs_of(rec_id)
+        errors = {k[: -len("_error")]: v for k, v in rec.items() if k.endswith("_error") and v}
+        for s in STAGES:
+            per, _ = _stage_states(ws, s, rec, rows, states, errors.get(s, ""))
+            for r, st in zip(rows, per):
+                out.setdefault(r["pair_id"], {})[s] = st
+    return out
+
+
 def _stage(ws: Workspace, stage: str, rec: dict, rows, states, error: str) -> dict:
+    per, note = _stage_states(ws, stage, rec, rows, states, error)
+    result = _count(per)
+    if error:
+        result["error"] = error
+    if note:
+        result["note"] = note
+    return result
+
+
+def _stage_states(ws: Workspace, stage: str, rec: dict, rows, states, error: str) -> tuple[list[str], str]:
+    """The state of each of ``rows`` (in order) for ``stage``, and a note on the recording."""
     note = ""
     per: list[str] = []
     if stage == "extract":
@@ -123,12 +152,7 @@ def _stage(ws: Workspace, stage: str, rec: dict, rows, states, error: str) -> di
                 per.append("done" if fresh else "stale")
             else:  # annotator work: stale only when the geometry under it changed (re-projection pending)
                 per.append("stale" if geometry_key and st.geometry and st.geometry != geometry_key else "done")
-    result = _count(per)
-    if error:
-        result["error"] = error
-    if note:
-        result["note"] = note
-    return result
+    return per, note
 
 
 def _align_interpolation(rec: dict) -> str:

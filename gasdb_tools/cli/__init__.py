@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "enhance": ("enhance_cmd", "enhance", "Tarel-Hautiere visibility restoration of thermal frames, as 8-bit PNGs for annotators."),
     "preannotate": ("preannotate_cmds", "preannotate", "Draft LabelMe gas masks for every pair by background subtraction."),
     "label": ("preannotate_cmds", "label", "Open the LabelMe app on a recording's frames and drafts, with the project's config."),
-    "review": ("review_cmds", "review", "Approve or reject pairs, or show the review state of every recording."),
+    "review": ("review_cmds", "review", "Browse, compare and review every pair in a local web app; or approve/reject pairs from scripts."),
     "validate": ("annotation_cmds", "validate", "Check every pair and LabelMe annotation of WORKSPACE; exit 1 on any problem."),
     "blacklist": ("annotation_cmds", "blacklist", "Exclude pairs from exports' train/test lists, with a reason; or list / remove entries."),
     "export": ("annotation_cmds", "export", "Export WORKSPACE's annotations to OUT as masks, COCO or the Gas-DB/RT-CAN layout."),
