@@ -94,3 +94,10 @@ def copy_annotation_config(dest_dir) -> list[Path]:
         atomic_write_bytes(target, _shipped("annotation", name).read_bytes())
         written.append(target)
     return written
+
+
+def labelme_config(workspace_root) -> Path:
+    """The LabelMe config of a workspace: ``WS/annotation/labelme.yaml`` when there is one (``gasdb
+    init`` copies it there for the team to edit), else the one shipped in the package."""
+    own = Path(workspace_root) / "annotation" / "labelme.yaml"
+    return own if own.is_file() else annotation_file("labelme.yaml")

@@ -32,8 +32,9 @@ LAYERS = {
     "stages": (4, ("align", "calibration", "enhance", "export", "extract", "preannotate", "recordings", "release",
                    "scoring", "splits", "stats", "status", "validate"),
                "steps over a workspace or a release: read the index, do per-pair work, write outputs"),
-    "demo": (5, ("demo",),
-             "plays every role, so it runs every stage (and the bench, lazily, when torch is there)"),
+    "apps": (5, ("demo", "reviewapp"),
+             "whole applications over the stages: the demo plays every role (and runs the bench, lazily, when "
+             "torch is there); the review web app serves a workspace to people"),
     "cli": (6, ("cli", "__main__"),
             "thin click commands over everything below"),
     "bench": (None, ("bench",),
@@ -41,7 +42,7 @@ LAYERS = {
               "but the CLI and the demo, and by them only inside functions, so `gasdb` runs without torch"),
 }
 #: Layers that may import ``bench``, and only lazily (inside a function).
-BENCH_IMPORTERS = ("cli", "demo")
+BENCH_IMPORTERS = ("cli", "apps")
 #: The highest layer ``bench`` itself may import.
 BENCH_MAY_USE = "arrays"
 
@@ -242,7 +243,7 @@ def test_module_respects_the_layers(path):
      "uses private gasdb_tools.registration._default_initial"),
     ("gasdb_tools.export", "from gasdb_tools.cli._common import fail", "private module"),
     ("gasdb_tools.export", "def f():\n    from gasdb_tools.bench.train import load_config\n",
-     "only ('cli', 'demo') may import bench"),
+     "only ('cli', 'apps') may import bench"),
     ("gasdb_tools.cli.bench_cmds", "from gasdb_tools.bench.train import load_config", "inside a function"),
     ("gasdb_tools.demo", "from gasdb_tools import bench", "inside a function"),
     ("gasdb_tools.bench.train", "from gasdb_tools.workspace import Workspace", "bench may use core, io and arrays"),

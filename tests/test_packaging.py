@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from gasdb_tools import labelme_format, resources
 from gasdb_tools.cli import main
-from gasdb_tools.cli.preannotate_cmds import find_config
+from gasdb_tools.resources import labelme_config
 from gasdb_tools.errors import GasdbError
 from gasdb_tools.export import read_class_names
 from gasdb_tools.preannotate import FLAGS
@@ -92,9 +92,9 @@ def test_init_copies_the_annotation_config_and_label_prefers_it(tmp_path):
     ws = Workspace(tmp_path / "ws")
     for name in resources.ANNOTATION_FILES:
         assert (ws.root / "annotation" / name).read_bytes() == resources.annotation_file(name).read_bytes()
-    assert find_config(ws) == ws.root / "annotation" / "labelme.yaml"
+    assert labelme_config(ws.root) == ws.root / "annotation" / "labelme.yaml"
     (ws.root / "annotation" / "labelme.yaml").unlink()  # a workspace made before init copied it
-    assert find_config(ws) == resources.annotation_file("labelme.yaml")
+    assert labelme_config(ws.root) == resources.annotation_file("labelme.yaml")
 
 
 def test_copy_annotation_config_keeps_an_edited_copy(tmp_path):

@@ -12,12 +12,11 @@ import click
 from gasdb_tools import labelme_format
 from gasdb_tools.cli._common import emit_json, fail, jobs_option, json_option, key_values, workspace_argument
 from gasdb_tools.errors import FormatError, WorkspaceError
+from gasdb_tools.resources import labelme_config
 from gasdb_tools.workspace import Workspace
 
 #: How to get the LabelMe app (the optional ``label`` extra).
 INSTALL_HINT = "pip install 'gasdb-tools[label]'   (or: pip install labelme)"
-#: The workspace's LabelMe config (``gasdb init`` copies the shipped one there); else the shipped one.
-CONFIG_NAME = Path("annotation") / "labelme.yaml"
 
 
 @click.command()
@@ -107,14 +106,6 @@ def _find_labelme() -> str | None:
     return shutil.which("labelme")
 
 
-def find_config(ws: Workspace) -> Path:
-    """The LabelMe config: ``WS/annotation/labelme.yaml`` when there is one, else the one shipped in the package."""
-    from gasdb_tools.resources import annotation_file
-
-    own = ws.root / CONFIG_NAME
-    return own if own.is_file() else annotation_file(CONFIG_NAME.name)
-
-
 def image_folder(ws: Workspace, recording: str) -> Path:
     """The folder of the images a recording's drafts show (where LabelMe is opened)."""
     folders: Counter = Counter()
@@ -175,7 +166,7 @@ def label(workspace: Workspace, recording: str | None, config: Path | None, dry_
     elif recording not in index.recordings:
         raise click.BadParameter(f"no recording {recording!r} (known: {', '.join(index.recordings) or 'none'})",
                                  param_hint="--recording")
-    config = config or find_config(workspace)
+    config = config or labelme_config(workspace.root)
     executable = "labelme" if dry_run else _find_labelme()
     if executable is None:
         fail(f"the LabelMe app is not installed. Install it with:\n  {INSTALL_HINT}")

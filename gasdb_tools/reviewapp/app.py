@@ -365,14 +365,14 @@ def _open_labelme(ws: Workspace, row: dict, *, labelme: str | None, loopback: bo
     """Start LabelMe on one pair's image and document (only for a loopback server: it opens a window
     on the machine the server runs on); always returns the command line."""
     from gasdb_tools import labelme_format
-    from gasdb_tools.cli.preannotate_cmds import find_config
+    from gasdb_tools.resources import labelme_config
 
     path = review.label_path(ws, row)
     if not path.is_file():
         return {"ok": False, "error": f"pair {row['pair_id']} has no LabelMe document yet"}
     image, _ = labelme_format.image_file(labelme_format.read(path), path)
     try:
-        config = str(find_config(ws))
+        config = str(labelme_config(ws.root))
     except GasdbError:
         config = None
     exe = labelme or shutil.which("labelme")

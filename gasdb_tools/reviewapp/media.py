@@ -211,7 +211,7 @@ class Media:
             if mask is not None:
                 m = render.resize_to_width(mask, THUMB_WIDTH, nearest=True)
                 if m.shape[:2] != small.shape[:2]:
-                    m = render._fit(m, small.shape)
+                    m = render.fit_mask(m, small.shape)
                 colour = render.STATUS_COLOURS.get(status, render.STATUS_COLOURS["pending"])
                 small = render.overlay(small, m, colour=colour, alpha=0.55)
             return render.encode_jpeg(small, quality=82)

@@ -22,6 +22,7 @@ __all__ = [
     "BOUNDARY_COLOUR",
     "as_rgb8",
     "overlay",
+    "fit_mask",
     "mask_rgba",
     "boundary_rgba",
     "resize_to_width",
@@ -55,7 +56,8 @@ def as_rgb8(image: np.ndarray, *, lo: float | None = None, hi: float | None = No
     return np.ascontiguousarray(image)
 
 
-def _fit(mask: np.ndarray, shape) -> np.ndarray:
+def fit_mask(mask: np.ndarray, shape) -> np.ndarray:
+    """A class-index mask resized (nearest) to ``shape``'s height and width, unchanged when it fits."""
     if mask.shape[:2] == tuple(shape[:2]):
         return mask
     return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
@@ -71,7 +73,7 @@ def overlay(base: np.ndarray, mask: np.ndarray, *, colour=STATUS_COLOURS["edited
     ([0, 190, 255], [0, 0, 0], [120, 120, 255])
     """
     out = as_rgb8(base).copy()
-    mask = _fit(np.asarray(mask), out.shape)
+    mask = fit_mask(np.asarray(mask), out.shape)
     for value, col in ((1, colour), (IGNORE_INDEX, ignore_colour)):
         sel = mask == value
         if sel.any():
