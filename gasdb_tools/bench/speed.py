@@ -14,6 +14,8 @@
   CPU), channels_last and ``torch.compile`` are separate, labelled settings; compile time is
   reported on its own. The environment (GPU, driver, CUDA, cuDNN, torch, TF32 and cudnn.benchmark
   flags, CPU, threads) is recorded with every result.
+* **Form:** models with a re-parameterised inference form (RSFNet) are measured as trained
+  (``form = "train"``) or fused (``deploy=True``, ``form = "deploy"``: built with ``deploy=True``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 __all__ = ["count_params", "count_flops", "environment", "measure_latency", "benchmark", "markdown_table",
-           "DEFAULT_SHAPE"]
+           "has_deploy_form", "DEFAULT_SHAPE"]
 
 #: The protocol's input: batch 1, RGB + thermal, 512×640 (Gas-DB frames).
 DEFAULT_SHAPE = (1, 4, 512, 640)
@@ -232,15 +234,36 @@ def _timed(step, sync, device, model, compile, warmup_iters, warmup_s, iters, re
     return runs, n_warm, compile_s
 
 
+def has_deploy_form(name: str) -> bool:
+    """Whether a registered model builds a re-parameterised inference form (its factory takes ``deploy=True``)."""
+    from gasdb_tools.bench.registry import create_model
+
+    try:
+        with torch.device("meta"):
+            create_model(name, deploy=True)
+    except ValueError:
+        return False
+    return True
+
+
 def benchmark(name: str, *, device="cpu", shape=DEFAULT_SHAPE, latency: bool = True, flops: bool = True,
-              model_kwargs: dict | None = None, **timing) -> dict:
-    """Params, FLOPs (GFLOPs and GMACs) and latency of a registered model, with its environment."""
+              model_kwargs: dict | None = None, deploy: bool = False, **timing) -> dict:
+    """Params, FLOPs (GFLOPs and GMACs) and latency of a registered model, with its environment.
+
+    ``deploy=True`` measures the re-parameterised inference form (the factory gets ``deploy=True``;
+    a model without one raises ``ValueError``).
+    """
     from gasdb_tools.bench.registry import count_parameters, create_model, get_spec
 
     spec = get_spec(name)
+    if spec.task != "segmentation":
+        raise ValueError(f"{name} is a {spec.task} model; the speed protocol times segmentation models")
     kwargs = dict(model_kwargs or {})
-    result = {"model": name, "heads": spec.heads, "params": count_parameters(name, **kwargs),
-              "reference_params": spec.reference_params, "input_shape": list(shape)}
+    if deploy:
+        kwargs["deploy"] = True
+    result = {"model": name, "form": "deploy" if deploy else "train", "heads": spec.heads,
+              "params": count_parameters(name, **kwargs), "reference_params": spec.reference_params,
+              "input_shape": list(shape)}
     if flops:
         f = count_flops(name, shape, **kwargs)
         result.update({"flops": f, "gflops": f / 1e9, "gmacs": f / 2e9})
@@ -276,7 +299,8 @@ def markdown_table(results: list[dict], *, title: str | None = None) -> str:
         cpu_med = _fmt(la.get("median_ms"), ".0f") if la.get("timer") == "perf_counter" else "–"
         cpu_p90 = _fmt(la.get("p90_ms"), ".0f") if la.get("timer") == "perf_counter" else "–"
         cpu_fps = _fmt(la.get("fps"), ".3f") if la.get("timer") == "perf_counter" else "–"
-        lines.append(f"| {r['model']} | {r['heads']} | {r['params']:,} | "
+        label = r["model"] + (" (deploy)" if r.get("form") == "deploy" else "")
+        lines.append(f"| {label} | {r['heads']} | {r['params']:,} | "
                      f"{'–' if r.get('reference_params') is None else format(r['reference_params'], ',')} | "
                      f"{_fmt(r.get('gflops'), '.2f')} | {_fmt(r.get('gmacs'), '.2f')} | {cpu_med} | {cpu_p90} | "
                      f"{cpu_fps} | {gpu} |")
