@@ -122,11 +122,23 @@ class TrainConfig:
             self.size = [int(v) for v in self.size]
 
 
-def load_config(path, **overrides) -> TrainConfig:
-    """Read a JSON config (unknown keys are an error) and apply non-None ``overrides``."""
+def load_config(path, **overrides):
+    """Read a JSON config (unknown keys are an error) and apply non-None ``overrides``.
+
+    Returns a :class:`TrainConfig`, or an :class:`~gasdb_tools.bench.identify.IdentifyConfig`
+    when the file says ``"task": "identification"``.
+    """
     data = read_json(path, error=ModelError)
     if not isinstance(data, dict):
         raise ModelError("a config must be a JSON object", file=path)
+    if data.get("task") == "identification":
+        from gasdb_tools.bench.identify import load_identify_config
+
+        return load_identify_config(data, path=path, **overrides)
+    if data.get("task", "segmentation") != "segmentation":
+        raise ModelError(f"unknown task {data['task']!r}", file=path, field="task",
+                         fix="segmentation (default) or identification")
+    data.pop("task", None)
     data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys are notes
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
