@@ -155,7 +155,8 @@ def load_checkpoint(path, *, model_name: str | None = None, model_kwargs: dict |
     else:
         raise ModelError("not a harness checkpoint or a state dict", file=path,
                          fix="pass a checkpoint written by `gasdb bench train`")
-    kwargs.pop("imagenet_weights", None)  # the checkpoint's weights replace them
+    for key in [k for k in kwargs if k.endswith("imagenet_weights")]:
+        kwargs.pop(key)  # the checkpoint's weights replace them
     model = create_model(name, n_class=n_class, **kwargs)
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     try:

@@ -202,12 +202,15 @@ def build_id_release(source, out, *, thermal: str = "auto", seed: int = 0, force
     found = find_multimodalgas(source)
     csv_files = found["csv"]
     source_files = {str(p.relative_to(Path(source))): sha256_file(p) for p in csv_files.values()}
+    thermal_dir = found["thermal_dir"]
+    use_thermal = thermal == "copy" or (thermal == "auto" and thermal_dir is not None)
     out = Path(out)
     manifest_path = out / "manifest.json"
     if manifest_path.is_file() and not force:
         old = read_json(manifest_path, error=FormatError)
-        if (old.get("source", {}).get("files") == source_files and old.get("source", {}).get("thermal_mode") == thermal
-                and old.get("source", {}).get("seed") == seed):
+        src = old.get("source", {})
+        if (src.get("files") == source_files and src.get("thermal_mode") == thermal and src.get("seed") == seed
+                and old.get("thermal") == use_thermal):
             return {**old, "up_to_date": True}
         raise FormatError("the folder already holds another identification release", file=out,
                           fix="choose another output folder or pass --force")
@@ -224,8 +227,6 @@ def build_id_release(source, out, *, thermal: str = "auto", seed: int = 0, force
         split_source = f"carved per class 70/10/20 with seed {seed}"
     else:
         split_source = "the dataset's split files (" + ", ".join(p.name for p in csv_files.values()) + ")"
-    thermal_dir = found["thermal_dir"]
-    use_thermal = thermal == "copy" or (thermal == "auto" and thermal_dir is not None)
     images = {}
     if use_thermal:
         if thermal_dir is None:

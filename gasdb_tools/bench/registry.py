@@ -62,6 +62,8 @@ class ModelSpec:
         class from sensor readings and/or a thermal image, :mod:`gasdb_tools.bench.identify`).
     modalities : tuple of str
         Inputs the model uses: ``rgb``, ``thermal`` (image), ``sensor`` (gas-sensor vector).
+    deploy_form : bool
+        The factory takes ``deploy=True`` and builds a re-parameterised inference form (RSFNet).
     """
 
     name: str
@@ -76,6 +78,7 @@ class ModelSpec:
     kwargs: dict = field(default_factory=dict)
     task: str = "segmentation"
     modalities: tuple = ("rgb", "thermal")
+    deploy_form: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -87,7 +90,8 @@ TASKS = ("segmentation", "identification")
 
 def register_model(name: str, *, summary: str, heads: int = 1, fusion: str = "two-stream", input_multiple: int = 32,
                    imagenet_depth: int | None = None, reference: str = "", reference_params: int | None = None,
-                   task: str = "segmentation", modalities: tuple = ("rgb", "thermal"), **kwargs):
+                   task: str = "segmentation", modalities: tuple = ("rgb", "thermal"), deploy_form: bool = False,
+                   **kwargs):
     """Decorator registering ``factory(n_class=2, **kwargs)`` under ``name``.
 
     Re-registering a name replaces it with a warning (handy in notebooks).
@@ -103,7 +107,7 @@ def register_model(name: str, *, summary: str, heads: int = 1, fusion: str = "tw
         _REGISTRY[name] = ModelSpec(name=name, factory=factory, summary=summary, heads=heads, fusion=fusion,
                                     input_multiple=input_multiple, imagenet_depth=imagenet_depth,
                                     reference=reference, reference_params=reference_params, kwargs=dict(kwargs),
-                                    task=task, modalities=tuple(modalities))
+                                    task=task, modalities=tuple(modalities), deploy_form=bool(deploy_form))
         return factory
 
     return decorator

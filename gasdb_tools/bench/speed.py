@@ -235,15 +235,10 @@ def _timed(step, sync, device, model, compile, warmup_iters, warmup_s, iters, re
 
 
 def has_deploy_form(name: str) -> bool:
-    """Whether a registered model builds a re-parameterised inference form (its factory takes ``deploy=True``)."""
-    from gasdb_tools.bench.registry import create_model
+    """Whether a registered model builds a re-parameterised inference form (``deploy=True``; its spec says so)."""
+    from gasdb_tools.bench.registry import get_spec
 
-    try:
-        with torch.device("meta"):
-            create_model(name, deploy=True)
-    except ValueError:
-        return False
-    return True
+    return get_spec(name).deploy_form
 
 
 def benchmark(name: str, *, device="cpu", shape=DEFAULT_SHAPE, latency: bool = True, flops: bool = True,
@@ -260,6 +255,8 @@ def benchmark(name: str, *, device="cpu", shape=DEFAULT_SHAPE, latency: bool = T
         raise ValueError(f"{name} is a {spec.task} model; the speed protocol times segmentation models")
     kwargs = dict(model_kwargs or {})
     if deploy:
+        if not spec.deploy_form:
+            raise ValueError(f"{name} does not take deploy=True (it has no re-parameterised form)")
         kwargs["deploy"] = True
     result = {"model": name, "form": "deploy" if deploy else "train", "heads": spec.heads,
               "params": count_parameters(name, **kwargs), "reference_params": spec.reference_params,

@@ -328,7 +328,7 @@ _REF = "Li et al., Neurocomputing 2024 (arXiv 2306.10364); authors' code mlvccn/
 
 @register_model("rsfnet-50-18", summary="RSFNet, ResNet-50 RGB + ResNet-18 thermal, confidence-gated RSF, 1 head",
                 imagenet_depth=50, reference=_REF + "; paper: 44.53 M params (9 classes, deploy form)",
-                reference_params=44_530_000)
+                reference_params=44_530_000, deploy_form=True)
 def rsfnet_50_18(n_class: int = 2, **kwargs) -> RSFNet:
     """RSFNet50-18 (training form unless ``deploy=True``)."""
     return RSFNet(n_class, rgb_depth=50, thermal_depth=18, **kwargs)
@@ -336,7 +336,7 @@ def rsfnet_50_18(n_class: int = 2, **kwargs) -> RSFNet:
 
 @register_model("rsfnet-101-34", summary="RSFNet, ResNet-101 RGB + ResNet-34 thermal, confidence-gated RSF, 1 head",
                 imagenet_depth=101, reference=_REF + "; paper: 73.63 M params (9 classes, deploy form)",
-                reference_params=73_630_000)
+                reference_params=73_630_000, deploy_form=True)
 def rsfnet_101_34(n_class: int = 2, **kwargs) -> RSFNet:
     """RSFNet101-34 (training form unless ``deploy=True``)."""
     return RSFNet(n_class, rgb_depth=101, thermal_depth=34, **kwargs)
