@@ -302,3 +302,37 @@ def test_registry_and_speed_report_the_deploy_form():
     assert "| rsfnet-50-18 (deploy) | 1 |" in markdown_table([r]) and "| rsfnet-50-18 | 1 |" in markdown_table([t])
     with pytest.raises(ValueError, match="does not take"):
         benchmark("mfnet", deploy=True, shape=(1, 4, 64, 64), latency=False)
+
+
+def test_speed_results_merge_and_rows_of_different_runs_are_marked(tmp_path):
+    from click.testing import CliRunner
+
+    from gasdb_tools.bench.speed import merge_results
+    from gasdb_tools.cli import main
+
+    fast = dict(shape=(1, 4, 64, 64), warmup_iters=0, warmup_s=0.0, iters=1, repeats=1)
+    a = benchmark("mfnet", **fast)
+    torch.set_num_threads(2)
+    try:
+        b = benchmark("mfnet", **fast)
+    finally:
+        torch.set_num_threads(1)
+    assert a["env"]["threads"] == 1 and b["env"]["threads"] == 2 and "load_avg_1min" in a["env"]
+    u = benchmark("unet-r18", **fast)
+    merged = merge_results([a, u], [b])
+    assert [(r["model"], r["env"]["threads"]) for r in merged] == [("mfnet", 2), ("unet-r18", 1)]
+    table = markdown_table(merged)
+    assert "| mfnet¹ |" in table and "| unet-r18² |" in table
+    assert "Timing ¹:" in table and "2 thread(s)" in table and "Timing ²:" in table
+    one = markdown_table([a])
+    assert "Timing: CPU latency" in one and "¹" not in one
+    out = tmp_path / "speed.json"
+    out.write_text(json.dumps({"results": [a]}))
+    res = CliRunner().invoke(main, ["bench", "speed", "--model", "rsfnet-50*", "--deploy", "--no-latency", "--size",
+                                    "64x64", "--merge", "--out", str(out), "--markdown", str(tmp_path / "t.md")])
+    assert res.exit_code == 0, res.output
+    rows = [(r["model"], r.get("form", "train")) for r in json.loads(out.read_text())["results"]]
+    assert rows == [("mfnet", "train"), ("rsfnet-50-18", "deploy"), ("rsfnet-50-18", "train")]
+    assert "| rsfnet-50-18 (deploy) |" in (tmp_path / "t.md").read_text()
+    res = CliRunner().invoke(main, ["bench", "speed", "--model", "mfnet", "--no-latency", "--merge"])
+    assert res.exit_code == 2 and "--merge needs --out" in res.output

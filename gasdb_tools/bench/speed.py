@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 __all__ = ["count_params", "count_flops", "environment", "measure_latency", "benchmark", "markdown_table",
-           "has_deploy_form", "DEFAULT_SHAPE"]
+           "merge_results", "has_deploy_form", "DEFAULT_SHAPE"]
 
 #: The protocol's input: batch 1, RGB + thermal, 512×640 (Gas-DB frames).
 DEFAULT_SHAPE = (1, 4, 512, 640)
@@ -106,10 +106,15 @@ def _nvidia_smi(index: int) -> dict:
 
 
 def environment(device) -> dict:
-    """What the timing ran on: torch, device, CPU, threads; GPU, driver, CUDA, cuDNN and flags on CUDA."""
+    """What the timing ran on: torch, device, CPU, threads, load average, time; GPU, driver, CUDA, cuDNN and flags."""
+    import datetime
+    import os
+
     device = torch.device(device)
     env = {"torch": torch.__version__, "device_type": device.type, "cpu": _cpu_model(),
-           "threads": torch.get_num_threads(), "python": platform.python_version(), "platform": platform.platform()}
+           "threads": torch.get_num_threads(), "python": platform.python_version(), "platform": platform.platform(),
+           "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+           "measured_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     if device.type == "cuda":
         idx = device.index if device.index is not None else torch.cuda.current_device()
         env.update({"gpu": torch.cuda.get_device_name(idx), "cuda": torch.version.cuda,
@@ -279,11 +284,47 @@ def _fmt(v, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _timing_note(r: dict) -> str:
+    lat, env = r.get("latency"), r.get("env", {})
+    if not lat:
+        return ""
+    cuda_flags = ""
+    if lat.get("tf32") is not None:
+        cuda_flags = f", tf32={lat['tf32']}, cudnn.benchmark={lat['cudnn_benchmark']}"
+    load = f", load average {env['load_avg_1min']}" if env.get("load_avg_1min") is not None else ""
+    when = f", measured {env['measured_at']}" if env.get("measured_at") else ""
+    return (f"{lat['label']}, {lat['precision']}, channels_last={lat['channels_last']}, compile={lat['compile']}"
+            f"{cuda_flags}; {lat['warmup_iters_run']} warm-up iterations, {lat['iters']} timed × "
+            f"{len(lat['repeats'])} repeat(s), timer {lat['timer']}. Environment: torch {env.get('torch')}, "
+            f"{env.get('cpu')}, {env.get('threads')} thread(s)"
+            + (f", GPU {env.get('gpu')}, driver {env.get('driver')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}"
+               if env.get("gpu") else "") + f"{load}{when}.")
+
+
+_MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
+
+
+def merge_results(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` results with the rows of ``new`` replacing those of the same model and form; sorted."""
+    key = (lambda r: (r["model"], r.get("form", "train")))  # noqa: E731
+    merged = {key(r): r for r in old}
+    merged.update({key(r): r for r in new})
+    return [merged[k] for k in sorted(merged)]
+
+
 def markdown_table(results: list[dict], *, title: str | None = None) -> str:
-    """A Markdown table of :func:`benchmark` results (params, GFLOPs, GMACs, latency, FPS)."""
+    """A Markdown table of :func:`benchmark` results (params, GFLOPs, GMACs, latency, FPS).
+
+    Rows timed under different settings or environments (e.g. merged from several runs) are
+    marked ¹, ², ... and each group's timing note is listed under the table.
+    """
     lat = next((r["latency"] for r in results if r.get("latency")), None)
-    env = results[0]["env"] if results else {}
     label = lat["label"] if lat else "latency"
+    notes = []
+    for r in results:
+        note = _timing_note(r)
+        if note and note not in notes:
+            notes.append(note)
     lines = []
     if title:
         lines += [f"## {title}", ""]
@@ -296,21 +337,16 @@ def markdown_table(results: list[dict], *, title: str | None = None) -> str:
         cpu_med = _fmt(la.get("median_ms"), ".0f") if la.get("timer") == "perf_counter" else "–"
         cpu_p90 = _fmt(la.get("p90_ms"), ".0f") if la.get("timer") == "perf_counter" else "–"
         cpu_fps = _fmt(la.get("fps"), ".3f") if la.get("timer") == "perf_counter" else "–"
-        label = r["model"] + (" (deploy)" if r.get("form") == "deploy" else "")
-        lines.append(f"| {label} | {r['heads']} | {r['params']:,} | "
+        name = r["model"] + (" (deploy)" if r.get("form") == "deploy" else "")
+        note = _timing_note(r)
+        if len(notes) > 1 and note:
+            name += _MARKS[notes.index(note) % len(_MARKS)]
+        lines.append(f"| {name} | {r['heads']} | {r['params']:,} | "
                      f"{'–' if r.get('reference_params') is None else format(r['reference_params'], ',')} | "
                      f"{_fmt(r.get('gflops'), '.2f')} | {_fmt(r.get('gmacs'), '.2f')} | {cpu_med} | {cpu_p90} | "
                      f"{cpu_fps} | {gpu} |")
-    if lat:
-        cuda_flags = ""
-        if lat.get("tf32") is not None:
-            cuda_flags = f", tf32={lat['tf32']}, cudnn.benchmark={lat['cudnn_benchmark']}"
-        lines += ["", f"Timing: {lat['label']}, {lat['precision']}, channels_last={lat['channels_last']}, "
-                      f"compile={lat['compile']}{cuda_flags}; {lat['warmup_iters_run']} warm-up iterations, "
-                      f"{lat['iters']} timed "
-                      f"× {len(lat['repeats'])} repeat(s), timer {lat['timer']}. "
-                      f"Environment: torch {env.get('torch')}, "
-                      f"{env.get('cpu')}, {env.get('threads')} thread(s)"
-                      + (f", GPU {env.get('gpu')}, driver {env.get('driver')}, CUDA {env.get('cuda')}, "
-                         f"cuDNN {env.get('cudnn')}" if env.get("gpu") else "") + "."]
+    if len(notes) == 1:
+        lines += ["", f"Timing: {notes[0]}"]
+    elif notes:
+        lines += [""] + [f"Timing {_MARKS[i % len(_MARKS)]}: {n}" for i, n in enumerate(notes)]
     return "\n".join(lines) + "\n"

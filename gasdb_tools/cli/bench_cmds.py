@@ -23,7 +23,7 @@ def _require_torch():
 
 
 def _check_model(ctx, param, value):
-    if value is None or (value == "all" and param.name == "model_name" and ctx.info_name == "speed"):
+    if value is None or (param.name == "model_name" and ctx.info_name == "speed" and (value == "all" or "*" in value)):
         return value
     _require_torch()
     from gasdb_tools.bench.registry import get_spec
@@ -376,7 +376,7 @@ def eval_cmd(checkpoint, data, model_name, split, heads, batch_size, workers, am
 
 @bench.command()
 @click.option("--model", "model_name", required=True, callback=_check_model,
-              help="Registry name, or 'all' for every segmentation model.")
+              help="Registry name, a shell pattern ('rsfnet*'), or 'all' for every segmentation model.")
 @click.option("--size", callback=_parse_size, default="512x640", show_default=True, help="Input HEIGHTxWIDTH.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--amp", is_flag=True, help="fp16 autocast on CUDA (bf16 on CPU); a labelled column.")
@@ -395,11 +395,13 @@ def eval_cmd(checkpoint, data, model_name, split, heads, batch_size, workers, am
               "deploy-form rows are added for the models that have one.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the results JSON here.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown table here.")
+@click.option("--merge", is_flag=True, help="Keep the other rows of an existing --out JSON, replacing those of the "
+              "models (and forms) measured now; the table marks rows timed in different runs.")
 @_model_arg
 @_device
 @json_option
 def speed(model_name, size, batch, amp, channels_last, compile_, warmup, warmup_s, iters, repeats, tf32,
-          cudnn_benchmark, threads, no_latency, deploy, out, markdown, model_args, device, as_json) -> None:
+          cudnn_benchmark, threads, no_latency, deploy, out, markdown, merge, model_args, device, as_json) -> None:
     """Parameters, FLOPs (GFLOPs and GMACs) and latency median/p90 and FPS of a segmentation model.
 
     GPU: CUDA events around each of ITERS forwards after warm-up; CPU: perf_counter, labelled CPU
@@ -411,22 +413,28 @@ def speed(model_name, size, batch, amp, channels_last, compile_, warmup, warmup_
       gasdb bench speed --model rsfnet-50-18 --deploy --device cpu
       gasdb bench speed --model all --deploy --device cpu --warmup 1 --warmup-s 0 --iters 3 --repeats 1 \\
           --out bench_models.json --markdown bench_models.md
+      gasdb bench speed --model 'rsfnet*' --deploy --merge --out bench_models.json --markdown bench_models.md
     """
     _require_torch()
     import torch
 
     from gasdb_tools.bench.evaluate import resolve_device
     from gasdb_tools.bench.registry import get_spec, list_models
-    from gasdb_tools.bench.speed import benchmark, has_deploy_form, markdown_table
+    from gasdb_tools.bench.speed import benchmark, has_deploy_form, markdown_table, merge_results
     from gasdb_tools.fsutil import atomic_write_text, write_json
 
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
-    if model_name == "all":
-        runs = [(n, False) for n in list_models(task="segmentation")]
+    if merge and not out:
+        raise click.UsageError("--merge needs --out (the JSON to merge into)")
+    if model_name == "all" or "*" in model_name:
+        names = list_models("*" if model_name == "all" else model_name, task="segmentation")
+        if not names:
+            raise click.BadParameter(f"no segmentation model matches {model_name!r}", param_hint="--model")
+        runs = [(n, False) for n in names]
         if deploy:
-            runs += [(n, True) for n in list_models(task="segmentation") if has_deploy_form(n)]
+            runs += [(n, True) for n in names if has_deploy_form(n)]
             runs.sort()
     else:
         if get_spec(model_name).task != "segmentation":
@@ -448,6 +456,12 @@ def speed(model_name, size, batch, amp, channels_last, compile_, warmup, warmup_
             label = name + (" (deploy)" if dep else "")
             click.echo(f"{label:<22} {r['params']:>12,} params  {r['gflops']:8.2f} GFLOPs  {r['gmacs']:8.2f} GMACs"
                        f"{lat}")
+    if merge and Path(out).is_file():
+        from gasdb_tools.errors import ModelError
+        from gasdb_tools.fsutil import read_json
+
+        old = read_json(out, error=ModelError)
+        results = merge_results(old.get("results", []) if isinstance(old, dict) else [], results)
     if out:
         write_json(out, {"results": results})
     if markdown:
