@@ -285,20 +285,32 @@ def _fmt(v, spec: str) -> str:
 
 
 def _timing_note(r: dict) -> str:
+    """The timing settings and environment of a result (without its load average and time)."""
     lat, env = r.get("latency"), r.get("env", {})
     if not lat:
         return ""
     cuda_flags = ""
     if lat.get("tf32") is not None:
         cuda_flags = f", tf32={lat['tf32']}, cudnn.benchmark={lat['cudnn_benchmark']}"
-    load = f", load average {env['load_avg_1min']}" if env.get("load_avg_1min") is not None else ""
-    when = f", measured {env['measured_at']}" if env.get("measured_at") else ""
     return (f"{lat['label']}, {lat['precision']}, channels_last={lat['channels_last']}, compile={lat['compile']}"
             f"{cuda_flags}; {lat['warmup_iters_run']} warm-up iterations, {lat['iters']} timed × "
             f"{len(lat['repeats'])} repeat(s), timer {lat['timer']}. Environment: torch {env.get('torch')}, "
             f"{env.get('cpu')}, {env.get('threads')} thread(s)"
             + (f", GPU {env.get('gpu')}, driver {env.get('driver')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}"
-               if env.get("gpu") else "") + f"{load}{when}.")
+               if env.get("gpu") else ""))
+
+
+def _conditions(rows: list[dict]) -> str:
+    """Load average and measurement time of a group of results, as recorded (ranges when they differ)."""
+    loads = [r["env"]["load_avg_1min"] for r in rows if r.get("env", {}).get("load_avg_1min") is not None]
+    times = sorted(r["env"]["measured_at"] for r in rows if r.get("env", {}).get("measured_at"))
+    parts = []
+    if loads:
+        lo, hi = min(loads), max(loads)
+        parts.append(f"load average {lo}" if lo == hi else f"load average {lo}-{hi}")
+    if times:
+        parts.append(f"measured {times[0]}" if times[0] == times[-1] else f"measured {times[0]} to {times[-1]}")
+    return (", " + ", ".join(parts)) if parts else ""
 
 
 _MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
@@ -316,11 +328,12 @@ def markdown_table(results: list[dict], *, title: str | None = None) -> str:
     """A Markdown table of :func:`benchmark` results (params, GFLOPs, GMACs, latency, FPS).
 
     Rows timed under different settings or environments (e.g. merged from several runs) are
-    marked ¹, ², ... and each group's timing note is listed under the table.
+    marked ¹, ², ... and each group's timing note (with the load average and time recorded, when
+    there are) is listed under the table.
     """
     lat = next((r["latency"] for r in results if r.get("latency")), None)
     label = lat["label"] if lat else "latency"
-    notes = []
+    notes: list[str] = []
     for r in results:
         note = _timing_note(r)
         if note and note not in notes:
@@ -345,8 +358,9 @@ def markdown_table(results: list[dict], *, title: str | None = None) -> str:
                      f"{'–' if r.get('reference_params') is None else format(r['reference_params'], ',')} | "
                      f"{_fmt(r.get('gflops'), '.2f')} | {_fmt(r.get('gmacs'), '.2f')} | {cpu_med} | {cpu_p90} | "
                      f"{cpu_fps} | {gpu} |")
-    if len(notes) == 1:
-        lines += ["", f"Timing: {notes[0]}"]
-    elif notes:
-        lines += [""] + [f"Timing {_MARKS[i % len(_MARKS)]}: {n}" for i, n in enumerate(notes)]
+    footers = [n + _conditions([r for r in results if _timing_note(r) == n]) + "." for n in notes]
+    if len(footers) == 1:
+        lines += ["", f"Timing: {footers[0]}"]
+    elif footers:
+        lines += [""] + [f"Timing {_MARKS[i % len(_MARKS)]}: {f}" for i, f in enumerate(footers)]
     return "\n".join(lines) + "\n"
