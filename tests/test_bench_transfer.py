@@ -18,7 +18,7 @@ from gasdb_tools.bench.data import resolve_source  # noqa: E402
 from gasdb_tools.bench.registry import create_model  # noqa: E402
 from gasdb_tools.bench.smoke import (SmokeFolder, find_smoke_layout, read_smoke_pair, smoke_split_names,  # noqa: E402
                                      write_smoke_folder)
-from gasdb_tools.bench.train import TrainConfig, init_from_checkpoint, load_config, train, transfer  # noqa: E402
+from gasdb_tools.bench.train import TrainConfig, init_from_checkpoint, load_config, transfer  # noqa: E402
 from gasdb_tools.cli import main  # noqa: E402
 from gasdb_tools.errors import FormatError, ModelError  # noqa: E402
 from gasdb_tools.imaging import read_image, write_image  # noqa: E402
