@@ -31,7 +31,7 @@ from gasdb_tools.progress import progress
 from gasdb_tools.scenes import SCENES
 from gasdb_tools.video import write_video
 
-__all__ = ["SynthRig", "random_homography", "write_recording", "synthesize"]
+__all__ = ["SynthRig", "random_homography", "write_recording", "synthesize", "render_visible_smoke"]
 
 _QUARTER = 4  # plume field is computed at 1/4 resolution, then upsampled
 
@@ -470,3 +470,64 @@ def synthesize(out, *, recordings: int = 2, seconds: float = 4.0, seed: int = 0,
         listing.append({"id": rec_id, "dir": rec_id, "scene": scenes[i % len(scenes)], "truth": truth})
     write_json(out / "recordings.json", [{k: v for k, v in r.items() if k != "truth"} for r in listing])
     return listing
+
+
+def render_visible_smoke(size=(160, 128), *, seed: int = 0, opacity: float = 0.85,
+                         mask_alpha: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """One RGB image of a visible smoke plume over an outdoor-like background, with its exact mask.
+
+    For smoke-segmentation pretraining tests (the benchmark harness's smoke -> gas transfer): a
+    plume of Gaussian puffs rises from a random source along a drifting path, widening with
+    height and broken up by fractal noise; it is composited over a sky/ground background as grey-
+    white smoke with opacity ``alpha``. The mask is ``alpha >= mask_alpha``.
+
+    Parameters
+    ----------
+    size : (width, height)
+    seed : int
+        Everything random derives from it.
+    opacity : float
+        Peak smoke opacity in (0, 1].
+    mask_alpha : float
+        Opacity from which a pixel is smoke in the mask.
+
+    Returns
+    -------
+    rgb : (H, W, 3) uint8
+    mask : (H, W) bool
+
+    Examples
+    --------
+    >>> rgb, mask = render_visible_smoke((96, 64), seed=3)
+    >>> rgb.shape, mask.shape, bool(mask.any()), bool((~mask).any())
+    ((64, 96, 3), (64, 96), True, True)
+    """
+    w, h = size
+    if w < 16 or h < 16:
+        raise ValueError(f"size must be at least 16x16, got {size}")
+    if not 0 < opacity <= 1 or not 0 < mask_alpha < opacity:
+        raise ValueError(f"need 0 < mask_alpha < opacity <= 1, got opacity={opacity}, mask_alpha={mask_alpha}")
+    rng = np.random.default_rng(seed)
+    scale = max(1, min(w, h) // 32)
+    horizon = int(rng.uniform(0.3, 0.5) * h)
+    bg = np.empty((h, w, 3), np.float32)
+    sky = np.linspace(0, 1, horizon, dtype=np.float32)[:, None, None]
+    bg[:horizon] = np.array([110, 150, 205], np.float32) + sky * np.array([60, 50, 30], np.float32)
+    bg[horizon:] = np.array([90, 105, 65], np.float32)
+    bg += 18 * _smooth_noise(rng, (h, w), scales=(4 * scale, scale), weights=(1.0, 0.5))[..., None]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    density = np.zeros((h, w), np.float32)
+    x, y = rng.uniform(0.25, 0.75) * w, rng.uniform(0.75, 0.92) * h
+    drift = rng.uniform(-0.6, 0.6)
+    steps = 24
+    for i in range(steps):
+        r = (0.03 + 0.12 * i / steps) * min(w, h) + 1.0
+        density += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / np.float32(2 * r * r))
+        y -= 0.7 * h / steps
+        x += drift * r * 0.5 + rng.normal(0, 0.3 * r)
+    turbulence = np.clip(1.0 + 0.6 * _smooth_noise(rng, (h, w), scales=(2 * scale, scale), weights=(1.0, 0.6)), 0, None)
+    alpha = np.clip(opacity * density / max(float(density.max()), 1e-6) * 1.6 * turbulence, 0.0, opacity)
+    colour = np.float32(rng.uniform(195, 235))
+    rgb = (1 - alpha[..., None]) * bg + alpha[..., None] * colour
+    rgb += rng.normal(0, 2.0, (h, w, 1)).astype(np.float32)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), alpha >= mask_alpha

@@ -241,8 +241,9 @@ def test_eaef_faithful_cross_gate_mixes_the_batch_and_per_sample_does_not():
 
 
 # -- registry-driven forward passes (timm's pattern) ---------------------------------------------
-FORWARD_ON_CPU = [n for n in list_models() if "152" not in n]
-FORWARD_ON_META = [n for n in list_models() if "152" in n]  # same code as the -50 variants; 3-5 s to build each
+_DEEP = ("152", "101")  # same code as the -50 variants; 3-5 s to build each
+FORWARD_ON_CPU = [n for n in list_models(task="segmentation") if not any(d in n for d in _DEEP)]
+FORWARD_ON_META = [n for n in list_models(task="segmentation") if any(d in n for d in _DEEP)]
 
 
 @pytest.mark.parametrize("name", FORWARD_ON_CPU)
@@ -282,9 +283,13 @@ def test_unknown_model_names_list_close_matches():
 
 def test_registry_lists_every_model_family():
     names = list_models()
-    for expected in ("rtcan-r50", "rtcan-r152", "mfnet", "rtfnet-50", "eaefnet-50", "unet-r18", "pspnet-r50"):
+    for expected in ("rtcan-r50", "rtcan-r152", "mfnet", "rtfnet-50", "eaefnet-50", "unet-r18", "pspnet-r50",
+                     "rsfnet-50-18", "rsfnet-101-34", "gas-1dcnn", "gasnet", "gas-fusion"):
         assert expected in names
     assert list_models("rtcan*") == ["rtcan-r152", "rtcan-r50"]
+    assert set(list_models(task="segmentation")) | set(list_models(task="identification")) == set(names)
+    with pytest.raises(ValueError, match="task"):
+        list_models(task="detection")
 
 
 def test_plain_state_dicts_load_by_model_name(tmp_path):

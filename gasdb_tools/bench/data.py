@@ -20,6 +20,14 @@ worker count or on resuming.
 
 Inputs are RGB / 255 and thermal scaled to [0, 1] by its bit depth; no ImageNet normalisation
 (as the official code).
+
+**Confidence pseudo-labels** (RSFNet): with ``confidence_targets=True`` a sample also carries
+``(iou_rgb, iou_thermal)`` (:func:`gasdb_tools.bench.saliency.confidence_targets`), computed from
+the sample *after* augmentation, so the pseudo-label always describes the image the model sees.
+
+**Other sources:** a folder of smoke images + masks (:mod:`gasdb_tools.bench.smoke`) trains the
+same models; :func:`resolve_source` tells the layouts apart (``data_format`` ``auto``, ``gasdb``
+or ``smoke``).
 """
 
 from __future__ import annotations
@@ -34,9 +42,11 @@ from gasdb_tools.errors import FormatError
 from gasdb_tools.imaging import to_float01
 
 __all__ = ["Augment", "resolve_data_dir", "carve_validation", "split_names", "augment_sample", "GasDBFolder",
-           "RESIZE_MODES"]
+           "RESIZE_MODES", "DATA_FORMATS", "Source", "resolve_source", "SegmentationFolder"]
 
 RESIZE_MODES = ("per-channel", "pil-rgba")
+#: Layouts a segmentation run can read (``auto`` tells them apart).
+DATA_FORMATS = ("auto", "gasdb", "smoke")
 
 
 @dataclass(frozen=True)
@@ -207,7 +217,54 @@ except ImportError:  # pragma: no cover - the bench extra needs torch anyway
     _Base = object
 
 
-class GasDBFolder(_Base):
+class SegmentationFolder(_Base):
+    """Base of the segmentation datasets: ``(image (4, H, W) float32, label (H, W) int64, name[, targets])``.
+
+    Subclasses implement :meth:`read` (one sample as numpy). Augmentation, resizing and the
+    optional RSFNet confidence targets (a float32 tensor ``(2,)`` = ``[iou_rgb, iou_thermal]``,
+    appended as a 4th item) are shared.
+    """
+
+    def __init__(self, names, *, augment: Augment | None = None, size_hw=None, seed: int = 0,
+                 confidence_targets: bool = False):
+        self.names = list(names)
+        self.augment = augment
+        self.size_hw = tuple(size_hw) if size_hw is not None else None
+        self.seed = int(seed)
+        self.epoch = 0
+        self.confidence_targets = bool(confidence_targets)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation randomness of ``epoch`` (call before each epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read(self, index: int):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        import torch
+
+        image, label, name = self.read(index)
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            image, label = augment_sample(image, label, rng, augment=self.augment, size_hw=self.size_hw)
+        elif self.size_hw is not None and image.shape[:2] != self.size_hw:
+            image, label = _resize_channels(image, self.size_hw), _resize_label(label, self.size_hw)
+        item = (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                torch.from_numpy(label.astype(np.int64)), name)
+        if self.confidence_targets:
+            from gasdb_tools.bench.saliency import confidence_targets
+            from gasdb_tools.imaging import to_uint8
+
+            ious = confidence_targets(to_uint8(image[:, :, :3]), to_uint8(image[:, :, 3]), label)
+            item = item + (torch.tensor(ious, dtype=torch.float32),)
+        return item
+
+
+class GasDBFolder(SegmentationFolder):
     """Samples of a Gas-DB folder as ``(image (4, H, W) float32 tensor, label (H, W) int64 tensor, name)``.
 
     Parameters
@@ -223,22 +280,14 @@ class GasDBFolder(_Base):
         native size (Gas-DB frames are all 640×512).
     seed : int
         With the epoch (:meth:`set_epoch`) and the index, seeds each sample's augmentation.
+    confidence_targets : bool
+        Append RSFNet's saliency pseudo-labels ``[iou_rgb, iou_thermal]`` to each sample.
     """
 
-    def __init__(self, data_dir, names, *, augment: Augment | None = None, size_hw=None, seed: int = 0):
+    def __init__(self, data_dir, names, *, augment: Augment | None = None, size_hw=None, seed: int = 0,
+                 confidence_targets: bool = False):
+        super().__init__(names, augment=augment, size_hw=size_hw, seed=seed, confidence_targets=confidence_targets)
         self.data_dir = resolve_data_dir(data_dir)
-        self.names = list(names)
-        self.augment = augment
-        self.size_hw = tuple(size_hw) if size_hw is not None else None
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation randomness of ``epoch`` (call before each epoch)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.names)
 
     def read(self, index: int):
         """One sample as numpy: ``(image (H, W, 4) float32 in [0, 1], label (H, W) uint8, name)``."""
@@ -247,14 +296,62 @@ class GasDBFolder(_Base):
         image = np.concatenate([rgb.astype(np.float32) / np.float32(255), to_float01(thermal)[:, :, None]], axis=2)
         return image, label, name
 
-    def __getitem__(self, index: int):
-        import torch
 
-        image, label, name = self.read(index)
-        if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, label = augment_sample(image, label, rng, augment=self.augment, size_hw=self.size_hw)
-        elif self.size_hw is not None and image.shape[:2] != self.size_hw:
-            image, label = _resize_channels(image, self.size_hw), _resize_label(label, self.size_hw)
-        return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                torch.from_numpy(label.astype(np.int64)), name)
+@dataclass(frozen=True)
+class Source:
+    """A segmentation data source: its ``kind`` (``gasdb`` or ``smoke``) and folder.
+
+    :meth:`splits` gives train/val/test names (as :func:`split_names`); :meth:`dataset` builds the
+    torch Dataset of some names.
+    """
+
+    kind: str
+    root: Path
+    smoke_thermal: str = "gray"
+
+    def splits(self, *, val_fraction: float = 0.1, val_block: int = 16, seed: int = 3409) -> dict:
+        if self.kind == "smoke":
+            from gasdb_tools.bench.smoke import smoke_split_names
+
+            return smoke_split_names(self.root, val_fraction=val_fraction, val_block=val_block, seed=seed)
+        return split_names(self.root, val_fraction=val_fraction, val_block=val_block, seed=seed)
+
+    def dataset(self, names, **kwargs) -> SegmentationFolder:
+        if self.kind == "smoke":
+            from gasdb_tools.bench.smoke import SmokeFolder
+
+            return SmokeFolder(self.root, names, thermal=self.smoke_thermal, **kwargs)
+        return GasDBFolder(self.root, names, **kwargs)
+
+
+def resolve_source(path, data_format: str = "auto", *, smoke_thermal: str = "gray") -> Source:
+    """The :class:`Source` of ``path``: a Gas-DB folder / release, or a smoke images + masks folder.
+
+    ``auto`` takes a Gas-DB folder (or a release's ``gasdb/``) when there is one, else a smoke
+    layout (:func:`gasdb_tools.bench.smoke.find_smoke_layout`).
+
+    Raises
+    ------
+    FormatError
+        When ``path`` is neither (the message lists both layouts).
+    """
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+    if data_format == "gasdb":
+        return Source("gasdb", resolve_data_dir(path))
+    if data_format == "smoke":
+        from gasdb_tools.bench.smoke import find_smoke_layout
+
+        find_smoke_layout(path)
+        return Source("smoke", Path(path), smoke_thermal)
+    try:
+        return Source("gasdb", resolve_data_dir(path))
+    except FormatError as gas_error:
+        from gasdb_tools.bench.smoke import find_smoke_layout
+
+        try:
+            find_smoke_layout(path)
+        except FormatError:
+            raise FormatError("neither a Gas-DB folder (train.txt + labels/) nor a smoke folder "
+                              "(images/ + masks/)", file=path, fix=gas_error.fix) from None
+        return Source("smoke", Path(path), smoke_thermal)

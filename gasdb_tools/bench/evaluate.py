@@ -20,7 +20,8 @@ from torch.nn import functional as F
 from gasdb_tools.errors import ModelError
 from gasdb_tools.metrics import ConfusionMatrix
 
-__all__ = ["forward_heads", "evaluate_model", "report", "load_checkpoint", "evaluate_checkpoint", "HEAD_CHOICES"]
+__all__ = ["forward_heads", "forward_outputs", "evaluate_model", "report", "load_checkpoint", "evaluate_checkpoint",
+           "HEAD_CHOICES"]
 
 HEAD_CHOICES = ("sum", "all")
 
@@ -31,13 +32,18 @@ def forward_heads(model, images: torch.Tensor, *, n_heads: int, multiple: int = 
     Height and width are zero-padded up to a multiple of ``multiple`` (bottom/right) and the
     heads cropped back.
     """
+    return forward_outputs(model, images, n_heads=n_heads, multiple=multiple)[0]
+
+
+def forward_outputs(model, images: torch.Tensor, *, n_heads: int, multiple: int = 32):
+    """Like :func:`forward_heads`, also returning the model's raw output (e.g. RSFNet's confidences)."""
     from gasdb_tools.bench.registry import model_heads
 
     h, w = images.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     x = F.pad(images, (0, pw, 0, ph)) if (ph or pw) else images
-    heads = model_heads(model(x), n_heads)
-    return [y[..., :h, :w] for y in heads]
+    raw = model(x)
+    return [y[..., :h, :w] for y in model_heads(raw, n_heads)], raw
 
 
 @torch.no_grad()
@@ -72,8 +78,8 @@ def evaluate_model(model, loader, *, device, n_heads: int, multiple: int = 32, h
     cms = {k: ConfusionMatrix() for k in keys}
     use_amp = bool(amp) and torch.device(device).type == "cuda"
     try:
-        for images, labels, _names in loader:
-            images = images.to(device, non_blocking=True)
+        for batch in loader:
+            images, labels = batch[0].to(device, non_blocking=True), batch[1]
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 outs = forward_heads(model, images, n_heads=n_heads, multiple=multiple)
             gt = labels.numpy()
@@ -149,7 +155,8 @@ def load_checkpoint(path, *, model_name: str | None = None, model_kwargs: dict |
     else:
         raise ModelError("not a harness checkpoint or a state dict", file=path,
                          fix="pass a checkpoint written by `gasdb bench train`")
-    kwargs.pop("imagenet_weights", None)  # the checkpoint's weights replace them
+    for key in [k for k in kwargs if k.endswith("imagenet_weights")]:
+        kwargs.pop(key)  # the checkpoint's weights replace them
     model = create_model(name, n_class=n_class, **kwargs)
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     try:
@@ -163,14 +170,20 @@ def load_checkpoint(path, *, model_name: str | None = None, model_kwargs: dict |
 
 def evaluate_checkpoint(checkpoint, data, *, split: str = "test", model_name: str | None = None,
                         model_kwargs: dict | None = None, device="auto", batch_size: int = 4, num_workers: int = 0,
-                        heads: str = "all", amp: bool = False, size_hw=None, out=None) -> dict:
+                        heads: str = "all", amp: bool = False, size_hw=None, out=None, data_format: str | None = None,
+                        deploy: bool = False) -> dict:
     """Score a checkpoint on one split of a Gas-DB folder and (optionally) write the JSON.
 
     Parameters
     ----------
     checkpoint : path
     data : path
-        Gas-DB folder or release folder.
+        Gas-DB folder or release folder (or a smoke folder, see ``data_format``).
+    data_format : {'auto', 'gasdb', 'smoke'}, optional
+        Default: the checkpoint's training config, else ``auto``.
+    deploy : bool
+        Re-parameterise the model first (``switch_to_deploy()``, e.g. RSFNet); an error for
+        models without one.
     split : {'test', 'val', 'train'}
         ``val`` is ``val.txt`` or the carve-out the trainer used (its seed/fraction from the
         checkpoint's config when present).
@@ -185,30 +198,38 @@ def evaluate_checkpoint(checkpoint, data, *, split: str = "test", model_name: st
     """
     from torch.utils.data import DataLoader
 
-    from gasdb_tools.bench.data import GasDBFolder, resolve_data_dir, split_names
+    from gasdb_tools.bench.data import resolve_source
     from gasdb_tools.bench.registry import get_spec
     from gasdb_tools.fsutil import write_json
 
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, model_name=model_name, model_kwargs=model_kwargs)
     spec = get_spec(meta["model"])
+    if deploy:
+        if not hasattr(model, "switch_to_deploy"):
+            raise ModelError(f"{meta['model']!r} has no deploy form", field="deploy",
+                             fix="leave --deploy out for this model")
+        model.switch_to_deploy()
     cfg = meta.get("config") or {}
-    names = split_names(data, val_fraction=cfg.get("val_fraction", 0.1), val_block=cfg.get("val_block", 16),
-                        seed=cfg.get("seed", 3409))
+    source = resolve_source(data, data_format or cfg.get("data_format", "auto"),
+                            smoke_thermal=cfg.get("smoke_thermal", "gray"))
+    names = source.splits(val_fraction=cfg.get("val_fraction", 0.1), val_block=cfg.get("val_block", 16),
+                          seed=cfg.get("seed", 3409))
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
     if not names[split]:
-        raise ModelError(f"the {split} split is empty", file=resolve_data_dir(data), fix=f"add {split}.txt")
+        raise ModelError(f"the {split} split is empty", file=source.root, fix=f"add {split}.txt")
     if size_hw is None and cfg.get("size"):
         size_hw = tuple(cfg["size"])
-    ds = GasDBFolder(data, names[split], size_hw=size_hw)
+    ds = source.dataset(names[split], size_hw=size_hw)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     model.to(dev)
     cms = evaluate_model(model, loader, device=dev, n_heads=spec.heads, multiple=spec.input_multiple, heads=heads,
                          amp=amp)
     result = {
         "model": meta["model"], "model_kwargs": meta["model_kwargs"], "checkpoint": str(checkpoint),
-        "epoch": meta.get("epoch"), "data": str(resolve_data_dir(data)), "split": split, "n_images": len(ds),
+        "epoch": meta.get("epoch"), "data": str(source.root), "data_format": source.kind, "split": split,
+        "n_images": len(ds), "form": "deploy" if deploy else "train",
         "val_source": names["val_source"] if split == "val" else None,
         "prediction": "argmax(" + " + ".join(f"head{i + 1}" for i in range(spec.heads)) + ")",
         "scores": report(cms),

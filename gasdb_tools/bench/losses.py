@@ -13,6 +13,9 @@ As in the official ``train.py`` [1]_, which uses segmentation-models-pytorch's `
 Pixels labelled ``ignore_index`` (255) are left out of both terms (Gas-DB masks have none, and
 then the values equal the official ones). Logits are upcast to float32 (AMP-safe).
 
+RSFNet adds :func:`confidence_loss`, smooth L1 between its per-modality confidence scores and the
+saliency pseudo-labels, weighted λ = 0.3 (``TrainConfig.confidence_weight``).
+
 References
 ----------
 .. [1] logic112358/RT-CAN, ``train.py`` and ``loss_hub/loss_join.py`` (``JointLoss``).
@@ -24,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-__all__ = ["dice_loss", "soft_cross_entropy", "joint_loss", "total_loss"]
+__all__ = ["dice_loss", "soft_cross_entropy", "joint_loss", "total_loss", "confidence_loss"]
 
 
 def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -94,3 +97,19 @@ def total_loss(heads, target: torch.Tensor, **kwargs) -> torch.Tensor:
     if not heads:
         raise ValueError("heads must hold at least one logits tensor")
     return sum(joint_loss(h, target, **kwargs) for h in heads)
+
+
+def confidence_loss(confidence: torch.Tensor, target: torch.Tensor, *, beta: float = 1.0) -> torch.Tensor:
+    """Smooth L1 (``beta`` 1, mean over samples and modalities) between confidence scores and pseudo-labels.
+
+    Parameters
+    ----------
+    confidence : (N, M) tensor
+        Predicted scores in [0, 1] (RSFNet: ``[c_rgb, c_thermal]``).
+    target : (N, M) tensor
+        Pseudo-labels (RSFNet: saliency IoUs, :func:`gasdb_tools.bench.saliency.confidence_targets`).
+    """
+    if confidence.shape != target.shape or confidence.ndim != 2:
+        raise ValueError(f"confidence and target must both be (N, M), got {tuple(confidence.shape)} and "
+                         f"{tuple(target.shape)}")
+    return F.smooth_l1_loss(confidence.float(), target.float(), beta=beta)

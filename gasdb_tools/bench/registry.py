@@ -26,7 +26,7 @@ from typing import Callable
 from gasdb_tools.errors import ModelError
 
 __all__ = ["ModelSpec", "register_model", "create_model", "list_models", "get_spec", "count_parameters",
-           "model_heads"]
+           "model_heads", "TASKS"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class ModelSpec:
     heads : int
         Output heads; the prediction is ``argmax`` of their sum.
     fusion : str
-        ``two-stream`` (separate RGB and thermal encoders) or ``early`` (4-channel input).
+        ``two-stream`` (separate RGB and thermal encoders), ``early`` (4-channel input or, for
+        identification, concatenated feature vectors) or ``single`` (one modality).
     input_multiple : int
         Input height and width must be multiples of this.
     imagenet_depth : int or None
@@ -56,6 +57,13 @@ class ModelSpec:
         U-Net), else the published value rounded to 0.01 M (MFNet: 0.734 M).
     kwargs : dict
         Default keyword arguments given to the factory.
+    task : str
+        ``segmentation`` (RGB-T gas masks, ``(N, 4, H, W)`` input) or ``identification`` (gas
+        class from sensor readings and/or a thermal image, :mod:`gasdb_tools.bench.identify`).
+    modalities : tuple of str
+        Inputs the model uses: ``rgb``, ``thermal`` (image), ``sensor`` (gas-sensor vector).
+    deploy_form : bool
+        The factory takes ``deploy=True`` and builds a re-parameterised inference form (RSFNet).
     """
 
     name: str
@@ -68,28 +76,38 @@ class ModelSpec:
     reference: str = ""
     reference_params: int | None = None
     kwargs: dict = field(default_factory=dict)
+    task: str = "segmentation"
+    modalities: tuple = ("rgb", "thermal")
+    deploy_form: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _LOADED = False
 
 
+TASKS = ("segmentation", "identification")
+
+
 def register_model(name: str, *, summary: str, heads: int = 1, fusion: str = "two-stream", input_multiple: int = 32,
                    imagenet_depth: int | None = None, reference: str = "", reference_params: int | None = None,
+                   task: str = "segmentation", modalities: tuple = ("rgb", "thermal"), deploy_form: bool = False,
                    **kwargs):
     """Decorator registering ``factory(n_class=2, **kwargs)`` under ``name``.
 
     Re-registering a name replaces it with a warning (handy in notebooks).
     """
-    if fusion not in ("two-stream", "early"):
-        raise ValueError(f"fusion must be 'two-stream' or 'early', got {fusion!r}")
+    if fusion not in ("two-stream", "early", "single"):
+        raise ValueError(f"fusion must be 'two-stream', 'early' or 'single', got {fusion!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
     def decorator(factory: Callable) -> Callable:
         if name in _REGISTRY:
             warnings.warn(f"model {name!r} registered again; the new factory replaces the old one", stacklevel=2)
         _REGISTRY[name] = ModelSpec(name=name, factory=factory, summary=summary, heads=heads, fusion=fusion,
                                     input_multiple=input_multiple, imagenet_depth=imagenet_depth,
-                                    reference=reference, reference_params=reference_params, kwargs=dict(kwargs))
+                                    reference=reference, reference_params=reference_params, kwargs=dict(kwargs),
+                                    task=task, modalities=tuple(modalities), deploy_form=bool(deploy_form))
         return factory
 
     return decorator
@@ -102,10 +120,12 @@ def _ensure_loaded() -> None:
         _LOADED = True
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style ``pattern``, sorted."""
+def list_models(pattern: str = "*", *, task: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (and ``task`` when given), sorted."""
     _ensure_loaded()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    return sorted(n for n, s in _REGISTRY.items() if fnmatch.fnmatchcase(n, pattern) and task in (None, s.task))
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -142,7 +162,8 @@ def create_model(name: str, *, n_class: int = 2, **kwargs):
     Returns
     -------
     torch.nn.Module
-        With an ``n_heads`` attribute; ``model(x)`` takes ``(N, 4, H, W)`` RGB-T input in [0, 1].
+        With an ``n_heads`` attribute; a segmentation model's ``model(x)`` takes ``(N, 4, H, W)``
+        RGB-T input in [0, 1] (identification models: see :mod:`gasdb_tools.bench.models.gasid`).
     """
     spec = get_spec(name)
     if not isinstance(n_class, int) or n_class < 2:

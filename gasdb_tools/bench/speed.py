@@ -14,6 +14,8 @@
   CPU), channels_last and ``torch.compile`` are separate, labelled settings; compile time is
   reported on its own. The environment (GPU, driver, CUDA, cuDNN, torch, TF32 and cudnn.benchmark
   flags, CPU, threads) is recorded with every result.
+* **Form:** models with a re-parameterised inference form (RSFNet) are measured as trained
+  (``form = "train"``) or fused (``deploy=True``, ``form = "deploy"``: built with ``deploy=True``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 __all__ = ["count_params", "count_flops", "environment", "measure_latency", "benchmark", "markdown_table",
-           "DEFAULT_SHAPE"]
+           "merge_results", "has_deploy_form", "DEFAULT_SHAPE"]
 
 #: The protocol's input: batch 1, RGB + thermal, 512×640 (Gas-DB frames).
 DEFAULT_SHAPE = (1, 4, 512, 640)
@@ -104,10 +106,15 @@ def _nvidia_smi(index: int) -> dict:
 
 
 def environment(device) -> dict:
-    """What the timing ran on: torch, device, CPU, threads; GPU, driver, CUDA, cuDNN and flags on CUDA."""
+    """What the timing ran on: torch, device, CPU, threads, load average, time; GPU, driver, CUDA, cuDNN and flags."""
+    import datetime
+    import os
+
     device = torch.device(device)
     env = {"torch": torch.__version__, "device_type": device.type, "cpu": _cpu_model(),
-           "threads": torch.get_num_threads(), "python": platform.python_version(), "platform": platform.platform()}
+           "threads": torch.get_num_threads(), "python": platform.python_version(), "platform": platform.platform(),
+           "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+           "measured_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     if device.type == "cuda":
         idx = device.index if device.index is not None else torch.cuda.current_device()
         env.update({"gpu": torch.cuda.get_device_name(idx), "cuda": torch.version.cuda,
@@ -232,15 +239,33 @@ def _timed(step, sync, device, model, compile, warmup_iters, warmup_s, iters, re
     return runs, n_warm, compile_s
 
 
+def has_deploy_form(name: str) -> bool:
+    """Whether a registered model builds a re-parameterised inference form (``deploy=True``; its spec says so)."""
+    from gasdb_tools.bench.registry import get_spec
+
+    return get_spec(name).deploy_form
+
+
 def benchmark(name: str, *, device="cpu", shape=DEFAULT_SHAPE, latency: bool = True, flops: bool = True,
-              model_kwargs: dict | None = None, **timing) -> dict:
-    """Params, FLOPs (GFLOPs and GMACs) and latency of a registered model, with its environment."""
+              model_kwargs: dict | None = None, deploy: bool = False, **timing) -> dict:
+    """Params, FLOPs (GFLOPs and GMACs) and latency of a registered model, with its environment.
+
+    ``deploy=True`` measures the re-parameterised inference form (the factory gets ``deploy=True``;
+    a model without one raises ``ValueError``).
+    """
     from gasdb_tools.bench.registry import count_parameters, create_model, get_spec
 
     spec = get_spec(name)
+    if spec.task != "segmentation":
+        raise ValueError(f"{name} is a {spec.task} model; the speed protocol times segmentation models")
     kwargs = dict(model_kwargs or {})
-    result = {"model": name, "heads": spec.heads, "params": count_parameters(name, **kwargs),
-              "reference_params": spec.reference_params, "input_shape": list(shape)}
+    if deploy:
+        if not spec.deploy_form:
+            raise ValueError(f"{name} does not take deploy=True (it has no re-parameterised form)")
+        kwargs["deploy"] = True
+    result = {"model": name, "form": "deploy" if deploy else "train", "heads": spec.heads,
+              "params": count_parameters(name, **kwargs), "reference_params": spec.reference_params,
+              "input_shape": list(shape)}
     if flops:
         f = count_flops(name, shape, **kwargs)
         result.update({"flops": f, "gflops": f / 1e9, "gmacs": f / 2e9})
@@ -259,11 +284,60 @@ def _fmt(v, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _timing_note(r: dict) -> str:
+    """The timing settings and environment of a result (without its load average and time)."""
+    lat, env = r.get("latency"), r.get("env", {})
+    if not lat:
+        return ""
+    cuda_flags = ""
+    if lat.get("tf32") is not None:
+        cuda_flags = f", tf32={lat['tf32']}, cudnn.benchmark={lat['cudnn_benchmark']}"
+    return (f"{lat['label']}, {lat['precision']}, channels_last={lat['channels_last']}, compile={lat['compile']}"
+            f"{cuda_flags}; {lat['warmup_iters_run']} warm-up iterations, {lat['iters']} timed × "
+            f"{len(lat['repeats'])} repeat(s), timer {lat['timer']}. Environment: torch {env.get('torch')}, "
+            f"{env.get('cpu')}, {env.get('threads')} thread(s)"
+            + (f", GPU {env.get('gpu')}, driver {env.get('driver')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}"
+               if env.get("gpu") else ""))
+
+
+def _conditions(rows: list[dict]) -> str:
+    """Load average and measurement time of a group of results, as recorded (ranges when they differ)."""
+    loads = [r["env"]["load_avg_1min"] for r in rows if r.get("env", {}).get("load_avg_1min") is not None]
+    times = sorted(r["env"]["measured_at"] for r in rows if r.get("env", {}).get("measured_at"))
+    parts = []
+    if loads:
+        lo, hi = min(loads), max(loads)
+        parts.append(f"load average {lo}" if lo == hi else f"load average {lo}-{hi}")
+    if times:
+        parts.append(f"measured {times[0]}" if times[0] == times[-1] else f"measured {times[0]} to {times[-1]}")
+    return (", " + ", ".join(parts)) if parts else ""
+
+
+_MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
+
+
+def merge_results(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` results with the rows of ``new`` replacing those of the same model and form; sorted."""
+    key = (lambda r: (r["model"], r.get("form", "train")))  # noqa: E731
+    merged = {key(r): r for r in old}
+    merged.update({key(r): r for r in new})
+    return [merged[k] for k in sorted(merged)]
+
+
 def markdown_table(results: list[dict], *, title: str | None = None) -> str:
-    """A Markdown table of :func:`benchmark` results (params, GFLOPs, GMACs, latency, FPS)."""
+    """A Markdown table of :func:`benchmark` results (params, GFLOPs, GMACs, latency, FPS).
+
+    Rows timed under different settings or environments (e.g. merged from several runs) are
+    marked ¹, ², ... and each group's timing note (with the load average and time recorded, when
+    there are) is listed under the table.
+    """
     lat = next((r["latency"] for r in results if r.get("latency")), None)
-    env = results[0]["env"] if results else {}
     label = lat["label"] if lat else "latency"
+    notes: list[str] = []
+    for r in results:
+        note = _timing_note(r)
+        if note and note not in notes:
+            notes.append(note)
     lines = []
     if title:
         lines += [f"## {title}", ""]
@@ -276,20 +350,17 @@ def markdown_table(results: list[dict], *, title: str | None = None) -> str:
         cpu_med = _fmt(la.get("median_ms"), ".0f") if la.get("timer") == "perf_counter" else "–"
         cpu_p90 = _fmt(la.get("p90_ms"), ".0f") if la.get("timer") == "perf_counter" else "–"
         cpu_fps = _fmt(la.get("fps"), ".3f") if la.get("timer") == "perf_counter" else "–"
-        lines.append(f"| {r['model']} | {r['heads']} | {r['params']:,} | "
+        name = r["model"] + (" (deploy)" if r.get("form") == "deploy" else "")
+        note = _timing_note(r)
+        if len(notes) > 1 and note:
+            name += _MARKS[notes.index(note) % len(_MARKS)]
+        lines.append(f"| {name} | {r['heads']} | {r['params']:,} | "
                      f"{'–' if r.get('reference_params') is None else format(r['reference_params'], ',')} | "
                      f"{_fmt(r.get('gflops'), '.2f')} | {_fmt(r.get('gmacs'), '.2f')} | {cpu_med} | {cpu_p90} | "
                      f"{cpu_fps} | {gpu} |")
-    if lat:
-        cuda_flags = ""
-        if lat.get("tf32") is not None:
-            cuda_flags = f", tf32={lat['tf32']}, cudnn.benchmark={lat['cudnn_benchmark']}"
-        lines += ["", f"Timing: {lat['label']}, {lat['precision']}, channels_last={lat['channels_last']}, "
-                      f"compile={lat['compile']}{cuda_flags}; {lat['warmup_iters_run']} warm-up iterations, "
-                      f"{lat['iters']} timed "
-                      f"× {len(lat['repeats'])} repeat(s), timer {lat['timer']}. "
-                      f"Environment: torch {env.get('torch')}, "
-                      f"{env.get('cpu')}, {env.get('threads')} thread(s)"
-                      + (f", GPU {env.get('gpu')}, driver {env.get('driver')}, CUDA {env.get('cuda')}, "
-                         f"cuDNN {env.get('cudnn')}" if env.get("gpu") else "") + "."]
+    footers = [n + _conditions([r for r in results if _timing_note(r) == n]) + "." for n in notes]
+    if len(footers) == 1:
+        lines += ["", f"Timing: {footers[0]}"]
+    elif footers:
+        lines += [""] + [f"Timing {_MARKS[i % len(_MARKS)]}: {f}" for i, f in enumerate(footers)]
     return "\n".join(lines) + "\n"

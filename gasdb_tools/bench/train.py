@@ -13,6 +13,17 @@ CUDA AMP (fp16 autocast + GradScaler), seed 3409. Differences, on purpose:
   ``(seed, epoch, index)``, so a resumed run continues exactly like an uninterrupted one (bitwise
   on CPU; cuDNN may differ on GPU unless deterministic algorithms are forced).
 * ``min_train_batch``: models whose BN sees 1×1 maps (PSPNet) drop a trailing batch of one.
+* Models with ``needs_confidence_targets`` (RSFNet) return ``(logits, confidence)`` in training
+  mode; the data pipeline adds the saliency pseudo-labels and the loss gains
+  ``confidence_weight · smoothL1(confidence, pseudo-labels)`` (λ = 0.3).
+
+**Initialising from a checkpoint** (``init_from``): any registered model's checkpoint (harness
+``best.pt``/``last.pt``, or a plain state dict) fills the parameters whose name and shape match;
+the rest keep their initialisation. What was loaded, missing, unexpected or of another shape is
+written to ``init_report.json`` and the ``start`` log record; ``init_strict`` refuses anything but
+an exact match. :func:`transfer` chains two runs: pretraining on visible smoke
+(:mod:`gasdb_tools.bench.smoke`), then fine-tuning on gas initialised from the smoke run's
+``best.pt``.
 
 Outputs in the run folder: ``config.json``, ``log.jsonl`` (one JSON object per event: ``start``,
 ``epoch``, ``test``), ``last.pt`` (everything needed to resume), ``best.pt`` (weights of the selected
@@ -41,7 +52,7 @@ import torch
 from gasdb_tools.errors import ModelError
 from gasdb_tools.fsutil import atomic_write_bytes, read_json, write_json
 
-__all__ = ["TrainConfig", "train", "load_config", "demo_run", "CHECKPOINT_FORMAT"]
+__all__ = ["TrainConfig", "train", "load_config", "demo_run", "init_from_checkpoint", "transfer", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "gasdb-bench-checkpoint"
 _SELECT = ("gas.iou", "gas.f2", "gas.acc", "gas.f1", "mean.iou")
@@ -81,6 +92,11 @@ class TrainConfig:
     select_metric: str = "gas.iou"
     imagenet_weights: str | None = None
     eval_batch_size: int = 4
+    confidence_weight: float = 0.3
+    data_format: str = "auto"
+    smoke_thermal: str = "gray"
+    init_from: str | None = None
+    init_strict: bool = False
     recipe: str = "RT-CAN official recipe, validation split for checkpoint selection"
 
     def __post_init__(self):
@@ -91,6 +107,15 @@ class TrainConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.lr <= 0 or not 0 < self.lr_gamma <= 1:
             raise ValueError(f"need lr > 0 and 0 < lr_gamma <= 1, got lr={self.lr}, lr_gamma={self.lr_gamma}")
+        if self.confidence_weight < 0:
+            raise ValueError(f"confidence_weight must be >= 0, got {self.confidence_weight}")
+        from gasdb_tools.bench.data import DATA_FORMATS
+        from gasdb_tools.bench.smoke import SMOKE_THERMAL
+
+        if self.data_format not in DATA_FORMATS:
+            raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {self.data_format!r}")
+        if self.smoke_thermal not in SMOKE_THERMAL:
+            raise ValueError(f"smoke_thermal must be one of {SMOKE_THERMAL}, got {self.smoke_thermal!r}")
         if self.select_metric not in _SELECT:
             raise ValueError(f"select_metric must be one of {_SELECT}, got {self.select_metric!r}")
         if self.size is not None:
@@ -99,11 +124,23 @@ class TrainConfig:
             self.size = [int(v) for v in self.size]
 
 
-def load_config(path, **overrides) -> TrainConfig:
-    """Read a JSON config (unknown keys are an error) and apply non-None ``overrides``."""
+def load_config(path, **overrides):
+    """Read a JSON config (unknown keys are an error) and apply non-None ``overrides``.
+
+    Returns a :class:`TrainConfig`, or an :class:`~gasdb_tools.bench.identify.IdentifyConfig`
+    when the file says ``"task": "identification"``.
+    """
     data = read_json(path, error=ModelError)
     if not isinstance(data, dict):
         raise ModelError("a config must be a JSON object", file=path)
+    if data.get("task") == "identification":
+        from gasdb_tools.bench.identify import load_identify_config
+
+        return load_identify_config(data, path=path, **overrides)
+    if data.get("task", "segmentation") != "segmentation":
+        raise ModelError(f"unknown task {data['task']!r}", file=path, field="task",
+                         fix="segmentation (default) or identification")
+    data.pop("task", None)
     data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys are notes
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
@@ -206,7 +243,8 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
     ----------
     config : TrainConfig
     data : path
-        Gas-DB folder or release folder.
+        Gas-DB folder or release folder, or a smoke images + masks folder
+        (``config.data_format``).
     out_dir : path
         Run folder (created). With ``resume`` and an existing ``last.pt`` the run continues from
         it (``config.epochs`` may be raised to train longer); ``force`` starts over.
@@ -219,7 +257,8 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
     -------
     dict
         ``out_dir``, ``epochs_run``, ``best`` (epoch, metric, value), ``val_source``, ``test``
-        (scores or None), ``history`` (per-epoch records).
+        (scores or None), ``history`` (per-epoch records), ``init`` (the ``init_from`` report or
+        None).
 
     Raises
     ------
@@ -229,9 +268,9 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
     """
     from torch.utils.data import DataLoader
 
-    from gasdb_tools.bench.data import Augment, GasDBFolder, resolve_data_dir, split_names
-    from gasdb_tools.bench.evaluate import evaluate_model, forward_heads, load_checkpoint, report, resolve_device
-    from gasdb_tools.bench.losses import joint_loss
+    from gasdb_tools.bench.data import Augment, resolve_source
+    from gasdb_tools.bench.evaluate import evaluate_model, forward_outputs, load_checkpoint, report, resolve_device
+    from gasdb_tools.bench.losses import confidence_loss, joint_loss
     from gasdb_tools.bench.registry import create_model, get_spec
 
     world, rank, local_rank = _dist_env()
@@ -251,21 +290,26 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
     is_main = rank == 0
     out_dir = Path(out_dir)
     spec = get_spec(config.model)
-    data_dir = resolve_data_dir(data)
+    if spec.task != "segmentation":
+        raise ModelError(f"{config.model!r} is a {spec.task} model", field="model",
+                         fix="train it with gasdb_tools.bench.identify.train (`gasdb bench train` picks it)")
+    source = resolve_source(data, config.data_format, smoke_thermal=config.smoke_thermal)
+    data_dir = source.root
 
     # -- seeds (the official seeds Python and torch; we also seed NumPy) --------------------------
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
     torch.manual_seed(config.seed)
 
-    names = split_names(data_dir, val_fraction=config.val_fraction, val_block=config.val_block, seed=config.seed)
+    names = source.splits(val_fraction=config.val_fraction, val_block=config.val_block, seed=config.seed)
     augment = Augment(flip_p=config.flip_p, crop_rate=config.crop_rate, crop_p=config.crop_p, resize=config.resize)
     size_hw = tuple(config.size) if config.size else None
-    train_ds = GasDBFolder(data_dir, names["train"], augment=augment, size_hw=size_hw, seed=config.seed)
-    val_ds = GasDBFolder(data_dir, names["val"], size_hw=size_hw)
-
     model = create_model(config.model, n_class=config.n_class, imagenet_weights=config.imagenet_weights,
                          **config.model_kwargs).to(dev)
+    use_confidence = bool(getattr(model, "needs_confidence_targets", False)) and config.confidence_weight > 0
+    train_ds = source.dataset(names["train"], augment=augment, size_hw=size_hw, seed=config.seed,
+                              confidence_targets=use_confidence)
+    val_ds = source.dataset(names["val"], size_hw=size_hw)
     min_batch = getattr(model, "min_train_batch", 1)
     drop_last = min_batch > 1 and (len(train_ds) // world) % config.batch_size == 1
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -278,6 +322,7 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     log_path = out_dir / "log.jsonl"
     start_epoch, best, history = 0, {"epoch": None, "metric": config.select_metric, "value": None}, []
+    init_report = None
     if last_path.exists() and not force:
         if not resume:
             raise ModelError("the run folder already holds a checkpoint", file=last_path,
@@ -295,11 +340,18 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
         if dev.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], dev)
         start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best"], list(ckpt["history"])
-    elif is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (last_path, log_path, best_path, out_dir / "test_metrics.json", out_dir / "curves.png"):
-            if stale.exists():
-                stale.unlink()
+        init_report = ckpt.get("init")
+    else:
+        if is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for stale in (last_path, log_path, best_path, out_dir / "test_metrics.json", out_dir / "curves.png",
+                          out_dir / "init_report.json"):
+                if stale.exists():
+                    stale.unlink()
+        if config.init_from:
+            init_report = init_from_checkpoint(model, config.init_from, strict=config.init_strict)
+            if is_main:
+                write_json(out_dir / "init_report.json", init_report)
 
     net = model
     if distributed:
@@ -331,9 +383,10 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
         write_json(out_dir / "config.json", asdict(config))
     if start_epoch == 0:
         emit({"event": "start", "model": config.model, "params": sum(p.numel() for p in model.parameters()),
-              "data": str(data_dir), "n_train": len(train_ds), "n_val": len(val_ds), "n_test": len(names["test"]),
-              "val_source": names["val_source"], "device": str(dev), "world_size": world, "amp": use_amp,
-              "torch": torch.__version__, "config": asdict(config)})
+              "data": str(data_dir), "data_format": source.kind, "n_train": len(train_ds), "n_val": len(val_ds),
+              "n_test": len(names["test"]), "val_source": names["val_source"], "device": str(dev),
+              "world_size": world, "amp": use_amp, "torch": torch.__version__, "config": asdict(config),
+              "confidence_loss": use_confidence, "init": _init_summary(init_report)})
 
     loss_kwargs = dict(dice_weight=config.dice_weight, ce_weight=config.ce_weight,
                        smoothing=config.label_smoothing)
@@ -343,16 +396,21 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
         train_sampler.set_epoch(epoch)
         net.train()
         lr = optimizer.param_groups[0]["lr"]
-        total = torch.zeros(1 + spec.heads, dtype=torch.float64, device=dev)  # [sum, head1, ...] · n
+        # [sum, head1, ..., confidence] · n
+        total = torch.zeros(2 + spec.heads, dtype=torch.float64, device=dev)
         count = torch.zeros(1, dtype=torch.float64, device=dev)
-        for images, labels, _names in train_loader:
-            images = images.to(dev, non_blocking=True)
-            labels = labels.to(dev, non_blocking=True)
+        for batch in train_loader:
+            images = batch[0].to(dev, non_blocking=True)
+            labels = batch[1].to(dev, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                heads = forward_heads(net, images, n_heads=spec.heads, multiple=spec.input_multiple)
+                heads, raw = forward_outputs(net, images, n_heads=spec.heads, multiple=spec.input_multiple)
             per_head = [joint_loss(h, labels, **loss_kwargs) for h in heads]
             loss = sum(per_head)
+            conf_term = torch.zeros((), device=dev)
+            if use_confidence:
+                conf_term = confidence_loss(raw[-1], batch[3].to(dev, non_blocking=True))
+                loss = loss + config.confidence_weight * conf_term
             if not torch.isfinite(loss):
                 raise ModelError(f"the loss became {loss.item()} at epoch {epoch}", field="lr",
                                  fix="lower the learning rate or check the input data")
@@ -360,7 +418,8 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
             scaler.step(optimizer)
             scaler.update()
             n = images.shape[0]
-            total += torch.tensor([loss.item()] + [h.item() for h in per_head], dtype=torch.float64, device=dev) * n
+            total += torch.tensor([loss.item()] + [h.item() for h in per_head] + [conf_term.item()],
+                                  dtype=torch.float64, device=dev) * n
             count += n
         if distributed:
             torch.distributed.all_reduce(total)
@@ -375,7 +434,9 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
                 or (value is not None and (best["value"] is None or value > best["value"]))):
             best = {"epoch": epoch, "metric": config.select_metric, "value": value}
         scheduler.step()
-        record = {"event": "epoch", "epoch": epoch, "lr": lr, "train_loss": means[0], "train_loss_heads": means[1:],
+        record = {"event": "epoch", "epoch": epoch, "lr": lr, "train_loss": means[0],
+                  "train_loss_heads": means[1:1 + spec.heads],
+                  "train_confidence_loss": means[-1] if use_confidence else None,
                   "val": _summary_scores(val_scores) if val_scores else {},
                   "val_confusion_matrix": val_scores["confusion_matrix"] if val_scores else None,
                   "best": best["epoch"] == epoch, "seconds": round(time.perf_counter() - t0, 3)}
@@ -384,7 +445,7 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
             state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in model.state_dict().items()}
             common = {"format": CHECKPOINT_FORMAT, "version": 1, "model": config.model,
                       "model_kwargs": config.model_kwargs, "n_class": config.n_class, "config": asdict(config),
-                      "epoch": epoch, "best": best, "val_source": names["val_source"]}
+                      "epoch": epoch, "best": best, "val_source": names["val_source"], "init": init_report}
             if best["epoch"] == epoch:
                 _save({**common, "state_dict": state, "val_scores": val_scores}, best_path)
             _save({**common, "state_dict": state, "optimizer": optimizer.state_dict(),
@@ -405,7 +466,7 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
         else:
             best_model, _meta = load_checkpoint(best_path, model_kwargs=None)
             best_model.to(dev)
-            test_ds = GasDBFolder(data_dir, names["test"], size_hw=size_hw)
+            test_ds = source.dataset(names["test"], size_hw=size_hw)
             test_loader = DataLoader(test_ds, batch_size=config.eval_batch_size, shuffle=False,
                                      sampler=_Shard(len(test_ds), rank, world) if distributed else None,
                                      num_workers=config.num_workers)
@@ -413,7 +474,8 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
                                  multiple=spec.input_multiple, heads="all", amp=use_amp, distributed=distributed)
             test_result = {"model": config.model, "model_kwargs": config.model_kwargs, "checkpoint": str(best_path),
                            "epoch": best["epoch"], "selected_by": f"val {config.select_metric}",
-                           "val_source": names["val_source"], "data": str(data_dir), "split": "test",
+                           "val_source": names["val_source"], "data": str(data_dir), "data_format": source.kind,
+                           "split": "test",
                            "n_images": len(test_ds),
                            "prediction": "argmax(" + " + ".join(f"head{i + 1}" for i in range(spec.heads)) + ")",
                            "scores": report(cms)}
@@ -423,7 +485,114 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
     if distributed:
         torch.distributed.barrier()
     return {"out_dir": str(out_dir), "model": config.model, "epochs_run": len(history), "best": best,
-            "val_source": names["val_source"], "test": test_result, "history": history}
+            "val_source": names["val_source"], "test": test_result, "history": history, "init": init_report}
+
+
+def _init_summary(report: dict | None) -> dict | None:
+    if report is None:
+        return None
+    out = {k: v for k, v in report.items() if not isinstance(v, list)}
+    for key in ("missing", "unexpected", "shape_mismatch"):
+        out[key] = len(report[key])
+        out[f"{key}_examples"] = report[key][:5]
+    return out
+
+
+def init_from_checkpoint(model, source, *, strict: bool = False) -> dict:
+    """Fill ``model``'s parameters and buffers from a checkpoint where name and shape match.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    source : path
+        A harness checkpoint (``best.pt``/``last.pt`` of any registered model) or a plain state
+        dict file (wrappers ``state_dict``/``model`` and DDP ``module.`` prefixes are removed).
+    strict : bool
+        Refuse unless every key matches in name and shape both ways.
+
+    Returns
+    -------
+    dict
+        ``source``, ``source_model`` (the checkpoint's model name, or None), ``strict``,
+        ``loaded`` (keys copied), ``loaded_params`` (elements of the parameters copied),
+        ``total_params`` (the model's), ``missing`` (model keys the file lacks, kept as
+        initialised), ``unexpected`` (file keys the model lacks, ignored), ``shape_mismatch``
+        (``"key: file (..) vs model (..)"``, kept as initialised).
+
+    Raises
+    ------
+    ModelError
+        When the file cannot be read, nothing matches, or ``strict`` and anything differs.
+    """
+    from gasdb_tools.bench.models.resnet import read_state_dict
+
+    path = os.fspath(source)
+    source_model = None
+    if os.path.isfile(path):
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelError(f"cannot read the checkpoint ({type(exc).__name__}: {exc})", file=path,
+                             fix="pass best.pt/last.pt of a run or a state dict") from exc
+        if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
+            source_model = raw.get("model")
+            raw = raw["state_dict"]
+        state = read_state_dict(raw)
+    else:
+        state = read_state_dict(path)  # raises "weight file not found"
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    own = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    shape_mismatch = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                      for k in own if k in state and k not in loaded]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if not loaded:
+        raise ModelError("no weight of the checkpoint fits the model (no key matches in name and shape)", file=path,
+                         fix="initialise from a checkpoint of the same architecture (e.g. a unet-r18 smoke run)")
+    if strict and (missing or unexpected or shape_mismatch):
+        raise ModelError(f"the checkpoint does not fit exactly: {len(missing)} missing (e.g. {missing[:2]}), "
+                         f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(shape_mismatch)} with "
+                         f"another shape (e.g. {shape_mismatch[:1]})", file=path,
+                         fix="drop --init-strict to load the matching part only")
+    model.load_state_dict(loaded, strict=False)
+    params = dict(model.named_parameters())
+    return {"source": path, "source_model": source_model, "strict": strict, "loaded": len(loaded),
+            "loaded_params": int(sum(v.numel() for k, v in loaded.items() if k in params)),
+            "total_params": int(sum(p.numel() for p in params.values())), "missing": missing,
+            "unexpected": unexpected, "shape_mismatch": shape_mismatch}
+
+
+def transfer(pretrain: TrainConfig, finetune: TrainConfig, smoke_data, gas_data, out_dir, *, device="auto",
+             force: bool = False, log_fn=None) -> dict:
+    """Two-stage transfer: pretrain on visible smoke, then fine-tune on gas from the smoke run's ``best.pt``.
+
+    Stage 1 trains ``pretrain`` on ``smoke_data`` (``data_format`` forced to ``smoke``) into
+    ``out_dir/smoke``; stage 2 trains ``finetune`` on ``gas_data`` into ``out_dir/gas`` with
+    ``init_from = out_dir/smoke/best.pt`` (partial loading unless ``finetune.init_strict``).
+    Both stages resume like :func:`train`. Writes ``out_dir/transfer.json``.
+
+    Returns
+    -------
+    dict
+        ``smoke`` and ``gas`` (each :func:`train`'s summary without the history) and ``init``
+        (what the gas model took from the smoke model).
+    """
+    out_dir = Path(out_dir)
+    if pretrain.model != finetune.model:
+        raise ModelError(f"pretraining {pretrain.model!r} and fine-tuning {finetune.model!r} differ", field="model",
+                         fix="use the same model in both stages")
+    pre = dataclasses.replace(pretrain, data_format="smoke")
+    smoke = train(pre, smoke_data, out_dir / "smoke", device=device, force=force, log_fn=log_fn)
+    fine = dataclasses.replace(finetune, init_from=str(out_dir / "smoke" / "best.pt"))
+    if fine.data_format == "smoke":
+        fine = dataclasses.replace(fine, data_format="auto")
+    gas = train(fine, gas_data, out_dir / "gas", device=device, force=force, log_fn=log_fn)
+    result = {"model": pretrain.model, "smoke": {k: v for k, v in smoke.items() if k != "history"},
+              "gas": {k: v for k, v in gas.items() if k != "history"},
+              "init": _init_summary(gas["init"])}
+    write_json(out_dir / "transfer.json", result)
+    return result
 
 
 def demo_run(data, out_dir, *, model: str = "mfnet", epochs: int = 1, size=(128, 160), device: str = "cpu",
