@@ -113,7 +113,8 @@ def align(workspace: Workspace, size, force: bool, recordings: tuple[str, ...], 
             if r["error"]:
                 state = f"failed: {r['error']}"
             elif r["status"] == "n/a":
-                state = "thermal camera alone: nothing to align"
+                click.echo(f"{r['id']}: {r['pairs']} pairs, thermal camera alone: nothing to align")
+                continue
             else:
                 state = f"{r['aligned']} aligned, {r['skipped']} up to date ({r['size'][0]}x{r['size'][1]})"
             click.echo(f"{r['id']} (rig {r['rig']}): {r['pairs']} pairs, {state}")
