@@ -223,9 +223,14 @@ class GasDBFolder(_Base):
         native size (Gas-DB frames are all 640×512).
     seed : int
         With the epoch (:meth:`set_epoch`) and the index, seeds each sample's augmentation.
+    ignore : bool
+        Labels are 255 where the folder's ``ignore/`` masks mark pixels that are not scored (for
+        evaluation; training keeps RT-CAN's 0/1 labels).
     """
 
-    def __init__(self, data_dir, names, *, augment: Augment | None = None, size_hw=None, seed: int = 0):
+    def __init__(self, data_dir, names, *, augment: Augment | None = None, size_hw=None, seed: int = 0,
+                 ignore: bool = False):
+        self.ignore = bool(ignore)
         self.data_dir = resolve_data_dir(data_dir)
         self.names = list(names)
         self.augment = augment
@@ -243,7 +248,7 @@ class GasDBFolder(_Base):
     def read(self, index: int):
         """One sample as numpy: ``(image (H, W, 4) float32 in [0, 1], label (H, W) uint8, name)``."""
         name = self.names[index]
-        rgb, thermal, label = gasdb_layout.read_sample(self.data_dir, name)
+        rgb, thermal, label = gasdb_layout.read_sample(self.data_dir, name, ignore=self.ignore)
         image = np.concatenate([rgb.astype(np.float32) / np.float32(255), to_float01(thermal)[:, :, None]], axis=2)
         return image, label, name
 

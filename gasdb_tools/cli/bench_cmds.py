@@ -193,11 +193,13 @@ def train(model_name, config_path, data, out, epochs, batch_size, lr, seed, work
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--amp", is_flag=True, help="fp16 autocast (CUDA only).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics JSON here.")
+@click.option("--count-ignore", is_flag=True, help="Score ignore pixels (the release's gasdb/ignore/) as background, "
+                                                   "exactly as RT-CAN's official test.py; by default they are left out.")
 @_model_arg
 @_device
 @json_option
-def eval_cmd(checkpoint, data, model_name, split, heads, batch_size, workers, amp, out, model_args, device,
-             as_json) -> None:
+def eval_cmd(checkpoint, data, model_name, split, heads, batch_size, workers, amp, out, count_ignore, model_args,
+             device, as_json) -> None:
     """Score a checkpoint on a split with gasdb_tools.metrics (argmax of the summed heads).
 
     \b
@@ -210,7 +212,7 @@ def eval_cmd(checkpoint, data, model_name, split, heads, batch_size, workers, am
 
     result = evaluate_checkpoint(checkpoint, data, split=split, model_name=model_name, model_kwargs=model_args or None,
                                  device=device, batch_size=batch_size, num_workers=workers, heads=heads, amp=amp,
-                                 out=out)
+                                 out=out, count_ignore=count_ignore)
     if as_json:
         emit_json(result)
         return
