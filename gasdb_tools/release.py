@@ -852,6 +852,13 @@ def verify_release(path) -> VerifyReport:
     listed: dict[str, dict] = {}
     if manifest is not None:
         report.version = manifest.get("version") if isinstance(manifest.get("version"), str) else None
+        if report.version is None:
+            report.add(_MANIFEST, "format", "'version' is not a string")
+        counts = manifest.get("counts")
+        if not (isinstance(counts, dict) and isinstance(counts.get("total"), dict)
+                and isinstance(counts.get("splits"), dict)
+                and all(isinstance(v, dict) for v in counts["splits"].values())):
+            report.add(_MANIFEST, "format", "'counts' is not an object with 'total' and per-split objects")
         entries = manifest.get("files")
         if not isinstance(entries, list):
             report.add(_MANIFEST, "format", "'files' is not a list")
