@@ -339,8 +339,11 @@ def build_release(ws, out, *, version: str, parent_version: str | None = None, p
     out = Path(out)
     _check_out(ws, out, force)
     plan = plan_release(ws, split=split, require_reviewed=require_reviewed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise _disk_error(exc, out) from exc
     try:
         from gasdb_tools.fsutil import _UMASK
 
@@ -355,10 +358,30 @@ def build_release(ws, out, *, version: str, parent_version: str | None = None, p
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(partial, out)
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise _disk_error(exc, out) from exc
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out
+
+
+def _disk_error(exc: OSError, out: Path) -> Exception:
+    """One line for a failed write (HDF5 reports several lines): what, where, and that nothing was left."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WorkspaceError(f"{os.strerror(exc.errno)} while writing the release (nothing was left behind)",
+                              file=out, fix="free disk space (about the size of the workspace's frames), then rerun")
+    if exc.errno == errno.EROFS:
+        return WorkspaceError("the file system is read-only", file=out, fix="choose a writable folder for the release")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return WorkspaceError("permission denied", file=exc.filename or out, fix="check the folder's permissions")
+    if exc.errno:
+        return WorkspaceError(f"{os.strerror(exc.errno)} while writing the release (nothing was left behind)",
+                              file=exc.filename or out, fix="check the disk, then rerun")
+    return exc
 
 
 def _read_manifest(path: Path) -> dict:

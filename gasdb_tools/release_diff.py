@@ -28,12 +28,12 @@ def _load(root: Path, *, check: bool = True) -> dict:
     from gasdb_tools import h5pack
 
     root = Path(root)
-    try:
-        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"not a release: cannot read manifest.json ({exc})", file=root / "manifest.json",
-                          fix="pass two release folders made by `gasdb release`") from None
     if check:
+        try:
+            json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"not a release: cannot read manifest.json ({exc})", file=root / "manifest.json",
+                              fix="pass two release folders made by `gasdb release`") from None
         from gasdb_tools.release import verify_release
 
         report = verify_release(root)
@@ -43,10 +43,11 @@ def _load(root: Path, *, check: bool = True) -> dict:
                               f"{p['file']})", file=root, fix="run `gasdb verify` on it")
     with h5py.File(root / "gasdb.h5", "r") as f:
         meta, _ = h5pack.read_tables(f, path=root / "gasdb.h5")
+        version, name = str(f.attrs.get("dataset_version", "")), str(f.attrs.get("dataset_name", ""))
     n = len(meta["pair_id"])
     rows = {meta["pair_id"][k]: {key: (meta[key][k] if key not in h5pack.META_NUM else meta[key][k].item())
                                  for key in meta} for k in range(n)}
-    return {"root": root, "version": manifest.get("version"), "name": manifest.get("name"), "rows": rows}
+    return {"root": root, "version": version, "name": name, "rows": rows}
 
 
 def _mask(root: Path, row: dict) -> np.ndarray:
