@@ -11,7 +11,6 @@ modality, frame, review state and pre-annotation provenance read from its LabelM
 from __future__ import annotations
 
 import html as _html
-import io
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -128,19 +127,101 @@ def summary(plan, per: Mapping, identical, near, params) -> dict:
 # ---------------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------------
-def _new_figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf")
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
+def _svg(width: int, height: int, body: list[str], title: str) -> str:
+    """A small standalone SVG chart (text: no plotting library, the same bytes every time)."""
+    esc = _html.escape
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">\n'
+            f'<rect width="{width}" height="{height}" fill="white"/>\n'
+            f'<text x="{width / 2:.0f}" y="20" text-anchor="middle" font-size="14">{esc(title)}</text>\n'
+            + "\n".join(body) + "\n</svg>\n")
+
+
+def _coverage_svg(plan, per: Mapping) -> str:
+    esc = _html.escape
+    x0, x1, y0, y1 = 60, 560, 40, 300  # plot box
+    edges = np.logspace(-3, 2, 26)  # plumes cover from a few pixels to most of the frame (% of labelled pixels)
+    hists = {}
+    for s, ids in plan.splits.items():
+        cov = [max(100 * per[p]["gas"] / per[p]["labelled"], 1e-3) for p in ids if per[p]["gas"] > 0
+               and per[p]["labelled"]]
+        hists[s] = (np.histogram(np.clip(cov, 1e-3, 100), bins=edges)[0], len(cov),
+                    sum(1 for p in ids if per[p]["gas"] == 0))
+    top = max([int(h.max()) for h, _, _ in hists.values() if h.size] + [1])
+
+    def sx(v):
+        return x0 + (np.log10(v) + 3) / 5 * (x1 - x0)
+
+    def sy(n):
+        return y1 - n / top * (y1 - y0)
+
+    body = [f'<line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}" stroke="black"/>',
+            f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="black"/>']
+    for e in range(-3, 3):
+        x = sx(10.0 ** e)
+        body.append(f'<line x1="{x:.1f}" y1="{y1}" x2="{x:.1f}" y2="{y1 + 5}" stroke="black"/>'
+                    f'<text x="{x:.1f}" y="{y1 + 18}" text-anchor="middle">{10.0 ** e:g}%</text>')
+    for n in sorted({0, top // 2, top}):
+        body.append(f'<text x="{x0 - 6}" y="{sy(n) + 4:.1f}" text-anchor="end">{n}</text>')
+    body.append(f'<text x="{(x0 + x1) / 2:.0f}" y="{y1 + 36}" text-anchor="middle">gas pixels per pair '
+                "(% of labelled pixels, log scale)</text>")
+    body.append(f'<text x="16" y="{(y0 + y1) / 2:.0f}" transform="rotate(-90 16 {(y0 + y1) / 2:.0f})" '
+                'text-anchor="middle">pairs</text>')
+    for k, (s, (h, n_gas, n_empty)) in enumerate(hists.items()):
+        colour = _SPLIT_COLOURS.get(s, _PALETTE[k % len(_PALETTE)])
+        pts = [f"{sx(edges[0]):.1f},{sy(0):.1f}"]
+        for i, c in enumerate(h):
+            pts += [f"{sx(edges[i]):.1f},{sy(c):.1f}", f"{sx(edges[i + 1]):.1f},{sy(c):.1f}"]
+        pts.append(f"{sx(edges[-1]):.1f},{sy(0):.1f}")
+        body.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        body.append(f'<rect x="{x0 + 10}" y="{y0 + 4 + 18 * k}" width="12" height="12" fill="{colour}"/>'
+                    f'<text x="{x0 + 28}" y="{y0 + 14 + 18 * k}">{esc(s)}: {n_gas} gas pairs, {n_empty} gas-free</text>')
+    return _svg(600, 350, body, "Gas coverage per pair")
+
+
+def _balance_svg(plan, per: Mapping, scenes: list) -> str:
+    esc = _html.escape
+    names = list(plan.splits)
+    counts = {s: [sum(1 for p in plan.splits[s] if plan.scene(p) == sc) for sc in scenes] for s in names}
+    top = max([sum(v) for v in counts.values()] + [1])
+    x0, y0, y1, bw = 60, 40, 300, 50
+    body = [f'<line x1="{x0}" y1="{y1}" x2="{x0 + 90 * len(names)}" y2="{y1}" stroke="black"/>',
+            f'<text x="{x0 - 6}" y="{y0 + 4}" text-anchor="end">{top}</text>',
+            f'<text x="{x0 - 6}" y="{y1 + 4}" text-anchor="end">0</text>',
+            f'<text x="{x0 + 45 * len(names):.0f}" y="{y1 + 36}" text-anchor="middle">pairs per split and scene</text>']
+    for i, s in enumerate(names):
+        x, base = x0 + 20 + 90 * i, float(y1)
+        for k, n in enumerate(counts[s]):
+            h = n / top * (y1 - y0)
+            if n:
+                body.append(f'<rect x="{x}" y="{base - h:.1f}" width="{bw}" height="{h:.1f}" '
+                            f'fill="{_PALETTE[k % len(_PALETTE)]}"><title>{esc(scenes[k] or "unspecified")}: '
+                            f"{n}</title></rect>")
+            base -= h
+        body.append(f'<text x="{x + bw / 2}" y="{y1 + 18}" text-anchor="middle">{esc(s)}</text>')
+    lx = x0 + 90 * len(names) + 10
+    for k, sc in enumerate(scenes):
+        body.append(f'<rect x="{lx}" y="{y0 + 18 * k}" width="12" height="12" fill="{_PALETTE[k % len(_PALETTE)]}"/>'
+                    f'<text x="{lx + 18}" y="{y0 + 10 + 18 * k}">{esc(sc or "unspecified")}</text>')
+    px = lx + 170
+    body.append(f'<line x1="{px}" y1="{y1}" x2="{px + 90 * len(names)}" y2="{y1}" stroke="black"/>'
+                f'<text x="{px - 6}" y="{y0 + 4}" text-anchor="end">100%</text>'
+                f'<text x="{px + 45 * len(names):.0f}" y="{y1 + 36}" text-anchor="middle">pairs with gas (%)</text>')
+    for i, s in enumerate(names):
+        ids = plan.splits[s]
+        pos = 100 * sum(1 for p in ids if per[p]["gas"] > 0) / max(len(ids), 1)
+        recs = len({plan.pairs[p]["recording"] for p in ids})
+        h = pos / 100 * (y1 - y0)
+        x = px + 20 + 90 * i
+        body.append(f'<rect x="{x}" y="{y1 - h:.1f}" width="{bw}" height="{h:.1f}" '
+                    f'fill="{_SPLIT_COLOURS.get(s, "#7f7f7f")}"/>'
+                    f'<text x="{x + bw / 2}" y="{y1 - h - 4:.1f}" text-anchor="middle">{pos:.0f}%, {recs} rec.</text>'
+                    f'<text x="{x + bw / 2}" y="{y1 + 18}" text-anchor="middle">{esc(s)}</text>')
+    return _svg(px + 90 * len(names) + 20, 350, body, "Split balance")
 
 
 def _shrink(image: np.ndarray, *, nearest: bool = False) -> np.ndarray:
@@ -167,35 +248,53 @@ def _overlay(gray01: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def _label(width: int, text: str, *, height: int = 22, scale: float = 0.5) -> np.ndarray:
+    import cv2
+
+    strip = np.full((height, width, 3), 255, np.uint8)
+    cv2.putText(strip, text, (6, height - 7), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), 1, cv2.LINE_AA)
+    return strip
+
+
 def sample_figure(samples: list[dict], title: str) -> bytes:
-    """PNG of sample pairs, one row each: RGB (or "no RGB camera"), thermal, mask overlay.
+    """PNG of sample pairs, one row each: RGB (or "no RGB camera"), thermal, mask overlay (red: gas,
+    blue: ignore), each panel shrunk to 320 px wide with its caption above.
 
     Each sample is ``{"name", "rgb" (None without RGB), "thermal", "mask", "caption"}``. The one
-    place that draws a sample (the review app's page templates can replace it).
+    place that draws a sample (drawn with numpy, no plotting library; the review app's page
+    templates can replace it).
     """
-    fig = _new_figure(10.5, 2.9 * len(samples))
-    for r, s in enumerate(samples):
+    from gasdb_tools.imaging import encode_png
+
+    gap = 8
+    rows = []
+    for s in samples:
         thermal, mask = _shrink(s["thermal"]), _shrink(s["mask"], nearest=True)
         shown = _display(thermal)
-        rgb = None if s["rgb"] is None else _shrink(s["rgb"])
-        panels = [(rgb, "RGB" if rgb is not None else "no RGB camera"),
-                  (shown, f"thermal ({s['thermal'].dtype.name})"), (_overlay(shown, mask), s["caption"])]
-        for c, (img, label) in enumerate(panels):
-            ax = fig.add_subplot(len(samples), 3, r * 3 + c + 1)
-            if img is not None:
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1 if img.ndim == 2 else None)
-            ax.set_title(f"{s['name']} {label}" if c == 0 else label, fontsize=9)
-            ax.axis("off")
-    fig.suptitle(title, fontsize=11)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.8 / (2.9 * len(samples)), wspace=0.04,
-                        hspace=0.18)
-    return _png(fig)
+        h, w = shown.shape
+        gray = (np.repeat(shown[..., None], 3, axis=2) * 255).round().astype(np.uint8)
+        if s["rgb"] is None:
+            rgb = np.full((h, w, 3), 235, np.uint8)
+            rgb_caption = f"{s['name']} no RGB camera"
+        else:
+            rgb = _shrink(s["rgb"])
+            rgb_caption = f"{s['name']} RGB"
+        overlay = (_overlay(shown, mask) * 255).round().astype(np.uint8)
+        panels = [(rgb, rgb_caption), (gray, f"thermal ({s['thermal'].dtype.name})"), (overlay, s["caption"])]
+        cells = [np.vstack([_label(w, text), img]) for img, text in panels]
+        spacer = np.full((h + 22, gap, 3), 255, np.uint8)
+        rows.append(np.hstack([cells[0], spacer, cells[1], spacer, cells[2]]))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.hstack([r, np.full((r.shape[0], width - r.shape[1], 3), 255, np.uint8)]) for r in rows]
+    parts = [_label(width, title, height=30, scale=0.6)]
+    for r in rows:
+        parts += [r, np.full((gap, width, 3), 255, np.uint8)]
+    return encode_png(np.vstack(parts), compression=6)
 
 
 def figures(root: Path, plan, per: Mapping, files) -> list[dict]:
     """Write ``figures/*.png`` (samples per scene, gas coverage, split balance); return their captions."""
     import h5py
-    from matplotlib.ticker import MaxNLocator
 
     out = []
     scenes = sorted({plan.scene(p) for p in plan.ids})
@@ -220,50 +319,11 @@ def figures(root: Path, plan, per: Mapping, files) -> list[dict]:
             out.append({"file": f"figures/{name}", "title": f"Samples: {sc or 'unspecified'}",
                         "caption": "RGB, thermal and the mask (red: gas, blue: ignore) of the pair with the most gas, "
                                    "a median gas pair and a gas-free pair of this scene."})
-    fig = _new_figure(7.5, 4.0)
-    ax = fig.add_subplot(1, 1, 1)
-    bins = np.logspace(-3, 2, 26)  # plumes cover from a few pixels to most of the frame
-    for s, ids in plan.splits.items():
-        cov = [max(100 * per[p]["gas"] / per[p]["labelled"], 1e-3) for p in ids
-               if per[p]["gas"] > 0 and per[p]["labelled"]]
-        empty = sum(1 for p in ids if per[p]["gas"] == 0)
-        ax.hist(cov, bins=bins, histtype="step", linewidth=2, color=_SPLIT_COLOURS.get(s),
-                label=f"{s}: {len(cov)} gas pairs, {empty} gas-free")
-    ax.set_xscale("log")
-    ax.set_xlabel("gas pixels per pair (% of labelled pixels, log scale)")
-    ax.set_ylabel("pairs")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
-    ax.set_title("Gas coverage per pair")
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.9)
-    files.put("figures/gas_coverage.png", _png(fig))
-    out.append({"file": "figures/gas_coverage.png", "title": "Gas coverage",
-                "caption": "Histogram of the gas fraction of pairs that contain gas, per split."})
-    fig = _new_figure(10.0, 4.0)
-    ax = fig.add_subplot(1, 2, 1)
-    names = list(plan.splits)
-    bottom = np.zeros(len(names))
-    cmap = __import__("matplotlib").colormaps["tab20"]
-    for i, sc in enumerate(scenes):
-        vals = np.array([sum(1 for p in plan.splits[s] if plan.scene(p) == sc) for s in names], float)
-        ax.bar(names, vals, bottom=bottom, color=cmap(i % 20), label=sc or "unspecified")
-        bottom += vals
-    ax.set_ylabel("pairs")
-    ax.set_title("Pairs per split and scene")
-    ax.legend(fontsize=7)
-    ax2 = fig.add_subplot(1, 2, 2)
-    pos = [100 * sum(1 for p in plan.splits[s] if per[p]["gas"] > 0) / max(len(plan.splits[s]), 1) for s in names]
-    recs = [len({plan.pairs[p]["recording"] for p in plan.splits[s]}) for s in names]
-    bars = ax2.bar(names, pos, color=[_SPLIT_COLOURS.get(s, "#7f7f7f") for s in names])
-    for b, n_rec in zip(bars, recs):
-        ax2.annotate(f"{n_rec} rec.", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
-                     fontsize=8)
-    ax2.set_ylim(0, 110)
-    ax2.set_ylabel("pairs with gas (%)")
-    ax2.set_title("Positive pairs and recordings per split")
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.9, wspace=0.25)
-    files.put("figures/split_balance.png", _png(fig))
-    out.append({"file": "figures/split_balance.png", "title": "Split balance",
+    files.text("figures/gas_coverage.svg", _coverage_svg(plan, per))
+    out.append({"file": "figures/gas_coverage.svg", "title": "Gas coverage",
+                "caption": "Histogram of the gas fraction of pairs that contain gas, per split (log scale)."})
+    files.text("figures/split_balance.svg", _balance_svg(plan, per, scenes))
+    out.append({"file": "figures/split_balance.svg", "title": "Split balance",
                 "caption": "Pairs per split stacked by scene type; share of pairs with gas and number of recordings."})
     return out
 
@@ -558,7 +618,7 @@ def html(plan, summary: dict, meta: dict, figures: list[dict], changes: dict | N
 
         diff_html = (f"<h2>Changes since {html_escape(str(changes['a']['version']))}</h2>\n"
                      + _html_table(diff_rows(changes)))
-    items = "".join(f"<li>{esc(x).replace('**', '')}</li>" for x in limits(plan, summary))
+    items = "".join(f"<li>{esc(x.replace('**', '').replace('`', ''))}</li>" for x in limits(plan, summary))
     title = f"{meta['name']} {meta['version']}"
     return f"""<!DOCTYPE html>
 <html lang="en">

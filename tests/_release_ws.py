@@ -105,7 +105,7 @@ def build_workspace(root, *, recordings: int = 4, pairs_per: int | list = 3, siz
     return ws
 
 
-def add_thermal_only(ws: Workspace, rec: str, *, pairs: int = 3, size=(64, 48), scene: str = "far",
+def add_thermal_only(ws: Workspace, rec: str, *, pairs: int = 3, size=(80, 64), scene: str = "far",
                      status: str = "pending", seed: int = 7) -> list[str]:
     """Add a thermal camera alone (8-bit frames of ``size``, no RGB, no aligned frame) with labelled pairs.
 
