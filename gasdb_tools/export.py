@@ -284,12 +284,13 @@ def annotation_view(frames: PairFrames, stretch: views.Stretch) -> tuple[bytes, 
         path, _ = labelme_format.image_file(frames.doc, frames.label_path)
         try:
             data = path.read_bytes()
-            if data[:8] == _PNG_SIGNATURE:
-                image = decode_image(data, name=str(path))
-                if image.dtype == np.uint8 and image.shape[:2] == frames.mask.shape:
-                    return data, "document"
-        except (OSError, FormatError):
-            pass
+        except OSError:
+            data = b""
+        # 8-bit (gray, gray+alpha, RGB or RGBA) PNG of the annotation frame's size, read from its header
+        if len(data) > 26 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8 \
+                and data[25] in (0, 2, 4, 6) and (int.from_bytes(data[16:20], "big"),
+                                                  int.from_bytes(data[20:24], "big")) == frames.size:
+            return data, "document"
     if frames.thermal is None:
         raise ValueError("annotation_view needs the thermal frame (read_pair(..., arrays=('thermal',)))")
     return encode_png(views.apply_stretch(frames.thermal, stretch), compression=1), "stretch"

@@ -400,18 +400,27 @@ class _Files:
     """Writes release files and remembers their size and sha256 (no file is read back)."""
 
     def __init__(self, root: Path):
+        import threading
+
         self.root = root
         self.known: dict[str, tuple[int, str]] = {}
         self._dirs: set = set()
+        self._lock = threading.Lock()
 
     def put(self, rel: str, data: bytes, digest: str | None = None) -> None:
+        """Write one file (flushed to disk) and record its size and sha256; safe from worker threads."""
         path = self.root / rel
         if path.parent not in self._dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(path.parent)
+            with self._lock:
+                self._dirs.add(path.parent)
+        digest = digest or hashlib.sha256(data).hexdigest()
         with open(path, "wb") as fh:
             fh.write(data)
-        self.known[rel] = (len(data), digest or hashlib.sha256(data).hexdigest())
+            fh.flush()
+            os.fsync(fh.fileno())
+        with self._lock:
+            self.known[rel] = (len(data), digest)
 
     def text(self, rel: str, text: str) -> None:
         self.put(rel, text.encode("utf-8"))
@@ -445,8 +454,10 @@ class _Files:
         return sorted(files, key=lambda f: f["path"])
 
 
-def _encode_pair(ws, plan: ReleasePlan, pid: str, stretch, level: int) -> dict:
-    """Everything one pair becomes, encoded (runs in a worker thread; no file is written)."""
+def _encode_pair(ws, plan: ReleasePlan, pid: str, stretch, level: int, files: "_Files") -> dict:
+    """Everything one pair becomes, encoded (runs in a worker thread). The pair's own files (Gas-DB
+    layout, COCO image) are written here; what goes into shared files (HDF5, Parquet, COCO JSON) is
+    returned for the main thread to write in pair-id order."""
     from gasdb_tools import coco as coco_mod
     from gasdb_tools import export, gasdb_layout, h5pack, labelme_format
     from gasdb_tools.imaging import encode_png
@@ -463,9 +474,9 @@ def _encode_pair(ws, plan: ReleasePlan, pid: str, stretch, level: int) -> dict:
     def sha(b):
         return hashlib.sha256(b).hexdigest()
 
-    layout = {rel.format(name=plan.names[pid]): data
-              for rel, data in gasdb_layout.encode_sample(rgb, th8, label01, ignore=ignore).items()}
-    out = {"pid": pid, "layout": {rel: (data, sha(data)) for rel, data in layout.items()}}
+    for rel, data in gasdb_layout.encode_sample(rgb, th8, label01, ignore=ignore).items():
+        files.put(f"gasdb/{rel.format(name=plan.names[pid])}", data)
+    out = {"pid": pid}
     if layout_only:
         return out
     block, (h, w), tdtype = plan.frames[pid]
@@ -474,17 +485,18 @@ def _encode_pair(ws, plan: ReleasePlan, pid: str, stretch, level: int) -> dict:
                           f"the plan read {w}x{h} {tdtype}", file=ws.path(row.get(frames.thermal_source) or "."),
                           fix="a stage rewrote the frames during the build: run `gasdb release` again")
     mask_png = encode_png(frames.mask, compression=1)
-    files = frames.files
-    hf = {"rgb": None if frames.rgb is None else (files.get("rgb") or encode_png(frames.rgb, compression=1)),
-          "thermal": files.get("thermal") or encode_png(frames.thermal, compression=1),
+    src = frames.files
+    hf = {"rgb": None if frames.rgb is None else (src.get("rgb") or encode_png(frames.rgb, compression=1)),
+          "thermal": src.get("thermal") or encode_png(frames.thermal, compression=1),
           "mask": mask_png,
-          "valid": files.get("valid") or encode_png(frames.valid, compression=1)}
+          "valid": src.get("valid") or encode_png(frames.valid, compression=1)}
     view, view_source = export.annotation_view(frames, stretch)
+    files.put(f"coco/images/{plan.split_of[pid]}/{plan.names[pid]}.png", view)
     out.update({
         "frames": frames, "rgb": rgb,
         "chunks": {"rgb": h5pack.encode_chunk(rgb, level), "thermal": h5pack.encode_chunk(frames.thermal, level),
                    "mask": h5pack.encode_chunk(frames.mask, level), "valid": h5pack.encode_chunk(frames.valid, level)},
-        "hf": hf, "coco_image": (view, sha(view)), "view_source": view_source,
+        "hf": hf, "view_source": view_source,
         "coco_anns": coco_mod.mask_annotations(frames.mask, frames.instances),
         "gas": int(np.count_nonzero(frames.mask == 1)), "labelled": int(np.count_nonzero(~ignore)),
         "mask_sha256": sha(frames.mask.tobytes()),
@@ -546,11 +558,9 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, p
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             work = _ordered(pool, lambda p: _encode_pair(ws, plan, p, stretch[plan.pairs[p]["recording"]],
-                                                         compression), order, window=2 * jobs + 2)
+                                                         compression, files), order, window=2 * jobs + 2)
             for res in progress(work, total=len(order), desc="release", unit="pair"):
                 pid = res["pid"]
-                for rel, (data, digest) in res["layout"].items():
-                    files.put(f"gasdb/{rel}", data, digest)
                 if pid in plan.blacklist:
                     continue
                 fr = res["frames"]
@@ -558,8 +568,6 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, p
                 s = plan.split_of[pid]
                 nm = plan.names[pid]
                 state = plan.states[pid]
-                data, digest = res["coco_image"]
-                files.put(f"coco/images/{s}/{nm}.png", data, digest)
                 image_id = coco_ids[s][pid]
                 coco[s]["images"].append({"id": image_id, "file_name": f"{nm}.png", "height": fr.size[1],
                                           "width": fr.size[0], "pair_id": pid, "recording": fr.recording,
@@ -589,6 +597,7 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, p
                             "block": plan.frames[pid][0], "row": row_of[pid]}
         pos = {pid: k for k, pid in enumerate(plan.ids)}
         pack.finish(meta, {s: sorted(pos[p] for p in ids) for s, ids in plan.splits.items()})
+        _fsync(root / H5_NAME)
     except BaseException:
         pack.close()
         hf.abort()
@@ -596,6 +605,7 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, p
     shards = hf.close()
     for rel, (size, digest) in shards.items():
         files.known[f"hf/{rel}"] = (size, digest)
+        _fsync(root / "hf" / rel)
 
     # the Gas-DB layout's lists and index
     lists = {s: [plan.names[p] for p in ids] for s, ids in plan.splits.items()}
@@ -681,8 +691,11 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, p
     files.json(_MANIFEST, manifest)
     sums = [(files.known[_MANIFEST][1], _MANIFEST)] + [(f["sha256"], f["path"]) for f in listing]
     files.text(_SUMS, "".join(f"{h}  {p}\n" for h, p in sorted(sums, key=lambda x: x[1])))
-    if hasattr(os, "sync"):
-        os.sync()  # everything on disk before the folder is renamed into place
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
 
 
 def _dataset_name(ws) -> str:

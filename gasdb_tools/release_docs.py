@@ -289,7 +289,7 @@ def sample_figure(samples: list[dict], title: str) -> bytes:
     parts = [_label(width, title, height=30, scale=0.6)]
     for r in rows:
         parts += [r, np.full((gap, width, 3), 255, np.uint8)]
-    return encode_png(np.vstack(parts), compression=6)
+    return encode_png(np.vstack(parts), compression=1)
 
 
 def figures(root: Path, plan, per: Mapping, files) -> list[dict]:
