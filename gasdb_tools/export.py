@@ -161,7 +161,8 @@ def read_pair(ws, pair_row, rec: Mapping | None = None, *, class_names: Sequence
     pair_row : dict or str
         A pairs.csv row (or a pair id).
     rec : dict, optional
-        Its recordings.csv row (read from the index when omitted).
+        Its recordings.csv row; when omitted, a pair without an RGB frame counts as a thermal
+        camera alone.
     class_names : sequence of str
         Label list (default ``__ignore__``, ``_background_``, ``gas``).
     unlabelled : {'error', 'background'}
@@ -187,8 +188,8 @@ def read_pair(ws, pair_row, rec: Mapping | None = None, *, class_names: Sequence
         raise ValueError(f"arrays must be a subset of ('rgb', 'thermal'), got {bad}")
     row = _row(ws, pair_row)
     pid = row.get("pair_id", "?")
-    if rec is None:
-        rec = ws.read_index().recordings.get(row.get("recording", ""), {"id": row.get("recording", "")})
+    if rec is None:  # a thermal camera alone has no RGB frames: the pair row says enough (no index read)
+        rec = {"id": row.get("recording", ""), "rgb": row.get("rgb", "")}
     modality = recording_modality(rec)
     kind = views.source_kind(rec, row)
     if modality != "thermal" and kind != "aligned" and "rgb" in arrays:
