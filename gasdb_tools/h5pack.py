@@ -7,7 +7,7 @@ chunk per frame. ``/meta/block`` and ``/meta/row`` say where sample ``k`` (pair-
 read is one chunk of one dataset. A thermal camera alone has ``rgb`` = 0 and ``/meta/modality``
 ``thermal``.
 
-Chunks are compressed in worker threads and written with ``write_direct_chunk`` (the HDF5 C
+Chunks are compressed in worker processes and written with ``write_direct_chunk`` (the HDF5 C
 library never sees uncompressed data), with the standard ``shuffle`` + ``gzip`` (deflate) filters
 that every HDF5 build reads (h5py, MATLAB, h5dump; no plugin). The per-sample tables carry a
 SHA-256 (``meta_sha256``, ``splits_sha256`` attributes) that :func:`read_tables` checks, so a bit
@@ -62,7 +62,7 @@ def block_name(width: int, height: int, thermal_dtype) -> str:
 
 
 def encode_chunk(array: np.ndarray, level: int) -> bytes:
-    """One frame as the bytes HDF5 stores for a ``shuffle`` + ``gzip(level)`` chunk (thread-safe, GIL-free)."""
+    """One frame as the bytes HDF5 stores for a ``shuffle`` + ``gzip(level)`` chunk."""
     a = np.ascontiguousarray(array)
     if a.dtype.itemsize > 1:
         data = np.ascontiguousarray(a.view(np.uint8).reshape(-1, a.dtype.itemsize).T).tobytes()

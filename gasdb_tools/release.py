@@ -18,9 +18,10 @@ A release is one folder (``docs/formats.md`` §5)::
       SHA256SUMS                  ``sha256sum -c`` format, every file but itself
 
 Every pair is read once, in its annotation frame (:func:`gasdb_tools.export.read_pair`); worker
-threads encode and compress everything it becomes (HDF5 chunks, PNGs, COCO RLE, hashes; source
-PNGs whose pixels are unchanged are copied byte for byte), and the main thread writes it all in
-pair-id order, so the build is byte-reproducible. It is built in ``OUT.partial-XXXX`` next to
+processes encode and compress everything it becomes and write its own files (Gas-DB PNGs, COCO
+image; source PNGs whose pixels are unchanged are copied byte for byte), and the main process
+writes the shared files (HDF5 chunks, Parquet rows, COCO JSON) in pair-id order, so the build is
+byte-reproducible whatever the number of workers. It is built in ``OUT.partial-XXXX`` next to
 ``OUT`` and renamed at the very end; any failure (a full disk included) removes the partial
 folder; the workspace is only read. :func:`verify_release` recomputes every hash and count, names
 each corrupted, missing, extra or unsafe file, and never follows a path out of the release.
@@ -41,7 +42,6 @@ import struct
 import sys
 import tempfile
 from collections import Counter, defaultdict, deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Mapping
@@ -302,7 +302,8 @@ def build_release(ws, out, *, version: str, parent_version: str | None = None, p
     compression : int
         gzip level of the HDF5 pack's chunks (with the shuffle filter; one chunk per frame).
     jobs : int, optional
-        Encoding threads (default: the number of CPUs, at most 8). The bytes do not depend on it.
+        Encoding worker processes (default: the number of CPUs, at most 8; 1 encodes in this
+        process). The bytes do not depend on it.
     require_reviewed : bool
         Refuse to release masks nobody reviewed (pending drafts, rechecks).
 
@@ -454,10 +455,19 @@ class _Files:
         return sorted(files, key=lambda f: f["path"])
 
 
-def _encode_pair(ws, plan: ReleasePlan, pid: str, stretch, level: int, files: "_Files") -> dict:
-    """Everything one pair becomes, encoded (runs in a worker thread). The pair's own files (Gas-DB
-    layout, COCO image) are written here; what goes into shared files (HDF5, Parquet, COCO JSON) is
-    returned for the main thread to write in pair-id order."""
+def _write_synced(path: Path, data: bytes) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def _encode_pair(ws, plan: ReleasePlan, pid: str, stretch, level: int, root: Path) -> dict:
+    """Everything one pair becomes, encoded (runs in a worker process). The pair's own files (Gas-DB
+    layout, COCO image) are written here and listed in ``written``; what goes into shared files
+    (HDF5, Parquet, COCO JSON) is returned for the main process to write in pair-id order."""
     from gasdb_tools import coco as coco_mod
     from gasdb_tools import export, gasdb_layout, h5pack, labelme_format
     from gasdb_tools.imaging import encode_png
@@ -474,9 +484,11 @@ def _encode_pair(ws, plan: ReleasePlan, pid: str, stretch, level: int, files: "_
     def sha(b):
         return hashlib.sha256(b).hexdigest()
 
+    written = {}
     for rel, data in gasdb_layout.encode_sample(rgb, th8, label01, ignore=ignore).items():
-        files.put(f"gasdb/{rel.format(name=plan.names[pid])}", data)
-    out = {"pid": pid}
+        rel = f"gasdb/{rel.format(name=plan.names[pid])}"
+        written[rel] = _write_synced(root / rel, data)
+    out = {"pid": pid, "written": written}
     if layout_only:
         return out
     block, (h, w), tdtype = plan.frames[pid]
@@ -491,9 +503,13 @@ def _encode_pair(ws, plan: ReleasePlan, pid: str, stretch, level: int, files: "_
           "mask": mask_png,
           "valid": src.get("valid") or encode_png(frames.valid, compression=1)}
     view, view_source = export.annotation_view(frames, stretch)
-    files.put(f"coco/images/{plan.split_of[pid]}/{plan.names[pid]}.png", view)
+    rel = f"coco/images/{plan.split_of[pid]}/{plan.names[pid]}.png"
+    written[rel] = _write_synced(root / rel, view)
     out.update({
-        "frames": frames, "rgb": rgb,
+        "info": {"size": frames.size, "modality": frames.modality, "recording": frames.recording,
+                 "rgb_resized_from": "" if not frames.rgb_resized else "{}x{}".format(*frames.rgb_native),
+                 "thermal_dtype": frames.thermal.dtype.name, "thermal_source": frames.thermal_source},
+        "rgb": rgb, "thermal": frames.thermal,
         "chunks": {"rgb": h5pack.encode_chunk(rgb, level), "thermal": h5pack.encode_chunk(frames.thermal, level),
                    "mask": h5pack.encode_chunk(frames.mask, level), "valid": h5pack.encode_chunk(frames.valid, level)},
         "hf": hf, "view_source": view_source,
@@ -504,6 +520,61 @@ def _encode_pair(ws, plan: ReleasePlan, pid: str, stretch, level: int, files: "_
         if isinstance((frames.doc or {}).get("gasdb"), dict) else "",
     })
     return out
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(ws, plan, stretch, level, root, *, main: bool = False) -> None:
+    if not main:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the main process, which removes the folder
+    _WORKER.update(ws=ws, plan=plan, stretch=stretch, level=level, root=root)
+
+
+def _encode_task(pid: str) -> dict:
+    w = _WORKER
+    return _encode_pair(w["ws"], w["plan"], pid, w["stretch"][w["plan"].pairs[pid]["recording"]], w["level"],
+                        w["root"])
+
+
+class _InProcess:
+    """The executor interface, run in the calling process (``jobs=1``)."""
+
+    def __init__(self, *args):
+        _init_worker(*args, main=True)
+
+    def submit(self, func, *args):
+        from concurrent.futures import Future
+
+        fut = Future()
+        try:
+            fut.set_result(func(*args))
+        except Exception as exc:  # noqa: BLE001 - delivered through the future, as a pool would
+            fut.set_exception(exc)
+        return fut
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _WORKER.clear()
+        return False
+
+
+def _pool(jobs: int, args: tuple):
+    """Worker processes (forked: the plan is not pickled) for ``jobs`` > 1, else the calling process.
+
+    Processes, not threads: reading LabelMe documents and rasterising them holds the GIL."""
+    if jobs == 1:
+        return _InProcess(*args)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method),
+                               initializer=_init_worker, initargs=args)
 
 
 def _ordered(pool, func, items, window: int):
@@ -547,42 +618,47 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, p
         b = plan.frames[pid][0]
         row_of[pid] = block_rows[b]
         block_rows[b] += 1
-    pack = h5pack.PackWriter(root / H5_NAME, blocks, attrs, level=compression)
-    hf = hf_export.ShardWriter(root / "hf", {s: len(ids) for s, ids in plan.splits.items()})
     audit = FrameAudit()
     per: dict[str, dict] = {}
     meta = defaultdict(list)
     coco = {s: {"images": [], "annotations": []} for s in plan.splits}
     coco_ids = {s: {p: i + 1 for i, p in enumerate(ids)} for s, ids in plan.splits.items()}
     order = sorted(plan.ids + plan.layout_only)
+    for rel in {f"coco/images/{s}" for s in plan.splits} | {"gasdb/images", "gasdb/labels", "gasdb/ignore"}:
+        (root / rel).mkdir(parents=True, exist_ok=True)
+    pack = hf = None
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            work = _ordered(pool, lambda p: _encode_pair(ws, plan, p, stretch[plan.pairs[p]["recording"]],
-                                                         compression, files), order, window=2 * jobs + 2)
+        with _pool(jobs, (ws, plan, stretch, compression, root)) as pool:
+            for f in [pool.submit(os.getpid) for _ in range(jobs)]:
+                f.result()  # workers are forked before any file is open here
+            pack = h5pack.PackWriter(root / H5_NAME, blocks, attrs, level=compression)
+            hf = hf_export.ShardWriter(root / "hf", {s: len(ids) for s, ids in plan.splits.items()})
+            work = _ordered(pool, _encode_task, order, window=2 * jobs + 2)
             for res in progress(work, total=len(order), desc="release", unit="pair"):
                 pid = res["pid"]
+                files.known.update(res["written"])
                 if pid in plan.blacklist:
                     continue
-                fr = res["frames"]
+                fr = res["info"]
                 pack.write(plan.frames[pid][0], row_of[pid], res["chunks"])
                 s = plan.split_of[pid]
                 nm = plan.names[pid]
                 state = plan.states[pid]
                 image_id = coco_ids[s][pid]
-                coco[s]["images"].append({"id": image_id, "file_name": f"{nm}.png", "height": fr.size[1],
-                                          "width": fr.size[0], "pair_id": pid, "recording": fr.recording,
-                                          "modality": fr.modality})
+                coco[s]["images"].append({"id": image_id, "file_name": f"{nm}.png", "height": fr["size"][1],
+                                          "width": fr["size"][0], "pair_id": pid, "recording": fr["recording"],
+                                          "modality": fr["modality"]})
                 for ann in res["coco_anns"]:
                     coco[s]["annotations"].append({"id": len(coco[s]["annotations"]) + 1, "image_id": image_id,
                                                    **ann})
-                audit.add(pid, s, {"rgb": res["rgb"], "thermal": fr.thermal})
-                resized = "" if not fr.rgb_resized else "{}x{}".format(*fr.rgb_native)
+                audit.add(pid, s, {"rgb": res["rgb"], "thermal": res["thermal"]})
+                resized = fr["rgb_resized_from"]
                 row = plan.pairs[pid]
-                rec = fr.recording
-                values = {"pair_id": pid, "name": nm, "recording": rec, "scene": plan.scene(pid), "split": s,
-                          "review": state.status, "modality": fr.modality, "block": plan.frames[pid][0],
-                          "rgb_resized_from": resized, "mask_sha256": res["mask_sha256"], "row": row_of[pid],
-                          "height": fr.size[1], "width": fr.size[0], "gas_pixels": res["gas"]}
+                values = {"pair_id": pid, "name": nm, "recording": fr["recording"], "scene": plan.scene(pid),
+                          "split": s, "review": state.status, "modality": fr["modality"],
+                          "block": plan.frames[pid][0], "rgb_resized_from": resized,
+                          "mask_sha256": res["mask_sha256"], "row": row_of[pid], "height": fr["size"][1],
+                          "width": fr["size"][0], "gas_pixels": res["gas"]}
                 for t in ("t_rgb", "t_thermal", "dt"):
                     values[t] = float(row.get(t) or "nan")
                 for k, v in values.items():
@@ -591,16 +667,19 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, p
                 per[pid] = {"gas": res["gas"], "labelled": res["labelled"], "review": state.status,
                             "recheck": bool(state.recheck), "preannot": dict(state.preannot),
                             "untouched": bool(state.untouched), "draft_frame": res["draft_frame"],
-                            "view_source": res["view_source"], "modality": fr.modality, "size": list(fr.size),
-                            "rgb_resized_from": resized, "thermal_dtype": fr.thermal.dtype.name,
-                            "thermal_source": fr.thermal_source, "index": len(per),
+                            "view_source": res["view_source"], "modality": fr["modality"],
+                            "size": list(fr["size"]), "rgb_resized_from": resized,
+                            "thermal_dtype": fr["thermal_dtype"], "thermal_source": fr["thermal_source"],
+                            "index": len(per),
                             "block": plan.frames[pid][0], "row": row_of[pid]}
         pos = {pid: k for k, pid in enumerate(plan.ids)}
         pack.finish(meta, {s: sorted(pos[p] for p in ids) for s, ids in plan.splits.items()})
         _fsync(root / H5_NAME)
     except BaseException:
-        pack.close()
-        hf.abort()
+        if pack is not None:
+            pack.close()
+        if hf is not None:
+            hf.abort()
         raise
     shards = hf.close()
     for rel, (size, digest) in shards.items():

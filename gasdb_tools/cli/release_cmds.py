@@ -159,7 +159,7 @@ def _print_check(report, workspace) -> None:
 @click.option("--require-reviewed", is_flag=True,
               help="Refuse to release masks nobody reviewed (pending drafts, documents marked for a recheck).")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-              help="Encoding threads (default: CPUs, at most 8); the release's bytes do not depend on it.")
+              help="Encoding worker processes (default: CPUs, at most 8); the release's bytes do not depend on it.")
 @click.option("-f", "--force", is_flag=True, help="Replace OUT when it is a previous gasdb release.")
 @json_option
 def release(workspace, out, version, parent, parent_version, license_, split_name, require_reviewed, jobs, force,
