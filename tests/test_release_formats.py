@@ -334,6 +334,16 @@ def test_release_onto_a_full_or_read_only_disk_fails_cleanly(mixed, tmp_path, op
         assert len(lines) == 1 and lines[0].startswith("Error: ") and words in lines[0], res.stderr
         assert "Traceback" not in res.stderr
         assert list(disk.iterdir()) == []  # no OUT, no OUT.partial-*, no temp file
+        if "ro" not in options:  # leave 16 KiB free: not enough for the export's images
+            st = os.statvfs(disk)
+            (disk / "filler").write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - 16384))
+        res = subprocess.run([sys.executable, "-m", "gasdb_tools", "export", str(ws.root), "--format", "gasdb",
+                              str(disk / "export")], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert res.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+        assert words in lines[0] or "No space left" in lines[0] or "read-only" in lines[0].lower(), lines[0]
+        assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")]  # no temp file left
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
 
