@@ -419,10 +419,10 @@ def export_coco(ws, out_json, *, pairs=None, class_names: Sequence[str] = DEFAUL
         if frames.doc is not None:
             path, _ = labelme_format.image_file(frames.doc, frames.label_path)
             shown = ws.rel(path) if path.is_file() else ""
+        rgb = row.get("rgb", "") if frames.modality != "thermal" else ""
         images.append(coco_mod.make_image(image_id, shown or row.get(frames.thermal_source, ""), *frames.mask.shape,
                                           pair_id=row["pair_id"], recording=row.get("recording", ""),
-                                          modality=frames.modality, rgb=row.get("rgb", "") if frames.modality != "thermal"
-                                          else "", thermal=row.get(frames.thermal_source, "")))
+                                          modality=frames.modality, rgb=rgb, thermal=row.get(frames.thermal_source, "")))
         for ann in coco_mod.mask_annotations(frames.mask, frames.instances):
             annotations.append({**ann, "id": len(annotations) + 1, "image_id": image_id})
     doc = coco_mod.build_coco(images, annotations, info={"description": f"gasdb-tools export of {ws.root.name}",

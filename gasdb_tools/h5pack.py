@@ -17,7 +17,6 @@ flip in the split table is refused instead of returning another sample.
 from __future__ import annotations
 
 import hashlib
-import json
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -206,8 +205,3 @@ def read_tables(f, *, path=None) -> tuple[dict, dict]:
                               fix="rebuild the release with `gasdb release`")
     return meta, splits
 
-
-def attrs_json(f, key: str):
-    """A JSON-text root attribute, parsed (None when absent)."""
-    raw = f.attrs.get(key)
-    return None if raw is None else json.loads(raw)

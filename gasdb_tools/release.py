@@ -44,13 +44,12 @@ import tempfile
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Mapping
 
 import numpy as np
 
 from gasdb_tools import __version__
 from gasdb_tools.errors import FormatError, WorkspaceError
-from gasdb_tools.fsutil import atomic_write_text, read_json, sha256_file, write_json
+from gasdb_tools.fsutil import read_json, sha256_file
 
 __all__ = [
     "H5_NAME",
@@ -58,6 +57,7 @@ __all__ = [
     "ReleasePlan",
     "VerifyReport",
     "plan_release",
+    "unreviewed",
     "build_release",
     "make_release",
     "verify_release",

@@ -59,7 +59,8 @@ def _mask(root: Path, row: dict) -> np.ndarray:
 
 def _compare(a: np.ndarray, b: np.ndarray) -> dict:
     if a.shape != b.shape:
-        return {"iou": None, "changed_pixels": None, "note": f"size {a.shape[1]}x{a.shape[0]} -> {b.shape[1]}x{b.shape[0]}"}
+        return {"iou": None, "changed_pixels": None,
+                "note": f"size {a.shape[1]}x{a.shape[0]} -> {b.shape[1]}x{b.shape[0]}"}
     scored = (a != _IGNORE) & (b != _IGNORE)
     ga, gb = (a == 1) & scored, (b == 1) & scored
     union = int(np.count_nonzero(ga | gb))

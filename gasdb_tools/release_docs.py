@@ -179,7 +179,8 @@ def _coverage_svg(plan, per: Mapping) -> str:
         pts.append(f"{sx(edges[-1]):.1f},{sy(0):.1f}")
         body.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}" stroke-width="2"/>')
         body.append(f'<rect x="{x0 + 10}" y="{y0 + 4 + 18 * k}" width="12" height="12" fill="{colour}"/>'
-                    f'<text x="{x0 + 28}" y="{y0 + 14 + 18 * k}">{esc(s)}: {n_gas} gas pairs, {n_empty} gas-free</text>')
+                    f'<text x="{x0 + 28}" y="{y0 + 14 + 18 * k}">'
+                    f"{esc(s)}: {n_gas} gas pairs, {n_empty} gas-free</text>")
     return _svg(600, 350, body, "Gas coverage per pair")
 
 
