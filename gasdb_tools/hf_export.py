@@ -145,6 +145,7 @@ def _yaml_str(text: str) -> str:
 def dataset_card(meta: dict, summary: dict, counts: dict, shard_bytes: dict | None = None) -> str:
     """``hf/README.md``: the YAML header the hub and ``datasets`` read (configs, features, splits,
     licence), then a short card pointing at the release's datasheet."""
+    counts = {s: n for s, n in counts.items() if n}  # an empty split has no shard to point at
     lic = str(meta["license"]).lower()
     lines = ["---", f"license: {lic if lic in _HF_LICENSES else 'other'}"]
     if lic not in _HF_LICENSES:
