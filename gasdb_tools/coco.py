@@ -5,9 +5,11 @@ are stored as compressed RLE, so a COCO file means exactly what the class-index 
 polygon segmentation would be re-rasterised by pycocotools with other boundary rules: LabelMe's
 rectangle (20, 10)-(70, 40) covers 1581 px, the same COCO polygon 1500 px).
 
-Conventions: one category, ``gas`` = 1, no background category; ``iscrowd`` 0 (ignore regions
-belong in the semantic masks as 255, never in crowd annotations); ``area`` is the pixel count
-and ``bbox`` ``[x, y, w, h]`` the tight pixel box (pycocotools' ``toBbox``); RLE ``counts`` is
+Conventions: one category, ``gas`` = 1, no background category; gas instances have ``iscrowd``
+0; the ignored pixels of an image (255 in the semantic masks: outside the thermal view, or drawn
+as ``__ignore__``) form one ``iscrowd`` 1 annotation of category gas, which COCOeval treats as an
+ignore region (a detection over it is neither a true nor a false positive); ``area`` is the pixel
+count and ``bbox`` ``[x, y, w, h]`` the tight pixel box (pycocotools' ``toBbox``); RLE ``counts`` is
 ASCII text so the document is plain JSON. The pycocotools pitfalls handled here: Fortran-ordered
 input to ``encode``, ``bytes`` counts, ``loadRes([])`` raising, ``loadRes`` mutating its input,
 and predictions of the wrong size silently scoring 0.
@@ -41,6 +43,7 @@ __all__ = [
     "make_image",
     "make_annotation",
     "instance_masks",
+    "mask_annotations",
     "build_coco",
     "check_coco",
     "evaluate_segm",
@@ -167,6 +170,27 @@ def instance_masks(semantic: np.ndarray, instances: np.ndarray | None = None, *,
     return [labels == k for k in range(1, n + 1)]
 
 
+def mask_annotations(semantic: np.ndarray, instances: np.ndarray | None = None, *, gas: int = 1,
+                     ignore: int = 255) -> list[dict]:
+    """COCO annotations of one image without ``id``/``image_id``: one per gas instance (``iscrowd`` 0,
+    see :func:`instance_masks`), then the ignored pixels as one ``iscrowd`` 1 region (when there are any).
+
+    >>> sem = np.array([[1, 1, 0], [0, 255, 255]], np.uint8)
+    >>> [(a["iscrowd"], a["area"]) for a in mask_annotations(sem)]
+    [(0, 2), (1, 2)]
+    """
+    semantic = np.asarray(semantic)
+    out = []
+    for mask in instance_masks(semantic, instances, gas=gas):
+        out.append({"category_id": GAS_CATEGORY["id"], "segmentation": encode_rle(mask), "area": int(mask.sum()),
+                    "bbox": mask_bbox(mask), "iscrowd": 0})
+    crowd = semantic == ignore
+    if crowd.any():
+        out.append({"category_id": GAS_CATEGORY["id"], "segmentation": encode_rle(crowd), "area": int(crowd.sum()),
+                    "bbox": mask_bbox(crowd), "iscrowd": 1})
+    return out
+
+
 def build_coco(images: Sequence[Mapping], annotations: Sequence[Mapping], *,
                categories: Sequence[Mapping] = CATEGORIES, info: Mapping | None = None) -> dict:
     """Assemble a COCO document (deterministic order: images and annotations sorted by id)."""
@@ -185,7 +209,7 @@ def check_coco(doc: Mapping, *, file=None) -> None:
     """Check the invariants of our COCO files; raise :class:`FormatError` naming the field.
 
     Unique ids, annotations on known images and categories, RLE size equal to the image size,
-    ``area`` equal to the RLE pixel count, ``iscrowd`` 0, no category 0.
+    ``area`` equal to the RLE pixel count, ``iscrowd`` 0 or 1 (1: an ignore region), no category 0.
     """
     try:
         images = {int(i["id"]): i for i in doc["images"]}
@@ -219,9 +243,9 @@ def check_coco(doc: Mapping, *, file=None) -> None:
         if int(ann["area"]) != rle_area(rle):
             raise FormatError(f"area {ann['area']} differs from the mask's {rle_area(rle)} pixels", file=file,
                               field=f"{where}.area")
-        if ann.get("iscrowd", 0) != 0:
-            raise FormatError("iscrowd must be 0 (put ignore regions in the semantic mask as 255)", file=file,
-                              field=f"{where}.iscrowd")
+        if ann.get("iscrowd", 0) not in (0, 1):
+            raise FormatError(f"iscrowd must be 0 (an instance) or 1 (an ignore region), got {ann.get('iscrowd')!r}",
+                              file=file, field=f"{where}.iscrowd")
 
 
 def evaluate_segm(gt: Mapping, detections: Sequence[Mapping]) -> dict:
@@ -283,7 +307,8 @@ def evaluate_segm(gt: Mapping, detections: Sequence[Mapping]) -> dict:
 
 
 def detections_from_annotations(annotations: Iterable[Mapping], *, score: float = 1.0) -> list[dict]:
-    """Turn ground-truth annotations into detections (for self-evaluation and tests)."""
+    """Turn ground-truth instances (not the ``iscrowd`` ignore regions) into detections (for self-evaluation)."""
     return [{"image_id": a["image_id"], "category_id": a["category_id"],
-             "segmentation": dict(a["segmentation"]), "score": float(score)} for a in annotations]
+             "segmentation": dict(a["segmentation"]), "score": float(score)} for a in annotations
+            if not a.get("iscrowd", 0)]
 

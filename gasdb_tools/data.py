@@ -1,7 +1,9 @@
 """Load a release's HDF5 pack for training: :class:`GasDBDataset`.
 
-A map-style dataset over ``gasdb.h5`` (see :mod:`gasdb_tools.release`). It is a
+A map-style dataset over ``gasdb.h5`` (see :mod:`gasdb_tools.h5pack`). It is a
 ``torch.utils.data.Dataset`` when torch is installed and a plain indexable object otherwise.
+Each sample keeps its own frame size (a release may mix cameras). The per-sample tables are
+checked against their SHA-256 when the dataset is created, so a corrupted split table is refused.
 The file is opened lazily, once per process: h5py handles cannot be pickled, and a handle
 shared across forked DataLoader workers corrupts reads (pytorch issues #11929, #11887), so
 each worker opens its own on first access.
@@ -11,8 +13,8 @@ Examples
 >>> from gasdb_tools.data import GasDBDataset              # doctest: +SKIP
 >>> ds = GasDBDataset("release-1.0.0/gasdb.h5", "train")    # doctest: +SKIP
 >>> sample = ds[0]                                          # doctest: +SKIP
->>> sample["rgb"].shape, sample["thermal"].dtype, sample["meta"]["pair_id"]   # doctest: +SKIP
-((512, 640, 3), dtype('uint16'), 'rec01_00012346')
+>>> sample["rgb"].shape, sample["thermal"].dtype, sample["meta"]["modality"]   # doctest: +SKIP
+((480, 640, 3), dtype('uint16'), 'rgb+thermal')
 """
 
 from __future__ import annotations
@@ -24,13 +26,9 @@ from typing import Callable
 import numpy as np
 
 from gasdb_tools.errors import FormatError
+from gasdb_tools.h5pack import ARRAYS, META_NUM, read_tables
 
 __all__ = ["GasDBDataset", "ARRAYS"]
-
-#: Arrays a sample can hold (``/rgb``, ``/thermal``, ``/mask``, ``/valid`` in the pack).
-ARRAYS = ("rgb", "thermal", "mask", "valid")
-_META_STR = ("pair_id", "name", "recording", "scene", "split", "review")
-_META_NUM = ("t_rgb", "t_thermal", "dt", "gas_pixels")
 
 try:  # a torch Dataset when torch is there; nothing in this module needs torch otherwise
     from torch.utils.data import Dataset as _Base
@@ -54,12 +52,22 @@ class GasDBDataset(_Base):
 
     Notes
     -----
-    A sample is a dict: ``rgb`` (H, W, 3) uint8, ``thermal`` (H, W) with the release's bit depth
-    (uint16 for radiometric cameras), ``mask`` (H, W) uint8 with 0 background, 1 gas, 255 ignore,
-    ``valid`` (H, W) uint8 with 255 where the thermal camera sees, and ``meta``: a dict with
-    ``index`` (row in the pack), ``pair_id``, ``name`` (Gas-DB name), ``recording``, ``scene``,
-    ``split``, ``review``, ``t_rgb``, ``t_thermal``, ``dt`` and ``gas_pixels``. Arrays are numpy
-    arrays; torch's default collate turns them into tensors.
+    A sample is a dict: ``rgb`` (H, W, 3) uint8 (all 0 when ``meta["modality"]`` is ``thermal``:
+    a thermal camera alone), ``thermal`` (H, W) with its recording's bit depth (uint16 for
+    radiometric cameras), ``mask`` (H, W) uint8 with 0 background, 1 gas, 255 ignore, ``valid``
+    (H, W) uint8 with 255 where the thermal camera sees, and ``meta``: a dict with ``index``
+    (sample number in the pack), ``pair_id``, ``name`` (Gas-DB name), ``recording``, ``scene``,
+    ``split``, ``review``, ``modality``, ``rgb_resized_from`` ("WxH" of the RGB frame before it was
+    resized to the annotation frame, "" when it was not), ``height``, ``width``, ``t_rgb``,
+    ``t_thermal``, ``dt`` and ``gas_pixels``. Each sample has its own (H, W); batch samples of one
+    size (group by ``meta["block"]``) or resize them in ``transform``. Arrays are numpy arrays;
+    torch's default collate turns them into tensors.
+
+    Raises
+    ------
+    FormatError
+        The file is missing, not a gasdb pack, or its per-sample tables do not match their
+        recorded SHA-256 (a corrupted file).
     """
 
     def __init__(self, h5_path, split: str | None = None, *, arrays=ARRAYS, transform: Callable | None = None):
@@ -79,24 +87,26 @@ class GasDBDataset(_Base):
                               fix="pass the gasdb.h5 of a release (gasdb release WS OUT --version X.Y.Z)")
         try:
             with h5py.File(self.h5_path, "r") as f:
-                if f.attrs.get("format") != "gasdb-h5":
-                    raise FormatError("not a gasdb HDF5 pack (attribute format is not 'gasdb-h5')",
-                                      file=self.h5_path, field="format", fix="pass the gasdb.h5 of a release")
-                missing = [a for a in self.arrays if a not in f]
-                if missing:
-                    raise FormatError(f"datasets {missing} are missing", file=self.h5_path,
-                                      fix="rebuild the release with `gasdb release`")
-                n = f["rgb"].shape[0]
+                meta, splits = read_tables(f, path=self.h5_path)
+                n = len(meta["pair_id"])
                 if split is None:
                     self.indices = np.arange(n, dtype=np.int64)
                 else:
-                    known = sorted(f["splits"]) if "splits" in f else []
-                    if split not in known:
-                        raise ValueError(f"split {split!r} is not in the pack; it has {known}")
-                    self.indices = np.asarray(f["splits"][split][:], dtype=np.int64)
-                meta = f["meta"]
-                self._meta_str = {k: meta[k].asstr()[:].tolist() for k in _META_STR if k in meta}
-                self._meta_num = {k: meta[k][:] for k in _META_NUM if k in meta}
+                    if split not in splits:
+                        raise ValueError(f"split {split!r} is not in the pack; it has {sorted(splits)}")
+                    self.indices = np.asarray(splits[split], dtype=np.int64)
+                if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
+                    raise FormatError(f"split {split!r} names rows outside 0..{n - 1}", file=self.h5_path,
+                                      fix="check it with `gasdb verify RELEASE`")
+                blocks = sorted(set(meta["block"]))
+                missing = [f"frames/{b}/{a}" for b in blocks for a in self.arrays if f"frames/{b}/{a}" not in f]
+                if missing:
+                    raise FormatError(f"datasets {missing[:3]} are missing", file=self.h5_path,
+                                      fix="rebuild the release with `gasdb release`")
+                self._meta_str = {k: v for k, v in meta.items() if k not in META_NUM}
+                self._meta_num = {k: v for k, v in meta.items() if k in META_NUM}
+                self._block = list(meta["block"])
+                self._row = np.asarray(meta["row"], np.int64)
                 self.version = str(f.attrs.get("dataset_version", ""))
                 self.class_names = [str(c) for c in f.attrs.get("class_names", ())]
                 self.ignore_index = int(f.attrs.get("ignore_index", 255))
@@ -115,7 +125,7 @@ class GasDBDataset(_Base):
 
             self._h5 = h5py.File(self.h5_path, "r")
             self._pid = os.getpid()
-            self._dsets = {a: self._h5[a] for a in self.arrays}
+            self._dsets = {b: {a: self._h5[f"frames/{b}/{a}"] for a in self.arrays} for b in sorted(set(self._block))}
         return self._dsets
 
     def close(self) -> None:
@@ -150,7 +160,8 @@ class GasDBDataset(_Base):
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} samples in split {self.split!r}")
         k = int(self.indices[i])
-        sample = {a: d[k] for a, d in self._datasets().items()}
+        row = int(self._row[k])
+        sample = {a: d[row] for a, d in self._datasets()[self._block[k]].items()}
         meta = {"index": k}
         meta.update({key: values[k] for key, values in self._meta_str.items()})
         meta.update({key: values[k].item() for key, values in self._meta_num.items()})

@@ -1,13 +1,23 @@
 """The export stage: a workspace's LabelMe annotations as masks, COCO or the Gas-DB/RT-CAN layout.
 
-Every export goes through :func:`pair_mask`, which rasterises a pair's LabelMe document with the
-one rasteriser (:func:`gasdb_tools.labelme_format.rasterize`) in the aligned RGB frame and marks
-pixels outside the aligned thermal's ``valid`` mask as ignore (255). So the three formats hold
-the same pixels:
+Every export reads a pair through :func:`read_pair`, which puts everything in the pair's
+**annotation frame** (:func:`gasdb_tools.align.annotation_frame`): the aligned RGB frame of an
+RGB + thermal recording, the thermal frame of a thermal camera alone. The LabelMe document is
+rasterised with the one rasteriser (:func:`gasdb_tools.labelme_format.rasterize_instances`) and
+pixels outside the thermal view (``valid`` 0) become ignore (255). The RGB frame is resized to the
+annotation frame when ``align --size`` made them differ (recorded per pair: :attr:`PairFrames.rgb_native`).
+So every format holds the same pixels:
 
 * ``masks``: ``OUT/<pair_id>.png``, single channel, 0 background, 1 gas, 255 ignore;
-* ``coco``: one JSON, RLE instance masks of the gas pixels (see :mod:`gasdb_tools.coco`);
-* ``gasdb``: the folder the official RT-CAN code reads (see :mod:`gasdb_tools.gasdb_layout`).
+* ``coco``: one JSON, RLE instance masks of the gas pixels, ignore regions as ``iscrowd`` 1
+  (see :mod:`gasdb_tools.coco`); ``file_name`` is the image annotators saw;
+* ``gasdb``: the folder the official RT-CAN code reads (see :mod:`gasdb_tools.gasdb_layout`),
+  plus ``ignore/`` masks beside ``labels/``.
+
+**Missing RGB.** A thermal camera alone has no RGB frame: its pairs are written with RGB = 0 (black)
+in the Gas-DB layout's RGBA images, and ``index.csv`` says ``modality`` ``thermal`` (the HDF5 pack
+and the Hugging Face export record the same, see ``docs/formats.md`` §3-§5). Thermal frames go to
+8 bits with the recording's one contrast stretch (:mod:`gasdb_tools.views`).
 
 Exports check every selected pair before writing anything (pass 1), then write each file
 atomically (pass 2). Blacklisted pairs (``WS/blacklist.csv``) are left out of the default
@@ -17,23 +27,28 @@ split lists and names them, with their reason, in ``blacklist.txt`` / ``index.cs
 
 from __future__ import annotations
 
-import csv
-import io
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from gasdb_tools import coco as coco_mod
-from gasdb_tools import gasdb_layout, labelme_format, review
+from gasdb_tools import gasdb_layout, labelme_format, review, views
 from gasdb_tools.errors import FormatError, WorkspaceError
-from gasdb_tools.fsutil import atomic_write_text, write_json
-from gasdb_tools.imaging import read_image, to_uint8, write_image
+from gasdb_tools.fsutil import atomic_write_bytes, write_json
+from gasdb_tools.imaging import decode_image, encode_png, read_image
 from gasdb_tools.progress import progress
+from gasdb_tools.recordings import modality as recording_modality
 
 __all__ = [
     "DEFAULT_CLASS_NAMES",
+    "PairFrames",
     "read_class_names",
+    "read_pair",
+    "recording_stretches",
+    "annotation_view",
     "pair_mask",
     "pair_instances",
     "select_pairs",
@@ -47,6 +62,7 @@ __all__ = [
 
 DEFAULT_CLASS_NAMES = labelme_format.DEFAULT_CLASS_NAMES
 _UNLABELLED = ("error", "background")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def read_class_names(path) -> list[str]:
@@ -74,46 +90,223 @@ def _row(ws, pair) -> dict:
     return pairs[pair]
 
 
-def _pair_arrays(ws, pair_row: Mapping, class_names: Sequence[str], unlabelled: str
-                 ) -> tuple[np.ndarray, np.ndarray]:
+# --------------------------------------------------------------------------------------------
+# one pair in its annotation frame
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PairFrames:
+    """One pair in its annotation frame, as every export and the release write it.
+
+    ``rgb`` is None for a thermal camera alone (``modality`` ``thermal``). ``rgb_native`` is the
+    RGB frame's (width, height) before it was resized to the annotation frame (None without RGB).
+    ``files`` holds the bytes of source PNGs whose pixels are exactly ``rgb``/``thermal``/``valid``
+    (when asked for with ``keep_bytes``), so a release can copy them instead of encoding again.
+    """
+
+    pair_id: str
+    recording: str
+    modality: str
+    thermal_source: str  # 'aligned' (warped into the RGB frame) or 'thermal' (the camera's own frame)
+    mask: np.ndarray
+    instances: np.ndarray
+    valid: np.ndarray
+    thermal: np.ndarray | None = None
+    rgb: np.ndarray | None = None
+    rgb_native: tuple | None = None
+    doc: dict | None = None
+    label_path: Path | None = None
+    files: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the annotation frame."""
+        return int(self.mask.shape[1]), int(self.mask.shape[0])
+
+    @property
+    def rgb_resized(self) -> bool:
+        return self.rgb_native is not None and tuple(self.rgb_native) != self.size
+
+    def rgb_or_zeros(self) -> np.ndarray:
+        """The RGB frame, or zeros (black) for a thermal camera alone: what 4-channel consumers see."""
+        if self.rgb is not None:
+            return self.rgb
+        return np.zeros((*self.mask.shape, 3), np.uint8)
+
+
+def _read_png(path: Path, *, mode: str = "unchanged", keep: bool = False):
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError("image file not found", file=path, fix="check the path or rerun the stage "
+                          "that writes it") from None
+    image = decode_image(data, mode=mode, name=str(path))
+    return image, (data if keep and data[:8] == _PNG_SIGNATURE else None)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    w, h = size
+    shrink = image.shape[1] > w or image.shape[0] > h
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def read_pair(ws, pair_row, rec: Mapping | None = None, *, class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+              unlabelled: str = "error", arrays: Sequence[str] = ("rgb", "thermal"),
+              keep_bytes: bool = False) -> PairFrames:
+    """Read one pair in its annotation frame: mask, instances, valid, and the frames in ``arrays``.
+
+    Parameters
+    ----------
+    ws : Workspace
+    pair_row : dict or str
+        A pairs.csv row (or a pair id).
+    rec : dict, optional
+        Its recordings.csv row; when omitted, a pair without an RGB frame counts as a thermal
+        camera alone.
+    class_names : sequence of str
+        Label list (default ``__ignore__``, ``_background_``, ``gas``).
+    unlabelled : {'error', 'background'}
+        What a pair without a LabelMe document gives: a :class:`FormatError` (default), or an
+        all-background mask.
+    arrays : sequence of {'rgb', 'thermal'}
+        Frames to read besides the masks. The thermal frame keeps its bit depth; the RGB frame is
+        resized to the annotation frame when their sizes differ (``INTER_AREA`` to shrink).
+    keep_bytes : bool
+        Keep the source PNG bytes whose pixels equal the arrays (``files``).
+
+    Raises
+    ------
+    FormatError
+        An unlabelled pair (by default), an invalid document, an unknown label, a document whose
+        size differs from the annotation frame, missing frames, or an RGB + thermal pair that is
+        not aligned while its RGB frame is asked for.
+    """
     if unlabelled not in _UNLABELLED:
         raise ValueError(f"unlabelled must be one of {_UNLABELLED}, got {unlabelled!r}")
-    pid = pair_row.get("pair_id", "?")
+    bad = [a for a in arrays if a not in ("rgb", "thermal")]
+    if bad:
+        raise ValueError(f"arrays must be a subset of ('rgb', 'thermal'), got {bad}")
+    row = _row(ws, pair_row)
+    pid = row.get("pair_id", "?")
+    if rec is None:  # a thermal camera alone has no RGB frames: the pair row says enough (no index read)
+        rec = {"id": row.get("recording", ""), "rgb": row.get("rgb", "")}
+    modality = recording_modality(rec)
+    kind = views.source_kind(rec, row)
+    if modality != "thermal" and kind != "aligned" and "rgb" in arrays:
+        raise FormatError(f"pair {pid} has no aligned thermal frame, so RGB and thermal are in different frames",
+                          file=ws.root / ws.PAIRS, field="aligned",
+                          fix="run `gasdb calibrate` and `gasdb align`, then `gasdb preannotate`")
+    files: dict = {}
+    thermal = None
     valid = None
-    if pair_row.get("valid"):
-        valid_path = ws.path(pair_row["valid"])
-        valid = read_image(valid_path)
-        if valid.ndim != 2:
-            raise FormatError(f"valid mask must be single-channel, got shape {valid.shape}", file=valid_path,
-                              fix="rerun `gasdb align`")
-    label_rel = pair_row.get("label") or ""
+    if kind == "aligned" and row.get("valid"):
+        valid, files["valid"] = _read_png(ws.path(row["valid"]), keep=keep_bytes)
+        if valid.ndim != 2 or valid.dtype != np.uint8:
+            raise FormatError(f"valid mask must be single-channel uint8, got {valid.dtype} {valid.shape}",
+                              file=ws.path(row["valid"]), fix="rerun `gasdb align`")
+    if "thermal" in arrays or valid is None:
+        rel = row.get(kind) or ""
+        if not rel:
+            raise FormatError(f"pair {pid} has no {kind} thermal frame", file=ws.root / ws.PAIRS, field=kind,
+                              fix="rerun `gasdb extract`" if kind == "thermal" else "rerun `gasdb align`")
+        thermal, data = _read_png(ws.path(rel), keep=keep_bytes)
+        if thermal.ndim == 3:
+            raise FormatError(f"{kind} thermal frame has {thermal.shape[2]} channels; expected one",
+                              file=ws.path(rel), fix="re-extract the recording (single-channel thermal)")
+        if thermal.dtype not in (np.uint8, np.uint16):
+            raise FormatError(f"thermal frames must be 8- or 16-bit, got {thermal.dtype}", file=ws.path(rel))
+        files["thermal"] = data
+        if valid is None:
+            valid = np.full(thermal.shape, 255, np.uint8)
+            files["valid"] = None
+        elif thermal.shape != valid.shape:
+            raise FormatError(f"valid mask {valid.shape} does not match the aligned frame {thermal.shape}",
+                              file=ws.path(row["valid"]), fix="rerun `gasdb align --force`")
+    frame_name = "aligned frame" if kind == "aligned" else "thermal frame"
+    label_rel = row.get("label") or ""
+    doc = label_path = None
     if not label_rel:
         if unlabelled == "error":
             raise FormatError(f"pair {pid} has no LabelMe annotation", file=ws.root / ws.PAIRS, field="label",
                               fix="annotate it (gasdb preannotate / gasdb label), blacklist it, or leave it out")
-        if valid is not None:
-            shape = valid.shape
-        else:
-            shape = read_image(ws.path(pair_row["rgb"])).shape[:2]
-        cls = np.zeros(shape, dtype=np.uint8)
-        ins = np.zeros(shape, dtype=np.int32)
+        cls = np.zeros(valid.shape, dtype=np.uint8)
+        ins = np.zeros(valid.shape, dtype=np.int32)
     else:
         label_path = ws.path(label_rel)
         doc = labelme_format.read(label_path)
         cls, ins, _ = labelme_format.rasterize_instances(doc, class_names, file=label_path)
-        if valid is not None and valid.shape != cls.shape:
-            raise FormatError(f"annotation is {cls.shape[1]}x{cls.shape[0]} but the aligned frame is "
+        if valid.shape != cls.shape:
+            raise FormatError(f"annotation is {cls.shape[1]}x{cls.shape[0]} but the {frame_name} is "
                               f"{valid.shape[1]}x{valid.shape[0]} (width x height)", file=label_path,
-                              field="imageHeight", fix="annotate the aligned frame (rerun gasdb preannotate)")
-    if valid is not None:
-        cls[valid == 0] = labelme_format.IGNORE_INDEX
-        ins[valid == 0] = 0
-    return cls, ins
+                              field="imageHeight", fix=f"annotate the {frame_name} (rerun gasdb preannotate)")
+    cls[valid == 0] = labelme_format.IGNORE_INDEX
+    ins[valid == 0] = 0
+    rgb = native = None
+    if "rgb" in arrays and modality != "thermal":
+        if not row.get("rgb"):
+            raise FormatError(f"pair {pid} has no RGB frame", file=ws.root / ws.PAIRS, field="rgb",
+                              fix="rerun `gasdb extract`")
+        rgb, data = _read_png(ws.path(row["rgb"]), mode="unchanged", keep=keep_bytes)
+        if rgb.ndim == 2:
+            rgb, data = np.repeat(rgb[:, :, None], 3, axis=2), None
+        elif rgb.shape[2] == 4:
+            rgb, data = np.ascontiguousarray(rgb[:, :, :3]), None
+        if rgb.dtype != np.uint8:
+            from gasdb_tools.imaging import to_uint8
+
+            rgb, data = to_uint8(rgb), None
+        native = (int(rgb.shape[1]), int(rgb.shape[0]))
+        if rgb.shape[:2] != cls.shape:
+            rgb, data = _resize(rgb, (cls.shape[1], cls.shape[0])), None
+        files["rgb"] = data
+    return PairFrames(pair_id=pid, recording=row.get("recording", ""), modality=modality, thermal_source=kind,
+                      mask=cls, instances=ins, valid=valid, thermal=thermal, rgb=rgb, rgb_native=native, doc=doc,
+                      label_path=label_path, files=files if keep_bytes else {})
+
+
+def recording_stretches(ws, recordings: Iterable[str], index=None) -> dict[str, views.Stretch]:
+    """The one contrast stretch of each recording (:func:`gasdb_tools.views.recording_stretch`), read-only."""
+    index = index or ws.read_index()
+    out = {}
+    for rec in sorted(set(recordings)):
+        row = index.recordings.get(rec, {"id": rec})
+        out[rec] = views.recording_stretch(ws, row, index.pairs_of(rec))[0]
+    return out
+
+
+def annotation_view(frames: PairFrames, stretch: views.Stretch) -> tuple[bytes, str]:
+    """PNG bytes of the image annotators saw for a pair, and where it came from.
+
+    The image the LabelMe document opens (``imagePath``; an 8-bit view in the annotation frame,
+    copied byte for byte), else the thermal frame through the recording's stretch
+    (:func:`gasdb_tools.views.apply_stretch`). Returns ``(png_bytes, "document" | "stretch")``.
+    """
+    if frames.doc is not None and frames.label_path is not None:
+        path, _ = labelme_format.image_file(frames.doc, frames.label_path)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            data = b""
+        # 8-bit (gray, gray+alpha, RGB or RGBA) PNG of the annotation frame's size, read from its header
+        if len(data) > 26 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8 \
+                and data[25] in (0, 2, 4, 6) and (int.from_bytes(data[16:20], "big"),
+                                                  int.from_bytes(data[20:24], "big")) == frames.size:
+            return data, "document"
+    if frames.thermal is None:
+        raise ValueError("annotation_view needs the thermal frame (read_pair(..., arrays=('thermal',)))")
+    return encode_png(views.apply_stretch(frames.thermal, stretch), compression=1), "stretch"
+
+
+def _pair_arrays(ws, pair_row: Mapping, class_names: Sequence[str], unlabelled: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    frames = read_pair(ws, pair_row, class_names=class_names, unlabelled=unlabelled, arrays=())
+    return frames.mask, frames.instances
 
 
 def pair_mask(ws, pair_row, class_names: Sequence[str] = DEFAULT_CLASS_NAMES, *,
               unlabelled: str = "error") -> np.ndarray:
-    """A pair's class-index mask in the aligned RGB frame: uint8 (H, W), 0 bg, 1 gas, 255 ignore.
+    """A pair's class-index mask in its annotation frame: uint8 (H, W), 0 bg, 1 gas, 255 ignore.
 
     Parameters
     ----------
@@ -130,7 +323,7 @@ def pair_mask(ws, pair_row, class_names: Sequence[str] = DEFAULT_CLASS_NAMES, *,
     ------
     FormatError
         For an unlabelled pair (by default), an invalid document, an unknown label, or a
-        document whose size differs from the aligned frame's.
+        document whose size differs from the annotation frame's.
     """
     return _pair_arrays(ws, _row(ws, pair_row), class_names, unlabelled)[0]
 
@@ -186,8 +379,10 @@ def export_masks(ws, out_dir, *, pairs=None, class_names: Sequence[str] = DEFAUL
     Returns
     -------
     list of Path
-        The files written, in pair id order.
+        The files written, in pair id order. Each mask is at its pair's annotation frame size.
     """
+    from gasdb_tools.imaging import write_image
+
     rows = select_pairs(ws, pairs)
     _check_all(ws, rows, class_names, "masks")
     out_dir = Path(out_dir)
@@ -201,10 +396,13 @@ def export_masks(ws, out_dir, *, pairs=None, class_names: Sequence[str] = DEFAUL
 def export_coco(ws, out_json, *, pairs=None, class_names: Sequence[str] = DEFAULT_CLASS_NAMES) -> Path:
     """Write a COCO instance-segmentation JSON (RLE masks, gas = 1) for the selected pairs.
 
-    Images are numbered 1..N in pair id order; ``file_name`` is the RGB frame's workspace path,
-    and each image entry also carries ``pair_id``, ``recording`` and ``thermal`` (the aligned
-    thermal's path). Instances are LabelMe's ``(label, group_id)`` groups restricted to gas
-    pixels; ignored pixels (255) belong to no instance.
+    Images are numbered 1..N in pair id order, each at its own annotation frame size;
+    ``file_name`` is the workspace path of the image annotators saw (the LabelMe document's
+    ``imagePath``), and each image entry also carries ``pair_id``, ``recording``, ``modality``,
+    ``rgb`` (the RGB frame's workspace path, "" for a thermal camera alone) and ``thermal``.
+    Instances are LabelMe's ``(label, group_id)`` groups restricted to gas pixels; the ignored
+    pixels (255) of an image form one ``iscrowd`` 1 region (COCOeval ignores what overlaps it).
+    A release writes COCO folders that hold their images (:mod:`gasdb_tools.release`).
 
     Returns
     -------
@@ -213,16 +411,24 @@ def export_coco(ws, out_json, *, pairs=None, class_names: Sequence[str] = DEFAUL
     """
     rows = select_pairs(ws, pairs)
     _check_all(ws, rows, class_names, "coco")
+    index = ws.read_index()
     images, annotations = [], []
     for image_id, row in enumerate(progress(rows, desc="export coco", unit="pair"), start=1):
-        cls, ins = _pair_arrays(ws, row, class_names, "error")
-        images.append(coco_mod.make_image(image_id, row.get("rgb", ""), cls.shape[0], cls.shape[1],
+        rec = index.recordings.get(row.get("recording", ""), {"id": row.get("recording", "")})
+        frames = read_pair(ws, row, rec, class_names=class_names, arrays=())
+        shown = ""
+        if frames.doc is not None:
+            path, _ = labelme_format.image_file(frames.doc, frames.label_path)
+            shown = ws.rel(path) if path.is_file() else ""
+        rgb = row.get("rgb", "") if frames.modality != "thermal" else ""
+        images.append(coco_mod.make_image(image_id, shown or row.get(frames.thermal_source, ""), *frames.mask.shape,
                                           pair_id=row["pair_id"], recording=row.get("recording", ""),
-                                          thermal=row.get("aligned") or row.get("thermal", "")))
-        for mask in coco_mod.instance_masks(cls, ins):
-            annotations.append(coco_mod.make_annotation(mask, ann_id=len(annotations) + 1, image_id=image_id))
+                                          modality=frames.modality, rgb=rgb, thermal=row.get(frames.thermal_source, "")))
+        for ann in coco_mod.mask_annotations(frames.mask, frames.instances):
+            annotations.append({**ann, "id": len(annotations) + 1, "image_id": image_id})
     doc = coco_mod.build_coco(images, annotations, info={"description": f"gasdb-tools export of {ws.root.name}",
-                                                         "workspace": ws.root.name})
+                                                         "workspace": ws.root.name,
+                                                         "file_names": "relative to the workspace"})
     return write_json(Path(out_json), doc)
 
 
@@ -270,43 +476,26 @@ def default_names(pair_ids: Iterable[str], *, start: int = 1) -> dict[str, str]:
     return {pid: gasdb_layout.format_name(start + i) for i, pid in enumerate(sorted(set(pair_ids)))}
 
 
-def _thermal_source(row: Mapping, thermal: str) -> str:
-    rel = row.get(thermal) or ""
-    if not rel:
-        stage = {"aligned": "gasdb align", "enhanced": "gasdb enhance"}.get(thermal, "the stage")
-        raise FormatError(f"pair {row['pair_id']} has no {thermal} thermal frame", field=thermal,
-                          fix=f"run `{stage}` first")
-    return rel
-
-
-def _contrast(ws, rows: Sequence[Mapping], thermal: str, samples: int = 8) -> dict[str, tuple[float, float]]:
-    """Per recording: one (lo, hi) stretch for >8-bit thermal (0.5 / 99.5 percentiles of a few frames)."""
-    by_rec: dict[str, list[Mapping]] = {}
-    for row in rows:
-        by_rec.setdefault(row["recording"], []).append(row)
-    out = {}
-    for rec, recrows in sorted(by_rec.items()):
-        spots = np.unique(np.linspace(0, len(recrows) - 1, min(samples, len(recrows))).astype(int))
-        picks = [recrows[i] for i in spots]
-        values = []
-        for row in picks:
-            image = read_image(ws.path(_thermal_source(row, thermal)), mode="gray")
-            if image.dtype == np.uint8:
-                values = None
-                break
-            valid = read_image(ws.path(row["valid"])) > 0 if row.get("valid") else np.ones(image.shape, bool)
-            values.append(image[valid].ravel()[::7])
-        if values:
-            v = np.concatenate(values)
-            lo, hi = (float(x) for x in np.percentile(v, [0.5, 99.5]))
-            out[rec] = (lo, hi if hi > lo else lo + 1.0)
-    return out
+def gasdb_thermal(ws, frames: PairFrames, row: Mapping, thermal: str, stretch: views.Stretch) -> np.ndarray:
+    """The 8-bit thermal channel of a pair's Gas-DB image: the annotation-frame thermal through the
+    recording's stretch (``thermal='aligned'``), or the enhanced frame (``thermal='enhanced'``)."""
+    if thermal == "enhanced":
+        rel = row.get("enhanced") or ""
+        if not rel:
+            raise FormatError(f"pair {row['pair_id']} has no enhanced thermal frame", field="enhanced",
+                              fix="run `gasdb enhance` first")
+        th = read_image(ws.path(rel), mode="gray")
+        if th.shape != frames.mask.shape:
+            raise FormatError(f"enhanced frame is {th.shape[1]}x{th.shape[0]}, the annotation frame "
+                              f"{frames.size[0]}x{frames.size[1]}", file=ws.path(rel), fix="rerun `gasdb enhance`")
+        return th if th.dtype == np.uint8 else views.apply_stretch(th, stretch)
+    return views.apply_stretch(frames.thermal, stretch)
 
 
 def export_gasdb(ws, out_dir, *, splits: dict[str, list[str]] | None = None,
                  names: dict[str, str] | None = None, thermal: str = "aligned", ignore_value: int = 0,
                  class_names: Sequence[str] = DEFAULT_CLASS_NAMES) -> dict:
-    """Write the Gas-DB / RT-CAN folder layout (images, labels, train.txt, test.txt, blacklist.txt).
+    """Write the Gas-DB / RT-CAN folder layout (images, labels, ignore, train.txt, test.txt, blacklist.txt).
 
     Parameters
     ----------
@@ -319,23 +508,28 @@ def export_gasdb(ws, out_dir, *, splits: dict[str, list[str]] | None = None,
     names : dict of str -> str, optional
         Pair id -> 5-digit name. Default :func:`default_names` over the exported pairs.
     thermal : {'aligned', 'enhanced'}
-        Which thermal frame goes into channel 3 (both are in the RGB frame). 16-bit frames are
-        mapped to 8 bits with one stretch per recording.
+        Which thermal frame goes into channel 3 (both are in the annotation frame): the one the
+        pair is annotated on (aligned, or the thermal frame of a thermal camera alone) mapped to 8
+        bits with the recording's one stretch (:mod:`gasdb_tools.views`), or the enhanced frame.
     ignore_value : int
-        What ignore pixels (255: outside the aligned thermal) become in ``labels/``. The official
-        loader expects 0/1 only, hence 0 (background) by default; pass 255 to keep them.
+        What ignore pixels (255: outside the thermal view, or ``__ignore__``) become in
+        ``labels/``. The official loader expects 0/1 only, hence 0 (background) by default; pass
+        255 to keep them. ``ignore/<name>.png`` (255 = ignore) always records them.
 
     Returns
     -------
     dict
         ``{"out_dir", "samples", "splits": {name: count}, "blacklisted": {name: reason},
-        "names": {pair_id: name}, "ignored_pixels", "size": [H, W] or None, "warnings": [...]}``.
+        "names": {pair_id: name}, "ignored_pixels", "size": [H, W] or None (mixed sizes),
+        "sizes": {"WxH": samples}, "modalities": {modality: samples}, "rgb_resized": samples,
+        "warnings": [...]}``.
 
     Notes
     -----
-    Labelled blacklisted pairs are written as samples (as in Gas-DB) and listed in
-    ``blacklist.txt``, never in a split list. ``index.csv`` maps every name to its pair id,
-    recording, split and blacklist reason.
+    Frames keep their recording's size (no resizing between recordings). Pairs of a thermal
+    camera alone have RGB = 0. Labelled blacklisted pairs are written as samples (as in Gas-DB)
+    and listed in ``blacklist.txt``, never in a split list. ``index.csv`` maps every name to its
+    pair id, recording, split, blacklist reason, modality and the RGB frame's size before resizing.
     """
     if thermal not in ("aligned", "enhanced"):
         raise ValueError(f"thermal must be 'aligned' or 'enhanced', got {thermal!r}")
@@ -368,45 +562,45 @@ def export_gasdb(ws, out_dir, *, splits: dict[str, list[str]] | None = None,
 
     # pass 1: every pair rasterises and has its frames (nothing written yet)
     for row in progress(rows, desc="check gasdb", unit="pair"):
+        rec = index.recordings.get(row["recording"], {"id": row["recording"]})
         unl = "background" if row["pair_id"] in black else "error"
-        _pair_arrays(ws, row, class_names, unl)
-        for col in ("rgb",):
+        frames = read_pair(ws, row, rec, class_names=class_names, unlabelled=unl, arrays=())
+        need = [] if frames.modality == "thermal" else ["rgb"]
+        if thermal == "enhanced":
+            need.append("enhanced")
+        for col in need:
             if not row.get(col) or not ws.path(row[col]).is_file():
                 raise FormatError(f"pair {row['pair_id']} has no {col} frame on disk",
-                                  file=ws.path(row.get(col) or "."),
-                                  field=col, fix="rerun `gasdb extract`")
-        if not ws.path(_thermal_source(row, thermal)).is_file():
-            raise FormatError(f"pair {row['pair_id']}: {thermal} thermal frame missing", file=ws.path(row[thermal]),
-                              fix=f"rerun `gasdb {'align' if thermal == 'aligned' else 'enhance'}`")
-    contrast = _contrast(ws, rows, thermal)
+                                  file=ws.path(row.get(col) or "."), field=col,
+                                  fix="rerun `gasdb enhance`" if col == "enhanced" else "rerun `gasdb extract`")
+    stretch = recording_stretches(ws, {r["recording"] for r in rows}, index)
 
     # pass 2: write
     out_dir = Path(out_dir)
-    ignored, size, warn = 0, None, []
+    ignored, sizes, mods, resized = 0, Counter(), Counter(), 0
+    extra = {}
     for row in progress(rows, desc="export gasdb", unit="pair"):
         pid = row["pair_id"]
-        mask = _pair_arrays(ws, row, class_names, "background" if pid in black else "error")[0]
-        rgb = read_image(ws.path(row["rgb"]), mode="rgb")
-        if rgb.dtype != np.uint8:
-            rgb = to_uint8(rgb)
-        th = read_image(ws.path(_thermal_source(row, thermal)), mode="gray")
-        if th.dtype != np.uint8:
-            lo, hi = contrast[row["recording"]]
-            th = to_uint8(th, lo=lo, hi=hi)
-        if rgb.shape[:2] != mask.shape or th.shape != mask.shape:
-            raise FormatError(f"pair {pid}: RGB {rgb.shape[:2]}, thermal {th.shape} and annotation {mask.shape} "
-                              "sizes differ", file=ws.path(row["rgb"]), fix="rerun `gasdb align`")
-        n_ignored = int((mask == labelme_format.IGNORE_INDEX).sum())
-        ignored += n_ignored
-        label = mask.copy()
-        label[mask == labelme_format.IGNORE_INDEX] = ignore_value
-        gasdb_layout.write_sample(out_dir, names[pid], rgb, th, label)
-        if size is None:
-            size = list(mask.shape)
-        elif list(mask.shape) != size:
-            warn.append(f"pair {pid} is {mask.shape[1]}x{mask.shape[0]}, others {size[1]}x{size[0]}")
-    if size is not None and size != [512, 640]:
-        warn.append(f"frames are {size[1]}x{size[0]}; the official loader resizes to 640x512 (Gas-DB's size)")
+        rec = index.recordings.get(row["recording"], {"id": row["recording"]})
+        frames = read_pair(ws, row, rec, class_names=class_names,
+                           unlabelled="background" if pid in black else "error")
+        th8 = gasdb_thermal(ws, frames, row, thermal, stretch[row["recording"]])
+        ignore = frames.mask == labelme_format.IGNORE_INDEX
+        ignored += int(ignore.sum())
+        label = frames.mask.copy()
+        label[ignore] = ignore_value
+        for rel, data in gasdb_layout.encode_sample(frames.rgb_or_zeros(), th8, label, ignore=ignore).items():
+            atomic_write_bytes(out_dir / rel.format(name=names[pid]), data)
+        sizes[f"{frames.size[0]}x{frames.size[1]}"] += 1
+        mods[frames.modality] += 1
+        resized += int(frames.rgb_resized)
+        extra[pid] = (frames.modality, "" if not frames.rgb_resized else "{}x{}".format(*frames.rgb_native))
+    warn = []
+    if set(sizes) - {"640x512"}:
+        warn.append(f"frame sizes {', '.join(f'{s} ({n})' for s, n in sorted(sizes.items()))}: the official loader "
+                    "resizes every frame to 640x512 (Gas-DB's size)")
+    if mods.get("thermal"):
+        warn.append(f"{mods['thermal']} sample(s) come from a thermal camera alone: their RGB channels are 0")
 
     split_of = {p: s for s, ids in splits.items() for p in ids}
     lists = {s: [names[p] for p in ids if p not in black] for s, ids in splits.items()}
@@ -414,14 +608,10 @@ def export_gasdb(ws, out_dir, *, splits: dict[str, list[str]] | None = None,
         lists.setdefault(required, [])
     black_names = {names[p]: black[p] or "no reason given" for p in pair_ids if p in black}
     gasdb_layout.write_layout_lists(out_dir, lists, black_names)
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["name", "pair_id", "recording", "split", "blacklist_reason"])
-    for pid in sorted(pair_ids, key=lambda p: names[p]):
-        split = "" if pid in black else split_of.get(pid, "")
-        writer.writerow([names[pid], pid, index.pairs[pid]["recording"], split, black.get(pid, "")])
-    atomic_write_text(out_dir / "index.csv", buf.getvalue())
+    index_rows = [[names[p], p, index.pairs[p]["recording"], "" if p in black else split_of.get(p, ""),
+                   black.get(p, ""), *extra[p]] for p in sorted(pair_ids, key=lambda p: names[p])]
+    gasdb_layout.write_index(out_dir, index_rows)
+    one = list(sizes)[0] if len(sizes) == 1 else None
     return {
         "out_dir": str(out_dir),
         "samples": len(rows),
@@ -429,7 +619,10 @@ def export_gasdb(ws, out_dir, *, splits: dict[str, list[str]] | None = None,
         "blacklisted": dict(sorted(black_names.items())),
         "names": {p: names[p] for p in pair_ids},
         "ignored_pixels": ignored,
-        "size": size,
+        "size": [int(one.split("x")[1]), int(one.split("x")[0])] if one else None,
+        "sizes": dict(sorted(sizes.items())),
+        "modalities": dict(sorted(mods.items())),
+        "rgb_resized": resized,
         "warnings": warn,
     }
 

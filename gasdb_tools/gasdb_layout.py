@@ -7,6 +7,18 @@ The layout the official RT-CAN code (``util/MF_dataset.py``, the MFNet/RTFNet co
     <data_dir>/images/<name>.png       uint8 RGBA: channels 0-2 RGB, channel 3 thermal (8-bit)
     <data_dir>/labels/<name>.png       uint8 single channel, class index: 0 background, 1 gas
 
+gasdb-tools adds, beside them (the official loader never looks at them)::
+
+    <data_dir>/ignore/<name>.png       uint8 single channel: 255 where the pixel is not scored (outside
+                                       the thermal view, or drawn as ``__ignore__``), else 0
+    <data_dir>/index.csv               name, pair_id, recording, split, blacklist_reason, modality,
+                                       rgb_resized_from
+
+``labels/`` hold 0 at ignored pixels (RT-CAN's loader and losses expect 0/1 only); a scorer or
+loader that honours the ignore masks reads them with ``read_sample(..., ignore=True)``. A pair from a
+thermal camera alone has no RGB frame: its RGB channels are 0 and ``index.csv`` says ``modality``
+``thermal``.
+
 Names are 5-digit zero-padded integers. The writer ends **every** line with ``\\n`` and writes no
 trailing spaces: RT-CAN compares ``readlines()`` output including the terminator, so a last line
 without a newline silently fails to be excluded by the blacklist. The reader strips lines before
@@ -32,8 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from gasdb_tools.errors import FormatError
-from gasdb_tools.fsutil import atomic_write_text
-from gasdb_tools.imaging import read_image, to_gray, write_image
+from gasdb_tools.fsutil import atomic_write_bytes, atomic_write_text
+from gasdb_tools.imaging import encode_png, read_image, to_gray
 
 __all__ = [
     "NAME_DIGITS",
@@ -44,6 +56,10 @@ __all__ = [
     "write_sample",
     "write_list",
     "write_layout_lists",
+    "encode_sample",
+    "write_index",
+    "INDEX_COLUMNS",
+    "IGNORE_DIR",
     "read_list",
     "read_split",
     "read_sample",
@@ -55,6 +71,10 @@ NAME_DIGITS = 5
 #: Split list files the official loader knows (only train and test are used by RT-CAN).
 SPLIT_FILES = ("train", "val", "test", "test_day", "test_night", "val_test", "most_wanted")
 _NAME_RE = re.compile(r"\d{5}")
+#: Folder of the ignore masks (255 = not scored) beside ``labels/``.
+IGNORE_DIR = "ignore"
+#: Columns of the layout's ``index.csv``.
+INDEX_COLUMNS = ("name", "pair_id", "recording", "split", "blacklist_reason", "modality", "rgb_resized_from")
 
 
 class BlacklistNewlineWarning(UserWarning):
@@ -96,22 +116,55 @@ def compose_rgbt(rgb: np.ndarray, thermal: np.ndarray) -> np.ndarray:
     return np.dstack([rgb, thermal])
 
 
-def write_sample(data_dir, name: str, rgb: np.ndarray, thermal: np.ndarray, label: np.ndarray) -> tuple[Path, Path]:
-    """Write ``images/<name>.png`` (RGBA, thermal in channel 3) and ``labels/<name>.png``, atomically.
+def encode_sample(rgb: np.ndarray, thermal: np.ndarray, label: np.ndarray, *, ignore=None,
+                  compression: int = 1) -> dict[str, bytes]:
+    """PNG bytes of one sample: ``{"images/{name}.png": RGBA, "labels/{name}.png": label[, "ignore/{name}.png"]}``.
 
-    ``label`` must hold class indices (0 background, 1 gas; 255 is kept if present, but the
-    official loader expects 0/1 only).
+    ``label`` holds class indices (uint8, the image's size); ``ignore`` (bool, optional) marks the
+    pixels that are not scored, written as 255 in ``ignore/``. Keys are templates: format them with
+    ``name=``.
     """
-    check_name(name)
     label = np.asarray(label)
     if label.shape != np.asarray(rgb).shape[:2]:
         raise ValueError(f"label {label.shape} must have the image's size {np.asarray(rgb).shape[:2]}")
     if label.dtype != np.uint8:
         raise ValueError(f"label must be uint8 class indices, got {label.dtype}")
+    out = {"images/{name}.png": encode_png(compose_rgbt(rgb, thermal), compression=compression),
+           "labels/{name}.png": encode_png(label, compression=compression)}
+    if ignore is not None:
+        ignore = np.asarray(ignore, bool)
+        if ignore.shape != label.shape:
+            raise ValueError(f"ignore {ignore.shape} must have the label's size {label.shape}")
+        out[IGNORE_DIR + "/{name}.png"] = encode_png(np.where(ignore, 255, 0).astype(np.uint8),
+                                                     compression=compression)
+    return out
+
+
+def write_sample(data_dir, name: str, rgb: np.ndarray, thermal: np.ndarray, label: np.ndarray, *,
+                 ignore=None) -> tuple[Path, Path]:
+    """Write ``images/<name>.png`` (RGBA, thermal in channel 3) and ``labels/<name>.png``, atomically.
+
+    ``label`` must hold class indices (0 background, 1 gas; 255 is kept if present, but the
+    official loader expects 0/1 only). With ``ignore`` (bool mask) ``ignore/<name>.png`` is written too.
+    """
+    check_name(name)
     data_dir = Path(data_dir)
-    image_path = write_image(data_dir / "images" / f"{name}.png", compose_rgbt(rgb, thermal))
-    label_path = write_image(data_dir / "labels" / f"{name}.png", label)
-    return image_path, label_path
+    paths = []
+    for rel, data in encode_sample(rgb, thermal, label, ignore=ignore, compression=3).items():
+        paths.append(atomic_write_bytes(data_dir / rel.format(name=name), data))
+    return paths[0], paths[1]
+
+
+def write_index(data_dir, rows: Iterable[Iterable]) -> Path:
+    """Write ``index.csv`` (:data:`INDEX_COLUMNS`, one row per sample, in the order given)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(INDEX_COLUMNS)
+    writer.writerows(rows)
+    return atomic_write_text(Path(data_dir) / "index.csv", buf.getvalue())
 
 
 def write_list(path, names: Iterable[str]) -> Path:
@@ -184,12 +237,14 @@ def _find(data_dir: Path, folders: Iterable[str], name: str) -> Path | None:
     return None
 
 
-def read_sample(data_dir, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_sample(data_dir, name: str, *, ignore: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read one sample as ``(rgb (H, W, 3) uint8, thermal (H, W), label (H, W) uint8)``.
 
     Accepts the official 4-channel ``images/<name>.png``, or separate ``rgb/`` (or ``visible/``)
     and ``thermal/`` (or ``infrared/``, ``ir/``) files. Labels are class indices; a 0/255 label
-    (CGNet's convention) is binarised at > 128 to 0/1.
+    (CGNet's convention) is binarised at > 128 to 0/1. With ``ignore``, pixels that
+    ``ignore/<name>.png`` marks (nonzero) are 255 in the label (not scored); a folder without
+    ignore masks reads as before.
     """
     data_dir = Path(data_dir)
     combined = data_dir / "images" / f"{name}.png"
@@ -223,4 +278,13 @@ def read_sample(data_dir, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
         label = (label > 128).astype(np.uint8)
     if label.shape != rgb.shape[:2]:
         raise FormatError(f"label {label.shape} and image {rgb.shape[:2]} sizes differ", file=label_path)
+    if ignore:
+        ignore_path = data_dir / IGNORE_DIR / f"{name}.png"
+        if ignore_path.is_file():
+            marks = read_image(ignore_path)
+            if marks.shape != label.shape:
+                raise FormatError(f"ignore mask {marks.shape} and label {label.shape} sizes differ", file=ignore_path,
+                                  fix="re-export the layout (gasdb export --format gasdb)")
+            label = label.copy()
+            label[marks != 0] = 255
     return rgb, thermal, label

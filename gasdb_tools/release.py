@@ -1,48 +1,55 @@
 """Versioned, verifiable dataset releases (the ``gasdb release`` and ``gasdb verify`` stages).
 
-A release is one folder::
+A release is one folder (``docs/formats.md`` §5)::
 
     OUT/
-      gasdb.h5              HDF5 pack: rgb, thermal (bit depth kept), mask {0,1,255}, valid; /meta, /splits
-      gasdb/                the Gas-DB / RT-CAN layout (images/, labels/, train.txt, test.txt, ...)
-      coco/annotations.json COCO instance annotations
-      index.csv             name, pair_id, recording, scene, split (one row per pair)
-      split.json            the workspace split file the release was cut from
-      exclusions.csv        pair_id, recording, reason (blacklisted and unlabelled pairs)
-      figures/*.png         samples per scene, gas-coverage histogram, split balance
-      index.html            a static page showing the figures and the counts
-      DATASHEET.md          "Datasheets for Datasets" sections, counts filled in
-      manifest.json         version, parent, licence, counts, calibration, tool, sha256 + bytes per file
-      SHA256SUMS            ``sha256sum -c`` format, every file but itself
+      gasdb.h5                    HDF5 pack: frames in per-size blocks, /meta, /splits (formats.md §4)
+      gasdb/                      the Gas-DB / RT-CAN layout (images/, labels/ 0/1, ignore/, lists, index.csv)
+      coco/annotations/instances_<split>.json, coco/images/<split>/<name>.png   COCO that loads in place
+      hf/README.md, hf/data/<split>-NNNNN-of-NNNNN.parquet  Hugging Face datasets (Parquet + dataset card)
+      croissant.json              MLCommons Croissant metadata (files with sha256, record sets, fields)
+      index.csv                   name, pair_id, recording, scene, split, modality, review (one row per pair)
+      split.json                  the workspace split file the release was cut from
+      exclusions.csv              pair_id, recording, reason (blacklisted and unlabelled pairs)
+      figures/*.png               samples per scene, gas-coverage histogram, split balance
+      index.html                  a static page: counts, review numbers, figures, changes since the parent
+      DATASHEET.md                "Datasheets for Datasets" sections, from recorded facts only
+      manifest.json               version, parent, licence, counts, review, sources, sha256 + bytes per file
+      SHA256SUMS                  ``sha256sum -c`` format, every file but itself
 
-It is built in ``OUT.partial-XXXX`` next to ``OUT`` and renamed at the very end, so an
-interrupted build never leaves a folder that looks complete; the workspace is only read.
-:func:`verify_release` recomputes every hash and count and names each corrupted, missing or
-extra file. The formats follow formats.md §4 (HDF5) and §5 (manifest, datasheet).
+Every pair is read once, in its annotation frame (:func:`gasdb_tools.export.read_pair`); worker
+processes encode and compress everything it becomes and write its own files (Gas-DB PNGs, COCO
+image; source PNGs whose pixels are unchanged are copied byte for byte), and the main process
+writes the shared files (HDF5 chunks, Parquet rows, COCO JSON) in pair-id order, so the build is
+byte-reproducible whatever the number of workers. It is built in ``OUT.partial-XXXX`` next to
+``OUT`` and renamed at the very end; any failure (a full disk included) removes the partial
+folder; the workspace is only read. :func:`verify_release` recomputes every hash and count, names
+each corrupted, missing, extra or unsafe file, and never follows a path out of the release.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
-import html
+import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import stat
+import struct
 import sys
 import tempfile
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Mapping
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from gasdb_tools import __version__
 from gasdb_tools.errors import FormatError, WorkspaceError
-from gasdb_tools.fsutil import atomic_write_text, read_json, sha256_file, write_json
+from gasdb_tools.fsutil import read_json, sha256_file
 
 __all__ = [
     "H5_NAME",
@@ -50,6 +57,7 @@ __all__ = [
     "ReleasePlan",
     "VerifyReport",
     "plan_release",
+    "unreviewed",
     "build_release",
     "make_release",
     "verify_release",
@@ -57,21 +65,21 @@ __all__ = [
 
 #: File name of the HDF5 pack inside a release.
 H5_NAME = "gasdb.h5"
-#: Columns of ``index.csv`` (the scorer reads them).
-INDEX_COLUMNS = ("name", "pair_id", "recording", "scene", "split")
+#: Columns of ``index.csv`` (the scorer reads name, scene and recording).
+INDEX_COLUMNS = ("name", "pair_id", "recording", "scene", "split", "modality", "review")
 _RELEASE_FORMAT = "gasdb-release"
-_H5_FORMAT = "gasdb-h5"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _CLASS_NAMES = ("background", "gas")
 _IGNORE_INDEX = 255
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?$")
 _SPDX = re.compile(r"^[A-Za-z0-9.+-]+(?: (?:AND|OR|WITH) [A-Za-z0-9.+-]+)*$")
 _MANIFEST = "manifest.json"
 _SUMS = "SHA256SUMS"
+_UNREVIEWED = ("pending",)
 
 
 # ---------------------------------------------------------------------------------------------
-# planning (pure checks on the index; nothing is written)
+# planning (checks on the index and the files' headers; nothing is written)
 # ---------------------------------------------------------------------------------------------
 def _parse_version(value: str, what: str) -> tuple:
     m = _SEMVER.match(value or "") if isinstance(value, str) else None
@@ -80,51 +88,75 @@ def _parse_version(value: str, what: str) -> tuple:
     return tuple(int(x) for x in m.groups()[:3]) + ((0,) if m.group(4) else (1,))
 
 
+def _png_header(path: Path) -> tuple[int, int, int, int]:
+    """``(width, height, bit depth, colour type)`` from a PNG's IHDR (the file is not decoded)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+    except FileNotFoundError:
+        raise FormatError("frame file not found", file=path, fix="rerun the stage that writes it (gasdb status)") \
+            from None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise FormatError("not a PNG file", file=path, fix="rerun the stage that writes it")
+    w, h = struct.unpack(">II", head[16:24])
+    return w, h, head[24], head[25]
+
+
 @dataclass
 class ReleasePlan:
     """What a release will hold, checked against the workspace before anything is written."""
 
-    ids: list  # pair ids, sorted (row order of the HDF5 pack)
+    ids: list  # pair ids, sorted (sample order of the HDF5 pack)
     split_of: dict  # pair id -> split name
     splits: dict  # split name -> pair ids
-    names: dict  # pair id -> Gas-DB name (released pairs and labelled blacklisted ones, see export_gasdb)
-    pairs: dict  # pair id -> pairs.csv row
+    names: dict  # pair id -> Gas-DB name (released pairs and labelled blacklisted ones)
+    pairs: dict  # pair id -> pairs.csv row (label resolved)
     recordings: dict  # recording id -> recordings.csv row
-    thermal_source: str  # "aligned" (the thermal frame warped into the RGB frame)
     split_doc: dict  # the split file
     excluded: list  # [{pair_id, recording, reason}]
-    calibration: dict  # rig -> calibration JSON (or {} when none)
+    calibration: dict  # rig -> calibration JSON
+    states: dict = field(default_factory=dict)  # pair id -> review.DocState
+    layout_only: list = field(default_factory=list)  # labelled blacklisted pairs: Gas-DB layout only
+    blacklist: dict = field(default_factory=dict)  # pair id -> reason (of layout_only pairs)
+    frames: dict = field(default_factory=dict)  # pair id -> (block, (height, width), thermal dtype)
+
+    def scene(self, pid: str) -> str:
+        return self.recordings.get(self.pairs[pid]["recording"], {}).get("scene", "") or ""
 
 
-def plan_release(ws, *, split: str = "default") -> ReleasePlan:
+def plan_release(ws, *, split: str = "default", require_reviewed: bool = False) -> ReleasePlan:
     """Check that the split can be released from the workspace as it is now, and list what goes in.
+
+    Reads the review state from the LabelMe documents (:func:`gasdb_tools.review.read_states`) and
+    each frame's PNG header (size and bit depth) so a release of mixed cameras is planned before
+    anything is written.
 
     Raises
     ------
     WorkspaceError
         No such split; the split names pairs the workspace no longer has, pairs that are now
-        blacklisted or unlabelled (re-split); some pairs aligned and others not (run ``gasdb align``).
+        excluded or unlabelled (re-split); an RGB + thermal pair that is not aligned; with
+        ``require_reviewed``, pairs whose masks nobody reviewed.
+    FormatError
+        A frame file missing or not a PNG.
     """
+    from gasdb_tools import h5pack, review, views
     from gasdb_tools.export import default_names
     from gasdb_tools.splits import SPLIT_NAMES, load_split, split_path
-
-    from gasdb_tools.review import exclusions, read_states, with_label
 
     split_obj = load_split(ws, split)
     path = split_path(ws, split)
     index = ws.read_index()
-    states = read_states(ws, index)
-    black = exclusions(ws, index, states)
-    index.pairs = {p: {**with_label(ws, row), "review": states[p].status if p in states else ""}
-                   for p, row in index.pairs.items()}
+    states = review.read_states(ws, index)
+    black = review.exclusions(ws, index, states)
+    pairs = {p: review.with_label(ws, row) for p, row in index.pairs.items()}
     split_of = split_obj.split_of()
     stale = []
     for pid in sorted(split_of):
-        pair = index.pairs.get(pid)
-        if pair is None:
+        if pid not in pairs:
             stale.append(f"{pid} (no longer in pairs.csv)")
         elif pid in black:
-            stale.append(f"{pid} (now blacklisted: {black[pid] or 'no reason'})")
+            stale.append(f"{pid} (now excluded: {black[pid] or 'no reason'})")
         elif pid not in states:
             stale.append(f"{pid} (has no label)")
     if stale:
@@ -134,42 +166,73 @@ def plan_release(ws, *, split: str = "default") -> ReleasePlan:
     ids = sorted(split_of)
     if not ids:
         raise WorkspaceError("the split holds no pairs", file=path, fix="label pairs, then re-run `gasdb split`")
-    unaligned = [pid for pid in ids if not index.pairs[pid].get("aligned")]
+    recs = {pairs[pid]["recording"] for pid in ids}
+    layout_only = [p for p in sorted(black) if p in pairs and p in states and p not in split_of]
+    recordings = {r: dict(index.recordings.get(r, {"id": r})) for r in sorted(recs | {pairs[p]["recording"]
+                                                                                    for p in layout_only})}
+    unaligned = [pid for pid in ids + layout_only
+                 if recordings[pairs[pid]["recording"]].get("rgb") and not pairs[pid].get("aligned")]
     if unaligned:
-        # The Gas-DB layout stores thermal in the RGB frame (RGBA), so every released pair must be aligned.
-        raise WorkspaceError(f"{len(unaligned)} of {len(ids)} pairs have no aligned thermal (e.g. {unaligned[0]})",
+        raise WorkspaceError(f"{len(unaligned)} RGB + thermal pair(s) have no aligned thermal frame (e.g. "
+                             f"{unaligned[0]}), so their RGB and thermal frames are not in one frame",
                              file=ws.root / ws.PAIRS, field="aligned",
-                             fix="run `gasdb align WS` so every released pair is in the RGB frame")
-    recs = {index.pairs[pid]["recording"] for pid in ids}
+                             fix="run `gasdb calibrate` and `gasdb align`, then `gasdb preannotate`")
+    if require_reviewed:
+        todo = [p for p in ids if states[p].status in _UNREVIEWED or states[p].recheck]
+        if todo:
+            raise WorkspaceError(f"{len(todo)} of {len(ids)} released masks are not reviewed (pending drafts or "
+                                 f"marked for a recheck), e.g. {todo[0]}", file=path,
+                                 fix="review them (gasdb label / gasdb review --approve), or release without "
+                                     "--require-reviewed")
+    frames = {}
+    for pid in ids + layout_only:
+        row = pairs[pid]
+        rec = recordings[row["recording"]]
+        kind = views.source_kind(rec, row)
+        if not row.get(kind):
+            raise WorkspaceError(f"pair {pid} has no {kind} thermal frame", file=ws.root / ws.PAIRS, field=kind,
+                                 fix="rerun `gasdb extract`" if kind == "thermal" else "rerun `gasdb align`")
+        w, h, depth, colour = _png_header(ws.path(row[kind]))
+        if colour not in (0, 4) or depth not in (8, 16):
+            raise FormatError(f"thermal frame is not an 8- or 16-bit single-channel PNG (colour type {colour}, "
+                              f"{depth} bits)", file=ws.path(row[kind]), fix="re-extract the recording")
+        if rec.get("rgb"):
+            _png_header(ws.path(row["rgb"]))  # present and a PNG
+        tdtype = "uint8" if depth == 8 else "uint16"
+        frames[pid] = (h5pack.block_name(w, h, tdtype), (h, w), tdtype)
+    rigs = sorted({recordings[r].get("rig") or ws.settings.get("rig", "default") for r in recs
+                   if recordings[r].get("rgb")})
+    calibration = {}
+    for rig in rigs:
+        cal = ws.root / "calibration" / f"{rig}.json"
+        if cal.is_file():
+            calibration[rig] = read_json(cal)
     excluded = []
-    for pid in sorted(index.pairs):
+    for pid in sorted(pairs):
         if pid in split_of:
             continue
-        rec = index.pairs[pid]["recording"]
         if pid in black:
             reason = f"blacklisted: {black[pid] or 'no reason given'}"
         elif pid not in states:
             reason = "unlabelled"
         else:
             reason = "not in the split"
-        excluded.append({"pair_id": pid, "recording": rec, "reason": reason})
-    rigs = sorted({index.recordings.get(r, {}).get("rig") or ws.settings.get("rig", "default") for r in recs})
-    calibration = {}
-    for rig in rigs:
-        cal = ws.root / "calibration" / f"{rig}.json"
-        if cal.is_file():
-            calibration[rig] = read_json(cal)
-    names = [s for s in SPLIT_NAMES if s in split_obj.pairs]
-    # export_gasdb also writes labelled blacklisted pairs (listed in blacklist.txt), so they need names too.
-    named = set(ids) | {p for p in black if p in index.pairs and p in states}
+        excluded.append({"pair_id": pid, "recording": pairs[pid]["recording"], "reason": reason})
+    names = [s for s in SPLIT_NAMES if s in split_obj.pairs] + sorted(s for s in split_obj.pairs
+                                                                       if s not in SPLIT_NAMES)
     return ReleasePlan(
         ids=ids, split_of=split_of, splits={s: sorted(split_obj.pairs[s]) for s in names},
-        names=default_names(named),
-        pairs={pid: dict(index.pairs[pid]) for pid in ids},
-        recordings={r: dict(index.recordings.get(r, {"id": r})) for r in sorted(recs)},
-        thermal_source="aligned", split_doc=read_json(path), excluded=excluded,
-        calibration=calibration,
+        names=default_names(set(ids) | set(layout_only)),
+        pairs={pid: dict(pairs[pid]) for pid in ids + layout_only},
+        recordings=recordings, split_doc=read_json(path), excluded=excluded, calibration=calibration,
+        states={p: states[p] for p in ids + layout_only}, layout_only=layout_only,
+        blacklist={p: black[p] or "no reason given" for p in layout_only}, frames=frames,
     )
+
+
+def unreviewed(plan: ReleasePlan) -> list[str]:
+    """Released pairs whose masks nobody reviewed (pending drafts, or marked for a recheck)."""
+    return [p for p in plan.ids if plan.states[p].status in _UNREVIEWED or plan.states[p].recheck]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,9 +271,10 @@ def _looks_like_release(path: Path) -> bool:
         return False
 
 
-def build_release(ws, out, *, version: str, parent_version: str | None = None, license: str = "CC-BY-4.0",
-                  split: str = "default", force: bool = False, created: str | None = None,
-                  compression: int = 4) -> Path:
+def build_release(ws, out, *, version: str, parent_version: str | None = None, parent=None,
+                  license: str = "CC-BY-4.0", split: str = "default", force: bool = False,
+                  created: str | None = None, compression: int = 1, jobs: int | None = None,
+                  require_reviewed: bool = False) -> Path:
     """Build a versioned release folder from a workspace and one of its split files.
 
     Parameters
@@ -225,6 +289,10 @@ def build_release(ws, out, *, version: str, parent_version: str | None = None, l
         adds, MAJOR changes, removes or reshuffles records).
     parent_version : str, optional
         The release this one derives from (must be lower than ``version``).
+    parent : path, optional
+        The previous release folder: its version becomes ``parent_version`` (unless given) and
+        the changes since it (:func:`gasdb_tools.release_diff.diff_releases`) go into the manifest
+        and the page.
     license : str
         SPDX licence id of the data (e.g. ``CC-BY-4.0``).
     split : str
@@ -232,7 +300,12 @@ def build_release(ws, out, *, version: str, parent_version: str | None = None, l
     created : str, optional
         Creation time written in the manifest; default ``SOURCE_DATE_EPOCH`` when set, else now (UTC).
     compression : int
-        gzip level of the HDF5 pack (with the shuffle filter; one chunk per frame).
+        gzip level of the HDF5 pack's chunks (with the shuffle filter; one chunk per frame).
+    jobs : int, optional
+        Encoding worker processes (default: the number of CPUs, at most 8; 1 encodes in this
+        process). The bytes do not depend on it.
+    require_reviewed : bool
+        Refuse to release masks nobody reviewed (pending drafts, rechecks).
 
     Returns
     -------
@@ -242,25 +315,43 @@ def build_release(ws, out, *, version: str, parent_version: str | None = None, l
     Raises
     ------
     WorkspaceError
-        Bad output folder, stale split, missing frames (see :func:`plan_release`).
+        Bad output folder, stale split, unaligned RGB + thermal pairs, unreviewed masks with
+        ``require_reviewed`` (see :func:`plan_release`).
     ValueError
         Bad version, parent version or licence.
+    OSError
+        The disk is full or read-only (nothing is left behind).
     """
     ver = _parse_version(version, "version")
+    parent_dir = None
+    if parent is not None:
+        parent_dir = Path(parent)
+        pm = _read_manifest(parent_dir)
+        parent_version = parent_version or pm.get("version")
     if parent_version is not None and _parse_version(parent_version, "parent_version") >= ver:
         raise ValueError(f"parent_version {parent_version} must be lower than version {version}")
     if not isinstance(license, str) or not _SPDX.match(license):
         raise ValueError(f"license must be an SPDX identifier such as CC-BY-4.0, got {license!r}")
     if not 0 <= int(compression) <= 9:
         raise ValueError(f"compression must be a gzip level 0-9, got {compression}")
+    jobs = int(jobs) if jobs else min(8, os.cpu_count() or 1)
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     out = Path(out)
     _check_out(ws, out, force)
-    plan = plan_release(ws, split=split)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+    plan = plan_release(ws, split=split, require_reviewed=require_reviewed)
     try:
-        _build_into(ws, plan, partial, version=version, parent_version=parent_version, license=license,
-                    split=split, created=_created(created), compression=int(compression))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise _disk_error(exc, out) from exc
+    try:
+        from gasdb_tools.fsutil import _UMASK
+
+        os.chmod(partial, 0o777 & ~_UMASK)  # mkdtemp makes 0700; a release is shared like any folder
+        _build_into(ws, plan, partial, version=version, parent_version=parent_version, parent_dir=parent_dir,
+                    license=license, split=split, created=_created(created), compression=int(compression),
+                    jobs=jobs)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
             os.replace(out, old / "release")
@@ -268,37 +359,390 @@ def build_release(ws, out, *, version: str, parent_version: str | None = None, l
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(partial, out)
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise _disk_error(exc, out) from exc
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out
 
 
-def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, license, split, created,
-                compression) -> None:
-    from gasdb_tools import export
+def _disk_error(exc: OSError, out: Path) -> Exception:
+    """One line for a failed write (HDF5 reports several lines): what, where, and that nothing was left."""
+    import errno
 
-    stats, audit = _write_h5(ws, plan, root / H5_NAME, version=version, parent_version=parent_version,
-                             license=license, compression=compression)
-    export.export_gasdb(ws, root / "gasdb", splits=plan.splits, names=plan.names)
-    export.export_coco(ws, root / "coco" / "annotations.json", pairs=plan.ids)
-    _write_csv(root / "index.csv", INDEX_COLUMNS,
-               [[plan.names[p], p, plan.pairs[p]["recording"], _scene(plan, p), plan.split_of[p]] for p in plan.ids])
-    _write_csv(root / "exclusions.csv", ("pair_id", "recording", "reason"),
-               [[e["pair_id"], e["recording"], e["reason"]] for e in plan.excluded])
-    write_json(root / "split.json", plan.split_doc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WorkspaceError(f"{os.strerror(exc.errno)} while writing the release (nothing was left behind)",
+                              file=out, fix="free disk space (about the size of the workspace's frames), then rerun")
+    if exc.errno == errno.EROFS:
+        return WorkspaceError("the file system is read-only", file=out, fix="choose a writable folder for the release")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return WorkspaceError("permission denied", file=exc.filename or out, fix="check the folder's permissions")
+    if exc.errno:
+        return WorkspaceError(f"{os.strerror(exc.errno)} while writing the release (nothing was left behind)",
+                              file=exc.filename or out, fix="check the disk, then rerun")
+    return exc
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        doc = json.loads((Path(path) / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WorkspaceError(f"cannot read the parent release's manifest ({exc})", file=Path(path) / _MANIFEST,
+                             fix="pass the folder of a previous gasdb release to --parent") from None
+    if not isinstance(doc, dict) or doc.get("format") != _RELEASE_FORMAT:
+        raise WorkspaceError("not a gasdb release manifest", file=Path(path) / _MANIFEST,
+                             fix="pass the folder of a previous gasdb release to --parent")
+    return doc
+
+
+class _Files:
+    """Writes release files and remembers their size and sha256 (no file is read back)."""
+
+    def __init__(self, root: Path):
+        import threading
+
+        self.root = root
+        self.known: dict[str, tuple[int, str]] = {}
+        self._dirs: set = set()
+        self._lock = threading.Lock()
+
+    def put(self, rel: str, data: bytes, digest: str | None = None) -> None:
+        """Write one file (flushed to disk) and record its size and sha256; safe from worker threads."""
+        path = self.root / rel
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                self._dirs.add(path.parent)
+        digest = digest or hashlib.sha256(data).hexdigest()
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with self._lock:
+            self.known[rel] = (len(data), digest)
+
+    def text(self, rel: str, text: str) -> None:
+        self.put(rel, text.encode("utf-8"))
+
+    def json(self, rel: str, obj) -> None:
+        from gasdb_tools.fsutil import dumps_json
+
+        self.text(rel, dumps_json(obj))
+
+    def csv(self, rel: str, columns, rows) -> None:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        self.text(rel, buf.getvalue())
+
+    def listing(self) -> list[dict]:
+        """Every file under the root but the manifest and SHA256SUMS: path, bytes, sha256 (sorted)."""
+        files = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                rel = path.relative_to(self.root).as_posix()
+                if rel in (_MANIFEST, _SUMS):
+                    continue
+                if rel not in self.known:
+                    self.known[rel] = (path.stat().st_size, sha256_file(path))
+                size, digest = self.known[rel]
+                files.append({"path": rel, "bytes": size, "sha256": digest})
+        return sorted(files, key=lambda f: f["path"])
+
+
+def _write_synced(path: Path, data: bytes) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def _encode_pair(ws, plan: ReleasePlan, pid: str, stretch, level: int, root: Path) -> dict:
+    """Everything one pair becomes, encoded (runs in a worker process). The pair's own files (Gas-DB
+    layout, COCO image) are written here and listed in ``written``; what goes into shared files
+    (HDF5, Parquet, COCO JSON) is returned for the main process to write in pair-id order."""
+    from gasdb_tools import coco as coco_mod
+    from gasdb_tools import export, gasdb_layout, h5pack, labelme_format
+    from gasdb_tools.imaging import encode_png
+
+    row = plan.pairs[pid]
+    rec = plan.recordings[row["recording"]]
+    layout_only = pid in plan.blacklist
+    frames = export.read_pair(ws, row, rec, unlabelled="background" if layout_only else "error", keep_bytes=True)
+    ignore = frames.mask == labelme_format.IGNORE_INDEX
+    label01 = np.where(ignore, 0, frames.mask).astype(np.uint8)
+    th8 = export.gasdb_thermal(ws, frames, row, "aligned", stretch)
+    rgb = frames.rgb_or_zeros()
+
+    def sha(b):
+        return hashlib.sha256(b).hexdigest()
+
+    written = {}
+    for rel, data in gasdb_layout.encode_sample(rgb, th8, label01, ignore=ignore).items():
+        rel = f"gasdb/{rel.format(name=plan.names[pid])}"
+        written[rel] = _write_synced(root / rel, data)
+    out = {"pid": pid, "written": written}
+    if layout_only:
+        return out
+    block, (h, w), tdtype = plan.frames[pid]
+    if frames.size != (w, h) or frames.thermal.dtype != np.dtype(tdtype):
+        raise FormatError(f"pair {pid}: thermal frame is {frames.size[0]}x{frames.size[1]} {frames.thermal.dtype}, "
+                          f"the plan read {w}x{h} {tdtype}", file=ws.path(row.get(frames.thermal_source) or "."),
+                          fix="a stage rewrote the frames during the build: run `gasdb release` again")
+    mask_png = encode_png(frames.mask, compression=1)
+    src = frames.files
+    hf = {"rgb": None if frames.rgb is None else (src.get("rgb") or encode_png(frames.rgb, compression=1)),
+          "thermal": src.get("thermal") or encode_png(frames.thermal, compression=1),
+          "mask": mask_png,
+          "valid": src.get("valid") or encode_png(frames.valid, compression=1)}
+    view, view_source = export.annotation_view(frames, stretch)
+    rel = f"coco/images/{plan.split_of[pid]}/{plan.names[pid]}.png"
+    written[rel] = _write_synced(root / rel, view)
+    out.update({
+        "info": {"size": frames.size, "modality": frames.modality, "recording": frames.recording,
+                 "rgb_resized_from": "" if not frames.rgb_resized else "{}x{}".format(*frames.rgb_native),
+                 "thermal_dtype": frames.thermal.dtype.name, "thermal_source": frames.thermal_source},
+        "rgb": rgb, "thermal": frames.thermal,
+        "chunks": {"rgb": h5pack.encode_chunk(rgb, level), "thermal": h5pack.encode_chunk(frames.thermal, level),
+                   "mask": h5pack.encode_chunk(frames.mask, level), "valid": h5pack.encode_chunk(frames.valid, level)},
+        "hf": hf, "view_source": view_source,
+        "coco_anns": coco_mod.mask_annotations(frames.mask, frames.instances),
+        "gas": int(np.count_nonzero(frames.mask == 1)), "labelled": int(np.count_nonzero(~ignore)),
+        "mask_sha256": sha(frames.mask.tobytes()),
+        "draft_frame": str(((frames.doc or {}).get("gasdb") or {}).get("frame") or "")
+        if isinstance((frames.doc or {}).get("gasdb"), dict) else "",
+    })
+    return out
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(ws, plan, stretch, level, root, *, main: bool = False) -> None:
+    if not main:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the main process, which removes the folder
+    _WORKER.update(ws=ws, plan=plan, stretch=stretch, level=level, root=root)
+
+
+def _encode_task(pid: str) -> dict:
+    w = _WORKER
+    return _encode_pair(w["ws"], w["plan"], pid, w["stretch"][w["plan"].pairs[pid]["recording"]], w["level"],
+                        w["root"])
+
+
+class _InProcess:
+    """The executor interface, run in the calling process (``jobs=1``)."""
+
+    def __init__(self, *args):
+        _init_worker(*args, main=True)
+
+    def submit(self, func, *args):
+        from concurrent.futures import Future
+
+        fut = Future()
+        try:
+            fut.set_result(func(*args))
+        except Exception as exc:  # noqa: BLE001 - delivered through the future, as a pool would
+            fut.set_exception(exc)
+        return fut
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _WORKER.clear()
+        return False
+
+
+def _pool(jobs: int, args: tuple):
+    """Worker processes (forked: the plan is not pickled) for ``jobs`` > 1, else the calling process.
+
+    Processes, not threads: reading LabelMe documents and rasterising them holds the GIL."""
+    if jobs == 1:
+        return _InProcess(*args)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method),
+                               initializer=_init_worker, initargs=args)
+
+
+def _ordered(pool, func, items, window: int):
+    """``pool.map`` in order, with at most ``window`` results in flight (bounded memory)."""
+    pending = deque()
+    it = iter(items)
+    for item in it:
+        pending.append(pool.submit(func, item))
+        if len(pending) >= window:
+            break
+    while pending:
+        result = pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(func, nxt))
+        yield result
+
+
+def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, parent_dir, license, split,
+                created, compression, jobs) -> None:
+    from gasdb_tools import gasdb_layout, h5pack, hf_export, release_docs
+    from gasdb_tools.coco import CATEGORIES, check_coco
+    from gasdb_tools.export import recording_stretches
+    from gasdb_tools.progress import progress
+    from gasdb_tools.recordings import modality
+    from gasdb_tools.splits import FrameAudit
+
+    files = _Files(root)
+    name = _dataset_name(ws)
+    stretch = recording_stretches(ws, plan.recordings, ws.read_index())
+    blocks_n = Counter(plan.frames[p][0] for p in plan.ids)
+    blocks = {b: (n, next(plan.frames[p][1] for p in plan.ids if plan.frames[p][0] == b),
+                  next(plan.frames[p][2] for p in plan.ids if plan.frames[p][0] == b)) for b, n in blocks_n.items()}
+    attrs = {"dataset_name": name, "dataset_version": version, "parent_version": parent_version or "",
+             "license": license, "generator": f"gasdb-tools {__version__}", "class_names": list(_CLASS_NAMES),
+             "ignore_index": _IGNORE_INDEX, "calibration": json.dumps(plan.calibration, sort_keys=True),
+             "split_method": str(plan.split_doc.get("method", ""))}
+    block_rows = Counter()
+    row_of = {}
+    for pid in plan.ids:
+        b = plan.frames[pid][0]
+        row_of[pid] = block_rows[b]
+        block_rows[b] += 1
+    audit = FrameAudit()
+    per: dict[str, dict] = {}
+    meta = defaultdict(list)
+    coco = {s: {"images": [], "annotations": []} for s in plan.splits}
+    coco_ids = {s: {p: i + 1 for i, p in enumerate(ids)} for s, ids in plan.splits.items()}
+    order = sorted(plan.ids + plan.layout_only)
+    for rel in {f"coco/images/{s}" for s in plan.splits} | {"gasdb/images", "gasdb/labels", "gasdb/ignore"}:
+        (root / rel).mkdir(parents=True, exist_ok=True)
+    pack = hf = None
+    try:
+        with _pool(jobs, (ws, plan, stretch, compression, root)) as pool:
+            for f in [pool.submit(os.getpid) for _ in range(jobs)]:
+                f.result()  # workers are forked before any file is open here
+            pack = h5pack.PackWriter(root / H5_NAME, blocks, attrs, level=compression)
+            hf = hf_export.ShardWriter(root / "hf", {s: len(ids) for s, ids in plan.splits.items()})
+            work = _ordered(pool, _encode_task, order, window=2 * jobs + 2)
+            for res in progress(work, total=len(order), desc="release", unit="pair"):
+                pid = res["pid"]
+                files.known.update(res["written"])
+                if pid in plan.blacklist:
+                    continue
+                fr = res["info"]
+                pack.write(plan.frames[pid][0], row_of[pid], res["chunks"])
+                s = plan.split_of[pid]
+                nm = plan.names[pid]
+                state = plan.states[pid]
+                image_id = coco_ids[s][pid]
+                coco[s]["images"].append({"id": image_id, "file_name": f"{nm}.png", "height": fr["size"][1],
+                                          "width": fr["size"][0], "pair_id": pid, "recording": fr["recording"],
+                                          "modality": fr["modality"]})
+                for ann in res["coco_anns"]:
+                    coco[s]["annotations"].append({"id": len(coco[s]["annotations"]) + 1, "image_id": image_id,
+                                                   **ann})
+                audit.add(pid, s, {"rgb": res["rgb"], "thermal": res["thermal"]})
+                resized = fr["rgb_resized_from"]
+                row = plan.pairs[pid]
+                values = {"pair_id": pid, "name": nm, "recording": fr["recording"], "scene": plan.scene(pid),
+                          "split": s, "review": state.status, "modality": fr["modality"],
+                          "block": plan.frames[pid][0], "rgb_resized_from": resized,
+                          "mask_sha256": res["mask_sha256"], "row": row_of[pid], "height": fr["size"][1],
+                          "width": fr["size"][0], "gas_pixels": res["gas"]}
+                for t in ("t_rgb", "t_thermal", "dt"):
+                    values[t] = float(row.get(t) or "nan")
+                for k, v in values.items():
+                    meta[k].append(v)
+                hf.add(s, {**values, **res["hf"]})
+                per[pid] = {"gas": res["gas"], "labelled": res["labelled"], "review": state.status,
+                            "recheck": bool(state.recheck), "preannot": dict(state.preannot),
+                            "untouched": bool(state.untouched), "draft_frame": res["draft_frame"],
+                            "view_source": res["view_source"], "modality": fr["modality"],
+                            "size": list(fr["size"]), "rgb_resized_from": resized,
+                            "thermal_dtype": fr["thermal_dtype"], "thermal_source": fr["thermal_source"],
+                            "index": len(per),
+                            "block": plan.frames[pid][0], "row": row_of[pid]}
+        pos = {pid: k for k, pid in enumerate(plan.ids)}
+        pack.finish(meta, {s: sorted(pos[p] for p in ids) for s, ids in plan.splits.items()})
+        _fsync(root / H5_NAME)
+    except BaseException:
+        if pack is not None:
+            pack.close()
+        if hf is not None:
+            hf.abort()
+        raise
+    shards = hf.close()
+    for rel, (size, digest) in shards.items():
+        files.known[f"hf/{rel}"] = (size, digest)
+        _fsync(root / "hf" / rel)
+
+    # the Gas-DB layout's lists and index
+    lists = {s: [plan.names[p] for p in ids] for s, ids in plan.splits.items()}
+    for required in ("train", "test"):
+        lists.setdefault(required, [])
+    for s, names in lists.items():
+        files.text(f"gasdb/{s}.txt", "".join(f"{n}\n" for n in sorted(names)))
+    files.text("gasdb/blacklist.txt", "".join(f"{plan.names[p]}\n" for p in sorted(plan.layout_only,
+                                                                                    key=plan.names.get)))
+    layout_rows = []
+    for pid in sorted(plan.ids + plan.layout_only, key=plan.names.get):
+        info = per.get(pid)
+        rec = plan.recordings[plan.pairs[pid]["recording"]]
+        layout_rows.append([plan.names[pid], pid, plan.pairs[pid]["recording"], plan.split_of.get(pid, ""),
+                            plan.blacklist.get(pid, ""), info["modality"] if info else modality(rec),
+                            info["rgb_resized_from"] if info else ""])
+    files.csv("gasdb/index.csv", gasdb_layout.INDEX_COLUMNS, layout_rows)
+
+    # COCO, one file per split, images inside the release
+    for s, doc in coco.items():
+        full = {"info": {"description": f"{name} {version}, split {s}: gas instances (iscrowd 0) and ignore "
+                                        "regions (iscrowd 1) on the thermal images annotators saw",
+                         "version": version, "year": int(created[:4]), "date_created": created},
+                "licenses": [{"id": 1, "name": license, "url": ""}],
+                "images": [{**im, "license": 1} for im in doc["images"]],
+                "annotations": doc["annotations"], "categories": [dict(c) for c in CATEGORIES]}
+        check_coco(full)
+        files.json(f"coco/annotations/instances_{s}.json", full)
+
+    files.csv("index.csv", INDEX_COLUMNS,
+              [[plan.names[p], p, plan.pairs[p]["recording"], plan.scene(p), plan.split_of[p], per[p]["modality"],
+                per[p]["review"]] for p in plan.ids])
+    files.csv("exclusions.csv", ("pair_id", "recording", "reason"),
+              [[e["pair_id"], e["recording"], e["reason"]] for e in plan.excluded])
+    files.json("split.json", plan.split_doc)
     identical, near = audit.findings()
-    summary = _summary(plan, stats, identical, near, audit.params)
-    figures = _figures(root, plan, stats)
-    meta = {"version": version, "parent_version": parent_version, "license": license, "created": created,
-            "name": _dataset_name(ws), "split_name": split}
-    atomic_write_text(root / "DATASHEET.md", _datasheet(plan, summary, meta))
-    atomic_write_text(root / "index.html", _html(plan, summary, meta, figures))
-    files = _file_list(root)
+    summary = release_docs.summary(plan, per, identical, near, audit.params)
+    meta_doc = {"version": version, "parent_version": parent_version, "license": license, "created": created,
+                "name": name, "split_name": split}
+    changes = None
+    if parent_dir is not None:
+        from gasdb_tools.release_diff import diff_releases
+
+        changes = diff_releases(parent_dir, root, check_b=False)
+    figures = release_docs.figures(root, plan, per, files)
+    hf_card = hf_export.dataset_card(meta_doc, summary, {s: len(ids) for s, ids in plan.splits.items()},
+                                     {rel: size for rel, (size, _) in shards.items()})
+    files.text("hf/README.md", hf_card)
+    files.text("DATASHEET.md", release_docs.datasheet(plan, summary, meta_doc))
+    files.text("index.html", release_docs.html(plan, summary, meta_doc, figures, changes))
+    from gasdb_tools.croissant import croissant_document
+
+    files.json("croissant.json", croissant_document(meta_doc, summary, plan, files.listing()))
+    listing = files.listing()
     manifest = {
         "format": _RELEASE_FORMAT,
         "format_version": _FORMAT_VERSION,
-        "name": meta["name"],
+        "name": name,
         "version": version,
         "parent_version": parent_version,
         "created": created,
@@ -307,529 +751,58 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, l
                       "python": ".".join(map(str, sys.version_info[:3]))},
         "classes": {str(i): n for i, n in enumerate(_CLASS_NAMES)},
         "ignore_index": _IGNORE_INDEX,
-        "modalities": stats["modalities"],
+        "frames": summary["frames"],
         "calibration": plan.calibration,
         "split": {"name": split, **{k: plan.split_doc.get(k) for k in
-                                    ("method", "seed", "ratios", "group_key", "stratify", "leaks_across_splits")}},
+                                    ("method", "seed", "ratios", "group_key", "group_by", "stratify",
+                                     "leaks_across_splits", "balance")}},
         "counts": summary["counts"],
         "annotation": summary["annotation"],
+        "recordings": summary["recordings"],
         "leakage_audit": summary["leakage_audit"],
         "exclusions": plan.excluded,
-        "sources": {r: {"scene": row.get("scene", ""), "rgb_sha256": row.get("rgb_sha256", ""),
-                        "thermal_sha256": row.get("thermal_sha256", ""),
-                        "pairs": sum(1 for p in plan.ids if plan.pairs[p]["recording"] == r)}
-                    for r, row in plan.recordings.items()},
+        "changes": changes,
         "links": {"datasheet": "DATASHEET.md", "page": "index.html", "checksums": _SUMS, "index": "index.csv",
-                  "hdf5": H5_NAME, "gasdb_layout": "gasdb/", "coco": "coco/annotations.json"},
-        "files": files,
+                  "hdf5": H5_NAME, "gasdb_layout": "gasdb/", "coco": "coco/annotations/", "hf": "hf/",
+                  "croissant": "croissant.json"},
+        "files": listing,
     }
-    write_json(root / _MANIFEST, manifest)
-    sums = [(sha256_file(root / _MANIFEST), _MANIFEST)] + [(f["sha256"], f["path"]) for f in files]
-    atomic_write_text(root / _SUMS, "".join(f"{h}  {p}\n" for h, p in sorted(sums, key=lambda x: x[1])))
+    files.json(_MANIFEST, manifest)
+    sums = [(files.known[_MANIFEST][1], _MANIFEST)] + [(f["sha256"], f["path"]) for f in listing]
+    files.text(_SUMS, "".join(f"{h}  {p}\n" for h, p in sorted(sums, key=lambda x: x[1])))
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
 
 
 def _dataset_name(ws) -> str:
     return str(ws.settings.get("name") or ws.root.name)
 
 
-def _scene(plan: ReleasePlan, pid: str) -> str:
-    return plan.recordings.get(plan.pairs[pid]["recording"], {}).get("scene", "") or ""
-
-
-def _write_csv(path: Path, columns, rows) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def _file_list(root: Path) -> list[dict]:
-    files = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
-        rel = path.relative_to(root).as_posix()
-        if rel in (_MANIFEST, _SUMS):
-            continue
-        files.append({"path": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
-    return files
-
-
 def _source_commit() -> str | None:
     """The git commit of the gasdb-tools checkout, when it runs from one (no subprocess)."""
     git = Path(__file__).resolve().parents[1] / ".git"
     try:
+        if git.is_file():  # a worktree: "gitdir: <path>"
+            git = Path(git.read_text().split(":", 1)[1].strip())
         head = (git / "HEAD").read_text().strip()
         if head.startswith("ref: "):
             ref = head[5:]
-            loose = git / ref
-            if loose.is_file():
-                return loose.read_text().strip()
-            for line in (git / "packed-refs").read_text().splitlines():
-                if line.endswith(" " + ref):
-                    return line.split()[0]
+            for base in (git, git.parent.parent if git.parent.name == "worktrees" else git):
+                loose = base / ref
+                if loose.is_file():
+                    return loose.read_text().strip()
+                packed = base / "packed-refs"
+                if packed.is_file():
+                    for line in packed.read_text().splitlines():
+                        if line.endswith(" " + ref):
+                            return line.split()[0]
             return None
         return head or None
-    except OSError:
+    except (OSError, IndexError):
         return None
-
-
-# ---------------------------------------------------------------------------------------------
-# the HDF5 pack
-# ---------------------------------------------------------------------------------------------
-def _read_pair(ws, pair: Mapping) -> dict[str, np.ndarray]:
-    """RGB (uint8), aligned thermal (its own bit depth) and valid mask (255 valid) of one pair."""
-    from gasdb_tools.imaging import read_image
-
-    rgb = read_image(ws.path(pair["rgb"]), mode="rgb")
-    thermal = read_image(ws.path(pair["aligned"]))
-    if thermal.ndim == 3:
-        raise FormatError(f"aligned thermal frame has {thermal.shape[2]} channels; expected one",
-                          file=ws.path(pair["aligned"]), fix="re-run `gasdb align`")
-    valid = read_image(ws.path(pair["valid"])) if pair.get("valid") else np.full(thermal.shape, 255, np.uint8)
-    if valid.ndim != 2 or valid.dtype != np.uint8:
-        raise FormatError(f"valid mask must be single-channel uint8, got {valid.dtype} {valid.shape}",
-                          file=ws.path(pair["valid"]), fix="re-run `gasdb align`")
-    return {"rgb": rgb, "thermal": thermal, "valid": valid}
-
-
-def _write_h5(ws, plan: ReleasePlan, path: Path, *, version, parent_version, license, compression):
-    import h5py
-
-    from gasdb_tools import export, labelme_format
-    from gasdb_tools.progress import progress
-    from gasdb_tools.splits import FrameAudit
-
-    n = len(plan.ids)
-    audit = FrameAudit()
-    stats = {"pairs": {}, "modalities": {}}
-    str_dt = h5py.string_dtype()
-    with h5py.File(path, "w", libver=("earliest", "v110")) as f:
-        f.attrs.update({
-            "format": _H5_FORMAT, "format_version": _FORMAT_VERSION, "dataset_name": _dataset_name(ws),
-            "dataset_version": version, "parent_version": parent_version or "", "license": license,
-            "generator": f"gasdb-tools {__version__}", "class_names": list(_CLASS_NAMES),
-            "ignore_index": _IGNORE_INDEX, "calibration": json.dumps(plan.calibration, sort_keys=True),
-            "split_method": str(plan.split_doc.get("method", "")), "thermal_source": plan.thermal_source,
-        })
-        dsets = {}
-        meta_rows = defaultdict(list)
-        for k, pid in enumerate(progress(plan.ids, total=n, desc="release", unit="pair")):
-            pair = plan.pairs[pid]
-            frames = _read_pair(ws, pair)
-            mask = np.asarray(export.pair_mask(ws, pair))
-            frames["mask"] = mask
-            if k == 0:
-                h, w = frames["rgb"].shape[:2]
-                for key, arr in frames.items():
-                    if key != "rgb" and key != "thermal" and arr.shape != (h, w):
-                        raise FormatError(f"{key} is {arr.shape[1]}x{arr.shape[0]} but RGB is {w}x{h}",
-                                          file=ws.path(pair.get(key) or pair["rgb"]), fix="re-run gasdb align")
-                for key, arr in frames.items():
-                    dsets[key] = f.create_dataset(key, shape=(n, *arr.shape), dtype=arr.dtype,
-                                                  chunks=(1, *arr.shape), compression="gzip",
-                                                  compression_opts=compression, shuffle=True, track_times=False)
-                    stats["modalities"][key] = {"dtype": arr.dtype.name, "shape": [n, *arr.shape]}
-                dsets["thermal"].attrs["source"] = plan.thermal_source
-                dsets["thermal"].attrs["frame"] = "rgb (warped with the rig homography)"
-                dsets["mask"].attrs["values"] = "0 background, 1 gas, 255 ignore"
-                dsets["valid"].attrs["values"] = "255 valid thermal pixel, 0 outside the warped thermal view"
-                stats["modalities"]["thermal"]["source"] = plan.thermal_source
-            for key, arr in frames.items():
-                want = dsets[key]
-                if arr.shape != want.shape[1:] or arr.dtype != want.dtype:
-                    raise FormatError(f"{key} frame is {arr.dtype} {arr.shape}, the others are {want.dtype} "
-                                      f"{want.shape[1:]}", file=ws.path(pair.get(key) or pair["rgb"]),
-                                      fix="frames of one release must share size and bit depth; re-run extract/align")
-                want[k] = arr
-            if mask.dtype != np.uint8 or not np.isin(mask, (0, 1, _IGNORE_INDEX)).all():
-                raise FormatError("mask values outside {0, 1, 255}", file=ws.path(pair["label"]),
-                                  fix="check the label names against labels.txt")
-            audit.add(pid, plan.split_of[pid], frames)
-            doc = labelme_format.read(ws.path(pair["label"]))
-            pre = ((doc.get("gasdb") or {}).get("preannot") or {}).get("method") if isinstance(
-                doc.get("gasdb"), dict) else None
-            gas = int(np.count_nonzero(mask == 1))
-            labelled = int(np.count_nonzero(mask != _IGNORE_INDEX))
-            stats["pairs"][pid] = {"gas": gas, "labelled": labelled, "review": pair.get("review") or "unknown",
-                                   "preannot": pre or "none", "index": k}
-            meta_rows["pair_id"].append(pid)
-            meta_rows["name"].append(plan.names[pid])
-            meta_rows["recording"].append(pair["recording"])
-            meta_rows["scene"].append(_scene(plan, pid))
-            meta_rows["split"].append(plan.split_of[pid])
-            meta_rows["review"].append(pair.get("review") or "")
-            for t in ("t_rgb", "t_thermal", "dt"):
-                meta_rows[t].append(float(pair.get(t) or "nan"))
-            meta_rows["gas_pixels"].append(gas)
-        meta = f.create_group("meta")
-        for key, values in meta_rows.items():
-            if key in ("t_rgb", "t_thermal", "dt"):
-                meta.create_dataset(key, data=np.asarray(values, np.float64), track_times=False)
-            elif key == "gas_pixels":
-                meta.create_dataset(key, data=np.asarray(values, np.int64), track_times=False)
-            else:
-                meta.create_dataset(key, data=np.asarray(values, dtype=object), dtype=str_dt, track_times=False)
-        grp = f.create_group("splits")
-        pos = {pid: k for k, pid in enumerate(plan.ids)}
-        for s, ids in plan.splits.items():
-            grp.create_dataset(s, data=np.asarray(sorted(pos[p] for p in ids), np.int64), track_times=False)
-    return stats, audit
-
-
-# ---------------------------------------------------------------------------------------------
-# summary, figures, datasheet, page
-# ---------------------------------------------------------------------------------------------
-def _summary(plan: ReleasePlan, stats: dict, identical, near, params) -> dict:
-    per = stats["pairs"]
-
-    def block(ids):
-        gas = sum(per[p]["gas"] for p in ids)
-        lab = sum(per[p]["labelled"] for p in ids)
-        return {"pairs": len(ids), "recordings": len({plan.pairs[p]["recording"] for p in ids}),
-                "positive_pairs": sum(1 for p in ids if per[p]["gas"] > 0),
-                "gas_pixel_fraction": round(gas / lab, 6) if lab else None,
-                "scenes": dict(sorted(Counter(_scene(plan, p) for p in ids).items()))}
-
-    scenes = sorted({_scene(plan, p) for p in plan.ids})
-    counts = {"total": block(plan.ids), "splits": {s: block(ids) for s, ids in plan.splits.items()},
-              "scenes": {sc: {k: v for k, v in block([p for p in plan.ids if _scene(plan, p) == sc]).items()
-                              if k != "scenes"} for sc in scenes}}
-    annotation = {"review": dict(sorted(Counter(per[p]["review"] for p in plan.ids).items())),
-                  "preannotation": dict(sorted(Counter(per[p]["preannot"] for p in plan.ids).items()))}
-    by_rec = defaultdict(set)
-    for p in plan.ids:
-        by_rec[plan.pairs[p]["recording"]].add(plan.split_of[p])
-    audit = {"params": params, "identical_across_splits": len(identical), "near_identical_across_splits": len(near),
-             "shared_recordings": sorted(r for r, ss in by_rec.items() if len(ss) > 1),
-             "examples": (identical + near)[:20]}
-    return {"counts": counts, "annotation": annotation, "leakage_audit": audit, "modalities": stats["modalities"]}
-
-
-_SPLIT_COLOURS = {"train": "#1f77b4", "val": "#2ca02c", "test": "#d62728"}
-
-
-def _new_figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    from gasdb_tools.fsutil import atomic_write_bytes
-
-    atomic_write_bytes(path, buf.getvalue())
-
-
-_PANEL_WIDTH = 320  # sample images are shrunk to this width before plotting (figures stay small and fast)
-
-
-def _shrink(image: np.ndarray, *, nearest: bool = False) -> np.ndarray:
-    import cv2
-
-    h, w = image.shape[:2]
-    if w <= _PANEL_WIDTH:
-        return image
-    size = (_PANEL_WIDTH, max(1, round(h * _PANEL_WIDTH / w)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
-
-
-def _display(thermal: np.ndarray) -> np.ndarray:
-    t = thermal.astype(np.float32)
-    lo, hi = np.percentile(t, [0.5, 99.5])
-    return np.clip((t - lo) / max(hi - lo, 1e-6), 0, 1)
-
-
-def _overlay(gray01: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    rgb = np.repeat(gray01[..., None], 3, axis=2)
-    gas, ignore = mask == 1, mask == _IGNORE_INDEX
-    rgb[gas] = 0.45 * rgb[gas] + 0.55 * np.array([1.0, 0.1, 0.1])
-    rgb[ignore] = 0.6 * rgb[ignore] + 0.4 * np.array([0.2, 0.4, 1.0])
-    return rgb
-
-
-def _figures(root: Path, plan: ReleasePlan, stats: dict) -> list[dict]:
-    import h5py
-    from matplotlib.ticker import MaxNLocator
-
-    figdir = root / "figures"
-    figdir.mkdir(exist_ok=True)
-    per = stats["pairs"]
-    out = []
-    scenes = sorted({_scene(plan, p) for p in plan.ids})
-    with h5py.File(root / H5_NAME, "r") as f:
-        for sc in scenes:
-            ids = [p for p in plan.ids if _scene(plan, p) == sc]
-            gas = sorted((p for p in ids if per[p]["gas"] > 0), key=lambda p: (per[p]["gas"], p))
-            picks = []
-            if gas:
-                picks += [gas[-1], gas[len(gas) // 2]]
-            picks += [p for p in ids if per[p]["gas"] == 0][:1]
-            picks = list(dict.fromkeys(picks))[:3] or ids[:1]
-            fig = _new_figure(10.5, 2.9 * len(picks))
-            for r, pid in enumerate(picks):
-                k = per[pid]["index"]
-                rgb, thermal, mask = f["rgb"][k], f["thermal"][k], f["mask"][k]
-                dtype = thermal.dtype.name
-                rgb, thermal, mask = _shrink(rgb), _shrink(thermal), _shrink(mask, nearest=True)
-                shown = _display(thermal)
-                base = shown if shown.shape == mask.shape else rgb.mean(axis=2) / 255.0
-                panels = [(rgb, "RGB"), (shown, f"thermal ({plan.thermal_source}, {dtype})"),
-                          (_overlay(base, mask), f"mask: {100 * per[pid]['gas'] / max(per[pid]['labelled'], 1):.1f}% "
-                                                 "gas")]
-                for c, (img, title) in enumerate(panels):
-                    ax = fig.add_subplot(len(picks), 3, r * 3 + c + 1)
-                    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1 if img.ndim == 2 else None)
-                    ax.set_title(f"{plan.names[pid]} {title}" if c == 0 else title, fontsize=9)
-                    ax.axis("off")
-            fig.suptitle(f"scene: {sc or 'unspecified'}", fontsize=11)
-            fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.8 / (2.9 * len(picks)),
-                                wspace=0.04, hspace=0.18)
-            name = f"samples_{re.sub(r'[^A-Za-z0-9_-]+', '-', sc) or 'unspecified'}.png"
-            _save(fig, figdir / name)
-            out.append({"file": f"figures/{name}", "title": f"Samples: {sc or 'unspecified'}",
-                        "caption": "RGB, thermal and the mask (red: gas, blue: ignore) of the pair with the most gas, "
-                                   "a median gas pair and a gas-free pair of this scene."})
-    # gas coverage histogram
-    fig = _new_figure(7.5, 4.0)
-    ax = fig.add_subplot(1, 1, 1)
-    bins = np.logspace(-3, 2, 26)  # plumes cover from a few pixels to most of the frame
-    for s, ids in plan.splits.items():
-        cov = [max(100 * per[p]["gas"] / per[p]["labelled"], 1e-3) for p in ids
-               if per[p]["gas"] > 0 and per[p]["labelled"]]
-        empty = sum(1 for p in ids if per[p]["gas"] == 0)
-        ax.hist(cov, bins=bins, histtype="step", linewidth=2, color=_SPLIT_COLOURS.get(s),
-                label=f"{s}: {len(cov)} gas pairs, {empty} gas-free")
-    ax.set_xscale("log")
-    ax.set_xlabel("gas pixels per pair (% of labelled pixels, log scale)")
-    ax.set_ylabel("pairs")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
-    ax.set_title("Gas coverage per pair")
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.9)
-    _save(fig, figdir / "gas_coverage.png")
-    out.append({"file": "figures/gas_coverage.png", "title": "Gas coverage",
-                "caption": "Histogram of the gas fraction of pairs that contain gas, per split."})
-    # split balance
-    fig = _new_figure(10.0, 4.0)
-    ax = fig.add_subplot(1, 2, 1)
-    names = list(plan.splits)
-    bottom = np.zeros(len(names))
-    cmap = __import__("matplotlib").colormaps["tab20"]
-    for i, sc in enumerate(scenes):
-        vals = np.array([sum(1 for p in plan.splits[s] if _scene(plan, p) == sc) for s in names], float)
-        ax.bar(names, vals, bottom=bottom, color=cmap(i % 20), label=sc or "unspecified")
-        bottom += vals
-    ax.set_ylabel("pairs")
-    ax.set_title("Pairs per split and scene")
-    ax.legend(fontsize=7)
-    ax2 = fig.add_subplot(1, 2, 2)
-    pos = [100 * sum(1 for p in plan.splits[s] if per[p]["gas"] > 0) / max(len(plan.splits[s]), 1) for s in names]
-    recs = [len({plan.pairs[p]["recording"] for p in plan.splits[s]}) for s in names]
-    bars = ax2.bar(names, pos, color=[_SPLIT_COLOURS.get(s, "#7f7f7f") for s in names])
-    for b, n_rec in zip(bars, recs):
-        ax2.annotate(f"{n_rec} rec.", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
-                     fontsize=8)
-    ax2.set_ylim(0, 110)
-    ax2.set_ylabel("pairs with gas (%)")
-    ax2.set_title("Positive pairs and recordings per split")
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.9, wspace=0.25)
-    _save(fig, figdir / "split_balance.png")
-    out.append({"file": "figures/split_balance.png", "title": "Split balance",
-                "caption": "Pairs per split stacked by scene type; share of pairs with gas and number of recordings."})
-    return out
-
-
-def _counts_table(summary: dict) -> list[list[str]]:
-    rows = [["split", "pairs", "recordings", "pairs with gas", "gas pixel fraction"]]
-    items = list(summary["counts"]["splits"].items()) + [("total", summary["counts"]["total"])]
-    for s, c in items:
-        frac = "n/a" if c["gas_pixel_fraction"] is None else f"{100 * c['gas_pixel_fraction']:.2f}%"
-        rows.append([s, str(c["pairs"]), str(c["recordings"]), str(c["positive_pairs"]), frac])
-    return rows
-
-
-def _md_table(rows: list[list[str]]) -> str:
-    head, *body = rows
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines)
-
-
-def _datasheet(plan: ReleasePlan, summary: dict, meta: dict) -> str:
-    c = summary["counts"]
-    ann = summary["annotation"]
-    audit = summary["leakage_audit"]
-    sd = plan.split_doc
-    review = ann["review"]
-    unreviewed = sum(v for k, v in review.items() if k not in ("approved", "edited"))
-    scene_rows = [["scene", "pairs", "recordings", "pairs with gas"]] + [
-        [sc or "unspecified", str(v["pairs"]), str(v["recordings"]), str(v["positive_pairs"])]
-        for sc, v in c["scenes"].items()]
-    black = [e for e in plan.excluded if e["reason"].startswith("blacklisted")]
-    other = [e for e in plan.excluded if not e["reason"].startswith("blacklisted")]
-    limits = []
-    if sd.get("leaks_across_splits"):
-        limits.append(f"**The split leaks**: method `{sd.get('method')}` puts frames of one recording in several "
-                      "splits, so test scores overstate generalisation (the RT-CAN/Gas-DB protocol).")
-    if audit["identical_across_splits"] or audit["near_identical_across_splits"]:
-        limits.append(f"The leakage audit found {audit['identical_across_splits']} identical and "
-                      f"{audit['near_identical_across_splits']} near-identical frame pairs across splits.")
-    if unreviewed:
-        limits.append(f"{unreviewed} of {c['total']['pairs']} masks were not reviewed by a person "
-                      "(pre-annotations or unknown review status).")
-    small = [s for s, v in c["splits"].items() if v["recordings"] < 3]
-    if small:
-        limits.append(f"Few recordings in split(s) {', '.join(small)}: scores vary strongly with the recordings "
-                      "drawn; report results over several seeds.")
-    if not plan.calibration:
-        limits.append("No rig calibration file was found in the workspace.")
-    limits.append("Gas is visible only in the thermal band; thin or faint plume edges are ambiguous and "
-                  "annotators may disagree there (mark unsure areas as `__ignore__`).")
-    lines = [
-        f"# Datasheet: {meta['name']} {meta['version']}",
-        "",
-        "Following Gebru et al., *Datasheets for Datasets* (Commun. ACM 64(12), 2021, "
-        "doi:10.1145/3458723). Counts below are filled in by gasdb-tools; sections marked "
-        "*maintainers* need prose from the people who collected the data.",
-        "",
-        "## Motivation",
-        "",
-        "- Purpose: pixel-level segmentation of gas leaks in paired RGB and thermal (infrared) frames, in the "
-        "Gas-DB / RT-CAN benchmark format.",
-        "- Creators, funding: *maintainers*.",
-        "",
-        "## Composition",
-        "",
-        f"- {c['total']['pairs']} RGB-thermal pairs from {c['total']['recordings']} recordings; "
-        f"{c['total']['positive_pairs']} pairs contain gas.",
-        f"- Each pair: RGB (uint8), thermal ({summary['modalities']['thermal']['dtype']}, aligned, bit depth kept), "
-        "mask "
-        "(0 background, 1 gas, 255 ignore) and valid-pixel mask, in `gasdb.h5`, `gasdb/` and `coco/`.",
-        "",
-        _md_table(_counts_table(summary)),
-        "",
-        _md_table(scene_rows),
-        "",
-        "## Collection process",
-        "",
-        f"- Recordings (sha256 of each source video in `manifest.json` → `sources`): "
-        f"{', '.join(plan.recordings)}.",
-        "- Frame pairs were cut from time-synchronised RGB and thermal videos (nearest frame after the start "
-        "offset); the thermal frame keeps its bit depth.",
-        "- Cameras, sites, dates, consent: *maintainers*.",
-        "",
-        "## Preprocessing, cleaning, labelling",
-        "",
-        "- Thermal frames: warped into the RGB frame with the rig homography (`valid` marks the covered "
-        "pixels; masks are 255 = ignore outside them).",
-        "- Annotation: drafts by background subtraction on the enhanced thermal (pre-annotation), "
-        "corrected in LabelMe; masks rasterised with LabelMe's own conventions.",
-        f"- Pre-annotation method per pair: {_inline_counts(ann['preannotation'])}.",
-        f"- Review status: {_inline_counts(review)} (approved/edited = checked by a person).",
-        f"- Excluded pairs ({len(plan.excluded)}; listed with reasons in `exclusions.csv`): "
-        f"{len(black)} blacklisted, {len(other)} for other reasons.",
-    ]
-    if black:
-        reasons = Counter(e["reason"][len("blacklisted: "):] for e in black)
-        lines += ["", "| blacklist reason | pairs |", "|---|---|"]
-        lines += [f"| {_md_escape(r)} | {n} |" for r, n in sorted(reasons.items())]
-    lines += [
-        "",
-        "## Splits",
-        "",
-        f"- Method `{sd.get('method')}`, seed {sd.get('seed')}, ratios "
-        f"{', '.join(f'{k} {v:g}' for k, v in (sd.get('ratios') or {}).items())}; group key "
-        f"`{sd.get('group_key')}`; stratified by {', '.join(sd.get('stratify') or []) or 'nothing'}.",
-        f"- Recordings shared between splits: {len(audit['shared_recordings'])}. Leakage audit (RGB and thermal "
-        f"thumbnails, tolerance {audit['params']['tol']} robust-σ, at most "
-        f"{100 * audit['params']['outlier_fraction']:g}% changed cells): "
-        f"{audit['identical_across_splits']} identical and {audit['near_identical_across_splits']} near-identical "
-        "frame pairs across splits.",
-        "- Select models on `val` (when present) and score `test` once.",
-        "",
-        "## Uses",
-        "",
-        "- Benchmarking RGB-thermal gas segmentation (scores: accuracy = recall, IoU, F1, F2 from one global "
-        "pixel confusion matrix, ignoring 255).",
-        "- Not for: safety-critical leak detection without validation on the target site and camera.",
-        "",
-        "## Distribution",
-        "",
-        f"- Version {meta['version']}" + (f" (parent {meta['parent_version']})" if meta["parent_version"] else "")
-        + f", created {meta['created']}, licence `{meta['license']}`.",
-        "- Integrity: `SHA256SUMS` (`sha256sum -c SHA256SUMS`) and `gasdb verify RELEASE`.",
-        "",
-        "## Maintenance",
-        "",
-        "- Versioning: PATCH repackages the same data, MINOR adds records, MAJOR changes, removes or "
-        "reshuffles records across splits.",
-        "- Contact, erratum process: *maintainers*.",
-        "",
-        "## Known limits",
-        "",
-    ]
-    lines += [f"- {item}" for item in limits]
-    return "\n".join(lines) + "\n"
-
-
-def _inline_counts(counts: Mapping) -> str:
-    return ", ".join(f"{k or 'none'}: {v}" for k, v in counts.items()) or "none"
-
-
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _html(plan: ReleasePlan, summary: dict, meta: dict, figures: list[dict]) -> str:
-    esc = html.escape
-    rows = _counts_table(summary)
-    table = "<table>\n<tr>" + "".join(f"<th>{esc(c)}</th>" for c in rows[0]) + "</tr>\n" + "".join(
-        "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>\n" for r in rows[1:]) + "</table>"
-    figures = sorted(figures, key=lambda f: f["file"].startswith("figures/samples_"))  # overview first
-    figs = "\n".join(
-        f'<figure><img src="{esc(f["file"])}" alt="{esc(f["title"])}">'
-        f"<figcaption><b>{esc(f['title'])}</b>. {esc(f['caption'])}</figcaption></figure>" for f in figures)
-    sd = plan.split_doc
-    warn = ('<p class="warn">This release uses a split that puts frames of one recording in several splits; '
-            "test scores overstate generalisation.</p>" if sd.get("leaks_across_splits") else "")
-    title = f"{meta['name']} {meta['version']}"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{esc(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-th, td {{ border: 1px solid #bbb; padding: 4px 10px; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }}
-figure {{ margin: 1.5em 0; }}
-img {{ max-width: 100%; border: 1px solid #ddd; }}
-.warn {{ background: #fee; border: 1px solid #c33; padding: 0.5em; }}
-</style>
-</head>
-<body>
-<h1>{esc(title)}</h1>
-<p>Licence <code>{esc(meta['license'])}</code>; created {esc(meta['created'])}
-{f"; parent version {esc(meta['parent_version'])}" if meta['parent_version'] else ""}.
-Split <code>{esc(str(sd.get('method')))}</code> (seed {esc(str(sd.get('seed')))}, group key
-<code>{esc(str(sd.get('group_key')))}</code>).</p>
-{warn}
-{table}
-<p>Files: <a href="{H5_NAME}">{H5_NAME}</a> (HDF5 pack), <a href="gasdb/">gasdb/</a> (Gas-DB / RT-CAN layout),
-<a href="coco/annotations.json">coco/annotations.json</a>, <a href="index.csv">index.csv</a>,
-<a href="DATASHEET.md">DATASHEET.md</a>, <a href="manifest.json">manifest.json</a>,
-<a href="{_SUMS}">{_SUMS}</a>. Check integrity with <code>gasdb verify</code> or
-<code>sha256sum -c {_SUMS}</code>.</p>
-{figs}
-</body>
-</html>
-"""
 
 
 def make_release(ws, out, *, version: str = "0.1.0", method: str = "video", ratios="0.8,0.2", seed: int = 0,
@@ -865,7 +838,9 @@ class VerifyReport:
     """Result of :func:`verify_release`. ``problems`` holds ``{file, kind, detail}`` dicts.
 
     ``kind`` is ``corrupted`` (hash or size differs), ``missing``, ``extra`` (a file the manifest does
-    not list), ``count`` (a recomputed count differs from the manifest) or ``format`` (unreadable).
+    not list), ``unsafe`` (an absolute path, a ``..`` component, a symlink, or a path that resolves
+    outside the release), ``count`` (a recomputed count differs from the manifest) or ``format``
+    (unreadable or malformed).
     """
 
     path: str
@@ -885,13 +860,51 @@ class VerifyReport:
                 "problems": sorted(self.problems, key=lambda p: (p["file"], p["kind"]))}
 
 
-def _read_sums(path: Path, report: VerifyReport) -> dict[str, str]:
-    sums = {}
+def _unsafe(rel, root: Path) -> str | None:
+    """Why a listed path must not be opened ('' / None when it is a plain relative path inside ``root``)."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        return "not a path"
+    if "\\" in rel or rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+        return "absolute or Windows path"
+    parts = PurePosixPath(rel).parts
+    if any(p in ("..", ".", "") for p in parts) or rel != PurePosixPath(rel).as_posix():
+        return "path with '..' or '.' components"
+    cur = root
+    for p in parts:
+        cur = cur / p
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"cannot be checked ({exc.strerror})"
+        if stat.S_ISLNK(st.st_mode):
+            return "a symbolic link"
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        if root.resolve() not in cur.resolve().parents:
+            return "resolves outside the release"
+    except OSError:
+        return "cannot be resolved"
+    return None
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_sums(path: Path, report: VerifyReport) -> dict[str, str]:
+    sums: dict[str, str] = {}
+    if not path.exists() and not path.is_symlink():
         report.add(_SUMS, "missing", "the checksum file is missing")
         return sums
+    if not _is_regular(path):
+        report.add(_SUMS, "unsafe", "not a regular file (a symbolic link or a folder)")
+        return sums
+    try:
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         report.add(_SUMS, "format", f"cannot read it ({exc})")
         return sums
@@ -905,12 +918,15 @@ def _read_sums(path: Path, report: VerifyReport) -> dict[str, str]:
 
 
 def verify_release(path) -> VerifyReport:
-    """Recompute every hash and count of a release; report each corrupted, missing or extra file.
+    """Recompute every hash and count of a release; report each corrupted, missing, extra or unsafe file.
 
-    Checks, in order: ``SHA256SUMS`` against every file it lists (``manifest.json`` included);
-    the manifest's sha256 and byte count of every file; files present but listed nowhere (extra);
-    then, for files whose hashes match, the counts: rows of ``index.csv`` and of each
-    ``gasdb/<split>.txt`` per split, and the frames and split indices in ``gasdb.h5``.
+    Checks, in order: every path listed in ``SHA256SUMS`` and ``manifest.json`` is a plain
+    relative path inside the release (never absolute, never ``..``, no symbolic link on the way);
+    ``SHA256SUMS`` against every file it lists (``manifest.json`` included); the manifest's sha256
+    and byte count of every file; files present but listed nowhere (extra), symbolic links
+    anywhere (unsafe); then, for files whose hashes match, the counts: rows of ``index.csv`` and of
+    each ``gasdb/<split>.txt`` per split, and the samples, split indices and table digests of
+    ``gasdb.h5``. A malformed manifest is reported, never raised.
 
     Parameters
     ----------
@@ -931,8 +947,11 @@ def verify_release(path) -> VerifyReport:
     bad = set()
     manifest = None
     mpath = root / _MANIFEST
-    if not mpath.is_file():
+    if not mpath.exists() and not mpath.is_symlink():
         report.add(_MANIFEST, "missing", "the manifest is missing")
+    elif not _is_regular(mpath):
+        report.add(_MANIFEST, "unsafe", "not a regular file (a symbolic link or a folder)")
+        bad.add(_MANIFEST)
     else:
         if _MANIFEST in sums and sha256_file(mpath) != sums[_MANIFEST]:
             report.add(_MANIFEST, "corrupted", "sha256 differs from SHA256SUMS")
@@ -941,31 +960,55 @@ def verify_release(path) -> VerifyReport:
             manifest = json.loads(mpath.read_text(encoding="utf-8"))
             if not isinstance(manifest, dict) or manifest.get("format") != _RELEASE_FORMAT:
                 raise ValueError("not a gasdb release manifest")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
             if _MANIFEST not in bad:
                 report.add(_MANIFEST, "format", f"unreadable manifest ({exc})")
             manifest = None
     listed: dict[str, dict] = {}
     if manifest is not None:
-        report.version = manifest.get("version")
-        for entry in manifest.get("files") or []:
-            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-                listed[entry["path"]] = entry
+        report.version = manifest.get("version") if isinstance(manifest.get("version"), str) else None
+        if report.version is None:
+            report.add(_MANIFEST, "format", "'version' is not a string")
+        counts = manifest.get("counts")
+        if not (isinstance(counts, dict) and isinstance(counts.get("total"), dict)
+                and isinstance(counts.get("splits"), dict)
+                and all(isinstance(v, dict) for v in counts["splits"].values())):
+            report.add(_MANIFEST, "format", "'counts' is not an object with 'total' and per-split objects")
+        entries = manifest.get("files")
+        if not isinstance(entries, list):
+            report.add(_MANIFEST, "format", "'files' is not a list")
+            entries = []
+        for k, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                report.add(_MANIFEST, "format", f"files[{k}] is not an object with a 'path' string")
+                continue
+            listed[entry["path"]] = entry
     expected = set(listed) | (set(sums) - {_MANIFEST})
     for rel in sorted(expected):
+        why = _unsafe(rel, root)
+        if why:
+            report.add(str(rel), "unsafe", f"listed path is {why}; not opened")
+            bad.add(rel)
+    for rel in sorted(expected - bad):
         f = root / rel
-        if not f.is_file():
-            report.add(rel, "missing", "listed in the manifest/SHA256SUMS but absent")
+        if not _is_regular(f):
+            report.add(rel, "missing", "listed in the manifest/SHA256SUMS but absent (or not a regular file)")
             bad.add(rel)
             continue
-        digest = sha256_file(f)
+        try:
+            digest = sha256_file(f)
+            size = f.stat().st_size
+        except OSError as exc:
+            report.add(rel, "format", f"cannot be read ({exc.strerror})")
+            bad.add(rel)
+            continue
         report.files_checked += 1
         entry = listed.get(rel)
         why = []
-        if entry is not None and (entry.get("sha256") != digest):
+        if entry is not None and entry.get("sha256") != digest:
             why.append("sha256 differs from manifest.json")
-        if entry is not None and entry.get("bytes") != f.stat().st_size:
-            why.append(f"size {f.stat().st_size} bytes, manifest says {entry.get('bytes')}")
+        if entry is not None and entry.get("bytes") != size:
+            why.append(f"size {size} bytes, manifest says {entry.get('bytes')!r}")
         if rel in sums and sums[rel] != digest:
             why.append("sha256 differs from SHA256SUMS")
         if manifest is not None and rel not in listed:
@@ -976,24 +1019,35 @@ def verify_release(path) -> VerifyReport:
             kind = "corrupted" if any("differs" in w or "size" in w for w in why) else "format"
             report.add(rel, kind, "; ".join(why))
             bad.add(rel)
-    for f in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
-        rel = f.relative_to(root).as_posix()
-        if rel not in expected and rel not in (_MANIFEST, _SUMS):
-            report.add(rel, "extra", "not listed in the manifest")
-    for d in sorted(p for p in root.rglob("*") if p.is_dir()):
-        rel = d.relative_to(root).as_posix()
-        if not any(e == rel or e.startswith(rel + "/") for e in expected):
-            report.add(rel + "/", "extra", "folder not listed in the manifest")
+    for dirpath, dirnames, filenames in os.walk(root):  # never follows links
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                if rel not in bad:
+                    report.add(rel, "unsafe", "a symbolic link inside the release")
+                    bad.add(rel)
+            elif name in filenames and rel not in expected and rel not in (_MANIFEST, _SUMS):
+                report.add(rel, "extra", "not listed in the manifest")
+        for d in sorted(dirnames):
+            rel = (Path(dirpath) / d).relative_to(root).as_posix()
+            if not (Path(dirpath) / d).is_symlink() and not any(e == rel or str(e).startswith(rel + "/")
+                                                                 for e in expected):
+                report.add(rel + "/", "extra", "folder not listed in the manifest")
     if manifest is not None:
-        _verify_counts(root, manifest, bad, report)
+        try:
+            _verify_counts(root, manifest, bad, report)
+        except Exception as exc:  # noqa: BLE001 - a malformed manifest must give a report, not a traceback
+            report.add(_MANIFEST, "format", f"counts cannot be checked ({type(exc).__name__}: {exc})")
     return report
 
 
 def _verify_counts(root: Path, manifest: dict, bad: set, report: VerifyReport) -> None:
-    counts = (manifest.get("counts") or {}).get("splits") or {}
-    total = ((manifest.get("counts") or {}).get("total") or {}).get("pairs")
-    want = {s: v.get("pairs") for s, v in counts.items() if isinstance(v, dict)}
-    if "index.csv" not in bad and (root / "index.csv").is_file():
+    counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
+    splits = counts.get("splits") if isinstance(counts.get("splits"), dict) else {}
+    total = (counts.get("total") or {}).get("pairs") if isinstance(counts.get("total"), dict) else None
+    want = {s: v.get("pairs") for s, v in splits.items() if isinstance(v, dict)}
+    if "index.csv" not in bad and _is_regular(root / "index.csv"):
         with open(root / "index.csv", encoding="utf-8", newline="") as fh:
             rows = list(csv.DictReader(fh))
         got = Counter(r.get("split") for r in rows)
@@ -1004,27 +1058,41 @@ def _verify_counts(root: Path, manifest: dict, bad: set, report: VerifyReport) -
             report.add("index.csv", "count", f"{len(rows)} rows, manifest says {total}")
     for s, n in want.items():
         rel = f"gasdb/{s}.txt"
-        if rel not in bad and (root / rel).is_file():
+        if not re.match(r"^[A-Za-z0-9_-]+$", str(s)):
+            report.add(_MANIFEST, "format", f"split name {s!r} is not letters, digits, '_' or '-'")
+            continue
+        if rel not in bad and _is_regular(root / rel):
             lines = [ln for ln in (root / rel).read_text(encoding="utf-8").splitlines() if ln.strip()]
             if len(lines) != n:
                 report.add(rel, "count", f"{len(lines)} names, manifest says {n}")
     h5 = root / H5_NAME
-    if H5_NAME not in bad and h5.is_file():
-        import h5py
+    if H5_NAME in bad or not _is_regular(h5):
+        return
+    import h5py
 
-        try:
-            with h5py.File(h5, "r") as f:
-                for key in ("rgb", "thermal", "mask", "valid"):
-                    if key not in f:
-                        report.add(H5_NAME, "count", f"dataset /{key} is missing")
-                    elif total is not None and f[key].shape[0] != total:
-                        report.add(H5_NAME, "count", f"/{key} holds {f[key].shape[0]} frames, manifest says {total}")
-                for s, n in want.items():
-                    got = f["splits"][s].shape[0] if "splits" in f and s in f["splits"] else None
-                    if got != n:
-                        report.add(H5_NAME, "count", f"/splits/{s} holds {got} indices, manifest says {n}")
-                if f.attrs.get("dataset_version") != manifest.get("version"):
-                    report.add(H5_NAME, "count", f"dataset_version {f.attrs.get('dataset_version')!r} differs from "
-                                                 f"the manifest's {manifest.get('version')!r}")
-        except OSError as exc:
-            report.add(H5_NAME, "format", f"HDF5 file cannot be read ({exc})")
+    from gasdb_tools import h5pack
+
+    try:
+        with h5py.File(h5, "r") as f:
+            meta, splits_h5 = h5pack.read_tables(f, path=h5)
+            n = len(meta["pair_id"])
+            if total is not None and n != total:
+                report.add(H5_NAME, "count", f"{n} samples, manifest says {total}")
+            for block, k in Counter(meta["block"]).items():
+                for key in h5pack.ARRAYS:
+                    name = f"frames/{block}/{key}"
+                    if name not in f:
+                        report.add(H5_NAME, "count", f"dataset /{name} is missing")
+                    elif f[name].shape[0] != k:
+                        report.add(H5_NAME, "count", f"/{name} holds {f[name].shape[0]} frames, /meta names {k}")
+            for s, k in want.items():
+                got = len(splits_h5[s]) if s in splits_h5 else None
+                if got != k:
+                    report.add(H5_NAME, "count", f"/splits/{s} holds {got} indices, manifest says {k}")
+            if f.attrs.get("dataset_version") != manifest.get("version"):
+                report.add(H5_NAME, "count", f"dataset_version {f.attrs.get('dataset_version')!r} differs from "
+                                             f"the manifest's {manifest.get('version')!r}")
+    except FormatError as exc:
+        report.add(H5_NAME, "format", str(exc))
+    except (OSError, KeyError, ValueError) as exc:
+        report.add(H5_NAME, "format", f"HDF5 file cannot be read ({exc})")

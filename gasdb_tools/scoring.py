@@ -21,6 +21,12 @@ Ground truth (``gt``) may be
   ``index.csv`` (column ``name`` or ``id``) in it or beside it enables ``by``.
 
 As RT-CAN's loader does, names listed in ``blacklist.txt`` next to the split list are not scored.
+
+**Ignore pixels.** A release keeps 0/1 labels for RT-CAN's loader and the pixels that are not
+scored (outside the thermal view, or drawn as ``__ignore__``) in ``ignore/<id>.png`` beside
+``labels/``. By default those pixels (and 255 in a masks folder) are left out of the confusion
+matrix; ``count_ignore=True`` scores them as background, exactly as RT-CAN's official code does
+(its labels hold 0 there and it has no ignore class).
 """
 
 from __future__ import annotations
@@ -99,6 +105,7 @@ class GroundTruth:
     index: dict | None = None
     index_path: Path | None = None
     warnings: list = field(default_factory=list)
+    ignore_dir: Path | None = None
 
     def label_path(self, id_: str) -> Path:
         return self.label_dir / f"{id_}.png"
@@ -202,8 +209,9 @@ def load_ground_truth(path, *, split: str = "test", need_columns=()) -> GroundTr
             index_path, index = candidate, rows
         if set(need_columns) <= has:
             break
+    ignore_dir = label_dir.parent / "ignore" if kind != "masks" and (label_dir.parent / "ignore").is_dir() else None
     return GroundTruth(root=root, kind=kind, split=split_name, ids=ids, label_dir=label_dir, index=index,
-                       index_path=index_path, warnings=warnings)
+                       index_path=index_path, warnings=warnings, ignore_dir=ignore_dir)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -233,7 +241,8 @@ def _digest(lines: list[str]) -> str:
 
 
 def score(gt, submission, *, split: str = "test", per_image: bool = False, by=None, binary_255: bool = False,
-          allow_missing: bool = False, limits: SubmissionLimits | None = None, workers: int | None = None) -> dict:
+          allow_missing: bool = False, limits: SubmissionLimits | None = None, workers: int | None = None,
+          count_ignore: bool = False) -> dict:
     """Score a submission folder or zip against a release (or a masks folder).
 
     Parameters
@@ -256,6 +265,9 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
         Safety caps for the submission.
     workers : int, optional
         Decoding threads (default: the number of CPUs, at most 8).
+    count_ignore : bool
+        Score ignore pixels as background (RT-CAN's official protocol, which has no ignore) instead
+        of leaving them out (the default).
 
     Returns
     -------
@@ -309,6 +321,22 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
             if gt_mask.ndim != 2:
                 return None, None, None, FormatError(f"ground-truth mask has shape {gt_mask.shape}, expected 2-D",
                                                      file=gt_path)
+            if count_ignore:
+                gt_mask = np.where(gt_mask == 255, 0, gt_mask).astype(gt_mask.dtype)
+            elif truth.ignore_dir is not None:
+                ignore_path = truth.ignore_dir / f"{id_}.png"
+                try:
+                    ignore_bytes = ignore_path.read_bytes()
+                    ignore = decode_image(ignore_bytes, name=str(ignore_path))
+                except (OSError, FormatError):
+                    return None, None, None, FormatError("ignore mask missing or unreadable", file=ignore_path,
+                                                         fix="check the release with `gasdb verify`, or score with "
+                                                             "--count-ignore")
+                if ignore.shape != gt_mask.shape:
+                    return None, None, None, FormatError(f"ignore mask {ignore.shape} differs from the label "
+                                                         f"{gt_mask.shape}", file=ignore_path)
+                gt_mask = np.where(ignore != 0, 255, gt_mask).astype(gt_mask.dtype)
+                gt_bytes = gt_bytes + ignore_bytes
             if id_ in sub.files:
                 try:
                     data = sub.read(id_)
@@ -354,6 +382,8 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
         "metrics": summary["metrics"],
         "percent": summary["percent"],
         "ground_truth": {"name": truth.root.name, "kind": truth.kind, "n_ids": len(ids),
+                         "ignore": "scored as background (count_ignore)" if count_ignore else
+                         "excluded" + (" (ignore/ masks)" if truth.ignore_dir is not None else ""),
                          "sha256": _digest([f"{i}\t{r[1]}\n" for i, r in zip(ids, results)])},
         "submission": {"name": sub_name, "kind": kind, "binary_255": bool(binary_255),
                        "sha256": _digest([f"{i}\t{r[2]}\n" for i, r in zip(ids, results)]),
@@ -482,7 +512,7 @@ def evaluate(test_annotation_file, user_submission_file, phase_codename, **kwarg
     EvalAI's own (``submission_metadata``) are ignored. Invalid submissions raise
     :class:`InvalidSubmissionError`, whose message lists every problem.
     """
-    allowed = {"split", "binary_255", "allow_missing", "limits", "workers"}
+    allowed = {"split", "binary_255", "allow_missing", "limits", "workers", "count_ignore"}
     result = score(test_annotation_file, user_submission_file, **{k: v for k, v in kwargs.items() if k in allowed})
     return to_evalai(result, split=phase_codename)
 

@@ -34,11 +34,13 @@ def _polygons(mask: np.ndarray) -> list[dict]:
 
 def build_workspace(root, *, recordings: int = 4, pairs_per: int | list = 3, size=(96, 80), step_s: float = 0.04,
                     gas=None, scenes=None, blacklist: dict | None = None, unlabelled=(), ignore_box=True,
-                    seed: int = 0) -> Workspace:
+                    seed: int = 0, rgb_scale: int = 1) -> Workspace:
     """Create ``root`` as a workspace with ``recordings`` recordings of ``pairs_per`` labelled pairs.
 
     ``gas[i]`` False gives recording ``i`` frames before the leak starts (empty masks).
     ``blacklist`` maps pair index ``(rec, k)`` -> reason; ``unlabelled`` lists ``(rec, k)`` without a label.
+    ``rgb_scale`` > 1 stores the RGB frames that many times larger than the annotation frame (as after
+    ``align --size`` with a smaller size than the camera's).
     """
     ws = Workspace.init(root, name="tiny")
     w, h = size
@@ -70,6 +72,8 @@ def build_workspace(root, *, recordings: int = 4, pairs_per: int | list = 3, siz
                    "rgb": f"frames/{rec}/rgb/{pid}.png", "thermal": f"frames/{rec}/thermal/{pid}.png",
                    "aligned": f"aligned/{rec}/{pid}.png", "valid": f"aligned/{rec}/{pid}_valid.png",
                    "enhanced": "", "label": ""}
+            if rgb_scale != 1:
+                rgb = cv2.resize(rgb, (w * rgb_scale, h * rgb_scale), interpolation=cv2.INTER_NEAREST)
             write_image(ws.path(row["rgb"]), rgb, compression=1)
             write_image(ws.path(row["thermal"]), thermal, compression=1)
             write_image(ws.path(row["aligned"]), aligned, compression=1)
@@ -99,6 +103,40 @@ def build_workspace(root, *, recordings: int = 4, pairs_per: int | list = 3, siz
         ws.set_blacklist(black)
     write_json(ws.root / "calibration" / "default.json", {"rig": "default", "homography_thermal_to_rgb": hom.tolist()})
     return ws
+
+
+def add_thermal_only(ws: Workspace, rec: str, *, pairs: int = 3, size=(80, 64), scene: str = "far",
+                     status: str = "pending", seed: int = 7) -> list[str]:
+    """Add a thermal camera alone (8-bit frames of ``size``, no RGB, no aligned frame) with labelled pairs.
+
+    Every document is an untouched draft (``pending``) unless ``status`` says otherwise. Returns the pair ids.
+    """
+    w, h = size
+    rig = SynthRig(seed=seed, size=size, distractors=False)
+    rows = {}
+    for k in range(pairs):
+        t = round(rig.leak_start_s + 1.0 + 0.04 * k, 6)
+        pid = make_pair_id(rec, t)
+        thermal, gas_mask = rig.thermal(t)
+        row = {"pair_id": pid, "recording": rec, "t_rgb": "", "t_thermal": repr(t), "dt": "",
+               "rgb": "", "thermal": f"frames/{rec}/thermal/{pid}.png", "aligned": "", "valid": "",
+               "enhanced": "", "label": f"labels/{rec}/{pid}.json"}
+        write_image(ws.path(row["thermal"]), thermal, compression=1)
+        doc = labelme_format.new_document(f"../../frames/{rec}/thermal/{pid}.png", h, w,
+                                          shapes=_polygons(gas_mask.astype(np.uint8)),
+                                          flags={"approved": status == "approved"},
+                                          gasdb={"pair_id": pid, "frame": "thermal",
+                                                 "preannot": {"method": "gas", "preset": "mask"},
+                                                 "review": {"status": "pending"}})
+        if status == "pending":
+            doc["gasdb"]["preannot"]["content_sha256"] = content_hash(doc)
+        labelme_format.write(doc, ws.path(row["label"]))
+        rows[pid] = row
+    with ws.transaction() as index:
+        index.recordings[rec] = {"id": rec, "rgb": "", "thermal": f"/videos/{rec}.mp4", "scene": scene, "tags": "",
+                                 "rig": "default", "thermal_sha256": f"{seed:064x}", "thermal_size": f"{w}x{h}"}
+        index.pairs.update(rows)
+    return sorted(rows)
 
 
 def tree_state(root) -> dict[str, tuple[int, int, bytes]]:

@@ -92,8 +92,12 @@ def test_workspace_export_loads_in_pycocotools_and_decodes_the_same_masks(tmp_pa
     assert len(gt.getImgIds()) == 4  # labelled pairs only
     for img in gt.loadImgs(gt.getImgIds()):
         expected = export.pair_mask(ws, img["pair_id"]) == 1
-        anns = gt.loadAnns(gt.getAnnIds(imgIds=[img["id"]]))
+        anns = gt.loadAnns(gt.getAnnIds(imgIds=[img["id"]], iscrowd=False))
         assert len(anns) == 2  # the two LabelMe groups of the fixture
+        crowd = gt.loadAnns(gt.getAnnIds(imgIds=[img["id"]], iscrowd=True))
+        assert len(crowd) == 1 and crowd[0]["iscrowd"] == 1  # the ignored pixels: one ignore region
+        np.testing.assert_array_equal(gt.annToMask(crowd[0]).astype(bool), export.pair_mask(ws, img["pair_id"]) == 255)
+        assert img["file_name"].startswith("enhanced/")  # the image annotators saw, workspace-relative
         union = np.zeros_like(expected)
         for ann in anns:
             m = gt.annToMask(ann).astype(bool)
@@ -148,7 +152,7 @@ def test_check_coco_rejects_broken_documents(tmp_path):
     coco.check_coco(doc)
     for mutate, text in [
         (lambda d: d["annotations"][0].update(area=1), "area"),
-        (lambda d: d["annotations"][0].update(iscrowd=1), "iscrowd"),
+        (lambda d: d["annotations"][0].update(iscrowd=2), "iscrowd"),
         (lambda d: d["annotations"][0].update(image_id=99), "image_id"),
         (lambda d: d["categories"].append({"id": 0, "name": "_background_"}), "background"),
         (lambda d: d["images"][0].update(height=7), "size"),

@@ -23,6 +23,14 @@ from gasdb_tools.splits import split_workspace
 CREATED = "2024-01-01T00:00:00Z"
 
 
+def _sample(f, pid):
+    """The four arrays of one pair in an open pack, found through /meta (block, row)."""
+    ids = f["meta/pair_id"].asstr()[:].tolist()
+    k = ids.index(pid)
+    block, row = f["meta/block"].asstr()[k], int(f["meta/row"][k])
+    return {a: f["frames"][block][a][row] for a in ("rgb", "thermal", "mask", "valid")}
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("release")
@@ -54,26 +62,32 @@ def test_hdf5_round_trip_is_bit_exact(built):
     ws, out, _ = built
     plan = plan_release(ws)
     with h5py.File(out / "gasdb.h5", "r") as f:
-        assert f.attrs["format"] == "gasdb-h5" and f.attrs["dataset_version"] == "1.0.0"
+        assert f.attrs["format"] == "gasdb-h5" and f.attrs["format_version"] == 2
+        assert f.attrs["dataset_version"] == "1.0.0"
+        assert len(f.attrs["meta_sha256"]) == 64 and len(f.attrs["splits_sha256"]) == 64
         calibration = json.loads((ws.root / "calibration" / "default.json").read_text())
         assert json.loads(f.attrs["calibration"]) == {"default": calibration}
+        assert list(f["frames"]) == ["96x80-uint16"]  # one camera: one block
         n = len(plan.ids)
         for key, dtype in (("rgb", np.uint8), ("thermal", np.uint16), ("mask", np.uint8), ("valid", np.uint8)):
-            d = f[key]
+            d = f["frames/96x80-uint16"][key]
             assert d.shape[0] == n and d.dtype == dtype
             assert d.chunks == (1, *d.shape[1:])  # one chunk per frame
             assert d.compression == "gzip" and d.shuffle
         assert f["meta/pair_id"].asstr()[:].tolist() == plan.ids
         for k, pid in enumerate(plan.ids):
             row = plan.pairs[pid]
-            np.testing.assert_array_equal(f["rgb"][k], read_image(ws.path(row["rgb"])))
-            np.testing.assert_array_equal(f["thermal"][k], read_image(ws.path(row["aligned"])))
-            np.testing.assert_array_equal(f["valid"][k], read_image(ws.path(row["valid"])))
-            np.testing.assert_array_equal(f["mask"][k], export.pair_mask(ws, row))
+            got = _sample(f, pid)
+            np.testing.assert_array_equal(got["rgb"], read_image(ws.path(row["rgb"])))
+            np.testing.assert_array_equal(got["thermal"], read_image(ws.path(row["aligned"])))
+            np.testing.assert_array_equal(got["valid"], read_image(ws.path(row["valid"])))
+            np.testing.assert_array_equal(got["mask"], export.pair_mask(ws, row))
             assert f["meta/t_rgb"][k] == float(row["t_rgb"])
             assert f["meta/recording"].asstr()[k] == row["recording"]
-        assert set(np.unique(f["mask"][:])) == {0, 1, 255}
-        assert f["thermal"][:].max() > 255  # 16-bit thermal kept, not squeezed to 8 bits
+            assert f["meta/modality"].asstr()[k] == "rgb+thermal" and f["meta/rgb_resized_from"].asstr()[k] == ""
+        masks = f["frames/96x80-uint16/mask"][:]
+        assert set(np.unique(masks)) == {0, 1, 255}
+        assert f["frames/96x80-uint16/thermal"][:].max() > 255  # 16-bit thermal kept, not squeezed to 8 bits
         for s, ids in plan.splits.items():
             assert [plan.ids[i] for i in f["splits"][s][:]] == ids
 
@@ -90,17 +104,56 @@ def test_index_csv_and_gasdb_layout_agree(built):
     assert test_names == sorted(r["name"] for r in rows if r["split"] == "test")
     with h5py.File(out / "gasdb.h5", "r") as f:
         for r in rows:
-            k = plan.ids.index(r["pair_id"])
+            mask = _sample(f, r["pair_id"])["mask"]
             label = read_image(out / "gasdb" / "labels" / f"{r['name']}.png")
-            mask = f["mask"][k]
-            np.testing.assert_array_equal(label, np.where(mask == 255, 0, mask))  # loader wants 0/1
-            assert r["scene"] == f["meta/scene"].asstr()[k]
+            np.testing.assert_array_equal(label, np.where(mask == 255, 0, mask))  # the loader wants 0/1
+            ignore = read_image(out / "gasdb" / "ignore" / f"{r['name']}.png")
+            np.testing.assert_array_equal(ignore, np.where(mask == 255, 255, 0))  # ... and the ignore beside it
+            assert r["review"] == plan.states[r["pair_id"]].status and r["modality"] == "rgb+thermal"
     blacklist = (out / "gasdb" / "blacklist.txt").read_text().split()
     assert len(blacklist) == 1 and blacklist[0] not in {r["name"] for r in rows}
     excl = (out / "exclusions.csv").read_text()
     assert "water spray, not gas" in excl and "unlabelled" in excl
-    coco = json.loads((out / "coco" / "annotations.json").read_text())
-    assert sorted(im["pair_id"] for im in coco["images"]) == plan.ids
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
+def test_coco_loads_in_place_per_split_and_scores_one_against_itself(built):
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from gasdb_tools import coco as coco_mod
+
+    ws, out, _ = built
+    plan = plan_release(ws)
+    assert sorted(p.name for p in (out / "coco" / "annotations").iterdir()) == [
+        f"instances_{s}.json" for s in sorted(plan.splits)]
+    with h5py.File(out / "gasdb.h5", "r") as f:
+        for s, ids in plan.splits.items():
+            path = out / "coco" / "annotations" / f"instances_{s}.json"
+            with contextlib.redirect_stdout(io.StringIO()):
+                gt = COCO(str(path))
+            assert sorted(im["pair_id"] for im in gt.dataset["images"]) == ids
+            for im in gt.dataset["images"]:
+                image = read_image(out / "coco" / "images" / s / im["file_name"])  # the file is in the release
+                assert image.dtype == np.uint8 and image.shape[:2] == (im["height"], im["width"])
+                mask = _sample(f, im["pair_id"])["mask"]
+                crowd = gt.loadAnns(gt.getAnnIds(imgIds=[im["id"]], iscrowd=True))
+                assert len(crowd) == 1
+                np.testing.assert_array_equal(gt.annToMask(crowd[0]).astype(bool), mask == 255)
+                union = np.zeros(mask.shape, bool)
+                for ann in gt.loadAnns(gt.getAnnIds(imgIds=[im["id"]], iscrowd=False)):
+                    union |= gt.annToMask(ann).astype(bool)
+                np.testing.assert_array_equal(union, mask == 1)
+            dets = coco_mod.detections_from_annotations(gt.dataset["annotations"])
+            with contextlib.redirect_stdout(io.StringIO()):
+                ev = COCOeval(gt, gt.loadRes(dets), "segm")
+                ev.evaluate()
+                ev.accumulate()
+                ev.summarize()
+            assert ev.stats[0] == pytest.approx(1.0) and ev.stats[1] == pytest.approx(1.0), s
 
 
 def test_manifest_and_sha256sums(built):
@@ -114,7 +167,16 @@ def test_manifest_and_sha256sums(built):
     counts = manifest["counts"]
     assert counts["total"]["pairs"] == 13 == sum(c["pairs"] for c in counts["splits"].values())
     assert counts["total"]["recordings"] == 5
+    split_doc = json.loads((ws.root / "splits" / "default.json").read_text())
+    for s, c in counts["splits"].items():  # requested and achieved fractions, as the split file records them
+        assert c["requested_fraction"] == split_doc["splits"][s]["requested_fraction"]
+        assert c["achieved_fraction"] == pytest.approx(c["pairs"] / 13, abs=1e-6)
+        assert c["scene_fractions"] == split_doc["splits"][s]["scene_fractions"]
     assert manifest["annotation"]["review"] == {"approved": 5, "edited": 4, "pending": 4}
+    assert manifest["annotation"]["untouched_drafts"] == 4 and manifest["annotation"]["recheck"] == 0
+    assert manifest["frames"]["sizes"] == {"96x80": 13} and manifest["frames"]["modalities"] == {"rgb+thermal": 13}
+    assert {r: v["review"] for r, v in manifest["recordings"].items()}["rec02"] == {
+        "pending": 1, "edited": 1, "approved": 1}
     assert manifest["leakage_audit"]["shared_recordings"] == []
     assert [e["reason"] for e in manifest["exclusions"]] == ["blacklisted: water spray, not gas", "unlabelled"]
     assert "default" in manifest["calibration"]
@@ -125,13 +187,31 @@ def test_manifest_and_sha256sums(built):
     for section in ("Motivation", "Composition", "Collection process", "Preprocessing", "Uses", "Distribution",
                     "Maintenance", "Known limits", "Splits"):
         assert f"## {section}" in text
-    assert "water spray, not gas" in text and "| total | 13 | 5 |" in text
+    assert "water spray, not gas" in text and "| total | 13 |  | 100.0% | 5 |" in text
+    assert "4 pending (4 untouched drafts), 4 edited by a person, 5 approved" in text
+    assert "corrected in LabelMe" not in text and "on the enhanced thermal" not in text  # nothing it did not record
+    assert "**4 of 13 masks were not reviewed by a person**" in text
 
 
-def test_rebuild_from_same_inputs_is_byte_identical(built, tmp_path):
+def test_rebuild_from_same_inputs_is_byte_identical_whatever_the_threads(built, tmp_path):
     ws, out, _ = built
-    again = build_release(ws, tmp_path / "again", version="1.0.0", created=CREATED)
-    assert (again / "SHA256SUMS").read_bytes() == (out / "SHA256SUMS").read_bytes()
+    for jobs in (1, 3):
+        again = build_release(ws, tmp_path / f"again{jobs}", version="1.0.0", created=CREATED, jobs=jobs)
+        assert (again / "SHA256SUMS").read_bytes() == (out / "SHA256SUMS").read_bytes()
+
+
+def test_release_folder_follows_the_umask(built, tmp_path):
+    import os
+    import stat
+
+    ws = built[0]
+    old = os.umask(0o022)
+    os.umask(old)
+    out = build_release(ws, tmp_path / "perm", version="1.0.0", created=CREATED)
+    expected = 0o777 & ~old
+    assert stat.S_IMODE(out.stat().st_mode) == expected  # not mkdtemp's 0700
+    assert stat.S_IMODE((out / "gasdb").stat().st_mode) == expected
+    assert stat.S_IMODE((out / "gasdb.h5").stat().st_mode) == 0o666 & ~old
 
 
 # -- verify -----------------------------------------------------------------------------------------
@@ -195,8 +275,65 @@ def test_verify_damaged_manifest_and_sums(built, tmp_path):
     assert _problems(verify_release(tmp_path / "nowhere")) == {(str(tmp_path / "nowhere"), "missing")}
 
 
+def _resign(rel):
+    """Rewrite SHA256SUMS for the manifest as it is now (an attacker who can edit both)."""
+    from gasdb_tools.fsutil import sha256_file
+
+    sums = {ln.split("  ")[1]: ln.split("  ")[0] for ln in (rel / "SHA256SUMS").read_text().splitlines()}
+    sums["manifest.json"] = sha256_file(rel / "manifest.json")
+    (rel / "SHA256SUMS").write_text("".join(f"{h}  {p}\n" for p, h in sorted(sums.items())))
+
+
+@pytest.mark.parametrize("path", ["/etc/hostname", "../outside.txt", "gasdb/../../outside.txt", "C:\\x.txt"])
+def test_verify_refuses_manifest_entries_outside_the_release(built, tmp_path, path):
+    from gasdb_tools.fsutil import write_json
+
+    rel = _copy(built[1], tmp_path)
+    (tmp_path / "outside.txt").write_text("secret\n")
+    manifest = json.loads((rel / "manifest.json").read_text())
+    manifest["files"].append({"path": path, "bytes": 7, "sha256": "0" * 64})
+    write_json(rel / "manifest.json", manifest)
+    _resign(rel)
+    report = verify_release(rel)
+    assert (path, "unsafe") in _problems(report)
+    assert report.files_checked == len(manifest["files"]) - 1  # the unsafe entry was never opened
+
+
+def test_verify_refuses_a_symlinked_pack(built, tmp_path):
+    rel = _copy(built[1], tmp_path)
+    real = tmp_path / "elsewhere.h5"
+    (rel / "gasdb.h5").rename(real)
+    (rel / "gasdb.h5").symlink_to(real)  # same bytes, but outside the release
+    report = verify_release(rel)
+    assert ("gasdb.h5", "unsafe") in _problems(report) and not report.ok
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda m: m.update(files="everything"),
+    lambda m: m.update(files=[1, None, {"path": 3}]),
+    lambda m: m["files"][0].update(bytes="many", sha256=None),
+    lambda m: m.update(counts=[]),
+    lambda m: m.update(counts={"splits": {"train": 5, "../x": {"pairs": 1}}, "total": 3}),
+    lambda m: m.update(version={"x": 1}),
+])
+def test_verify_never_crashes_on_a_malformed_manifest(built, tmp_path, mutate):
+    from gasdb_tools.fsutil import write_json
+
+    rel = _copy(built[1], tmp_path)
+    manifest = json.loads((rel / "manifest.json").read_text())
+    mutate(manifest)
+    write_json(rel / "manifest.json", manifest)
+    _resign(rel)
+    report = verify_release(rel)
+    assert not report.ok and report.problems
+    res = CliRunner().invoke(main, ["verify", str(rel), "--json"])
+    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
+
+
 # -- building safely --------------------------------------------------------------------------------
 def test_interrupted_build_leaves_nothing_that_looks_complete(built, tmp_path, monkeypatch):
+    from gasdb_tools import release_docs
+
     ws = built[0]
     seen = {}
 
@@ -206,7 +343,7 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(built, tmp_path, m
         seen["verify"] = verify_release(partial[0]).ok
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export, "export_coco", boom)
+    monkeypatch.setattr(release_docs, "figures", boom)
     with pytest.raises(KeyboardInterrupt):
         build_release(ws, tmp_path / "out", version="1.0.0")
     assert len(seen["partial"]) == 1 and seen["verify"] is False  # mid-build: no manifest, fails verify
@@ -262,14 +399,22 @@ def test_stale_split_and_missing_split_are_refused(tmp_path):
 def test_html_references_every_figure(built):
     out = built[1]
     page = (out / "index.html").read_text()
-    figures = sorted(p.relative_to(out).as_posix() for p in (out / "figures").glob("*.png"))
+    figures = sorted(p.relative_to(out).as_posix() for p in (out / "figures").iterdir())
     scenes = {r["scene"] for r in csv.DictReader(open(out / "index.csv", newline=""))}
-    assert {f"figures/samples_{s}.png" for s in scenes} | {"figures/gas_coverage.png",
-                                                          "figures/split_balance.png"} == set(figures)
+    assert {f"figures/samples_{s}.png" for s in scenes} | {"figures/gas_coverage.svg",
+                                                          "figures/split_balance.svg"} == set(figures)
     for fig in figures:
         assert f'<img src="{fig}"' in page
-        img = read_image(out / fig)
-        assert img.shape[0] > 200 and img.std() > 10  # a drawn figure, not a blank canvas
+        if fig.endswith(".png"):
+            img = read_image(out / fig)
+            assert img.shape[0] > 100 and img.std() > 10  # a drawn figure, not a blank canvas
+        else:
+            import xml.etree.ElementTree as ET
+
+            svg = ET.parse(out / fig).getroot()  # well-formed
+            drawn = [e for e in svg.iter() if e.tag.split("}")[1] in ("rect", "polyline")]
+            assert svg.tag.endswith("svg") and len(drawn) >= 4  # background, legend and the data
+    assert "4 pending, 4 edited, 5 approved, 0 to recheck" in page  # the review numbers
 
 
 def _chromium():
@@ -360,9 +505,10 @@ def test_release_of_real_rgbt_frames_is_bit_exact(shared, tmp_path):
     with h5py.File(out / "gasdb.h5", "r") as f:
         for k, png in enumerate(sources):
             rgba = read_image(png)
-            np.testing.assert_array_equal(f["rgb"][k], rgba[..., :3])
-            np.testing.assert_array_equal(f["thermal"][k], rgba[..., 3])
-            assert (f["mask"][k] == 1).sum() > 1000 and (f["valid"][k] == 255).all()
+            got = _sample(f, f"mf{k}_00000000")
+            np.testing.assert_array_equal(got["rgb"], rgba[..., :3])
+            np.testing.assert_array_equal(got["thermal"], rgba[..., 3])
+            assert (got["mask"] == 1).sum() > 1000 and (got["valid"] == 255).all()
     gasdb_image = read_image(out / "gasdb" / "images" / "00001.png")
     np.testing.assert_array_equal(gasdb_image, read_image(sources[0]))  # Gas-DB RGBA round trip
 

@@ -282,17 +282,21 @@ class GasDBFolder(SegmentationFolder):
         With the epoch (:meth:`set_epoch`) and the index, seeds each sample's augmentation.
     confidence_targets : bool
         Append RSFNet's saliency pseudo-labels ``[iou_rgb, iou_thermal]`` to each sample.
+    ignore : bool
+        Labels are 255 where the folder's ``ignore/`` masks mark pixels that are not scored (for
+        evaluation; training keeps RT-CAN's 0/1 labels).
     """
 
     def __init__(self, data_dir, names, *, augment: Augment | None = None, size_hw=None, seed: int = 0,
-                 confidence_targets: bool = False):
+                 confidence_targets: bool = False, ignore: bool = False):
         super().__init__(names, augment=augment, size_hw=size_hw, seed=seed, confidence_targets=confidence_targets)
+        self.ignore = bool(ignore)
         self.data_dir = resolve_data_dir(data_dir)
 
     def read(self, index: int):
         """One sample as numpy: ``(image (H, W, 4) float32 in [0, 1], label (H, W) uint8, name)``."""
         name = self.names[index]
-        rgb, thermal, label = gasdb_layout.read_sample(self.data_dir, name)
+        rgb, thermal, label = gasdb_layout.read_sample(self.data_dir, name, ignore=self.ignore)
         image = np.concatenate([rgb.astype(np.float32) / np.float32(255), to_float01(thermal)[:, :, None]], axis=2)
         return image, label, name
 
@@ -316,11 +320,14 @@ class Source:
             return smoke_split_names(self.root, val_fraction=val_fraction, val_block=val_block, seed=seed)
         return split_names(self.root, val_fraction=val_fraction, val_block=val_block, seed=seed)
 
-    def dataset(self, names, **kwargs) -> SegmentationFolder:
+    def dataset(self, names, *, ignore: bool = False, **kwargs) -> SegmentationFolder:
+        """The Dataset of ``names``; ``ignore`` marks not-scored pixels 255 (Gas-DB folders have
+        ``ignore/`` masks; smoke masks have none)."""
         if self.kind == "smoke":
             from gasdb_tools.bench.smoke import SmokeFolder
 
             return SmokeFolder(self.root, names, thermal=self.smoke_thermal, **kwargs)
+        kwargs["ignore"] = ignore
         return GasDBFolder(self.root, names, **kwargs)
 
 

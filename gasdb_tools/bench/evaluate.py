@@ -171,7 +171,7 @@ def load_checkpoint(path, *, model_name: str | None = None, model_kwargs: dict |
 def evaluate_checkpoint(checkpoint, data, *, split: str = "test", model_name: str | None = None,
                         model_kwargs: dict | None = None, device="auto", batch_size: int = 4, num_workers: int = 0,
                         heads: str = "all", amp: bool = False, size_hw=None, out=None, data_format: str | None = None,
-                        deploy: bool = False) -> dict:
+                        deploy: bool = False, count_ignore: bool = False) -> dict:
     """Score a checkpoint on one split of a Gas-DB folder and (optionally) write the JSON.
 
     Parameters
@@ -189,6 +189,9 @@ def evaluate_checkpoint(checkpoint, data, *, split: str = "test", model_name: st
         checkpoint's config when present).
     out : path, optional
         Where to write the metrics JSON.
+    count_ignore : bool
+        Score the pixels the release marks as ignore (``ignore/``) as background, as RT-CAN's
+        official ``test.py`` does; by default they are left out of the confusion matrix.
 
     Returns
     -------
@@ -221,7 +224,7 @@ def evaluate_checkpoint(checkpoint, data, *, split: str = "test", model_name: st
         raise ModelError(f"the {split} split is empty", file=source.root, fix=f"add {split}.txt")
     if size_hw is None and cfg.get("size"):
         size_hw = tuple(cfg["size"])
-    ds = source.dataset(names[split], size_hw=size_hw)
+    ds = source.dataset(names[split], size_hw=size_hw, ignore=not count_ignore)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     model.to(dev)
     cms = evaluate_model(model, loader, device=dev, n_heads=spec.heads, multiple=spec.input_multiple, heads=heads,
@@ -232,6 +235,7 @@ def evaluate_checkpoint(checkpoint, data, *, split: str = "test", model_name: st
         "n_images": len(ds), "form": "deploy" if deploy else "train",
         "val_source": names["val_source"] if split == "val" else None,
         "prediction": "argmax(" + " + ".join(f"head{i + 1}" for i in range(spec.heads)) + ")",
+        "ignore": "scored as background (count_ignore)" if count_ignore else "excluded",
         "scores": report(cms),
     }
     if out is not None:

@@ -466,7 +466,7 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
         else:
             best_model, _meta = load_checkpoint(best_path, model_kwargs=None)
             best_model.to(dev)
-            test_ds = source.dataset(names["test"], size_hw=size_hw)
+            test_ds = source.dataset(names["test"], size_hw=size_hw, ignore=True)
             test_loader = DataLoader(test_ds, batch_size=config.eval_batch_size, shuffle=False,
                                      sampler=_Shard(len(test_ds), rank, world) if distributed else None,
                                      num_workers=config.num_workers)

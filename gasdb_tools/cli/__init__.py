@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "split": ("release_cmds", "split", "Make leak-free train/val/test splits (by recording), or audit one with --check."),
     "release": ("release_cmds", "release", "Build a versioned, verifiable release folder OUT from WORKSPACE."),
     "verify": ("release_cmds", "verify", "Check a release against its manifest and SHA256SUMS; exit 1 naming each bad file."),
+    "diff": ("release_cmds", "diff", "Show what changed between two releases: pairs added, removed, moved between splits, changed masks."),
     "score": ("score_cmd", "score", "Score SUBMISSION (a folder or .zip of <id>.png masks, 0/1) against the ground truth GT."),
     "bench": ("bench_cmds", "bench", "Reference benchmark harness: RT-CAN and baselines on Gas-DB (needs the bench extra)."),
     "demo": ("synth_cmds", "demo", "Run the whole pipeline on simulated recordings."),

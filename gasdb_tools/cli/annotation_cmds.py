@@ -127,17 +127,20 @@ def blacklist(workspace: Workspace, names: tuple[str, ...], reason: str | None, 
 @_labels_option
 @click.option("--thermal", type=click.Choice(("aligned", "enhanced")), default="aligned", show_default=True,
               help="gasdb: which thermal frame goes into channel 3.")
-@click.option("--keep-ignore", is_flag=True, help="gasdb: keep ignore pixels as 255 in labels/ (the official "
-                                                   "loader expects 0/1 only).")
+@click.option("--keep-ignore", is_flag=True, help="gasdb: keep ignore pixels as 255 in labels/ too (the official "
+                                                   "loader expects 0/1 only; ignore/ always marks them).")
 @click.option("-f", "--overwrite", is_flag=True, help="Write into an existing, non-empty OUT.")
 @json_option
 def export(workspace: Workspace, out: Path, fmt: str, pairs: tuple[str, ...], labels_file: Path | None, thermal: str,
            keep_ignore: bool, overwrite: bool, as_json: bool) -> None:
     """Export WORKSPACE's annotations to OUT as masks, COCO or the Gas-DB/RT-CAN layout.
 
-    Every selected pair is checked before anything is written. masks and coco leave out
-    blacklisted pairs (unless named with --pair); gasdb writes them but lists them only in
-    blacklist.txt. OUT is a folder (coco: a .json file, or a folder that gets annotations.json).
+    Every selected pair is checked before anything is written. Each pair keeps its recording's
+    frame size; a thermal camera alone gets RGB = 0 (modality "thermal" in gasdb/index.csv); ignore
+    pixels are 255 in masks, iscrowd 1 regions in COCO, and ignore/<name>.png beside the 0/1 labels
+    of gasdb. masks and coco leave out blacklisted pairs (unless named with --pair); gasdb writes them
+    but lists them only in blacklist.txt. OUT is a folder (coco: a .json file, or a folder that gets
+    annotations.json).
 
     \b
     Example:
@@ -172,8 +175,10 @@ def export(workspace: Workspace, out: Path, fmt: str, pairs: tuple[str, ...], la
     else:
         splits = None
         if selection:
+            from gasdb_tools.review import exclusions
+
             index = workspace.read_index()
-            black = workspace.blacklist()
+            black = exclusions(workspace, index)
             splits = ex.default_splits(workspace, [p for p in selection if p in index.pairs and p not in black])
         info = ex.export_gasdb(workspace, out, splits=splits, thermal=thermal,
                                ignore_value=255 if keep_ignore else 0, class_names=names)

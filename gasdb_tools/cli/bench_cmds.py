@@ -336,13 +336,16 @@ def _train_identification(model_name, config_path, data, out, epochs, batch_size
 @click.option("--data-format", type=click.Choice(["auto", "gasdb", "smoke"]),
               help="Segmentation data layout [the run's, else auto].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics JSON here.")
+@click.option("--count-ignore", is_flag=True, help="Score ignore pixels (the release's gasdb/ignore/) as background, "
+                                                   "exactly as RT-CAN's official test.py; by default they are left out.")
 @_model_arg
 @_device
 @json_option
 def eval_cmd(checkpoint, data, model_name, split, heads, batch_size, workers, amp, deploy, data_format, out,
-             model_args, device, as_json) -> None:
+             count_ignore, model_args, device, as_json) -> None:
     """Score a checkpoint on a split: segmentation with gasdb_tools.metrics (argmax of the summed
-    heads), identification with accuracy, macro F1 and the confusion matrix.
+    heads; ignore pixels left out unless --count-ignore), identification with accuracy, macro F1
+    and the confusion matrix.
 
     \b
     Example:
@@ -370,7 +373,7 @@ def eval_cmd(checkpoint, data, model_name, split, heads, batch_size, workers, am
         return
     result = evaluate_checkpoint(checkpoint, data, split=split, model_name=model_name, model_kwargs=model_args or None,
                                  device=device, batch_size=batch_size, num_workers=workers, heads=heads, amp=amp,
-                                 out=out, data_format=data_format, deploy=deploy)
+                                 out=out, data_format=data_format, deploy=deploy, count_ignore=count_ignore)
     if as_json:
         emit_json(result)
         return

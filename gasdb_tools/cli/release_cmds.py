@@ -1,4 +1,4 @@
-"""``gasdb split``, ``gasdb release``, ``gasdb verify``."""
+"""``gasdb split``, ``gasdb release``, ``gasdb verify``, ``gasdb diff``."""
 
 from __future__ import annotations
 
@@ -150,46 +150,77 @@ def _print_check(report, workspace) -> None:
 @workspace_argument
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--version", "version", required=True, help="Semantic version of the release, e.g. 1.0.0.")
-@click.option("--parent-version", help="Version this release derives from.")
+@click.option("--parent", "parent", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The previous release folder: its version becomes the parent version, and what changed since "
+                   "it (gasdb diff) goes into the manifest and index.html.")
+@click.option("--parent-version", help="Version this release derives from (default: --parent's version).")
 @click.option("--license", "license_", default="CC-BY-4.0", show_default=True, help="SPDX licence id of the data.")
 @click.option("--split", "split_name", default="default", show_default=True, help="Split file WS/splits/<name>.json.")
+@click.option("--require-reviewed", is_flag=True,
+              help="Refuse to release masks nobody reviewed (pending drafts, documents marked for a recheck).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Encoding worker processes (default: CPUs, at most 8); the release's bytes do not depend on it.")
 @click.option("-f", "--force", is_flag=True, help="Replace OUT when it is a previous gasdb release.")
 @json_option
-def release(workspace, out, version, parent_version, license_, split_name, force, as_json):
+def release(workspace, out, version, parent, parent_version, license_, split_name, require_reviewed, jobs, force,
+            as_json):
     """Build a versioned, verifiable release folder OUT from WORKSPACE.
 
-    OUT gets gasdb.h5 (HDF5 pack), gasdb/ (Gas-DB/RT-CAN layout), coco/, index.csv,
-    DATASHEET.md, figures/, index.html, manifest.json and SHA256SUMS. The workspace is only
-    read; the folder appears only when complete (built as OUT.partial-XXXX, then renamed).
+    OUT gets gasdb.h5 (HDF5 pack, frames of any size), gasdb/ (Gas-DB/RT-CAN layout with ignore/
+    masks), coco/ (per-split COCO with its images), hf/ (Hugging Face Parquet + card),
+    croissant.json, index.csv, DATASHEET.md, figures/, index.html, manifest.json and SHA256SUMS.
+    The workspace is only read; the folder appears only when complete (built as
+    OUT.partial-XXXX, then renamed; removed on any failure). Warns on stderr when released masks
+    were not reviewed by a person.
 
     \b
     Example:
       gasdb split my-dataset --seed 0
       gasdb release my-dataset releases/gasdb-1.0.0 --version 1.0.0 --license CC-BY-4.0
+      gasdb release my-dataset releases/gasdb-1.1.0 --version 1.1.0 --parent releases/gasdb-1.0.0
     """
     from gasdb_tools.fsutil import read_json
     from gasdb_tools.release import build_release
 
     try:
-        path = build_release(workspace, out, version=version, parent_version=parent_version, license=license_,
-                             split=split_name, force=force)
+        path = build_release(workspace, out, version=version, parent_version=parent_version, parent=parent,
+                             license=license_, split=split_name, force=force, jobs=jobs,
+                             require_reviewed=require_reviewed)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     manifest = read_json(path / "manifest.json")
-    if as_json:
-        emit_json({"path": str(path), "version": manifest["version"], "counts": manifest["counts"],
-                   "leakage_audit": {k: v for k, v in manifest["leakage_audit"].items() if k != "examples"},
-                   "files": len(manifest["files"])})
-        return
-    click.echo(f"release {manifest['version']} written to {path} ({len(manifest['files'])} files)")
-    for s, c in manifest["counts"]["splits"].items():
-        click.echo(f"  {s:<5} {c['pairs']:>6} pairs  {c['recordings']:>4} recordings  "
-                   f"{c['positive_pairs']:>6} with gas")
+    ann = manifest["annotation"]
+    total = manifest["counts"]["total"]["pairs"]
+    notes = []
+    if ann["review"]["pending"] or ann["recheck"]:
+        notes.append(f"{ann['review']['pending']} of {total} released masks were not reviewed by a person "
+                     f"({ann['untouched_drafts']} untouched pre-annotation drafts, {ann['recheck']} to recheck); "
+                     "the datasheet says so. Review them (gasdb label / gasdb review) or pass --require-reviewed "
+                     "to refuse such releases.")
     audit = manifest["leakage_audit"]
     if audit["shared_recordings"] or audit["identical_across_splits"] or audit["near_identical_across_splits"]:
-        click.secho(f"WARNING: {len(audit['shared_recordings'])} recordings, {audit['identical_across_splits']} "
-                    f"identical and {audit['near_identical_across_splits']} near-identical frame pairs are shared "
-                    "between splits (see DATASHEET.md)", fg="red", bold=True, err=True)
+        notes.append(f"{len(audit['shared_recordings'])} recordings, {audit['identical_across_splits']} identical and "
+                     f"{audit['near_identical_across_splits']} near-identical frame pairs are shared between splits "
+                     "(see DATASHEET.md)")
+    for note in notes:
+        click.secho(f"WARNING: {note}", fg="red", bold=True, err=True)
+    if as_json:
+        emit_json({"path": str(path), "version": manifest["version"], "counts": manifest["counts"],
+                   "annotation": ann, "frames": manifest["frames"],
+                   "leakage_audit": {k: v for k, v in audit.items() if k != "examples"},
+                   "changes": manifest.get("changes"), "files": len(manifest["files"]), "warnings": notes})
+        return
+    click.echo(f"release {manifest['version']} written to {path} ({len(manifest['files'])} files)")
+    order = {s: k for k, s in enumerate(("train", "val", "test"))}
+    for s, c in sorted(manifest["counts"]["splits"].items(), key=lambda kv: (order.get(kv[0], 9), kv[0])):
+        req = c.get("requested_fraction")
+        click.echo(f"  {s:<5} {c['pairs']:>6} pairs ({100 * c['achieved_fraction']:.1f}%"
+                   + (f", asked {100 * req:.1f}%" if req is not None else "") + f")  {c['recordings']:>4} recordings  "
+                   f"{c['positive_pairs']:>6} with gas")
+    click.echo(f"  frames: {', '.join(f'{k} ({v})' for k, v in manifest['frames']['sizes'].items())}; "
+               f"{', '.join(f'{k}: {v}' for k, v in manifest['frames']['modalities'].items())}")
+    click.echo(f"  review: {ann['review']['pending']} pending, {ann['review']['edited']} edited, "
+               f"{ann['review']['approved']} approved")
 
 
 @click.command()
@@ -198,7 +229,9 @@ def release(workspace, out, version, parent_version, license_, split_name, force
 def verify(release_dir, as_json):
     """Check a release against its manifest and SHA256SUMS; exit 1 naming each bad file.
 
-    Recomputes every sha256 and count; reports corrupted, missing and extra files.
+    Recomputes every sha256 and count; reports corrupted, missing, extra and unsafe files (listed
+    paths that are absolute, contain '..', or lead outside the release, symbolic links included)
+    and a malformed manifest, without ever following such a path.
 
     \b
     Example:
@@ -218,3 +251,27 @@ def verify(release_dir, as_json):
             click.echo(f"FAILED: {len(report.problems)} problem(s) in {release_dir}", err=True)
     if not report.ok:
         fail()
+
+
+@click.command()
+@click.argument("old", metavar="OLD", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("new", metavar="NEW", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@json_option
+def diff(old, new, as_json):
+    """Show what changed between two releases: pairs added, removed, moved between splits, changed masks.
+
+    Pairs are matched by pair id; a changed mask is reported with the gas IoU between the two
+    versions (ignore pixels left out). Both releases are verified first.
+
+    \b
+    Example:
+      gasdb diff releases/gasdb-1.0.0 releases/gasdb-1.1.0
+      gasdb diff releases/gasdb-1.0.0 releases/gasdb-1.1.0 --json > changes.json
+    """
+    from gasdb_tools.release_diff import diff_releases, format_diff
+
+    result = diff_releases(old, new)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(format_diff(result), nl=False)

@@ -40,13 +40,18 @@ def _write(out: Path | None, obj) -> None:
 @click.option("--allow-missing", is_flag=True, help="Development mode: score missing masks as background.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="What to print: a table, the JSON result, or a challenge platform's file.")
+@click.option("--count-ignore", is_flag=True,
+              help="Score ignore pixels as background, exactly as RT-CAN's official code (no ignore class); by "
+                   "default they are left out (the release's gasdb/ignore/ masks, 255 in a masks folder).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Decoding threads (default: CPUs).")
 def score(gt: Path, submission: Path, split: str, json_out: Path | None, per_image: bool, by: tuple[str, ...],
-          binary_255: bool, allow_missing: bool, fmt: str, jobs: int | None) -> None:
+          binary_255: bool, allow_missing: bool, fmt: str, count_ignore: bool, jobs: int | None) -> None:
     """Score SUBMISSION (a folder or .zip of <id>.png masks, 0/1) against the ground truth GT.
 
     GT is a release folder (gasdb/labels, gasdb/test.txt, index.csv) or a folder of ground-truth
     masks. The metrics are Gas-DB's: one global confusion matrix; Acc = gas recall, IoU, F2.
+    Pixels a release marks as ignore (gasdb/ignore/; 255 in a masks folder) are not scored unless
+    --count-ignore, which reproduces RT-CAN's official numbers (ignore scored as background).
     An invalid submission (missing, duplicate, wrong-size, multi-channel, 16-bit, non-PNG or
     unsafe files, values outside 0/1) exits 1 with every problem listed.
 
@@ -54,12 +59,14 @@ def score(gt: Path, submission: Path, split: str, json_out: Path | None, per_ima
     Example:
       gasdb score release-v1 predictions.zip --by scene --json score.json
       gasdb score release-v1 predictions/ --format codalab > output/scores.txt
+      gasdb score release-v1 predictions.zip --count-ignore    # RT-CAN's official protocol
     """
     if json_out is not None and str(json_out) == "-" or fmt != "table":
         progress.set_enabled(False)
     try:
         result = score_submission(gt, submission, split=split, per_image=per_image, by=by or None,
-                                  binary_255=binary_255, allow_missing=allow_missing, workers=jobs)
+                                  binary_255=binary_255, allow_missing=allow_missing, workers=jobs,
+                                  count_ignore=count_ignore)
     except SubmissionError as exc:
         report = exc.report if isinstance(exc, InvalidSubmissionError) else {
             "valid": False, "n_errors": 1, "errors": [exc.to_dict()], "warnings": []}
