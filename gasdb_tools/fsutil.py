@@ -29,6 +29,7 @@ __all__ = [
     "sha256_file",
     "sha256_bytes",
     "file_lock",
+    "follow_umask",
 ]
 
 
@@ -40,6 +41,14 @@ def _read_umask() -> int:
 
 #: Files are created with the permissions the user's umask allows (0644 under the usual 022).
 _UMASK = _read_umask()
+
+
+def follow_umask(path) -> Path:
+    """Give a file or folder made private by ``tempfile`` (0600/0700) the mode the user's umask
+    allows for new ones (0644/0755 under the usual 022)."""
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
+    return path
 
 
 def atomic_write_bytes(path, data: bytes, *, sync: bool = True) -> Path:
@@ -57,7 +66,7 @@ def atomic_write_bytes(path, data: bytes, *, sync: bool = True) -> Path:
             fh.flush()
             if sync:
                 os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        follow_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

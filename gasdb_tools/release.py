@@ -49,7 +49,7 @@ import numpy as np
 
 from gasdb_tools import __version__
 from gasdb_tools.errors import FormatError, WorkspaceError
-from gasdb_tools.fsutil import read_json, sha256_file
+from gasdb_tools.fsutil import follow_umask, read_json, sha256_file
 
 __all__ = [
     "H5_NAME",
@@ -346,9 +346,7 @@ def build_release(ws, out, *, version: str, parent_version: str | None = None, p
     except OSError as exc:
         raise _disk_error(exc, out) from exc
     try:
-        from gasdb_tools.fsutil import _UMASK
-
-        os.chmod(partial, 0o777 & ~_UMASK)  # mkdtemp makes 0700; a release is shared like any folder
+        follow_umask(partial)  # mkdtemp makes 0700; a release is shared like any folder
         _build_into(ws, plan, partial, version=version, parent_version=parent_version, parent_dir=parent_dir,
                     license=license, split=split, created=_created(created), compression=int(compression),
                     jobs=jobs)

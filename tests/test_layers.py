@@ -23,14 +23,15 @@ LAYERS = {
              "plumbing and vocabularies every layer shares: errors, atomic writes, digests, progress, package data"),
     "io": (1, ("imaging", "video"),
            "array <-> file codecs (PNG, video); they know nothing of datasets"),
-    "arrays": (2, ("background", "coco", "data", "gasdb_layout", "labelme_format", "metrics", "polygons",
+    "arrays": (2, ("background", "coco", "croissant", "data", "gasdb_layout", "h5pack", "hf_export",
+                   "labelme_format", "metrics", "polygons",
                    "registration", "restoration", "sensors", "submission", "sync", "synth", "visibility"),
                "algorithms on arrays and single-file formats: usable in a notebook without a workspace"),
     "workspace": (3, ("workspace", "stages", "review", "views"),
                   "the dataset folder, its index, the stage runner that writes it, the review state of its "
                   "documents and the 8-bit views of its frames: what every stage reads and writes"),
     "stages": (4, ("align", "calibration", "enhance", "export", "extract", "preannotate", "recordings", "release",
-                   "scoring", "splits", "stats", "status", "validate"),
+                   "release_diff", "release_docs", "scoring", "splits", "stats", "status", "validate"),
                "steps over a workspace or a release: read the index, do per-pair work, write outputs"),
     "apps": (5, ("demo", "reviewapp"),
              "whole applications over the stages: the demo plays every role (and runs the bench, lazily, when "
