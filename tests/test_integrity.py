@@ -88,7 +88,7 @@ def test_hand_edited_rows_are_named_and_nothing_is_written(tmp_path, take, name,
     frames_before = sorted(str(p) for p in (ws.root / "frames").rglob("*"))
     runner = CliRunner()
     commands = ([["status"], ["blacklist"], ["split"]] if name == "blacklist.csv" else  # who reads the blacklist
-                [["status"], ["extract", "--force"], ["align"], ["blacklist"], ["review"]])
+                [["status"], ["extract", "--force"], ["align"], ["blacklist"], ["review", "--counts"], ["review"]])
     for command in commands:
         result = runner.invoke(main, [command[0], str(ws.root), *command[1:]])
         assert result.exit_code == 1, (command, result.output)

@@ -69,6 +69,7 @@ def review(workspace: Workspace, pairs: tuple[str, ...], action: str | None, rec
 
             if release is not None and submission is None:
                 raise click.UsageError("--release maps a --submission's names: give --submission too")
+            workspace.read_index()  # a bad index is refused here, with file, line and column, not behind a page
             serve(workspace, host=host, port=port, open_browser=open_browser, submission=submission,
                   release=release, reviewer=by, echo=click.echo)
             return
