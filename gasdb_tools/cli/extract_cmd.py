@@ -37,7 +37,7 @@ def _fmt(value, spec: str) -> str:
 @jobs_option
 @json_option
 def extract(workspace: Workspace, every, max_pairs, offset, dedup, dedup_threshold, recordings, force, min_confidence,
-            workers, png_compression, jobs, as_json) -> None:
+            workers, png_compression, jobs, scheduler, as_json) -> None:
     """Extract time-synchronised RGB-thermal frame pairs.
 
     Decodes both videos of each recording sequentially and pairs frames by timestamp (never by
@@ -52,11 +52,12 @@ def extract(workspace: Workspace, every, max_pairs, offset, dedup, dedup_thresho
       gasdb extract my-dataset --every 0.5
       gasdb extract my-dataset --recording take07 --offset 0.84 --dedup --force
       gasdb extract my-dataset --every 0.5 --jobs 2
+      gasdb extract my-dataset --scheduler tcp://10.0.0.5:8786
     """
     summary = extract_workspace(workspace, every=every, max_pairs=max_pairs, offset=offset, dedup=dedup,
                                 dedup_threshold=dedup_threshold, force=force, recordings=recordings or None,
                                 min_confidence=min_confidence, workers=workers, compression=png_compression,
-                                jobs=jobs)
+                                jobs=jobs, scheduler=scheduler)
     if as_json:
         emit_json(summary)
     else:
