@@ -20,7 +20,9 @@ The runner owns what the stages share:
 * **one writer** -- workers (processes or Dask tasks) never write the index: every index change is
   an :class:`IndexOps` they send to this process, which applies it under the workspace lock, while
   the recording runs (so checkpoints inside a long recording are kept when something dies).
-  A stage's updates are therefore the same whatever runs it, and the outputs are byte-identical;
+  A stage's updates are therefore the same whatever runs it, and the outputs are byte-identical.
+  Commits are batched so that writing the index takes at most 10 % of a run (:class:`Committer`):
+  the cost stays linear in the number of pairs;
 * **retries** -- a worker that dies (killed, out of memory, its machine lost) has its recording
   run again, up to :data:`MAX_ATTEMPTS` times in all; the rerun resumes from what the first
   attempt committed (each stage skips work whose recipe holds). On a cluster the scheduler
@@ -60,8 +62,8 @@ from gasdb_tools import progress as _progress
 from gasdb_tools.errors import GasdbError, WorkspaceError
 from gasdb_tools.workspace import Index, Workspace
 
-__all__ = ["IndexOps", "Sink", "apply_ops", "run_stage", "use_scheduler", "STAGE_ERRORS", "MAX_ATTEMPTS",
-           "SCHEDULER_ENV", "os_error_text"]
+__all__ = ["IndexOps", "Sink", "Committer", "apply_ops", "map_ordered", "run_stage", "use_scheduler", "STAGE_ERRORS",
+           "MAX_ATTEMPTS", "SCHEDULER_ENV", "INDEX_TIME_SHARE", "os_error_text"]
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +120,53 @@ def apply_ops(index: Index, ops: IndexOps) -> None:
             index.recordings[rec].update(columns)
 
 
+#: Largest share of a run's time spent writing the index (see :class:`Committer`).
+INDEX_TIME_SHARE = 0.1
+
+
+class Committer:
+    """Applies :class:`IndexOps` to the workspace in batched transactions, in order.
+
+    A transaction rewrites the whole index (O(pairs)), so committing every few frames would make a
+    stage's cost grow with the square of the workspace. Commits are therefore gathered and applied
+    together once the time since the last transaction is at least ``(1 - share) / share`` times
+    what that transaction cost: the index takes at most ``share`` of the run (10 %) and the cost
+    stays linear in the number of pairs, while a commit still reaches the index within seconds on
+    a workspace of 10,000 pairs. Ops that drop pairs are applied at once (files are deleted after
+    them); :meth:`flush` applies the rest (the runner calls it when a stage ends, however it ends).
+    """
+
+    def __init__(self, ws: Workspace, *, share: float | None = None):
+        self.ws = ws
+        self.share = INDEX_TIME_SHARE if share is None else share
+        self.pending: list[IndexOps] = []
+        self.due = 0.0
+        self.transactions = 0
+
+    def add(self, ops: IndexOps) -> None:
+        self.pending.append(ops)
+        if ops.drop_pairs_of or time.monotonic() >= self.due:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        t0 = time.monotonic()
+        with self.ws.transaction() as index:
+            for ops in self.pending:
+                apply_ops(index, ops)
+        self.pending = []
+        self.transactions += 1
+        now = time.monotonic()
+        self.due = now + (now - t0) * (1 - self.share) / max(self.share, 1e-9)
+
+
 class Sink:
     """Where a stage's per-recording function sends its index changes.
 
-    In this process (one job) each commit is one transaction on the workspace; in a worker it is
-    sent to the runner, which applies it in order.
+    Standalone (``Sink(ws)``) each commit is one transaction on the workspace; under the runner
+    it goes to the runner's :class:`Committer` (this process) or is sent to the runner (a worker),
+    which applies the commits in order.
 
     Attributes
     ----------
@@ -131,10 +175,11 @@ class Sink:
         already fill the jobs. Outputs must not depend on it.
     """
 
-    def __init__(self, ws: Workspace, target=None, *, threads: int = 1, key=None):
+    def __init__(self, ws: Workspace, target=None, *, threads: int = 1, key=None, committer: Committer | None = None):
         self.ws = ws
         self._target = target  # a channel to the runner in a worker, None in the runner's process
         self._key = key
+        self._committer = committer
         self.threads = max(1, int(threads))
 
     @property
@@ -147,11 +192,13 @@ class Sink:
         ops = ops if ops is not None else IndexOps(**kwargs)
         if not ops:
             return
-        if self._target is None:
+        if self._target is not None:
+            self._target.send(("ops", self._key, ops))
+        elif self._committer is not None:
+            self._committer.add(ops)
+        else:
             with self.ws.transaction() as index:
                 apply_ops(index, ops)
-        else:
-            self._target.send(("ops", self._key, ops))
 
 
 def map_ordered(fn, items, threads: int):
@@ -180,9 +227,9 @@ def map_ordered(fn, items, threads: int):
 
 # -- running one recording (here or in a worker) ---------------------------------------------
 def _run_one(root, stage: str, work, rec_id: str, options: dict, defaults: dict, *, channel=None,
-             threads: int = 1, key=None) -> dict:
+             threads: int = 1, key=None, committer: Committer | None = None) -> dict:
     ws = Workspace(root)
-    sink = Sink(ws, channel, threads=threads, key=key)
+    sink = Sink(ws, channel, threads=threads, key=key, committer=committer)
     t0 = time.perf_counter()
     try:
         result = dict(work(ws, rec_id, sink, **options) or {})
@@ -385,8 +432,13 @@ def run_stage(ws: Workspace, stage: str, work, *, recordings=None, jobs: int = 1
     if scheduler:
         _run_parallel(ws, stage, work, ids, options, defaults, results, backend=_DaskBackend(scheduler, stage))
     elif jobs == 1 or len(ids) <= 1:
-        for rec in ids:
-            results[rec] = {**_run_one(ws.root, stage, work, rec, options, defaults, threads=jobs), "attempts": 1}
+        committer = Committer(ws)
+        try:
+            for rec in ids:
+                results[rec] = {**_run_one(ws.root, stage, work, rec, options, defaults, threads=jobs,
+                                           committer=committer), "attempts": 1}
+        finally:
+            committer.flush()
     else:
         _run_parallel(ws, stage, work, ids, options, defaults, results, backend=_LocalBackend(jobs, len(ids)))
     ordered = [results[r] for r in ids]
@@ -409,25 +461,21 @@ def _run_parallel(ws: Workspace, stage: str, work, ids, options, defaults, resul
     state = {rec: _Attempt(rec) for rec in ids}
     keys: dict[str, str] = {}
     board = _progress.Board(len(ids), stage)
+    committer = Committer(ws)
 
     def handle(messages) -> None:
-        ops = []
         for kind, key, payload in messages:
             rec = keys.get(key)
             if rec is None:
                 continue  # a stale task of an earlier attempt or run
             if kind == "ops":
-                ops.append(payload)
+                committer.add(payload)
             elif kind == "start":
                 state[rec].runs += 1
             elif kind == "end":
                 state[rec].ended = True
             elif kind == "progress":
                 board.report(rec, *payload)
-        if ops:
-            with ws.transaction() as index:
-                for item in ops:
-                    apply_ops(index, item)
 
     def submit(rec: str) -> None:
         st = state[rec]
@@ -464,8 +512,7 @@ def _run_parallel(ws: Workspace, stage: str, work, ids, options, defaults, resul
                              "is kept -> check the worker's memory and log, then rerun")
                     st.result = {"id": rec, **defaults, "status": "failed", "seconds": 0.0, "error": error}
                     st.ended = True
-                    with ws.transaction() as index:
-                        apply_ops(index, IndexOps(recording={rec: {f"{stage}_error": error}}))
+                    committer.add(IndexOps(recording={rec: {f"{stage}_error": error}}))
                 else:  # an unexpected exception in the task: a bug, raised again here
                     raise outcome
             for rec, st in state.items():
@@ -476,8 +523,11 @@ def _run_parallel(ws: Workspace, stage: str, work, ids, options, defaults, resul
         handle(backend.messages(0.0))
         ok = True
     finally:
-        board.close()
-        backend.close(wait=ok)
+        try:
+            committer.flush()
+        finally:
+            board.close()
+            backend.close(wait=ok)
 
 
 class _WorkerDied:

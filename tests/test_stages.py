@@ -238,7 +238,8 @@ def test_an_interrupted_recording_resumes_inside_itself(template, tmp_path, monk
     rec = ws.recordings()[0]["id"]
     total = len(ws.pairs(rec))
     monkeypatch.setattr(enhance_mod, "_FLUSH_EVERY", 5)
-    real, commit = enhance_mod.enhance_frame, stages.Sink.commit
+    monkeypatch.setattr(stages, "INDEX_TIME_SHARE", 1.0)  # every commit reaches the index at once
+    real, commit, flush = enhance_mod.enhance_frame, stages.Sink.commit, stages.Committer.flush
     state = {"n": 0, "killed": False}
 
     def dies_after_12(*args, **kwargs):
@@ -251,15 +252,34 @@ def test_an_interrupted_recording_resumes_inside_itself(template, tmp_path, monk
     def commit_until_killed(self, ops=None, **kwargs):
         return None if state["killed"] else commit(self, ops, **kwargs)
 
+    def flush_until_killed(self):
+        return None if state["killed"] else flush(self)
+
     monkeypatch.setattr(enhance_mod, "enhance_frame", dies_after_12)
     monkeypatch.setattr(stages.Sink, "commit", commit_until_killed)
+    monkeypatch.setattr(stages.Committer, "flush", flush_until_killed)
     with pytest.raises(SystemExit):
         enhance_workspace(ws, sv=SV, recordings=[rec])
     assert sum(1 for p in ws.pairs(rec) if p.get("enhance_digest")) == 10  # two checkpoints of 5
     monkeypatch.setattr(enhance_mod, "enhance_frame", real)
     monkeypatch.setattr(stages.Sink, "commit", commit)
+    monkeypatch.setattr(stages.Committer, "flush", flush)
     rerun = enhance_workspace(ws, sv=SV, recordings=[rec])["recordings"][0]
     assert (rerun["enhanced"], rerun["skipped"]) == (total - 10, 10)
+
+
+def test_commits_are_batched_to_keep_the_index_under_a_tenth_of_the_time(tmp_path):
+    ws = Workspace.init(tmp_path / "ws")
+    with ws.transaction() as index:
+        index.recordings["r"] = {"id": "r", "rgb": "", "thermal": "r.mp4", "scene": "other"}
+    committer = stages.Committer(ws)
+    for k in range(2000):
+        committer.add(IndexOps(recording={"r": {"n": str(k)}}))
+    assert committer.transactions < 200 and ws.recording("r")["n"] != "1999"  # not every commit: batched
+    committer.flush()
+    assert ws.recording("r")["n"] == "1999"
+    committer.add(IndexOps(drop_pairs_of={"r": None}))  # applied at once: files are deleted after it
+    assert not committer.pending
 
 
 # -- progress -------------------------------------------------------------------------------------
