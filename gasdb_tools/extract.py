@@ -104,13 +104,14 @@ def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: i
         Refuse an estimated offset whose confidence is lower (the recording fails with a message
         that gives the estimate; pass ``offset`` to use it anyway).
     workers : int, optional
-        Threads converting and writing PNGs (default: the number of CPUs).
+        Threads converting and writing PNGs (default: the recording's share of ``jobs``).
     compression : int
         PNG zlib level (0-9); 1 is about twice as fast as 3 for ~5-10 % bigger files.
     checkpoint : int
         Commit pair rows to the index every this many pairs (resume granularity).
     jobs : int
-        Recordings extracted in parallel worker processes (see :func:`gasdb_tools.stages.run_stage`).
+        Cores: recordings extracted in parallel worker processes, and PNG writer threads inside a
+        recording when there are fewer recordings than jobs (see :func:`gasdb_tools.stages.run_stage`).
     scheduler : str, optional
         A Dask scheduler's address: the recordings run on that cluster's workers.
 
@@ -190,8 +191,7 @@ def extract_recording(ws: Workspace, rec_id: str, *, every: float | None = None,
     from gasdb_tools.stages import Sink
 
     sink = sink if sink is not None else Sink(ws)
-    # in a worker of several, the recordings share the cores: ``sink.threads`` writers each
-    workers = workers or (sink.threads if sink.in_worker else max(os.cpu_count() or 2, sink.threads))
+    workers = workers or sink.threads  # this recording's share of the cores (the stage runner's jobs)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gasdb-png") as pool:
         job = _RecordingJob(ws, rec_id, every=every, max_pairs=max_pairs, offset=offset, dedup=dedup,
                             dedup_threshold=dedup_threshold, force=force, min_confidence=min_confidence,

@@ -62,7 +62,7 @@ from gasdb_tools import progress as _progress
 from gasdb_tools.errors import GasdbError, WorkspaceError
 from gasdb_tools.workspace import Index, Workspace
 
-__all__ = ["IndexOps", "Sink", "Committer", "apply_ops", "map_ordered", "run_stage", "use_scheduler", "STAGE_ERRORS",
+__all__ = ["IndexOps", "Sink", "Committer", "apply_ops", "map_ordered", "limit_threads", "run_stage", "use_scheduler", "STAGE_ERRORS",
            "MAX_ATTEMPTS", "SCHEDULER_ENV", "INDEX_TIME_SHARE", "os_error_text"]
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,20 @@ class Sink:
                 apply_ops(index, ops)
 
 
+@contextlib.contextmanager
+def limit_threads(n: int):
+    """OpenCV's own thread pool limited to ``n`` threads inside the block (``--jobs`` counts cores:
+    a stage run with one job uses one core, with N jobs N)."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 def map_ordered(fn, items, threads: int):
     """``fn`` over ``items`` in up to ``threads`` threads; results in input order, lazily, with at
     most ``2 * threads`` items in flight (bounded memory). One thread: a plain loop."""
@@ -248,6 +262,9 @@ def _run_one(root, stage: str, work, rec_id: str, options: dict, defaults: dict,
 def _task(root, stage: str, work, rec_id: str, options: dict, defaults: dict, channel_spec, threads: int,
           key) -> dict:
     """A recording in a worker: ``start``, its index changes and progress, ``end``, then the result."""
+    import cv2
+
+    cv2.setNumThreads(max(1, threads))  # this process's share of the cores
     channel = _open_channel(channel_spec)
     channel.send(("start", key, None))
     _progress.set_reporter(lambda desc, n, total: channel.send(("progress", key, (desc, n, total))))
@@ -406,7 +423,8 @@ def run_stage(ws: Workspace, stage: str, work, *, recordings=None, jobs: int = 1
         Only these recordings (default: every recording, in index order).
     jobs : int
         Cores to use on this machine: recordings in ``min(jobs, recordings)`` worker processes, the
-        rest as threads inside each recording (1: everything in this process).
+        rest as threads inside each recording (1: everything in this process, on one core; OpenCV's
+        own thread pool is limited to the same share, :func:`limit_threads`).
     options : dict, optional
         Keyword arguments for ``work`` (picklable).
     defaults : dict, optional
@@ -434,9 +452,10 @@ def run_stage(ws: Workspace, stage: str, work, *, recordings=None, jobs: int = 1
     elif jobs == 1 or len(ids) <= 1:
         committer = Committer(ws)
         try:
-            for rec in ids:
-                results[rec] = {**_run_one(ws.root, stage, work, rec, options, defaults, threads=jobs,
-                                           committer=committer), "attempts": 1}
+            with limit_threads(jobs):
+                for rec in ids:
+                    results[rec] = {**_run_one(ws.root, stage, work, rec, options, defaults, threads=jobs,
+                                               committer=committer), "attempts": 1}
         finally:
             committer.flush()
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -67,9 +68,11 @@ def jobs_option(func):
                         callback=_scheduler_callback, show_envvar=True,
                         help="Run the recordings on this Dask scheduler's workers (tcp://host:8786), which must "
                              "see the workspace at the same path; see the README's cluster set-up.")(func)
-    return click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+    return click.option("-j", "--jobs", type=click.IntRange(min=1), default=lambda: os.cpu_count() or 1,
+                        show_default="all CPUs",
                         help="Cores on this machine: recordings in parallel worker processes, and the frames of "
-                             "a recording in threads when there are fewer recordings than jobs.")(func)
+                             "a recording in threads when there are fewer recordings than jobs (1: one core; "
+                             "outputs are byte-identical whatever the number).")(func)
 
 
 def emit_json(obj) -> None:
