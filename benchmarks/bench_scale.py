@@ -317,13 +317,15 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         for sub in ("t", "m", "p"):
             (tmp / sub).mkdir()
-        if "throughput" in parts:
-            result["throughput"] = throughput(tmp / "t", recordings=4, seconds=4.0 if args.quick else 8.0,
-                                              size=(320, 256))
-        if "memory" in parts:
-            result["memory"] = memory(tmp / "m", minutes=(1, 4) if args.quick else (1, 24), size=(160, 128))
-        if "pairs" in parts:
-            result["pairs"] = pairs_scaling(tmp / "p", counts=(100, 1000) if args.quick else (100, 1000, 10000))
+        runs = {"throughput": lambda: throughput(tmp / "t", recordings=4, seconds=4.0 if args.quick else 8.0,
+                                                 size=(320, 256)),
+                "memory": lambda: memory(tmp / "m", minutes=(1, 4) if args.quick else (1, 24), size=(160, 128)),
+                "pairs": lambda: pairs_scaling(tmp / "p", counts=(100, 1000) if args.quick else (100, 1000, 10000))}
+        for part in ("throughput", "memory", "pairs"):
+            if part in parts:
+                load = _load()
+                result[part] = {**runs[part](), "command": result["command"], "load_avg_at_start": load,
+                                "load_avg_at_end": _load()}
     result["machine"]["load_avg_at_end"] = _load()
     previous = {}
     if args.out.is_file() and args.only:

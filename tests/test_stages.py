@@ -40,16 +40,22 @@ RECORDINGS = 4
 
 # -- material ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    """Four simulated recordings, extracted (offsets given) and aligned: the input of enhance and
-    preannotate. Tests copy it."""
+def registered(tmp_path_factory):
+    """Four simulated recordings registered (offsets given): the input of extract."""
     base = tmp_path_factory.mktemp("stages")
     listing = synthesize(base / "videos", recordings=RECORDINGS, seconds=3.0, seed=5, size=SIZE)
-    ws = Workspace.init(base / "template")
+    ws = Workspace.init(base / "registered")
     for r in listing:
         add_recording(ws, rgb=base / "videos" / r["dir"] / "rgb.mp4", thermal=base / "videos" / r["dir"] / "thermal.mp4",
                       scene=r["scene"], recording_id=r["id"], offset_s=r["truth"]["offset_s"])
-    assert extract_workspace(ws, every=0.1)["failed"] == 0
+    return ws
+
+
+@pytest.fixture(scope="module")
+def template(registered, tmp_path_factory):
+    """The recordings extracted and aligned: the input of enhance and preannotate. Tests copy it."""
+    ws = _copy(registered, tmp_path_factory.mktemp("template") / "ws")
+    assert extract_workspace(ws, every=0.1, jobs=1)["failed"] == 0
     rig = ws.recordings()[0].get("rig") or ws.settings.get("rig") or "default"
     write_calibration(calibration_path(ws, rig), Calibration(
         rig=rig, model="homography", matrix=np.array([[1.02, 0.01, 3.0], [-0.01, 0.98, -2.0], [0, 0, 1.0]]),
@@ -82,18 +88,20 @@ def _hashes(ws: Workspace, *folders: str, index: bool = True) -> dict:
 
 
 def _stage(name: str):
+    if name == "extract":
+        return lambda ws, **kw: extract_workspace(ws, every=0.1, **kw), "frames"
     if name == "enhance":
         return lambda ws, **kw: enhance_workspace(ws, sv=SV, **kw), "enhanced"
     return lambda ws, **kw: preannotate_workspace(ws, lead_in_s=0.3, **kw), "labels"
 
 
 @pytest.fixture(scope="module")
-def reference(template, tmp_path_factory):
+def reference(registered, template, tmp_path_factory):
     """Each stage's outputs with one job, in this process."""
     out = {}
-    for name in ("enhance", "preannotate"):
+    for name in ("extract", "enhance", "preannotate"):
         run, folder = _stage(name)
-        ws = _copy(template, tmp_path_factory.mktemp("ref") / name)
+        ws = _copy(registered if name == "extract" else template, tmp_path_factory.mktemp("ref") / name)
         report = run(ws, jobs=1)
         assert report["failed"] == 0 and report["done"] == RECORDINGS
         out[name] = _hashes(ws, folder)
@@ -102,10 +110,10 @@ def reference(template, tmp_path_factory):
 
 
 # -- jobs: byte-identical ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["enhance", "preannotate"])
-def test_two_jobs_give_byte_identical_outputs(template, reference, tmp_path, name):
+@pytest.mark.parametrize("name", ["extract", "enhance", "preannotate"])
+def test_two_jobs_give_byte_identical_outputs(registered, template, reference, tmp_path, name):
     run, folder = _stage(name)
-    ws = _copy(template, tmp_path / "ws")
+    ws = _copy(registered if name == "extract" else template, tmp_path / "ws")
     report = run(ws, jobs=2)
     assert report["jobs"] == 2 and report["done"] == RECORDINGS and report["failed"] == 0
     assert [r["id"] for r in report["recordings"]] == [r["id"] for r in ws.recordings()]
@@ -139,20 +147,20 @@ def test_map_ordered_keeps_order_and_raises_the_first_error():
 
 
 # -- workers that die ------------------------------------------------------------------------------
-def _children(pid: int) -> list[int]:
-    """Process ids of ``pid``'s spawned multiprocessing workers (read from /proc)."""
-    out = []
+def _workers(pid: int) -> list[int]:
+    """Process ids of ``pid``'s multiprocessing workers: its spawned children, or the children of
+    its fork server (read from /proc)."""
+    procs = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[1]) == pid and b"spawn_main" in cmd:
-            out.append(int(entry.name))
-    return out
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                procs[int(entry.name)] = (ppid, (entry / "cmdline").read_bytes())
+            except (OSError, IndexError, ValueError):
+                continue
+    servers = {p for p, (ppid, cmd) in procs.items() if ppid == pid and b"forkserver" in cmd}
+    return [p for p, (ppid, cmd) in procs.items()
+            if ppid in servers or (ppid == pid and b"spawn_main" in cmd)]
 
 
 def _kill_mid_recording(ws: Workspace, folder: str, kill, *, timeout: float = 120.0) -> str | None:
@@ -175,7 +183,7 @@ def test_a_killed_worker_process_has_its_recording_run_again(template, reference
     runner.start()
 
     def kill():
-        pids = _children(os.getpid())
+        pids = _workers(os.getpid())
         if len(pids) < 2:
             return False
         os.kill(pids[0], signal.SIGKILL)
@@ -347,12 +355,12 @@ def cluster(tmp_path_factory):
                 proc.kill()
 
 
-@pytest.mark.parametrize("name", ["enhance", "preannotate"])
-def test_a_dask_cluster_gives_byte_identical_outputs(cluster, template, reference, tmp_path, name):
+@pytest.mark.parametrize("name", ["extract", "enhance", "preannotate"])
+def test_a_dask_cluster_gives_byte_identical_outputs(cluster, registered, template, reference, tmp_path, name):
     address, _ = cluster
     run, folder = _stage(name)
-    ws = _copy(template, tmp_path / "ws")
-    report = run(ws, scheduler=address) if name == "enhance" else _with_scheduler(address, run, ws)
+    ws = _copy(registered if name == "extract" else template, tmp_path / "ws")
+    report = run(ws, scheduler=address) if name != "preannotate" else _with_scheduler(address, run, ws)
     assert report["scheduler"] == address and report["done"] == RECORDINGS and report["failed"] == 0
     assert _hashes(ws, folder) == reference[name]
 
