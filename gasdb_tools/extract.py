@@ -286,8 +286,8 @@ class _RecordingJob:
         params_text = self._params_text(offset_s)
         existing = self._prepare(rec, params_text)
         every = self._effective_every(rgb_path, th_path, offset_s, scans)
-        th_raw = video.iter_av_frames(th_path)
-        rgb_raw = video.iter_av_frames(rgb_path) if rgb_path is not None else None
+        th_raw = _Prefetch(video.iter_av_frames(th_path))
+        rgb_raw = _Prefetch(video.iter_av_frames(rgb_path)) if rgb_path is not None else None
         try:
             self._pair_and_write(rgb_raw, th_raw, rgb_path, th_path, offset_s, source, confidence, scans,
                                  params_text, existing, every, rec)
@@ -434,7 +434,7 @@ class _RecordingJob:
         meters = {"rgb": video.MotionMeter(), "thermal": video.MotionMeter()}
         staged: dict[str, list] = {"rgb": [], "thermal": []}
         total = sum(filter(None, (video.probe(p, decode_first=False).frames_declared for p in (rgb_path, th_path))))
-        streams = {"rgb": video.iter_av_frames(rgb_path), "thermal": video.iter_av_frames(th_path)}
+        streams = {"rgb": _Prefetch(video.iter_av_frames(rgb_path)), "thermal": _Prefetch(video.iter_av_frames(th_path))}
         try:
             for kind, t, frame in progress(_merge_by_time(streams), total=total or None,
                                            desc=f"extract {self.rec_id}", unit="frame"):
@@ -682,6 +682,71 @@ def _write_frame(path: Path, frame, gray: bool, compression: int) -> str:
     _, sha = write_image(path, image, compression=compression, png_filter="up", strategy="rle", channel_order=order,
                          sync=False, digest=True)  # one os.sync() per commit
     return sha
+
+
+class _Prefetch:
+    """Run a decoding iterator in its own thread, ``depth`` items ahead (PyAV decodes without the
+    GIL): the two streams decode side by side and beside the pairing loop. Errors arrive in order;
+    :meth:`close` stops the thread, which closes the iterator itself."""
+
+    _END = object()
+
+    def __init__(self, iterator, depth: int = 8):
+        import queue
+        import threading
+
+        self._queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(iterator,), daemon=True, name="gasdb-decode")
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, iterator) -> None:
+        try:
+            for item in iterator:
+                if not self._put(item):
+                    break
+            self._put(self._END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(_Raised(exc))
+        finally:
+            iterator.close()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is self._END:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, _Raised):
+            self._done = True
+            raise item.exc
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._done = True
+        self._thread.join()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
 
 
 def _merge_by_time(streams: dict):
