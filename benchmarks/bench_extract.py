@@ -27,6 +27,7 @@ Run::
     .venv/bin/python benchmarks/bench_extract.py            # 8 s of video (200 pairs), 5 repeats
     .venv/bin/python benchmarks/bench_extract.py --quick    # 3 s, 2 repeats
     .venv/bin/python benchmarks/bench_extract.py --input ../shared/data/gasvid/MOV_1467_short.mp4 --seconds 30
+    .venv/bin/python benchmarks/bench_extract.py --png-strategies ../shared/data   # zlib default vs RLE, real frames
 
 Writes ``benchmarks/results/extract.json`` (``extract_<clip>.json`` with ``--input``). Targets: ours
 >= 1.0x ffmpeg's pairs/s; the estimated offset costs <= 10 % (pairs/s of ours over ours with it).
@@ -136,11 +137,58 @@ def compare_outputs(ws_root: Path, ff_out: Path) -> dict:
     return diff
 
 
+def png_strategies(shared: Path, out: Path) -> int:
+    """zlib strategy "default" vs "rle" (filter "up", level 1) on real frames: CPU ns per input byte
+    and compressed size / raw size, per set (the reason extract writes with RLE)."""
+    import glob
+
+    import cv2
+
+    from gasdb_tools.imaging import encode_png
+    from gasdb_tools.video import iter_frames
+
+    sets = {}
+    for name, rel in (("gasvid (OGI, gray)", "gasvid/MOV_1467_short.mp4"),
+                      ("iod_video (IR, gray)", "iod_video/001_wild_static_vague.avi")):
+        if (shared / rel).is_file():
+            sets[name] = [img for _, (t, img) in zip(range(60), iter_frames(shared / rel, gray=True))]
+    for name, pattern, flag in (("roadscene visible (RGB)", "rgbt_pairs/roadscene/visible/*", cv2.IMREAD_COLOR),
+                                ("roadscene infrared (gray)", "rgbt_pairs/roadscene/infrared/*", cv2.IMREAD_GRAYSCALE),
+                                ("tno sequences", "tno_sequences/*/*/*", cv2.IMREAD_UNCHANGED)):
+        images = [cv2.imread(p, flag) for p in sorted(glob.glob(str(shared / pattern)))[:40]]
+        images = [i for i in images if i is not None and i.dtype == np.uint8]
+        if images:
+            sets[name] = images
+    if not sets:
+        raise SystemExit(f"no real frames under {shared}")
+    rows = {}
+    for name, images in sets.items():
+        row = {"frames": len(images), "shape": list(images[0].shape)}
+        raw = sum(i.nbytes for i in images)
+        for strategy in ("default", "rle"):
+            c0 = _cpu(resource.RUSAGE_SELF)
+            size = sum(len(encode_png(i, compression=COMPRESSION, strategy=strategy, channel_order="bgr"))
+                       for _ in range(3) for i in images)
+            row[strategy] = {"cpu_ns_per_byte": 1e9 * (_cpu(resource.RUSAGE_SELF) - c0) / (3 * raw),
+                             "size_ratio": size / (3 * raw)}
+        row["rle_cpu_vs_default"] = row["rle"]["cpu_ns_per_byte"] / row["default"]["cpu_ns_per_byte"]
+        row["rle_size_vs_default"] = row["rle"]["size_ratio"] / row["default"]["size_ratio"]
+        rows[name] = row
+        print(f"{name:28s} {row['frames']:3d} frames: RLE {row['rle_cpu_vs_default']:.2f}x the CPU, "
+              f"{row['rle_size_vs_default']:.2f}x the size of zlib's default strategy")
+    write_json(out, {"benchmark": "PNG zlib strategy on real frames (filter up, level 1)", "gasdb_tools": __version__,
+                     "machine": {"cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg()}, "sets": rows})
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the simulated recording")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--input", type=Path, default=None, help="a real clip, used as both streams")
+    parser.add_argument("--png-strategies", type=Path, metavar="SHARED_DATA", default=None,
+                        help="instead: compare zlib strategies on the real frames under SHARED_DATA")
     parser.add_argument("--quick", action="store_true", help="3 s of video, 2 repeats")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -149,6 +197,8 @@ def main(argv=None) -> int:
         args.out = ROOT / "benchmarks" / "results" / name
     if args.quick:
         args.seconds, args.repeats = 3.0, 2
+    if args.png_strategies is not None:
+        return png_strategies(args.png_strategies, ROOT / "benchmarks" / "results" / "png_strategy.json")
     import imageio_ffmpeg
 
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()

@@ -20,7 +20,7 @@ Per recording:
    converts and writes lossless PNGs (thermal keeps 16 bits when the source has them) through
    :func:`gasdb_tools.imaging.write_image`: colour converted by swscale straight to OpenCV's
    order, PNG filter "up" and zlib's RLE strategy (:data:`PNG_FORMAT`; on real camera frames
-   15-30 % faster than the default strategy at level 1, and smaller on most). PNG encoding is the
+   17-26 % less CPU than the default strategy at level 1, and smaller on four of five sets). PNG encoding is the
    bottleneck (methods §D.1) and OpenCV/swscale release the GIL, so the pool scales with cores.
 3. **Index.** Pair rows are committed through :meth:`Workspace.transaction` only after their files
    are on disk, in checkpoints, so an interrupted run leaves a valid index and the next run

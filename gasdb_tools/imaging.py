@@ -89,8 +89,9 @@ def encode_png(image: np.ndarray, *, compression: int = 3, png_filter: str = "up
     40 % faster than trying all five filters per row (``"all"``, OpenCV's default) for files within
     about 2-5 % of the size (measured on simulated and DJI thermal frames, zlib level 1).
     ``strategy`` is zlib's (``default``, ``filtered``, ``huffman``, ``rle``); ``rle`` is libpng's
-    advice for filtered image data: at level 1 it encodes real camera frames 15-30 % faster than
-    ``default``, and smaller on most (``benchmarks/bench_extract.py``). ``channel_order="bgr"``
+    advice for filtered image data: at level 1 it takes 17-26 % less CPU than ``default`` on real
+    camera frames, for files 0.79-0.95× the size on four real sets and 1.13× on RoadScene's
+    visible frames (``benchmarks/bench_extract.py --png-strategies``). ``channel_order="bgr"``
     takes an H×W×3(4) array already in OpenCV's order (no conversion pass).
     """
     if png_filter not in _PNG_FILTERS:
