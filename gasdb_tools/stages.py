@@ -49,6 +49,7 @@ import pickle
 import queue as _queue
 import secrets
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -564,6 +565,24 @@ class _WorkerDied:
         self.reason, self.retry = reason, retry
 
 
+def _start_forkserver() -> None:
+    """Start the fork server (once per process) with this process's ``sys.path``: it imports the
+    preloaded modules before its children learn the parent's path, so a path set at run time
+    (``sys.path.insert``) must reach it through ``PYTHONPATH``, or the workers would run another
+    copy of the code."""
+    from multiprocessing import forkserver
+
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+    try:
+        forkserver.ensure_running()
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 class _LocalBackend:
     """Worker processes on this machine; a pool that breaks because a worker died is replaced.
 
@@ -578,6 +597,7 @@ class _LocalBackend:
         if "forkserver" in multiprocessing.get_all_start_methods():
             self.ctx = multiprocessing.get_context("forkserver")
             self.ctx.set_forkserver_preload(["gasdb_tools.stages"] + ([module] if module else []))
+            _start_forkserver()
         else:
             self.ctx = multiprocessing.get_context("spawn")
         self.pool = None

@@ -276,6 +276,27 @@ def test_an_interrupted_recording_resumes_inside_itself(template, tmp_path, monk
     assert (rerun["enhanced"], rerun["skipped"]) == (total - 10, 10)
 
 
+def _where(ws, rec, sink):
+    return {"stages_file": stages.__file__}
+
+
+def test_workers_run_the_code_of_the_path_set_at_run_time(template, tmp_path):
+    """A script that puts the code on sys.path at run time (no PYTHONPATH) gets workers running
+    that same code, not another installed copy (the fork server imports before it is told the path)."""
+    ws = _copy(template, tmp_path / "ws")
+    code = (f"import sys, json; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from gasdb_tools.stages import run_stage\nfrom gasdb_tools.workspace import Workspace\n"
+            "from tests.test_stages import _where\n"
+            f"r = run_stage(Workspace.open({str(ws.root)!r}), 'where', _where, jobs=2)\n"
+            "import gasdb_tools.stages as s\n"
+            "print(json.dumps([s.__file__] + [x['stages_file'] for x in r['recordings']]))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(files) == RECORDINGS + 1 and len(set(files)) == 1 and files[0].startswith(str(ROOT))
+
+
 def test_commits_are_batched_to_keep_the_index_under_a_tenth_of_the_time(tmp_path):
     ws = Workspace.init(tmp_path / "ws")
     with ws.transaction() as index:
