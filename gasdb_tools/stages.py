@@ -335,8 +335,22 @@ def _open_channel(spec):
     return channel
 
 
-def _init_process() -> None:
+def _init_process(spec=None) -> None:
+    """A worker process starts: no bars, and a lifeline to the runner: when the runner dies (even by
+    SIGKILL) its end of the connection closes and the worker exits, instead of waiting forever
+    for work that will not come."""
     _progress.set_enabled(False)
+    if spec is not None:
+        from multiprocessing.connection import Client
+
+        conn = Client(spec[1], authkey=spec[2])
+
+        def watch() -> None:
+            with contextlib.suppress(EOFError, OSError):
+                conn.recv()
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="gasdb-lifeline").start()
 
 
 class _Listener:
@@ -610,7 +624,8 @@ class _LocalBackend:
         self._new_pool()
 
     def _new_pool(self) -> None:
-        self.pool = ProcessPoolExecutor(max_workers=self.procs, mp_context=self.ctx, initializer=_init_process)
+        self.pool = ProcessPoolExecutor(max_workers=self.procs, mp_context=self.ctx, initializer=_init_process,
+                                        initargs=(self.listener.spec,))
 
     def submit(self, key, rec, args) -> None:
         try:

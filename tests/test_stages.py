@@ -163,6 +163,13 @@ def _workers(pid: int) -> list[int]:
             if ppid in servers or (ppid == pid and b"spawn_main" in cmd)]
 
 
+def _state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return b"Z"
+
+
 def _kill_mid_recording(ws: Workspace, folder: str, kill, *, timeout: float = 120.0) -> str | None:
     """Wait until some recording has part of its outputs, then call ``kill()``; returns that recording."""
     totals = {r["id"]: len(ws.pairs(r["id"])) for r in ws.recordings()}
@@ -225,13 +232,22 @@ def test_a_killed_run_leaves_a_valid_index_and_the_rerun_resumes(template, refer
     proc = subprocess.Popen([sys.executable, "-m", "gasdb_tools", "-q", "enhance", str(ws.root), "--sv", str(SV),
                              "--jobs", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
+    workers = []
+
     def kill():
+        workers.extend(_workers(proc.pid))
         proc.send_signal(signal.SIGKILL)
         return True
 
     victim = _kill_mid_recording(ws, "enhanced", kill)
     proc.wait(60)
     assert victim is not None and proc.returncode == -signal.SIGKILL
+    assert workers
+    deadline = time.monotonic() + 30  # its workers notice and exit: no orphans left waiting for work
+    while any(Path(f"/proc/{pid}").exists() and b"Z" not in _state(pid) for pid in workers) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and b"Z" not in _state(pid)]
     index = Workspace.open(ws.root).read_index()  # valid: every row checked as it is read
     before = sum(1 for p in index.pairs.values() if p.get("enhance_digest"))
     rerun = enhance_workspace(ws, sv=SV)
