@@ -36,7 +36,7 @@ from gasdb_tools.errors import CalibrationError, WorkspaceError
 from gasdb_tools.imaging import read_image, write_image
 from gasdb_tools.progress import progress
 from gasdb_tools.registration import warp_thermal
-from gasdb_tools.stages import IndexOps, run_stage
+from gasdb_tools.stages import IndexOps, map_ordered, run_stage
 from gasdb_tools.workspace import Workspace, is_thermal_only
 
 __all__ = [
@@ -191,7 +191,7 @@ def align_recipe(pair: dict, geometry: Geometry, interpolation: str) -> str:
 # the stage
 # ----------------------------------------------------------------------------------------------
 def align_workspace(ws: Workspace, *, force: bool = False, size=None, recordings=None,
-                    interpolation: str = "linear", jobs: int = 1) -> dict:
+                    interpolation: str = "linear", jobs: int = 1, scheduler: str | None = None) -> dict:
     """Warp every pair's thermal frame into its recording's annotation frame; resumable.
 
     Parameters
@@ -207,7 +207,10 @@ def align_workspace(ws: Workspace, *, force: bool = False, size=None, recordings
     interpolation : {'linear', 'nearest', 'cubic'}
         Resampling of the thermal frame.
     jobs : int
-        Recordings in parallel worker processes.
+        Cores: recordings in parallel worker processes, and the frames of a recording in threads
+        when there are fewer recordings than jobs; the outputs are byte-identical whatever the number.
+    scheduler : str, optional
+        A Dask scheduler's address: the recordings run on that cluster.
 
     Returns
     -------
@@ -228,7 +231,7 @@ def align_workspace(ws: Workspace, *, force: bool = False, size=None, recordings
         size = (w, h)
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-    report = run_stage(ws, "align", _align_work, recordings=recordings, jobs=jobs,
+    report = run_stage(ws, "align", _align_work, recordings=recordings, jobs=jobs, scheduler=scheduler,
                        options={"size": size, "force": force, "interpolation": interpolation},
                        defaults={"rig": "", "pairs": 0, "aligned": 0, "skipped": 0, "size": None})
     recs = report["recordings"]
@@ -266,28 +269,33 @@ def _align_work(ws: Workspace, rec: str, sink, *, size, force, interpolation) ->
         # frames of the old geometry must not pass as current if this run stops half-way
         sink.commit(IndexOps(pairs={r["pair_id"]: {"align_inputs": ""} for r in todo},
                              recording={rec: {"align_geometry": ""}}))
-    done: dict[str, dict] = {}
-    valid_cache = None
-    for r in progress(todo, desc=f"align {rec}", unit="frame"):
+    expected = _recorded_size(rec_row, "thermal_size")
+
+    def process(r: dict):
         thermal = read_image(ws.path(r["thermal"]))
-        expected = _recorded_size(rec_row, "thermal_size")
         if expected and (thermal.shape[1], thermal.shape[0]) != expected:
             raise CalibrationError(f"pair {r['pair_id']}: thermal frame is {thermal.shape[1]}x{thermal.shape[0]}, "
                                    f"the recording's camera is {expected[0]}x{expected[1]}",
                                    file=ws.path(r["thermal"]), fix="re-extract the recording (`gasdb extract --force`)")
         warped, valid = warp_thermal(thermal, geometry.matrix, geometry.size, interpolation=interpolation)
-        if valid_cache is None:
-            valid_cache = np.where(valid, 255, 0).astype(np.uint8)
         out, d_frame = write_image(ws.output_path("aligned", rec, f"{r['pair_id']}.png"), warped, compression=1,
                                    digest=True)
-        mask, d_valid = write_image(ws.output_path("aligned", rec, f"{r['pair_id']}_valid.png"), valid_cache,
-                                    compression=1, digest=True)
-        done[r["pair_id"]] = {"aligned": ws.rel(out), "valid": ws.rel(mask),
-                              "align_digest": provenance.combine(d_frame, d_valid),
-                              "align_inputs": align_recipe(r, geometry, interpolation)}
-        entry["aligned"] += 1
-        if len(done) >= _FLUSH_EVERY:
-            sink.commit(IndexOps(pairs=dict(done)))
-            done.clear()
+        mask, d_valid = write_image(ws.output_path("aligned", rec, f"{r['pair_id']}_valid.png"),
+                                    np.where(valid, 255, 0).astype(np.uint8), compression=1, digest=True)
+        return r, out, mask, provenance.combine(d_frame, d_valid)
+
+    done: dict[str, dict] = {}
+    try:  # frames in sink.threads threads (each frame on its own: the outputs do not depend on it)
+        for r, out, mask, digest in progress(map_ordered(process, todo, sink.threads), total=len(todo),
+                                             desc=f"align {rec}", unit="frame"):
+            done[r["pair_id"]] = {"aligned": ws.rel(out), "valid": ws.rel(mask), "align_digest": digest,
+                                  "align_inputs": align_recipe(r, geometry, interpolation)}
+            entry["aligned"] += 1
+            if len(done) >= _FLUSH_EVERY:
+                sink.commit(IndexOps(pairs=dict(done)))
+                done.clear()
+    except BaseException:
+        sink.commit(IndexOps(pairs=done))  # finished frames stay done: a rerun resumes after them
+        raise
     sink.commit(IndexOps(pairs=done, recording={rec: rec_columns}))
     return entry

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ from gasdb_tools import provenance, restoration, views
 from gasdb_tools.errors import FormatError, WorkspaceError
 from gasdb_tools.imaging import read_image, to_uint8, write_image
 from gasdb_tools.progress import progress
-from gasdb_tools.stages import IndexOps, run_stage
+from gasdb_tools.stages import IndexOps, map_ordered, run_stage
 from gasdb_tools.visibility import MODES as METRIC_MODES
 from gasdb_tools.visibility import visibility_metrics
 from gasdb_tools.workspace import Workspace
@@ -208,7 +209,7 @@ def enhance_recipe(pair: dict, kind: str, stored: dict) -> str:
 def enhance_workspace(ws: Workspace, *, sv: int = 51, p: float = 0.95, gfactor: float = 1.0, invert: bool = False,
                       gamma_rows: str = "all", sample_frames: int = 16, force: bool = False, metrics: bool = False,
                       metrics_mode: str = "compat", metrics_frames: int | None = None, recordings=None,
-                      jobs: int = 1) -> dict:
+                      jobs: int = 1, scheduler: str | None = None) -> dict:
     """Write ``enhanced/<rec>/<pair>.png`` (8-bit) for every pair; resumable.
 
     Parameters
@@ -234,7 +235,11 @@ def enhance_workspace(ws: Workspace, *, sv: int = 51, p: float = 0.95, gfactor: 
     recordings : iterable of str, optional
         Only these recordings.
     jobs : int
-        Recordings in parallel worker processes.
+        Cores: recordings in parallel worker processes, and the frames of a recording in threads
+        when there are fewer recordings than jobs (:func:`gasdb_tools.stages.run_stage`); the
+        outputs are byte-identical whatever the number.
+    scheduler : str, optional
+        A Dask scheduler's address: the recordings run on that cluster.
 
     Returns
     -------
@@ -258,7 +263,8 @@ def enhance_workspace(ws: Workspace, *, sv: int = 51, p: float = 0.95, gfactor: 
         raise ValueError(f"metrics_frames must be a positive integer or None, got {metrics_frames!r}")
     options = {"settings": settings, "force": force, "sample_frames": sample_frames, "metrics": metrics,
                "metrics_mode": metrics_mode, "metrics_frames": metrics_frames}
-    report = run_stage(ws, "enhance", _enhance_work, recordings=recordings, jobs=jobs, options=options,
+    report = run_stage(ws, "enhance", _enhance_work, recordings=recordings, jobs=jobs, scheduler=scheduler,
+                       options=options,
                        defaults={"pairs": 0, "enhanced": 0, "skipped": 0, "sources": {"aligned": 0, "thermal": 0},
                                  "contrast": None, "frames": []})
     frames = [f for r in report["recordings"] for f in r.pop("frames")]
@@ -311,24 +317,30 @@ def _enhance_work(ws: Workspace, rec: str, sink, *, settings, force, sample_fram
             todo.append(r)
         else:
             entry["skipped"] += 1
-    cache: dict = {}
+    local = threading.local()  # one fill-index cache per thread
+
+    def process(r: dict):
+        cache = local.__dict__.setdefault("cache", {})
+        kind = kinds[r["pair_id"]]
+        frame, valid = views.read_source(ws, r, kind)
+        out = enhance_frame(frame, contrast, settings, valid=valid, cache=cache)
+        out_path, digest = write_image(ws.output_path("enhanced", rec, f"{r['pair_id']}.png"), out,
+                                       compression=1, digest=True)
+        item = {"pair_id": r["pair_id"], "recording": rec, "source": kind, "output": ws.rel(out_path)}
+        if metrics and (metric_ids is None or r["pair_id"] in metric_ids):
+            before = to_uint8(_normalise(frame, contrast.lo, contrast.hi, settings.invert))
+            t0 = time.perf_counter()
+            scores = visibility_metrics(before, out, mode=metrics_mode).to_dict()
+            scores["seconds"] = round(time.perf_counter() - t0, 3)
+            item["metrics"] = scores
+        return r, kind, digest, item
+
     done: dict[str, dict] = {}
-    try:
-        for r in progress(todo, desc=f"enhance {rec}", unit="frame"):
-            kind = kinds[r["pair_id"]]
-            frame, valid = views.read_source(ws, r, kind)
-            out = enhance_frame(frame, contrast, settings, valid=valid, cache=cache)
-            out_path, digest = write_image(ws.output_path("enhanced", rec, f"{r['pair_id']}.png"), out,
-                                           compression=1, digest=True)
-            item = {"pair_id": r["pair_id"], "recording": rec, "source": kind, "output": ws.rel(out_path)}
-            if metrics and (metric_ids is None or r["pair_id"] in metric_ids):
-                before = to_uint8(_normalise(frame, contrast.lo, contrast.hi, settings.invert))
-                t0 = time.perf_counter()
-                scores = visibility_metrics(before, out, mode=metrics_mode).to_dict()
-                scores["seconds"] = round(time.perf_counter() - t0, 3)
-                item["metrics"] = scores
+    try:  # frames in sink.threads threads (each frame on its own: the outputs do not depend on it)
+        for r, kind, digest, item in progress(map_ordered(process, todo, sink.threads), total=len(todo),
+                                              desc=f"enhance {rec}", unit="frame"):
             entry["frames"].append(item)
-            done[r["pair_id"]] = {"enhanced": ws.rel(out_path), "enhanced_source": kind, "enhance_digest": digest,
+            done[r["pair_id"]] = {"enhanced": item["output"], "enhanced_source": kind, "enhance_digest": digest,
                                   "enhance_inputs": enhance_recipe(r, kind, recipe_params)}
             entry["enhanced"] += 1
             if len(done) >= _FLUSH_EVERY:

@@ -3,16 +3,25 @@
 Per recording:
 
 1. **Offset.** Given (``offset=``, or ``offset_s`` registered by ``gasdb add --offset``), or
-   estimated by cross-correlating the two streams' motion energies (:func:`gasdb_tools.sync.estimate_offset`;
-   one extra Y-plane decode of both streams). The value, its source and confidence go into the
-   recording row (``offset_s``, ``offset_source``, ``offset_confidence``).
+   estimated by cross-correlating the two streams' motion energies (:func:`gasdb_tools.sync.estimate_offset`).
+   The value, its source and confidence go into the recording row (``offset_s``,
+   ``offset_source``, ``offset_confidence``). When every frame is kept (no ``every``,
+   ``max_pairs`` or ``dedup``, and an RGB rate at most :data:`ONE_PASS_MAX_RATE_RATIO` times the
+   thermal one) the energies are measured **in the writing pass** (:class:`gasdb_tools.video.MotionMeter`):
+   both streams are decoded once, every frame is written to ``frames/<rec>/.staging/``, and once
+   the offset is known the paired frames are moved to their names (an interrupted pass resumes
+   without encoding the staged frames again). Otherwise a separate pass decodes both streams for
+   the energies (writing every frame would then cost more than decoding twice). Both routes give
+   the same offset, pairs and bytes.
 2. **One sequential pass** over both streams (:func:`gasdb_tools.video.iter_av_frames`): frames
    are paired by timestamp (:func:`gasdb_tools.sync.iter_pairs`; ``|dt|`` at most half a frame
    period of the faster stream), sampled on a time grid (``every``, and ``max_pairs`` spread over
    the overlap), optionally near-duplicate filtered (``dedup``), and handed to a thread pool that
    converts and writes lossless PNGs (thermal keeps 16 bits when the source has them) through
-   :func:`gasdb_tools.imaging.write_image`. PNG encoding is the bottleneck (methods §D.1) and
-   OpenCV/swscale release the GIL, so the pool scales with cores.
+   :func:`gasdb_tools.imaging.write_image`: colour converted by swscale straight to OpenCV's
+   order, PNG filter "up" and zlib's RLE strategy (:data:`PNG_FORMAT`; on real camera frames
+   17-26 % less CPU than the default strategy at level 1, and smaller on four of five sets). PNG encoding is the
+   bottleneck (methods §D.1) and OpenCV/swscale release the GIL, so the pool scales with cores.
 3. **Index.** Pair rows are committed through :meth:`Workspace.transaction` only after their files
    are on disk, in checkpoints, so an interrupted run leaves a valid index and the next run
    resumes the recording (same settings) where it stopped. A recording is finished when its row
@@ -37,6 +46,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -55,6 +65,11 @@ __all__ = ["extract_workspace", "extract_recording", "extract_recipe", "DEFAULT_
 
 #: Offset estimates below this peak correlation are refused (pass the offset instead).
 DEFAULT_MIN_CONFIDENCE = 0.2
+#: How frames are written: PNG row filter "up", zlib strategy RLE (see :func:`gasdb_tools.imaging.encode_png`).
+PNG_FORMAT = "up/rle"
+#: The offset is estimated in the writing pass when the RGB rate is at most this many times the thermal
+#: rate (then at least 1/this of the RGB frames written are kept; the rest is cheaper than a second decode).
+ONE_PASS_MAX_RATE_RATIO = 1.5
 _PEEK = 16  # frames looked at to measure a stream's frame period before pairing
 
 
@@ -62,7 +77,7 @@ def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: i
                       offset: float | None = None, dedup: bool = False, dedup_threshold: float = 4.0,
                       force: bool = False, recordings=None, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
                       workers: int | None = None, compression: int = 1, checkpoint: int = 500,
-                      jobs: int = 1) -> dict:
+                      jobs: int = 1, scheduler: str | None = None) -> dict:
     """Extract time-synchronised RGB-thermal pairs for every recording of a workspace.
 
     Parameters
@@ -89,13 +104,16 @@ def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: i
         Refuse an estimated offset whose confidence is lower (the recording fails with a message
         that gives the estimate; pass ``offset`` to use it anyway).
     workers : int, optional
-        Threads converting and writing PNGs (default: the number of CPUs).
+        Threads converting and writing PNGs (default: the recording's share of ``jobs``).
     compression : int
         PNG zlib level (0-9); 1 is about twice as fast as 3 for ~5-10 % bigger files.
     checkpoint : int
         Commit pair rows to the index every this many pairs (resume granularity).
     jobs : int
-        Recordings extracted in parallel worker processes (see :func:`gasdb_tools.stages.run_stage`).
+        Cores: recordings extracted in parallel worker processes, and PNG writer threads inside a
+        recording when there are fewer recordings than jobs (see :func:`gasdb_tools.stages.run_stage`).
+    scheduler : str, optional
+        A Dask scheduler's address: the recordings run on that cluster's workers.
 
     Returns
     -------
@@ -137,7 +155,7 @@ def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: i
                 "frames_rgb": 0, "frames_thermal": 0, "unpaired_thermal": 0, "dedup_skipped": 0,
                 "max_abs_dt_s": None}
     report = run_stage(ws, "extract", _extract_work, recordings=list(dict.fromkeys(recordings)) if recordings
-                       is not None else None, jobs=jobs, options=settings, defaults=defaults)
+                       is not None else None, jobs=jobs, scheduler=scheduler, options=settings, defaults=defaults)
     results = report["recordings"]
     return {
         **report,
@@ -172,12 +190,12 @@ def extract_recording(ws: Workspace, rec_id: str, *, every: float | None = None,
     """
     from gasdb_tools.stages import Sink
 
-    workers = workers or os.cpu_count() or 2
+    sink = sink if sink is not None else Sink(ws)
+    workers = workers or sink.threads  # this recording's share of the cores (the stage runner's jobs)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gasdb-png") as pool:
         job = _RecordingJob(ws, rec_id, every=every, max_pairs=max_pairs, offset=offset, dedup=dedup,
                             dedup_threshold=dedup_threshold, force=force, min_confidence=min_confidence,
-                            compression=compression, checkpoint=checkpoint, pool=pool, workers=workers,
-                            sink=sink if sink is not None else Sink(ws))
+                            compression=compression, checkpoint=checkpoint, pool=pool, workers=workers, sink=sink)
         return job.run()
 
 
@@ -258,16 +276,18 @@ class _RecordingJob:
         if rgb_path is None:
             offset_s, source, confidence, scans = 0.0, "", None, None
         else:
-            offset_s, source, confidence, scans = self._offset(rec, rgb_path, th_path)
+            given = self._given_offset(rec)
+            if given is None and self._one_pass(rgb_path, th_path):
+                self._extract_one_pass(rec, rgb_path, th_path)
+                return
+            offset_s, source, confidence, scans = given if given is not None else \
+                self._offset(rec, rgb_path, th_path)
             self.result.update(offset_s=offset_s, offset_source=source, offset_confidence=confidence)
-        params = {"every": self.every, "max_pairs": self.max_pairs, "dedup": self.dedup,
-                  "dedup_threshold": self.dedup_threshold if self.dedup else None, "offset_s": offset_s,
-                  "compression": self.compression}
-        params_text = json.dumps(params, sort_keys=True)
+        params_text = self._params_text(offset_s)
         existing = self._prepare(rec, params_text)
         every = self._effective_every(rgb_path, th_path, offset_s, scans)
-        th_raw = video.iter_av_frames(th_path)
-        rgb_raw = video.iter_av_frames(rgb_path) if rgb_path is not None else None
+        th_raw = _Prefetch(video.iter_av_frames(th_path))
+        rgb_raw = _Prefetch(video.iter_av_frames(rgb_path)) if rgb_path is not None else None
         try:
             self._pair_and_write(rgb_raw, th_raw, rgb_path, th_path, offset_s, source, confidence, scans,
                                  params_text, existing, every, rec)
@@ -275,6 +295,32 @@ class _RecordingJob:
             th_raw.close()
             if rgb_raw is not None:
                 rgb_raw.close()
+
+    def _params_text(self, offset_s: float) -> str:
+        params = {"every": self.every, "max_pairs": self.max_pairs, "dedup": self.dedup,
+                  "dedup_threshold": self.dedup_threshold if self.dedup else None, "offset_s": offset_s,
+                  "compression": self.compression, "png": PNG_FORMAT}
+        return json.dumps(params, sort_keys=True)
+
+    def _meta(self, rec: dict, offset_s, source, confidence, params_text, *, paired: bool) -> dict:
+        meta = {"offset_s": _num(offset_s) if paired else "", "offset_source": source,
+                "offset_confidence": _num(confidence) if confidence is not None else "",
+                "extract_params": params_text, "extract_pairs": "", "extract_error": ""}
+        meta["extract_inputs"] = extract_recipe({**rec, **meta})
+        return meta
+
+    def _expected_pairs(self, th_path) -> int | None:
+        """About how many pairs the recording gives (for the progress bar's ETA), from the header."""
+        try:
+            info = video.probe(th_path, decode_first=False)
+        except GasdbError:
+            return None
+        frames = info.frames_declared or (int(info.duration_s * info.fps) if info.duration_s and info.fps else 0)
+        if not frames:
+            return None
+        if self.every and info.fps:
+            frames = min(frames, int(frames / (self.every * info.fps)) + 1)
+        return min(frames, self.max_pairs) if self.max_pairs else frames
 
     def _pair_and_write(self, rgb_raw, th_raw, rgb_path, th_path, offset_s, source, confidence, scans,
                         params_text, existing, every, rec) -> None:
@@ -291,21 +337,31 @@ class _RecordingJob:
             tolerance = sync.pairing_tolerance(self._period(rgb_head, rgb_path, scans and scans[1]),
                                                self._period(th_head, th_path, scans and scans[0]))
             pairs = sync.iter_pairs(rgb_iter, th_iter, offset_s=offset_s, tolerance=tolerance)
+        meta = self._meta(rec, offset_s, source, confidence, params_text, paired=rgb_raw is not None)
+        pairs = progress(pairs, total=self._expected_pairs(th_path), desc=f"extract {self.rec_id}", unit="pair")
+        outcome = self._keep_pairs(pairs, every, existing, meta, self._write_pair)
+        if outcome[0]:  # read both streams to their end: full frame counts, and the decoder's damage checks
+            for rest in (rgb_iter, th_iter):
+                for _ in rest:
+                    pass
+        self._finish(rgb_frames.times, th_frames.times, offset_s, tolerance, rgb_path, th_path, outcome, meta,
+                     paired_streams=rgb_raw is not None)
+
+    def _keep_pairs(self, pairs, every, existing, meta, place):
+        """Sample, de-duplicate and place (write or move) the pairs; commit rows in checkpoints.
+
+        Returns ``(complete, paired, kept, max_abs_dt, rows not committed yet)``; ``complete`` is
+        False when ``max_pairs`` stopped it early.
+        """
         sampler = sync.TimeSampler(every)
         dup = sync.DuplicateFilter(threshold=self.dedup_threshold) if self.dedup else None
-        meta = {"offset_s": _num(offset_s) if rgb_raw is not None else "", "offset_source": source,
-                "offset_confidence": _num(confidence) if confidence is not None else "",
-                "extract_params": params_text, "extract_pairs": "", "extract_error": ""}
-        meta["extract_inputs"] = extract_recipe({**rec, **meta})
         pending_rows: list[dict] = []
         seen: set[str] = set()
         kept = paired = 0
         max_dt = 0.0
-        complete = True
-        for pair in progress(pairs, desc=f"extract {self.rec_id}", unit="pair"):
+        for pair in pairs:
             if self.max_pairs is not None and kept >= self.max_pairs:
-                complete = False
-                break
+                return False, paired, kept, max_dt, pending_rows
             paired += 1
             if not sampler.take(pair.t_thermal):
                 continue
@@ -325,10 +381,9 @@ class _RecordingJob:
             th_rel = f"frames/{self.rec_id}/thermal/{pid}.png"
             rgb_rel = f"frames/{self.rec_id}/rgb/{pid}.png" if pair.rgb is not None else ""
             rgb_out, th_out = (self.ws.root / rgb_rel if rgb_rel else None), self.ws.root / th_rel
-            on_disk = th_out.is_file() and (rgb_out is None or rgb_out.is_file())
-            if not (pid in existing and on_disk):
-                self.digests[pid] = [self._submit(rgb_out, pair.rgb, False) if rgb_out is not None else "",
-                                     self._submit(th_out, th_gray if th_gray is not None else pair.thermal, True)]
+            on_disk = pid in existing and th_out.is_file() and (rgb_out is None or rgb_out.is_file())
+            if not on_disk:
+                self.digests[pid] = place(pair, rgb_out, th_out, th_gray)
                 self.result["written"] += 1
             row = {"pair_id": pid, "recording": self.rec_id, "t_thermal": _num(pair.t_thermal), "thermal": th_rel,
                    "t_rgb": _num(pair.t_rgb) if pair.t_rgb is not None else "",
@@ -337,31 +392,120 @@ class _RecordingJob:
             if len(pending_rows) >= self.checkpoint:
                 self._commit(pending_rows, meta)
                 pending_rows = []
-        if complete:  # read both streams to their end: full frame counts, and the decoder's damage checks
-            for rest in (rgb_iter, th_iter):
-                for _ in rest:
-                    pass
-        self.result["frames_rgb"] = len(rgb_frames.times)
-        self.result["frames_thermal"] = len(th_frames.times)
+        return True, paired, kept, max_dt, pending_rows
+
+    def _write_pair(self, pair, rgb_out, th_out, th_gray) -> list:
+        return [self._submit(rgb_out, pair.rgb, False) if rgb_out is not None else "",
+                self._submit(th_out, th_gray if th_gray is not None else pair.thermal, True)]
+
+    def _finish(self, rgb_times, th_times, offset_s, tolerance, rgb_path, th_path, outcome, meta, *,
+                paired_streams: bool) -> None:
+        complete, paired, kept, max_dt, pending_rows = outcome
+        self.result["frames_rgb"] = len(rgb_times)
+        self.result["frames_thermal"] = len(th_times)
         if kept == 0:
-            raise self._no_overlap_error(rgb_frames.times, th_frames.times, offset_s, tolerance, rgb_path, th_path)
-        self.result["unpaired_thermal"] = (self._unpaired(rgb_frames.times, th_frames.times, offset_s, tolerance,
-                                                          paired) if complete and rgb_raw is not None else
-                                           (0 if rgb_raw is None else None))
-        self.result["max_abs_dt_s"] = round(max_dt, 6) if rgb_raw is not None else None
+            raise self._no_overlap_error(rgb_times, th_times, offset_s, tolerance, rgb_path, th_path)
+        self.result["unpaired_thermal"] = (self._unpaired(rgb_times, th_times, offset_s, tolerance, paired)
+                                           if complete and paired_streams else (0 if not paired_streams else None))
+        self.result["max_abs_dt_s"] = round(max_dt, 6) if paired_streams else None
         meta["extract_pairs"] = str(kept)
         self._commit(pending_rows, meta, final=True)
         self.result["pairs"] = kept
 
+    # -- one decoding pass that also estimates the offset --------------------------------------------
+    def _one_pass(self, rgb_path, th_path) -> bool:
+        """Whether to estimate the offset in the writing pass: when (nearly) every RGB frame will be
+        kept, writing them all before pairing costs less than decoding both streams twice."""
+        if self.every is not None or self.max_pairs is not None or self.dedup:
+            return False
+        try:
+            fps_rgb = video.probe(rgb_path, decode_first=False).fps
+            fps_th = video.probe(th_path, decode_first=False).fps
+        except GasdbError:
+            return False
+        return fps_rgb > 0 and fps_th > 0 and fps_rgb <= ONE_PASS_MAX_RATE_RATIO * fps_th
+
+    def _extract_one_pass(self, rec: dict, rgb_path: Path, th_path: Path) -> None:
+        """Decode both streams once: measure their motion energy and write every frame to
+        ``frames/<rec>/.staging/``; then estimate the offset, pair by timestamp and move the
+        paired frames to their names (the pairs are those of the two-pass route, see the module
+        docstring). An interrupted pass resumes: frames already staged are not encoded again."""
+        staging = self._staging(rec)
+        meters = {"rgb": video.MotionMeter(), "thermal": video.MotionMeter()}
+        staged: dict[str, list] = {"rgb": [], "thermal": []}
+        total = sum(filter(None, (video.probe(p, decode_first=False).frames_declared for p in (rgb_path, th_path))))
+        streams = {"rgb": _Prefetch(video.iter_av_frames(rgb_path)), "thermal": _Prefetch(video.iter_av_frames(th_path))}
+        try:
+            for kind, t, frame in progress(_merge_by_time(streams), total=total or None,
+                                           desc=f"extract {self.rec_id}", unit="frame"):
+                meters[kind].add(t, frame)
+                k = len(staged[kind])
+                out = staging / kind / f"{k:08d}.png"
+                if out.is_file():
+                    staged[kind].append(out)  # from an interrupted pass: hashed when it is used
+                else:
+                    fut = self._submit(out, frame, kind == "thermal")
+                    staged[kind].append(fut)
+                    fut.add_done_callback(_settle(staged[kind], k))
+        finally:
+            for it in streams.values():
+                it.close()
+        self._drain()
+        th, rgb = meters["thermal"].result(), meters["rgb"].result()
+        offset_s, source, confidence = self._estimate(th, rgb, rgb_path, th_path)
+        self.result.update(offset_s=offset_s, offset_source=source, offset_confidence=confidence)
+        params_text = self._params_text(offset_s)
+        existing = self._prepare(rec, params_text)
+        tolerance = sync.pairing_tolerance(self._period((), rgb_path, rgb), self._period((), th_path, th))
+        pairs = sync.iter_pairs(zip(rgb.frame_times, range(rgb.frame_times.size)),
+                                zip(th.frame_times, range(th.frame_times.size)), offset_s=offset_s,
+                                tolerance=tolerance)
+        meta = self._meta(rec, offset_s, source, confidence, params_text, paired=True)
+
+        for kind in ("rgb", "thermal"):
+            (self.ws.root / "frames" / self.rec_id / kind).mkdir(parents=True, exist_ok=True)
+
+        def place(pair, rgb_out, th_out, _gray):
+            return [_move(staging / "rgb" / f"{pair.rgb:08d}.png", staged["rgb"][pair.rgb], rgb_out),
+                    _move(staging / "thermal" / f"{pair.thermal:08d}.png", staged["thermal"][pair.thermal], th_out)]
+
+        outcome = self._keep_pairs(pairs, None, existing, meta, place)
+        self._finish(list(rgb.frame_times), list(th.frame_times), offset_s, tolerance, rgb_path, th_path, outcome,
+                     meta, paired_streams=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def _staging(self, rec: dict) -> Path:
+        """The staging folder, emptied unless it holds frames of the same videos and PNG settings."""
+        staging = self.ws.root / "frames" / self.rec_id / ".staging"
+        manifest = {"rgb_sha256": rec.get("rgb_sha256", ""), "thermal_sha256": rec.get("thermal_sha256", ""),
+                    "compression": self.compression, "png": PNG_FORMAT}
+        try:
+            same = read_json(staging / "manifest.json") == manifest and not self.force
+        except (OSError, ValueError, GasdbError):
+            same = False
+        if not same:
+            shutil.rmtree(staging, ignore_errors=True)
+            write_json(staging / "manifest.json", manifest)
+        return staging
+
     # -- offset ------------------------------------------------------------------------------------
-    def _offset(self, rec, rgb_path, th_path):
-        """(offset_s, source, confidence or None, (thermal scan, rgb scan) or None)."""
+    def _given_offset(self, rec):
+        """(offset_s, "given", None, None) when the offset is passed or registered, else None."""
         if self.offset is not None:
             return float(self.offset), "given", None, None
         if rec.get("offset_source") == "given" and rec.get("offset_s", "") != "":
             return float(rec["offset_s"]), "given", None, None
+        return None
+
+    def _offset(self, rec, rgb_path, th_path):
+        """(offset_s, source, confidence or None, (thermal scan, rgb scan) or None), by a decoding pass
+        of its own (the route when not every frame is kept: sampling, ``max_pairs``, ``dedup``)."""
         th = video.motion_energy(th_path)
         rgb = video.motion_energy(rgb_path)
+        return (*self._estimate(th, rgb, rgb_path, th_path), (th, rgb))
+
+    def _estimate(self, th, rgb, rgb_path, th_path):
+        """(offset_s, "estimated", confidence) from the two streams' motion energies, or a VideoError."""
         if th.energy.size < 2 or rgb.energy.size < 2:
             raise VideoError("too few frames to estimate the start offset", file=th_path if th.energy.size < 2
                              else rgb_path, fix="pass the offset: gasdb extract WS --offset SECONDS")
@@ -375,7 +519,7 @@ class _RecordingJob:
                              f"{est.confidence:.2f} < {self.min_confidence:.2f})", file=th_path, field="offset_s",
                              fix=f"check it (a clap or flash seen by both cameras) and pass it: "
                                  f"gasdb extract WS --recording {self.rec_id} --offset SECONDS")
-        return round(float(est.offset_s), 6) + 0.0, "estimated", float(est.confidence), (th, rgb)
+        return round(float(est.offset_s), 6) + 0.0, "estimated", float(est.confidence)
 
     def _period(self, head, path, scan) -> float:
         times = scan.frame_times if scan is not None else [t for t, _ in head]
@@ -481,6 +625,7 @@ class _RecordingJob:
 
     def _rollback(self, error: str) -> None:
         self._remove_outputs(error=error)
+        shutil.rmtree(self.ws.root / "frames" / self.rec_id / ".staging", ignore_errors=True)
 
     def _digest(self, pid: str, row: dict) -> str:
         """The pair's ``extract_digest``: written now (from the writers), kept, or hashed from disk."""
@@ -527,10 +672,115 @@ class _RecordingJob:
 
 
 def _write_frame(path: Path, frame, gray: bool, compression: int) -> str:
-    """Worker: convert a decoded frame (or take an array), write it as PNG atomically; returns its digest."""
-    image = frame if hasattr(frame, "dtype") else video.frame_to_array(frame, gray=gray)
-    _, sha = write_image(path, image, compression=compression, sync=False, digest=True)  # one os.sync() per commit
+    """Worker: convert a decoded frame (or take a gray array), write it as PNG atomically; returns its digest.
+
+    Colour frames are converted by swscale straight to OpenCV's BGR order (no extra pass)."""
+    if hasattr(frame, "dtype"):
+        image, order = frame, "rgb"
+    else:
+        image, order = video.frame_to_array(frame, gray=gray, channel_order="bgr"), "bgr"
+    _, sha = write_image(path, image, compression=compression, png_filter="up", strategy="rle", channel_order=order,
+                         sync=False, digest=True)  # one os.sync() per commit
     return sha
+
+
+class _Prefetch:
+    """Run a decoding iterator in its own thread, ``depth`` items ahead (PyAV decodes without the
+    GIL): the two streams decode side by side and beside the pairing loop. Errors arrive in order;
+    :meth:`close` stops the thread, which closes the iterator itself."""
+
+    _END = object()
+
+    def __init__(self, iterator, depth: int = 8):
+        import queue
+        import threading
+
+        self._queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(iterator,), daemon=True, name="gasdb-decode")
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, iterator) -> None:
+        try:
+            for item in iterator:
+                if not self._put(item):
+                    break
+            self._put(self._END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(_Raised(exc))
+        finally:
+            iterator.close()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is self._END:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, _Raised):
+            self._done = True
+            raise item.exc
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._done = True
+        self._thread.join()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _merge_by_time(streams: dict):
+    """``(name, t, frame)`` from several ``(t, frame)`` iterators, in time order (one frame of look-ahead each)."""
+    heads = {}
+    for name, it in streams.items():
+        item = next(it, None)
+        if item is not None:
+            heads[name] = item
+    while heads:
+        name = min(heads, key=lambda n: heads[n][0])
+        t, frame = heads[name]
+        nxt = next(streams[name], None)
+        if nxt is None:
+            del heads[name]
+        else:
+            heads[name] = nxt
+        yield name, t, frame
+
+
+def _settle(items: list, k: int):
+    """A done-callback that replaces the future at ``items[k]`` by its digest (futures are heavy)."""
+    def done(fut: Future) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            items[k] = fut.result()
+    return done
+
+
+def _move(src: Path, item, out: Path) -> str:
+    """Move a staged frame to its pair name; returns its digest (known, or hashed when staged earlier)."""
+    os.replace(src, out)
+    if isinstance(item, Future):
+        return item.result()
+    return item if isinstance(item, str) else _file_digest(out)
 
 
 def _file_digest(path: Path) -> str:

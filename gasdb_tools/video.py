@@ -37,6 +37,7 @@ __all__ = [
     "iter_frames",
     "count_frames",
     "motion_energy",
+    "MotionMeter",
     "write_video",
 ]
 
@@ -304,7 +305,7 @@ def _full_range(frame) -> bool:
     return name == "gray" or name.startswith("yuvj") or int(frame.color_range) == _COLOR_RANGE_JPEG
 
 
-def frame_to_array(frame, *, gray: bool = False, keep_16bit: bool = True) -> np.ndarray:
+def frame_to_array(frame, *, gray: bool = False, keep_16bit: bool = True, channel_order: str = "rgb") -> np.ndarray:
     """Convert a decoded PyAV frame to a numpy image.
 
     Parameters
@@ -315,6 +316,9 @@ def frame_to_array(frame, *, gray: bool = False, keep_16bit: bool = True) -> np.
         ``True``: ``H×W`` luma. For 8-bit YUV/gray sources this is the Y plane itself (limited
         range expanded to 0-255, as swscale's gray conversion does), the fast path of methods §D.1.
         ``False``: ``H×W×3`` RGB via swscale (honouring the frame's colour space and range).
+    channel_order : {'rgb', 'bgr'}
+        Colour channel order; ``bgr`` (OpenCV's, from the same swscale conversion) saves the
+        PNG writer a conversion pass (:func:`gasdb_tools.imaging.encode_png` ``channel_order``).
     keep_16bit : bool
         For sources deeper than 8 bits (e.g. gray16le FFV1 thermal): ``True`` returns ``uint16``
         (gray16le samples unchanged; other depths scaled to 16 bits by swscale), ``False`` 8 bits.
@@ -338,7 +342,9 @@ def frame_to_array(frame, *, gray: bool = False, keep_16bit: bool = True) -> np.
     kwargs = {}
     if int(frame.color_range) == _COLOR_RANGE_JPEG and not name.startswith("yuvj"):
         kwargs["src_color_range"] = _COLOR_RANGE_JPEG
-    fmt = "rgb48le" if deep and keep_16bit else "rgb24"
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    fmt = ("rgb48le" if deep and keep_16bit else "rgb24").replace("rgb", channel_order)
     return np.ascontiguousarray(frame.to_ndarray(format=fmt, **kwargs))
 
 
@@ -420,23 +426,57 @@ def motion_energy(path, *, size: tuple[int, int] = (80, 64), chroma: bool = True
     """
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
-    frame_times, times, energy = [], [], []
-    prev = prev_t = None
+    meter = MotionMeter(size=size, chroma=chroma)
     frames = iter_av_frames(path)
     try:
         for t, frame in frames:
             if max_seconds is not None and t > max_seconds:
                 break
-            small = _planes_small(frame, size, chroma)
-            frame_times.append(t)
-            if prev is not None and t > prev_t and len(prev) == len(small):
-                times.append(0.5 * (t + prev_t))
-                energy.append(sum(_change(a, b) for a, b in zip(prev, small)) / (t - prev_t))
-            prev, prev_t = small, t
+            meter.add(t, frame)
     finally:
         frames.close()
-    return MotionEnergy(np.asarray(frame_times, np.float64), np.asarray(times, np.float64),
-                        np.asarray(energy, np.float64))
+    return meter.result()
+
+
+class MotionMeter:
+    """:func:`motion_energy` gathered one frame at a time, for a pass that decodes the stream anyway.
+
+    ``add(t, frame)`` for every decoded frame in time order, then ``result()``: the same
+    :class:`MotionEnergy` as :func:`motion_energy` on the same frames (same planes, same sums).
+    Memory: two small planes plus three floats per frame.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> path = tempfile.mkdtemp() + "/ramp.mp4"
+    >>> _ = write_video(path, [np.full((64, 64), 40 * k, np.uint8) for k in range(5)], fps=25)
+    >>> meter = MotionMeter()
+    >>> for t, frame in iter_av_frames(path):
+    ...     meter.add(t, frame)
+    >>> np.array_equal(meter.result().energy, motion_energy(path).energy)
+    True
+    """
+
+    def __init__(self, *, size: tuple[int, int] = (80, 64), chroma: bool = True):
+        self.size, self.chroma = tuple(size), chroma
+        self.frame_times: list[float] = []
+        self.times: list[float] = []
+        self.energy: list[float] = []
+        self._prev = self._prev_t = None
+
+    def add(self, t: float, frame) -> None:
+        """Measure one decoded frame (``av.VideoFrame``) at time ``t`` (s)."""
+        small = _planes_small(frame, self.size, self.chroma)
+        self.frame_times.append(t)
+        prev, prev_t = self._prev, self._prev_t
+        if prev is not None and t > prev_t and len(prev) == len(small):
+            self.times.append(0.5 * (t + prev_t))
+            self.energy.append(sum(_change(a, b) for a, b in zip(prev, small)) / (t - prev_t))
+        self._prev, self._prev_t = small, t
+
+    def result(self) -> MotionEnergy:
+        return MotionEnergy(np.asarray(self.frame_times, np.float64), np.asarray(self.times, np.float64),
+                            np.asarray(self.energy, np.float64))
 
 
 # -- encoding ------------------------------------------------------------------------------------

@@ -266,6 +266,75 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, flash_recordings,
     assert [p["pair_id"] for p in ws.pairs("b")] == [p["pair_id"] for p in clean.pairs("b")]
 
 
+# -- the offset estimated in the writing pass ------------------------------------------------------
+def _pairs_and_bytes(ws, rec):
+    rows = [{k: v for k, v in p.items()} for p in ws.pairs(rec)]
+    files = {p["pair_id"]: (ws.path(p["rgb"]).read_bytes(), ws.path(p["thermal"]).read_bytes()) for p in rows}
+    return rows, files
+
+
+def test_one_decoding_pass_gives_the_pairs_and_bytes_of_two(tmp_path, flash_recordings, monkeypatch):
+    """With every frame kept, the offset is estimated from the writing pass (each stream decoded
+    once): same offset, same pairs, same bytes, same digests as a separate estimation pass."""
+    results = {}
+    for name, ratio in (("one", extract_mod.ONE_PASS_MAX_RATE_RATIO), ("two", 0.0)):
+        monkeypatch.setattr(extract_mod, "ONE_PASS_MAX_RATE_RATIO", ratio)
+        decodes = []
+        real = extract_mod.video.iter_av_frames
+        monkeypatch.setattr(extract_mod.video, "iter_av_frames", lambda p, **kw: decodes.append(p) or real(p, **kw))
+        ws = _workspace(tmp_path / name, {n: f for n, (f, _) in flash_recordings.items()})
+        summary = extract_workspace(ws, workers=2)
+        assert summary["failed"] == 0
+        monkeypatch.setattr(extract_mod.video, "iter_av_frames", real)
+        results[name] = (summary, {rec: _pairs_and_bytes(ws, rec) for rec in ("a", "b")}, decodes, ws)
+    one, two = results["one"], results["two"]
+    assert len(one[2]) == 4 and len(two[2]) == 8  # each stream decoded once, instead of twice
+    for r1, r2 in zip(one[0]["recordings"], two[0]["recordings"]):
+        for key in ("offset_s", "offset_confidence", "pairs", "frames_rgb", "frames_thermal", "unpaired_thermal",
+                    "max_abs_dt_s"):
+            assert r1[key] == r2[key], key
+    assert one[1] == two[1]
+    assert not (one[3].root / "frames" / "a" / ".staging").exists()
+    for rec in ("a", "b"):
+        rows = one[3].pairs(rec)
+        assert len(list((one[3].root / "frames" / rec / "rgb").glob("*.png"))) == len(rows)
+
+
+def test_an_interrupted_one_pass_extraction_resumes_without_encoding_again(tmp_path, flash_recordings, monkeypatch):
+    folder, _ = flash_recordings["b"]
+    ws = _workspace(tmp_path, {"b": folder})
+    calls = {"n": 0}
+    submit = extract_mod._RecordingJob._submit
+
+    def interrupted(self, *args):
+        calls["n"] += 1
+        if calls["n"] > 100:
+            raise KeyboardInterrupt
+        return submit(self, *args)
+
+    monkeypatch.setattr(extract_mod._RecordingJob, "_submit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract_workspace(ws)
+    staged = list((ws.root / "frames" / "b" / ".staging").rglob("*.png"))
+    assert len(staged) == 100 and not ws.pairs("b")
+    calls["n"] = -10_000
+    res = extract_workspace(ws)["recordings"][0]
+    frames = res["frames_rgb"] + res["frames_thermal"]
+    assert res["status"] == "extracted" and calls["n"] == -10_000 + frames - 100  # the staged 100 are reused
+    clean = _workspace(tmp_path / "clean", {"b": folder})
+    extract_workspace(clean)
+    assert _pairs_and_bytes(ws, "b") == _pairs_and_bytes(clean, "b")
+    assert not (ws.root / "frames" / "b" / ".staging").exists()
+
+
+def test_a_refused_estimate_leaves_no_staged_frames(tmp_path, flash_recordings):
+    folder, _ = flash_recordings["a"]
+    ws = _workspace(tmp_path, {"a": folder})
+    res = extract_workspace(ws, min_confidence=0.999)["recordings"][0]
+    assert res["status"] == "failed" and "unreliable" in res["error"]
+    assert not (ws.root / "frames" / "a" / ".staging").exists() and not ws.pairs("a")
+
+
 # -- bad input -------------------------------------------------------------------------------------
 def _copy_rec(src, dst):
     dst.mkdir(parents=True)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from gasdb_tools.errors import VideoError
-from gasdb_tools.video import (_TimeOrder, count_frames, frame_to_array, iter_av_frames, iter_frames, motion_energy,
-                               probe, write_video)
+from gasdb_tools.video import (MotionMeter, _TimeOrder, count_frames, frame_to_array, iter_av_frames, iter_frames,
+                               motion_energy, probe, write_video)
 from tests.conftest import shared_data
 
 
@@ -105,6 +105,17 @@ def test_colour_frames_come_back_rgb_ordered(tmp_path):
     np.testing.assert_array_equal(image, frame)
 
 
+def test_bgr_order_is_the_same_conversion_reversed(tmp_path):
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    write_video(tmp_path / "c.mp4", frames, fps=10)
+    for _, frame in iter_av_frames(tmp_path / "c.mp4"):
+        rgb = frame_to_array(frame)
+        np.testing.assert_array_equal(frame_to_array(frame, channel_order="bgr"), rgb[:, :, ::-1])
+    with pytest.raises(ValueError, match="channel_order"):
+        frame_to_array(frame, channel_order="rbg")
+
+
 def test_16bit_thermal_is_kept_exactly(tmp_path):
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 65536, (40, 56), dtype=np.uint16) for _ in range(3)]
@@ -187,6 +198,22 @@ def test_motion_energy_follows_motion_per_second_and_ignores_global_level(tmp_pa
     # the interval with the dropped frame moved twice as far in twice the time: about the same rate
     # (a disk of radius 20 moved by d changes ~4*r*d pixels while d << 2r)
     assert abs(e[5] - e[4]) < 0.1 * e[4]
+
+
+def test_motion_meter_fed_frame_by_frame_equals_motion_energy(tmp_path):
+    """The writing pass of `extract` measures the energy with MotionMeter: the numbers must be the
+    ones motion_energy gives (colour with chroma planes, and gaps)."""
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8) for _ in range(12)]
+    times = [0.0, 0.04, 0.08, 0.2, 0.24, 0.28, 0.32, 0.36, 0.5, 0.54, 0.58, 0.62]
+    write_video(tmp_path / "c.mkv", frames, fps=25, times=times)
+    meter = MotionMeter()
+    for t, frame in iter_av_frames(tmp_path / "c.mkv"):
+        meter.add(t, frame)
+    got, want = meter.result(), motion_energy(tmp_path / "c.mkv")
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    assert got.energy.size == 11 and got.energy.min() > 0
 
 
 # -- real clips -------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -56,10 +57,22 @@ def json_option(func):
                         help="Print a machine-readable JSON result on stdout.")(func)
 
 
+def _scheduler_callback(ctx, param, value):
+    return value.strip() or None if value else None
+
+
 def jobs_option(func):
-    """``--jobs N``: recordings processed in N worker processes (the stage runner)."""
-    return click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-                        help="Recordings processed in parallel worker processes.")(func)
+    """``--jobs N`` and ``--scheduler ADDRESS``: where the stage runner runs the recordings
+    (:func:`gasdb_tools.stages.run_stage`); the command receives ``jobs`` and ``scheduler``."""
+    func = click.option("--scheduler", metavar="ADDRESS", envvar="DASK_SCHEDULER_ADDRESS", default=None,
+                        callback=_scheduler_callback, show_envvar=True,
+                        help="Run the recordings on this Dask scheduler's workers (tcp://host:8786), which must "
+                             "see the workspace at the same path; see the README's cluster set-up.")(func)
+    return click.option("-j", "--jobs", type=click.IntRange(min=1), default=lambda: os.cpu_count() or 1,
+                        show_default="all CPUs",
+                        help="Cores on this machine: recordings in parallel worker processes, and the frames of "
+                             "a recording in threads when there are fewer recordings than jobs (1: one core; "
+                             "outputs are byte-identical whatever the number).")(func)
 
 
 def emit_json(obj) -> None:

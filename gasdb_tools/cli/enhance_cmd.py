@@ -37,7 +37,7 @@ from gasdb_tools.workspace import Workspace
 @json_option
 def enhance(targets: tuple[Path, ...], out_dir: Path | None, sv: int | None, p: float, gfactor: float, invert: bool,
             gamma_rows: str, recordings: tuple[str, ...], force: bool, metrics: bool, metrics_mode: str,
-            metrics_frames: int | None, jobs: int, as_json: bool) -> None:
+            metrics_frames: int | None, jobs: int, scheduler: str | None, as_json: bool) -> None:
     """Tarel-Hautiere visibility restoration of thermal frames, as 8-bit PNGs for annotators.
 
     With a workspace (a folder holding gasdb.json) as the only argument, every pair gets
@@ -49,7 +49,7 @@ def enhance(targets: tuple[Path, ...], out_dir: Path | None, sv: int | None, p: 
 
     \b
     Examples:
-      gasdb enhance my-dataset --sv 51
+      gasdb enhance my-dataset --sv 51 --jobs 2
       gasdb enhance my-dataset --invert --metrics --metrics-frames 5 --json
       gasdb enhance frames/*.png -o enhanced-preview
     """
@@ -66,7 +66,8 @@ def enhance(targets: tuple[Path, ...], out_dir: Path | None, sv: int | None, p: 
         try:
             report = enhance_workspace(ws, sv=51 if sv is None else sv, p=p, gfactor=gfactor, invert=invert,
                                        gamma_rows=gamma_rows, force=force, metrics=metrics, metrics_mode=metrics_mode,
-                                       metrics_frames=metrics_frames, recordings=recordings or None, jobs=jobs)
+                                       metrics_frames=metrics_frames, recordings=recordings or None, jobs=jobs,
+                                       scheduler=scheduler)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         if as_json:

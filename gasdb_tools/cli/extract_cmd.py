@@ -31,13 +31,13 @@ def _fmt(value, spec: str) -> str:
 @click.option("--force", is_flag=True, help="Redo recordings already extracted.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CONFIDENCE, show_default=True,
               help="Refuse estimated offsets with a lower peak correlation.")
-@click.option("--workers", type=click.IntRange(min=1), help="PNG writer threads (default: number of CPUs).")
+@click.option("--workers", type=click.IntRange(min=1), help="PNG writer threads per recording (default: its share of --jobs).")
 @click.option("--png-compression", type=click.IntRange(0, 9), default=1, show_default=True,
               help="zlib level of the PNG frames (higher: smaller, slower).")
 @jobs_option
 @json_option
 def extract(workspace: Workspace, every, max_pairs, offset, dedup, dedup_threshold, recordings, force, min_confidence,
-            workers, png_compression, jobs, as_json) -> None:
+            workers, png_compression, jobs, scheduler, as_json) -> None:
     """Extract time-synchronised RGB-thermal frame pairs.
 
     Decodes both videos of each recording sequentially and pairs frames by timestamp (never by
@@ -52,11 +52,12 @@ def extract(workspace: Workspace, every, max_pairs, offset, dedup, dedup_thresho
       gasdb extract my-dataset --every 0.5
       gasdb extract my-dataset --recording take07 --offset 0.84 --dedup --force
       gasdb extract my-dataset --every 0.5 --jobs 2
+      gasdb extract my-dataset --scheduler tcp://10.0.0.5:8786
     """
     summary = extract_workspace(workspace, every=every, max_pairs=max_pairs, offset=offset, dedup=dedup,
                                 dedup_threshold=dedup_threshold, force=force, recordings=recordings or None,
                                 min_confidence=min_confidence, workers=workers, compression=png_compression,
-                                jobs=jobs)
+                                jobs=jobs, scheduler=scheduler)
     if as_json:
         emit_json(summary)
     else:

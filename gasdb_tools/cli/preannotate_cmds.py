@@ -47,7 +47,7 @@ INSTALL_HINT = "pip install 'gasdb-tools[label]'   (or: pip install labelme)"
 @json_option
 def preannotate(workspace: Workspace, method: str, preset: str | None, polarity: str | None, k: float | None,
                 lead_in_s: float, mode: str, epsilon_frac: float, params: dict, recordings: tuple[str, ...],
-                force: bool, jobs: int, as_json: bool) -> None:
+                force: bool, jobs: int, scheduler: str | None, as_json: bool) -> None:
     """Draft LabelMe gas masks for every pair by background subtraction.
 
     Runs the gas background subtraction over each recording's frames in time order (the aligned
@@ -66,15 +66,17 @@ def preannotate(workspace: Workspace, method: str, preset: str | None, polarity:
       gasdb preannotate my-dataset --param learning_rate=0.05 --json
     """
     from gasdb_tools.preannotate import preannotate_workspace
+    from gasdb_tools.stages import use_scheduler
 
     if polarity is not None:
         params["polarity"] = polarity
     if k is not None:
         params["k"] = k
     try:
-        report = preannotate_workspace(workspace, method=method, preset=preset, force=force,
-                                       recordings=recordings or None, lead_in_s=lead_in_s, mode=mode,
-                                       epsilon_frac=epsilon_frac, jobs=jobs, **params)
+        with use_scheduler(scheduler):
+            report = preannotate_workspace(workspace, method=method, preset=preset, force=force,
+                                           recordings=recordings or None, lead_in_s=lead_in_s, mode=mode,
+                                           epsilon_frac=epsilon_frac, jobs=jobs, **params)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
     if as_json:

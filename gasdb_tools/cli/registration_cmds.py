@@ -86,7 +86,7 @@ def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, fo
 @jobs_option
 @json_option
 def align(workspace: Workspace, size, force: bool, recordings: tuple[str, ...], interpolation: str, jobs: int,
-          as_json: bool) -> None:
+          scheduler: str | None, as_json: bool) -> None:
     """Warp every thermal frame into the RGB frame, with a valid-pixel mask.
 
     The annotation frame of a recording is its RGB frame at the camera's native size (4:3 and
@@ -105,7 +105,7 @@ def align(workspace: Workspace, size, force: bool, recordings: tuple[str, ...], 
     from gasdb_tools.align import align_workspace
 
     report = align_workspace(workspace, force=force, size=size, recordings=list(recordings) or None,
-                             interpolation=interpolation, jobs=jobs)
+                             interpolation=interpolation, jobs=jobs, scheduler=scheduler)
     if as_json:
         emit_json(report)
     else:
