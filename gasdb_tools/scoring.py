@@ -3,8 +3,9 @@
 For each ground-truth id in sorted order, the submitted mask is checked and decoded
 (:mod:`gasdb_tools.submission`) and its 2×2 confusion matrix against the ground truth is added to
 one int64 total (:func:`gasdb_tools.metrics.confusion`); the metrics come from that total
-(``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Decoding runs in a thread pool
-(OpenCV releases the GIL), so a 1293-image split scores in about a second.
+(``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Reading, PNG inflation
+(:func:`gasdb_tools.submission.decode_gray_png`), hashing and counting run on a thread pool
+(they release the GIL); the result is the same for any number of threads.
 
 The result is a deterministic JSON-ready dict (no wall-clock data, sorted keys when dumped):
 schema and tool versions, the confusion matrix, metrics at full precision and a 2-decimal percent
@@ -31,6 +32,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,8 @@ from gasdb_tools.errors import FormatError, SubmissionError
 from gasdb_tools.fsutil import atomic_write_bytes, sha256_bytes
 from gasdb_tools.imaging import decode_image, encode_png
 from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
-from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, open_submission)
+from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_gray_png, decode_mask,
+                                   open_submission)
 
 __all__ = [
     "SCHEMA",
@@ -49,6 +52,7 @@ __all__ = [
     "GroundTruth",
     "load_ground_truth",
     "score",
+    "default_workers",
     "percent_view",
     "format_table",
     "to_codalab",
@@ -66,6 +70,7 @@ BY_COLUMNS = ("scene", "recording")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _UNINDEXED = "(not in index.csv)"
+_CHUNK = 16  # ids per thread-pool task
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -255,7 +260,8 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
     limits : SubmissionLimits, optional
         Safety caps for the submission.
     workers : int, optional
-        Decoding threads (default: the number of CPUs, at most 8).
+        Threads that read, decode and count the masks (default: every core, :func:`default_workers`).
+        The result does not depend on it: counts are exact integers summed in id order.
 
     Returns
     -------
@@ -295,39 +301,15 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
 
     ids = truth.ids
     with open_submission(submission, ids=ids, limits=limits, allow_missing=allow_missing) as sub:
-        def job(id_: str):
-            gt_path = truth.label_path(id_)
-            try:
-                gt_bytes = gt_path.read_bytes()
-            except OSError:
-                return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
-                                                     fix="check the release with `gasdb verify`")
-            try:
-                gt_mask = decode_image(gt_bytes, name=str(gt_path))
-            except FormatError as exc:
-                return None, None, None, exc
-            if gt_mask.ndim != 2:
-                return None, None, None, FormatError(f"ground-truth mask has shape {gt_mask.shape}, expected 2-D",
-                                                     file=gt_path)
-            if id_ in sub.files:
-                try:
-                    data = sub.read(id_)
-                    pred = decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255)
-                except SubmissionError as exc:
-                    return None, sha256_bytes(gt_bytes), exc, None
-                sub_sha = sha256_bytes(data)
-            else:
-                pred, sub_sha = np.zeros(gt_mask.shape, np.uint8), "-"
-            try:
-                cm = confusion(gt_mask, pred, ignore_index=255)
-            except (ValueError, TypeError) as exc:
-                return None, None, None, FormatError(f"bad ground-truth mask: {exc}", file=gt_path)
-            return cm, sha256_bytes(gt_bytes), sub_sha, None
-
-        n_workers = workers or min(8, os.cpu_count() or 1)
         wanted = [i for i in ids if i in sub.files or i in sub.missing]
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            results = list(pool.map(job, wanted))
+        n_workers = max(1, min(int(workers or default_workers()), len(wanted) or 1))
+        chunks = [wanted[k:k + _CHUNK] for k in range(0, len(wanted), _CHUNK)]
+        work = partial(_score_chunk, truth=truth, sub=sub, binary_255=binary_255)
+        if n_workers == 1:
+            results = [r for chunk in chunks for r in work(chunk)]
+        else:  # PNG inflation, hashing and counting release the GIL; results keep the order of ids
+            with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="gasdb-score") as pool:
+                results = [r for part in pool.map(work, chunks) for r in part]
 
         gt_errors = [r[3] for r in results if r[3] is not None]
         if gt_errors:
@@ -381,6 +363,50 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
         result["per_image"] = rows
         result["per_image_mean"] = per_image_means(cms)
     return result
+
+
+def _score_chunk(ids: list, *, truth: GroundTruth, sub, binary_255: bool) -> list:
+    return [_score_one(id_, truth, sub, binary_255) for id_ in ids]
+
+
+def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool):
+    """``(confusion, gt sha256, submission sha256 or its SubmissionError, ground-truth error)`` of one id."""
+    gt_path = truth.label_path(id_)
+    try:
+        gt_bytes = gt_path.read_bytes()
+    except OSError:
+        return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
+                                             fix="check the release with `gasdb verify`")
+    try:
+        gt_mask = decode_gray_png(gt_bytes, name=str(gt_path))
+    except FormatError as exc:
+        return None, None, None, exc
+    if gt_mask.ndim != 2:
+        return None, None, None, FormatError(f"ground-truth mask has shape {gt_mask.shape}, expected 2-D",
+                                             file=gt_path)
+    gt_sha = sha256_bytes(gt_bytes)
+    if id_ in sub.files:
+        try:
+            data = sub.read(id_)
+            pred = decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255)
+        except SubmissionError as exc:
+            return None, gt_sha, exc, None
+        sub_sha = sha256_bytes(data)
+    else:
+        pred, sub_sha = np.zeros(gt_mask.shape, np.uint8), "-"
+    try:
+        cm = confusion(gt_mask, pred, ignore_index=255)
+    except (ValueError, TypeError) as exc:
+        return None, None, None, FormatError(f"bad ground-truth mask: {exc}", file=gt_path)
+    return cm, gt_sha, sub_sha, None
+
+
+def default_workers() -> int:
+    """Threads :func:`score` uses by default: every core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _check_by(by) -> tuple[str, ...]:

@@ -28,9 +28,11 @@ import stat
 import struct
 import threading
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import cv2
 import numpy as np
 
 from gasdb_tools.errors import SubmissionError
@@ -43,6 +45,7 @@ __all__ = [
     "open_submission",
     "decode_mask",
     "png_header",
+    "decode_gray_png",
     "PNG_SIGNATURE",
 ]
 
@@ -147,6 +150,93 @@ def png_header(data: bytes) -> tuple[int, int, int, int]:
     return height, width, bit_depth, colour_type
 
 
+def decode_gray_png(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
+    """Decode a single-channel 8-bit PNG (a mask) fast; other images go to OpenCV.
+
+    An 8-bit grayscale, non-interlaced PNG whose chunks pass their CRC and whose rows use the
+    None, Sub or Up filters (what OpenCV, Pillow and libpng write for masks) is inflated in one
+    ``zlib`` call, bounded by the size its header declares, and unfiltered with integral images
+    (mod 256): about twice as fast as ``cv2.imdecode``, which inflates row by row, and releasing
+    the GIL throughout. Anything else (other filters, colour, 16-bit, corrupt or odd files) is
+    decoded by :func:`gasdb_tools.imaging.decode_image`, which also raises the errors.
+
+    Returns
+    -------
+    ndarray
+        As ``decode_image(data, mode="unchanged")``: the same pixels, uint8 (H, W) on the fast path.
+
+    Raises
+    ------
+    FormatError
+        When the data cannot be decoded (from :func:`~gasdb_tools.imaging.decode_image`).
+    """
+    pixels = _inflate_gray8(data)
+    return pixels if pixels is not None else decode_image(data, mode="unchanged", name=name)
+
+
+def _inflate_gray8(data: bytes) -> np.ndarray | None:
+    """The fast path of :func:`decode_gray_png`, or None when it does not apply."""
+    view = memoryview(data)
+    if view[:8] != PNG_SIGNATURE:
+        return None
+    pos, end, idat, header, after_idat = 8, len(view), [], None, False
+    while True:
+        if pos + 12 > end:
+            return None
+        length, kind = struct.unpack_from(">I4s", view, pos)
+        stop = pos + 12 + length
+        if stop > end or zlib.crc32(view[pos + 4:stop - 4]) != struct.unpack_from(">I", view, stop - 4)[0]:
+            return None
+        if header is None:
+            if kind != b"IHDR" or length != 13:
+                return None
+            header = struct.unpack_from(">IIBBBBB", view, pos + 8)
+        elif kind == b"IDAT":
+            if after_idat:
+                return None  # IDAT chunks must be consecutive
+            idat.append(view[pos + 8:stop - 4])
+        elif kind == b"IEND":
+            break
+        elif kind[:1].isupper():
+            return None  # PLTE in a gray image, a second IHDR, an unknown critical chunk
+        else:
+            after_idat = bool(idat)
+        pos = stop
+    width, height, depth, colour, compression, filtering, interlace = header
+    if (depth, colour, compression, filtering, interlace) != (8, 0, 0, 0, 0) or not (idat and width and height):
+        return None
+    expected = height * (width + 1)
+    inflater = zlib.decompressobj()
+    try:  # at most one byte more than the header declares: a bomb stops here
+        raw = inflater.decompress(idat[0] if len(idat) == 1 else b"".join(idat), expected + 1)
+    except zlib.error:
+        return None
+    if len(raw) != expected or not inflater.eof:
+        return None
+    rows = np.frombuffer(raw, np.uint8).reshape(height, width + 1)
+    kinds, values = rows[:, 0], rows[:, 1:]
+    top = int(kinds.max())
+    if top == 0:
+        return values
+    if top > 2 or (top == 2 and (kinds == 1).any()):
+        return None  # Average or Paeth rows, or Sub mixed with Up
+    sums = cv2.integral(values)  # (H + 1, W + 1) int32, exact
+    plain = kinds == 0
+    if top == 1:  # Sub: prefix sums along each row; None rows are kept as they are
+        out = cv2.subtract(sums[1:, 1:], sums[:-1, 1:])
+    else:  # Up: prefix sums down each column, restarting at each None row
+        out = cv2.subtract(sums[1:, 1:], sums[1:, :-1])
+        if plain.any():
+            start = np.where(plain, np.arange(height), 0)
+            np.maximum.accumulate(start, out=start)
+            out -= np.vstack([np.zeros((1, width), np.int32), out])[start]
+            plain = None
+    pixels = out.astype(np.uint8)  # mod 256, the filters' arithmetic
+    if plain is not None and plain.any():
+        pixels[plain] = values[plain]
+    return pixels
+
+
 def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", binary_255: bool = False
                 ) -> np.ndarray:
     """Check and decode one submitted mask PNG into a ``uint8`` array of 0/1.
@@ -197,7 +287,7 @@ def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", b
         if colour_type == 3 or bit_depth == 1:
             mask = _decode_indices(data)
         else:
-            mask = decode_image(data, mode="unchanged", name=name)
+            mask = decode_gray_png(data, name=name)
     except Exception:  # noqa: BLE001 - any decoder failure is the file's problem
         raise _err("unreadable mask: the PNG data is corrupt or truncated", name,
                    "re-export the mask as PNG") from None
