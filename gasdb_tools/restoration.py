@@ -222,25 +222,29 @@ def _median_blur(src: np.ndarray, sv: int) -> np.ndarray:
     return cv2.LUT(cv2.medianBlur(cv2.LUT(src, encode), sv), decode)
 
 
-def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int) -> np.ndarray:
-    """8-bit median of an already reflect-padded image, cropped to ``h × w``.
+def _banded(h: int, w: int, work) -> list:
+    """``work(x0, x1)`` for column bands ``[x0, x1)`` of an ``h × w`` image, on parallel threads.
 
-    ``cv2.medianBlur`` releases the GIL, so large images are split into bands of columns (each
-    with its ``sv // 2`` halo; about 7 % more work for two bands, against 10 % for bands of rows)
-    filtered on parallel threads.
+    One band per worker (:func:`_workers`); OpenCV releases the GIL, so the bands run at once.
+    Bands of columns cost less halo than bands of rows here: about 7 % more median work for two
+    bands against 10 % (OpenCV's median already works in vertical stripes).
     """
-    r = sv // 2
     n = _workers(h * w)
     if n == 1:
-        return _median_blur(qpad, sv)[r:r + h, r:r + w]
-    out = np.empty((h, w), np.uint8)
-    xs = np.linspace(0, w, n + 1).round().astype(int)
+        return [work(0, w)]
+    xs = np.linspace(0, w, n + 1).round().astype(int).tolist()
+    return list(_pool(n).map(lambda k: work(xs[k], xs[k + 1]), range(n)))
 
-    def band(k):
-        x0, x1 = xs[k], xs[k + 1]
+
+def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int) -> np.ndarray:
+    """8-bit median of an already reflect-padded image, cropped to ``h × w`` (bands on threads)."""
+    r = sv // 2
+    out = np.empty((h, w), np.uint8)
+
+    def work(x0, x1):
         out[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv)[r:r + h, r:r + x1 - x0]
 
-    list(_pool(n).map(band, range(n)))
+    _banded(h, w, work)
     return out
 
 
@@ -455,17 +459,43 @@ class _VeilCodes(NamedTuple):
         return np.take(table, self.c)
 
 
-def _veil(w: np.ndarray, sv: int, p: float, method: str):
+def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None):
+    """``c = max(min(q, A - M), 0)`` for 8-bit codes ``q``: ``A = median(q)``, ``M = median(|q - A|)``.
+
+    The second median runs in column bands (:func:`_banded`); ``per_band(x0, x1, c_band)``, when
+    given, runs in each band's thread right after it. Returns ``(c, [per_band results])``.
+    """
+    h, w = q.shape
+    c = np.empty_like(q)
+    if sv == 1:  # A = q, M = 0
+        c[...] = q
+        return c, [per_band(0, w, c)] if per_band else []
+    r = sv // 2
+    aq = _median_u8(q, sv)
+    dpad = _pad(cv2.absdiff(q, aq), r)
+
+    def work(x0, x1):
+        m = _median_blur(dpad[:, x0:x1 + 2 * r], sv)[r:r + h, r:r + x1 - x0]
+        c[:, x0:x1] = cv2.min(q[:, x0:x1], cv2.subtract(aq[:, x0:x1], m))  # saturating: max(., 0)
+        return per_band(x0, x1, c[:, x0:x1]) if per_band else None
+
+    return c, _banded(h, w, work)
+
+
+def _veil(w: np.ndarray, sv: int, p: float, method: str, quantised=None):
     """The authors' veil ``V = p * max(min(W, B), 0)``, ``B = A - median(|W - A|)``, ``A = median(W)``.
 
     Returns ``(V, None)``, or ``(None, codes)`` (:class:`_VeilCodes`) when ``W`` lies on a grid
     ``k/n``: then both medians and ``min(W, B)`` are exact integers and ``V`` is left to the caller.
+    ``quantised``: :func:`_quantise` of ``w`` when the caller already has it.
     """
     if method == "exact":
         a = _median_exact(w, sv)
         mad = _median_exact(np.abs(w - a), sv)
     else:
-        q, span, decode = _quantise(w, method)
+        q, span, decode = quantised or _quantise(w, method)
+        if decode.exact and q.dtype == np.uint8 and decode.base == 0:
+            return None, _VeilCodes(q, _veil_codes_u8(q, sv)[0], 0, decode.n)
         aq = _median_int(q, sv, span)
         if q.dtype == np.uint8 and aq.dtype == np.uint8:
             d = cv2.absdiff(q, aq)
@@ -474,13 +504,9 @@ def _veil(w: np.ndarray, sv: int, p: float, method: str):
         dspan = int(d.max())
         mq = _median_int(d.astype(np.uint8 if dspan <= 255 else np.uint16, copy=False), sv, dspan)
         if decode.exact:
-            if q.dtype == np.uint8 and aq.dtype == np.uint8 and mq.dtype == np.uint8 and decode.base == 0:
-                c = cv2.min(q, cv2.subtract(aq, mq))  # saturating: max(min(q, aq - mq), 0)
-            else:
-                c = np.minimum(q.astype(np.int32), aq.astype(np.int32) - mq) + decode.base
-                np.maximum(c, 0, out=c)
-                c = c.astype(np.uint8 if int(c.max()) <= 255 else np.uint16)
-            return None, _VeilCodes(q, c, decode.base, decode.n)
+            c = np.minimum(q.astype(np.int32), aq.astype(np.int32) - mq) + decode.base
+            np.maximum(c, 0, out=c)
+            return None, _VeilCodes(q, c.astype(np.uint8 if int(c.max()) <= 255 else np.uint16), decode.base, decode.n)
         a, mad = decode(aq), decode.difference(mq)
     v = np.minimum(w, a - mad)
     np.maximum(v, 0, out=v)
@@ -568,19 +594,16 @@ def _koschmieder(image: np.ndarray, v: np.ndarray):
     return (image - v[..., None]) * factor[..., None], factor
 
 
-def _restore(image, sv, p, balance, smax, method, *, codes_ok=False):
-    """Steps 1-5 (:func:`restore_visibility`); with ``codes_ok``, a gray 8-bit-grid image returns its
-    :class:`_VeilCodes` instead (every later step is then a function of the pair ``(q, c)``)."""
+def _restore(image, sv, p, balance, smax, method, *, quantised=None):
+    """Steps 1-5 (:func:`restore_visibility`); ``quantised``: :func:`_quantise` of a gray ``image``."""
     balanced, white = _white_balance(image, float(balance), sv, method)
     if balanced.ndim == 2:
         w = nbo = balanced
     else:
         w = np.minimum(np.minimum(balanced[..., 0], balanced[..., 1]), balanced[..., 2])
         nbo = balanced.mean(axis=2)
-    v, codes = _veil(np.ascontiguousarray(w), sv, p, method)
+    v, codes = _veil(np.ascontiguousarray(w), sv, p, method, quantised if balanced.ndim == 2 else None)
     if codes is not None:
-        if codes_ok and balanced.ndim == 2 and smax == 1 and codes.q.dtype == codes.c.dtype == np.uint8:
-            return codes
         v = codes.veil(p, w.dtype)
     r, factor = _koschmieder(balanced, v)
     if white is not None:
@@ -650,9 +673,7 @@ def fit_gamma(original_mean, restored_mean, *, gfactor: float = 1.3, rows="botto
     mask : bool ndarray, optional
         Only pixels where ``mask`` is true count (e.g. the valid area of a warped frame).
     """
-    if not (isinstance(gfactor, (int, float, np.floating, np.integer)) and not isinstance(gfactor, bool)
-            and math.isfinite(gfactor) and gfactor > 0):
-        raise ValueError(f"gfactor must be a positive number, got {gfactor!r}; 1.0 keeps the original contrast")
+    _check_gfactor(gfactor)
     nbos = original_mean if isinstance(original_mean, (list, tuple)) else [original_mean]
     nbrs = restored_mean if isinstance(restored_mean, (list, tuple)) else [restored_mean]
     masks = mask if isinstance(mask, (list, tuple)) else [mask] * len(nbos)
@@ -665,6 +686,12 @@ def fit_gamma(original_mean, restored_mean, *, gfactor: float = 1.3, rows="botto
         lo_parts.append(np.log(o.astype(np.float64).ravel() + 0.5 / 255))
         lr_parts.append(np.log(r.astype(np.float64).ravel() + 0.5 / 255))
     return _gamma_from_logs(np.concatenate(lo_parts), np.concatenate(lr_parts), gfactor)
+
+
+def _check_gfactor(gfactor) -> None:
+    if not (isinstance(gfactor, (int, float, np.floating, np.integer)) and not isinstance(gfactor, bool)
+            and math.isfinite(gfactor) and gfactor > 0):
+        raise ValueError(f"gfactor must be a positive number, got {gfactor!r}; 1.0 keeps the original contrast")
 
 
 def _gamma_from_logs(lo: np.ndarray, lr: np.ndarray, gfactor: float, weights: np.ndarray | None = None) -> GammaFit:
@@ -782,45 +809,61 @@ def tarel_hautiere(image: np.ndarray, *, sv: int | None = None, p: float = 0.95,
     """
     keep_axis = getattr(image, "ndim", 0) == 3 and image.shape[2] == 1
     x, sv, method = _check_args(image, sv, p, smax, balance, median)
-    rest = _restore(x, sv, p, balance, smax, method, codes_ok=True)
-    if isinstance(rest, _VeilCodes):
-        out = _finish_on_codes(rest, x.dtype, p=p, gfactor=gfactor, gamma_rows=gamma_rows)
-        veil = rest.veil(p, x.dtype) if return_veil else None
-    else:
-        fit = fit_gamma(rest.original_mean, rest.restored_mean, gfactor=gfactor, rows=gamma_rows)
-        out, veil = tone_map(apply_gamma(rest.restored, fit)), rest.veil
+    quantised = None
+    if x.ndim == 2 and smax == 1 and method != "exact":
+        quantised = _quantise(x, method)
+        q, _, decode = quantised
+        if decode.exact and q.dtype == np.uint8 and decode.base == 0:
+            out, c = _tarel_codes(q, decode.n, x.dtype, sv=sv, p=p, gfactor=gfactor, gamma_rows=gamma_rows)
+            veil = _VeilCodes(q, c, 0, decode.n).veil(p, x.dtype) if return_veil else None
+            out = out[:, :, None] if keep_axis else out
+            return (out, veil) if return_veil else out
+    rest = _restore(x, sv, p, balance, smax, method, quantised=quantised)
+    fit = fit_gamma(rest.original_mean, rest.restored_mean, gfactor=gfactor, rows=gamma_rows)
+    out = tone_map(apply_gamma(rest.restored, fit))
     if keep_axis:
         out = out[:, :, None]
-    return (out, veil) if return_veil else out
+    return (out, rest.veil) if return_veil else out
 
 
-def _finish_on_codes(codes: _VeilCodes, dtype, *, p: float, gfactor: float, gamma_rows) -> np.ndarray:
-    """Steps 4-7 of a gray image on the 8-bit grid, once per pair ``(q, c)`` present, then looked up.
+def _tarel_codes(q: np.ndarray, n: int, dtype, *, sv: int, p: float, gfactor: float, gamma_rows):
+    """All seven steps for a gray image with 8-bit codes ``q`` (``I = q / n``); returns ``(out, c)``.
 
-    ``I = q / n`` and ``V = p c / n``, so ``R``, the gamma fit (weighted by the pairs' counts in the
-    reference rows), ``U`` and the tone-mapped output are functions of the pair: the same values
-    as :func:`restore_visibility`, :func:`fit_gamma`, :func:`apply_gamma` and :func:`tone_map` give
-    pixel by pixel, for a few thousand pairs instead of every pixel.
+    ``I = q / n`` and ``V = p c / n`` (:func:`_veil_codes_u8`), so ``R``, the gamma fit (each pair
+    weighted by its count in the reference rows), ``U`` and the tone-mapped output are functions
+    of the pair ``(q, c)``: evaluated once per pair present, with the same functions
+    (:func:`_koschmieder`, :func:`apply_gamma`, :func:`tone_map`) and in the same precision as
+    :func:`restore_visibility` and :func:`fit_gamma` pixel by pixel, then looked up. The pairs are
+    counted in the second median's threads, and the look-up runs in bands too.
     """
-    q, c = codes.q, codes.c
-    if not isinstance(gfactor, (int, float, np.floating, np.integer)) or isinstance(gfactor, bool) \
-            or not (math.isfinite(gfactor) and gfactor > 0):
-        raise ValueError(f"gfactor must be a positive number, got {gfactor!r}; 1.0 keeps the original contrast")
-    rows = reference_rows(q.shape[0], gamma_rows)
-    pair_hist = [cv2.calcHist([q[part], c[part]], [0, 1], None, [256, 256], [0, 256, 0, 256]).ravel()
-                 for part in (rows, np.s_[:])]
-    in_rows, present = pair_hist
-    pairs = np.flatnonzero(present)
-    i = ((pairs >> 8) / codes.n).astype(dtype)
-    v = (p * ((pairs & 255) / codes.n)).astype(dtype)
+    _check_gfactor(gfactor)
+    h, w = q.shape
+    rows = reference_rows(h, gamma_rows)
+    ranges = [0, 256, 0, 256]
+
+    def count_pairs(x0, x1, c_band):
+        qb = q[:, x0:x1]
+        return (cv2.calcHist([qb[rows], c_band[rows]], [0, 1], None, [256, 256], ranges),
+                cv2.calcHist([qb, c_band], [0, 1], None, [256, 256], ranges))
+
+    c, counts = _veil_codes_u8(q, sv, count_pairs)
+    in_rows = sum(ref for ref, _ in counts).ravel()
+    pairs = np.flatnonzero(sum(every for _, every in counts).ravel())
+    i = ((pairs >> 8) / n).astype(dtype)
+    v = (p * ((pairs & 255) / n)).astype(dtype)
     r, _ = _koschmieder(i, v)
-    weights = in_rows[pairs].astype(np.float64)
     lo = np.log(i.astype(np.float64) + 0.5 / 255)
     lr = np.log(r.astype(np.float64) + 0.5 / 255)
-    fit = _gamma_from_logs(lo, lr, gfactor, weights)
+    fit = _gamma_from_logs(lo, lr, gfactor, in_rows[pairs].astype(np.float64))
     table = np.zeros(65536, dtype)
     table[pairs] = tone_map(apply_gamma(r, fit))
-    return np.take(table, _pair_index(q, c))
+    out = np.empty((h, w), dtype)
+
+    def look_up(x0, x1):
+        out[:, x0:x1] = np.take(table, _pair_index(q[:, x0:x1], c[:, x0:x1]))
+
+    _banded(h, w, look_up)
+    return out, c
 
 
 def _pair_index(q: np.ndarray, c: np.ndarray) -> np.ndarray:
