@@ -54,6 +54,7 @@ _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
 _COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
 _MAX_CD_ENTRY_BYTES = 1100  # generous central-directory bytes per member (46 + name + extras)
 _MAX_REPORTED = 40  # errors listed in the exception text (all are in .errors)
+_MAX_FAST_PIXELS = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,8 @@ def _inflate_gray8(data: bytes) -> np.ndarray | None:
     width, height, depth, colour, compression, filtering, interlace = header
     if (depth, colour, compression, filtering, interlace) != (8, 0, 0, 0, 0) or not (idat and width and height):
         return None
+    if width * height > _MAX_FAST_PIXELS:
+        return None  # OpenCV applies its own cap on image size
     expected = height * (width + 1)
     inflater = zlib.decompressobj()
     try:  # at most one byte more than the header declares: a bomb stops here

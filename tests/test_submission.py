@@ -185,6 +185,21 @@ def test_fast_png_decoder_hands_odd_files_to_opencv():
         decode_mask(_png(m, kinds, data=zlib.compress(bytes(10))), shape=SHAPE, name="x.png")
 
 
+def test_fast_png_decoder_leaves_giant_headers_to_opencv(monkeypatch):
+    import gasdb_tools.submission as submission
+
+    m = _mask(5)
+    huge = _png(m, [2] * SHAPE[0]).replace(struct.pack(">II", SHAPE[1], SHAPE[0]), struct.pack(">II", 40000, 40000), 1)
+    huge = huge[:29] + struct.pack(">I", zlib.crc32(huge[12:29])) + huge[33:]  # a valid IHDR of 1.6 gigapixels
+    assert png_header(huge)[:2] == (40000, 40000)
+
+    def no_inflating(*args):
+        raise AssertionError("inflated a 1.6-gigapixel PNG")
+
+    monkeypatch.setattr(submission.zlib, "decompressobj", no_inflating)
+    assert _inflate_gray8(huge) is None  # OpenCV's own pixel cap decides
+
+
 # --------------------------------------------------------------------------- containers
 
 
