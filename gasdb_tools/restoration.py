@@ -10,8 +10,11 @@ The specification is the authors' MATLAB ``visibresto.m`` (2009, corrected 18/08
 not the printed equations; the differences matter (see Notes of :func:`tarel_hautiere`). The
 large-window medians are the cost; :func:`median_filter` computes them with OpenCV's constant-time
 8-bit median on reflect-padded input, bit-exact for images on the 8-bit grid, and exact on finer
-integer grids (or to 12 bits on arbitrary floats) by threshold decomposition. Medians of large
-images are split into bands over OpenCV's thread count (``cv2.setNumThreads(1)`` keeps them serial).
+integer grids (or to 12 bits on arbitrary floats) by threshold decomposition. The values are
+recoded first so that OpenCV's histogram search stays short, and medians of large images are
+split into bands of columns over OpenCV's thread count (``cv2.setNumThreads(1)`` keeps them
+serial). On the 8-bit grid the veil is an exact integer, and a gray frame's remaining steps are
+evaluated once per pair (value, veil) present instead of once per pixel.
 
 References
 ----------
