@@ -225,18 +225,19 @@ def _median_blur(src: np.ndarray, sv: int) -> np.ndarray:
     return cv2.LUT(cv2.medianBlur(cv2.LUT(src, encode), sv), decode)
 
 
-def _banded(h: int, w: int, work) -> list:
-    """``work(x0, x1)`` for column bands ``[x0, x1)`` of an ``h × w`` image, on parallel threads.
+def _banded(h: int, w: int, work, *, rows: bool = False) -> list:
+    """``work(a0, a1)`` for bands of columns ``[a0, a1)`` (or of rows) of an ``h × w`` image, on threads.
 
-    One band per worker (:func:`_workers`); OpenCV releases the GIL, so the bands run at once.
-    Bands of columns cost less halo than bands of rows here: about 7 % more median work for two
-    bands against 10 % (OpenCV's median already works in vertical stripes).
+    One band per worker (:func:`_workers`); OpenCV and numpy release the GIL, so the bands run at
+    once. For medians, bands of columns cost less halo than bands of rows: about 7 % more work for
+    two bands against 10 % (OpenCV's median already works in vertical stripes).
     """
     n = _workers(h * w)
+    size = h if rows else w
     if n == 1:
-        return [work(0, w)]
-    xs = np.linspace(0, w, n + 1).round().astype(int).tolist()
-    return list(_pool(n).map(lambda k: work(xs[k], xs[k + 1]), range(n)))
+        return [work(0, size)]
+    cuts = np.linspace(0, size, n + 1).round().astype(int).tolist()
+    return list(_pool(n).map(lambda k: work(cuts[k], cuts[k + 1]), range(n)))
 
 
 def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int) -> np.ndarray:
@@ -333,11 +334,12 @@ def _grid(x: np.ndarray, denominators=_GRID_DENOMINATORS) -> int | None:
     return None
 
 
-def _quantise(x: np.ndarray, method: str):
+def _quantise(x: np.ndarray, method: str, scratch: np.ndarray | None = None):
     """Integer codes of ``x``: ``(q, span, decode)`` with ``decode(q) ≈ x`` (exact on a grid).
 
     ``decode`` maps codes (and medians of codes) back to values; ``span`` is ``q.max()``;
     ``decode.exact`` tells whether ``x`` lies on the grid (``uint8`` also rounds values off it).
+    ``scratch``: a float32 array of the shape of ``x`` that may be overwritten (saves an allocation).
     """
     dtype = x.dtype
     if x.dtype == np.float32 and method != "hist12":
@@ -348,7 +350,7 @@ def _quantise(x: np.ndarray, method: str):
         t = flat[::step] * np.float32(255)
         t -= q.reshape(-1)[::step]
         if np.abs(t).max() <= _GRID_TOL:
-            t = x * np.float32(255)
+            t = np.multiply(x, np.float32(255), out=scratch if scratch is not None else None)
             t -= q
             on_grid = max(-float(t.min()), float(t.max())) <= _GRID_TOL
         else:
@@ -814,10 +816,11 @@ def tarel_hautiere(image: np.ndarray, *, sv: int | None = None, p: float = 0.95,
     x, sv, method = _check_args(image, sv, p, smax, balance, median)
     quantised = None
     if x.ndim == 2 and smax == 1 and method != "exact":
-        quantised = _quantise(x, method)
+        out = np.empty(x.shape, x.dtype)  # also the scratch of the grid check
+        quantised = _quantise(x, method, scratch=out if x.dtype == np.float32 else None)
         q, _, decode = quantised
         if decode.exact and q.dtype == np.uint8 and decode.base == 0:
-            out, c = _tarel_codes(q, decode.n, x.dtype, sv=sv, p=p, gfactor=gfactor, gamma_rows=gamma_rows)
+            out, c = _tarel_codes(q, decode.n, out, sv=sv, p=p, gfactor=gfactor, gamma_rows=gamma_rows)
             veil = _VeilCodes(q, c, 0, decode.n).veil(p, x.dtype) if return_veil else None
             out = out[:, :, None] if keep_axis else out
             return (out, veil) if return_veil else out
@@ -829,8 +832,8 @@ def tarel_hautiere(image: np.ndarray, *, sv: int | None = None, p: float = 0.95,
     return (out, rest.veil) if return_veil else out
 
 
-def _tarel_codes(q: np.ndarray, n: int, dtype, *, sv: int, p: float, gfactor: float, gamma_rows):
-    """All seven steps for a gray image with 8-bit codes ``q`` (``I = q / n``); returns ``(out, c)``.
+def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, gfactor: float, gamma_rows):
+    """All seven steps for a gray image with 8-bit codes ``q`` (``I = q / n``) into ``out``; ``(out, c)``.
 
     ``I = q / n`` and ``V = p c / n`` (:func:`_veil_codes_u8`), so ``R``, the gamma fit (each pair
     weighted by its count in the reference rows), ``U`` and the tone-mapped output are functions
@@ -841,6 +844,7 @@ def _tarel_codes(q: np.ndarray, n: int, dtype, *, sv: int, p: float, gfactor: fl
     """
     _check_gfactor(gfactor)
     h, w = q.shape
+    dtype = out.dtype
     rows = reference_rows(h, gamma_rows)
     ranges = [0, 256, 0, 256]
 
@@ -860,12 +864,11 @@ def _tarel_codes(q: np.ndarray, n: int, dtype, *, sv: int, p: float, gfactor: fl
     fit = _gamma_from_logs(lo, lr, gfactor, in_rows[pairs].astype(np.float64))
     table = np.zeros(65536, dtype)
     table[pairs] = tone_map(apply_gamma(r, fit))
-    out = np.empty((h, w), dtype)
 
-    def look_up(x0, x1):
-        out[:, x0:x1] = np.take(table, _pair_index(q[:, x0:x1], c[:, x0:x1]))
+    def look_up(y0, y1):  # bands of rows: each writes a contiguous part of ``out`` in place
+        np.take(table, _pair_index(q[y0:y1], c[y0:y1]), out=out[y0:y1], mode="clip")  # indices < 65536
 
-    _banded(h, w, look_up)
+    _banded(h, w, look_up, rows=True)
     return out, c
 
 
