@@ -42,8 +42,8 @@ from gasdb_tools.errors import FormatError, SubmissionError
 from gasdb_tools.fsutil import atomic_write_bytes, sha256_bytes
 from gasdb_tools.imaging import decode_image, encode_png
 from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
-from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_gray_png, decode_mask,
-                                   open_submission)
+from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, _decode_gray, _decode_mask, _scratch,
+                                   decode_gray_png, open_submission, png_header)
 
 __all__ = [
     "SCHEMA",
@@ -71,6 +71,7 @@ BY_COLUMNS = ("scene", "recording")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _UNINDEXED = "(not in index.csv)"
 _CHUNK = 16  # ids per thread-pool task
+_SCRATCH_PIXELS = 1 << 26  # masks up to this size are decoded into per-thread buffers
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -377,8 +378,15 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool):
     except OSError:
         return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
                                              fix="check the release with `gasdb verify`")
+    try:  # into this thread's buffers when the mask has the size of the last one: no fresh megabytes
+        height, width = png_header(gt_bytes)[:2]
+        buffer = _scratch("gt", (height, width), np.uint8) if height * width <= _SCRATCH_PIXELS else None
+        gt_mask = _decode_gray(gt_bytes, str(gt_path), buffer)
+    except ValueError:  # not a PNG: OpenCV decodes it or says why
+        gt_mask = None
     try:
-        gt_mask = decode_gray_png(gt_bytes, name=str(gt_path))
+        if gt_mask is None:
+            gt_mask = decode_gray_png(gt_bytes, name=str(gt_path))
     except FormatError as exc:
         return None, None, None, exc
     if gt_mask.ndim != 2:
@@ -388,7 +396,8 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool):
     if id_ in sub.files:
         try:
             data = sub.read(id_)
-            pred = decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255)
+            pred = _decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255,
+                                out=_scratch("pred", gt_mask.shape, np.uint8))
         except SubmissionError as exc:
             return None, gt_sha, exc, None
         sub_sha = sha256_bytes(data)

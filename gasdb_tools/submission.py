@@ -55,6 +55,8 @@ _COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6
 _MAX_CD_ENTRY_BYTES = 1100  # generous central-directory bytes per member (46 + name + extras)
 _MAX_REPORTED = 40  # errors listed in the exception text (all are in .errors)
 _MAX_FAST_PIXELS = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS
+_SERIAL_ELEMENTS = 1 << 16  # OpenCV's arithmetic stays on the calling thread below about 100k elements
+_LOCAL = threading.local()
 
 
 @dataclass(frozen=True)
@@ -171,12 +173,34 @@ def decode_gray_png(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
     FormatError
         When the data cannot be decoded (from :func:`~gasdb_tools.imaging.decode_image`).
     """
-    pixels = _inflate_gray8(data)
+    return _decode_gray(data, name)
+
+
+def _decode_gray(data: bytes, name: str, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`decode_gray_png`, into ``out`` (uint8, the image's shape) when the fast path applies."""
+    pixels = _inflate_gray8(data, out)
     return pixels if pixels is not None else decode_image(data, mode="unchanged", name=name)
 
 
-def _inflate_gray8(data: bytes) -> np.ndarray | None:
-    """The fast path of :func:`decode_gray_png`, or None when it does not apply."""
+def _scratch(name: str, shape, dtype) -> np.ndarray:
+    """A reusable array of this thread (contents undefined), kept while the shape stays the same.
+
+    Scoring decodes thousands of same-size masks; reusing its large temporaries avoids the page
+    faults of fresh allocations (glibc returns freed megabytes to the kernel), which otherwise cost
+    as much as the decoding itself on a busy machine.
+    """
+    store = _LOCAL.__dict__
+    array = store.get(name)
+    if array is None or array.shape != tuple(shape) or array.dtype != dtype:
+        array = store[name] = np.empty(shape, dtype)
+    return array
+
+
+def _inflate_gray8(data: bytes, out: np.ndarray | None = None) -> np.ndarray | None:
+    """The fast path of :func:`decode_gray_png`, or None when it does not apply.
+
+    ``out``: a C-contiguous uint8 array of the image's shape to write into (else a new one).
+    """
     view = memoryview(data)
     if view[:8] != PNG_SIGNATURE:
         return None
@@ -208,9 +232,11 @@ def _inflate_gray8(data: bytes) -> np.ndarray | None:
         return None
     if width * height > _MAX_FAST_PIXELS:
         return None  # OpenCV applies its own cap on image size
+    if out is not None and (out.shape != (height, width) or out.dtype != np.uint8 or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous uint8 array of shape {(height, width)}")
     expected = height * (width + 1)
     inflater = zlib.decompressobj()
-    try:  # at most one byte more than the header declares: a bomb stops here
+    try:  # one call (each call hands the GIL over); at most one byte more than declared: a bomb stops here
         raw = inflater.decompress(idat[0] if len(idat) == 1 else b"".join(idat), expected + 1)
     except zlib.error:
         return None
@@ -218,23 +244,28 @@ def _inflate_gray8(data: bytes) -> np.ndarray | None:
         return None
     rows = np.frombuffer(raw, np.uint8).reshape(height, width + 1)
     kinds, values = rows[:, 0], rows[:, 1:]
+    pixels = np.empty((height, width), np.uint8) if out is None else out
     top = int(kinds.max())
     if top == 0:
-        return values
+        np.copyto(pixels, values)
+        return pixels
     if top > 2 or (top == 2 and (kinds == 1).any()):
         return None  # Average or Paeth rows, or Sub mixed with Up
-    sums = cv2.integral(values)  # (H + 1, W + 1) int32, exact
+    sums = cv2.integral(values, sum=_scratch("sums", (height + 1, width + 1), np.int32))  # exact
+    acc = _scratch("acc", (height, width), np.int32)
     plain = kinds == 0
-    if top == 1:  # Sub: prefix sums along each row; None rows are kept as they are
-        out = cv2.subtract(sums[1:, 1:], sums[:-1, 1:])
-    else:  # Up: prefix sums down each column, restarting at each None row
-        out = cv2.subtract(sums[1:, 1:], sums[1:, :-1])
-        if plain.any():
-            start = np.where(plain, np.arange(height), 0)
-            np.maximum.accumulate(start, out=start)
-            out -= np.vstack([np.zeros((1, width), np.int32), out])[start]
-            plain = None
-    pixels = out.astype(np.uint8)  # mod 256, the filters' arithmetic
+    # Sub: prefix sums along each row (None rows are kept as they are); Up: down each column
+    after, before = (sums[1:, 1:], sums[:-1, 1:]) if top == 1 else (sums[1:, 1:], sums[1:, :-1])
+    step = max(1, _SERIAL_ELEMENTS // width)  # blocks small enough that OpenCV runs them on this thread
+    for y in range(0, height, step):  # (a woken OpenCV pool spins between masks, taking a core)
+        cv2.subtract(after[y:y + step], before[y:y + step], dst=acc[y:y + step])
+    if top == 2 and plain.any():  # Up: the column sums restart at each None row
+        start = np.where(plain, np.arange(height), 0)
+        np.maximum.accumulate(start, out=start)
+        acc -= np.vstack([np.zeros((1, width), np.int32), acc])[start]
+    if top == 2:
+        plain = None
+    np.copyto(pixels, acc, casting="unsafe")  # mod 256, the filters' arithmetic
     if plain is not None and plain.any():
         pixels[plain] = values[plain]
     return pixels
@@ -271,6 +302,11 @@ def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", b
     Accepted PNG modes are 8-bit grayscale (``L``), 1-bit grayscale (``1``: white = gas) and
     palette (``P``: the *indices* are the classes, the palette colours are ignored).
     """
+    return _decode_mask(data, shape=shape, name=name, binary_255=binary_255)
+
+
+def _decode_mask(data: bytes, *, shape, name: str, binary_255: bool, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`decode_mask`, decoding 8-bit gray PNGs into ``out`` (uint8 of ``shape``) when given."""
     try:
         height, width, bit_depth, colour_type = png_header(data)
     except ValueError as exc:
@@ -290,7 +326,7 @@ def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", b
         if colour_type == 3 or bit_depth == 1:
             mask = _decode_indices(data)
         else:
-            mask = decode_gray_png(data, name=name)
+            mask = _decode_gray(data, name, out)
     except Exception:  # noqa: BLE001 - any decoder failure is the file's problem
         raise _err("unreadable mask: the PNG data is corrupt or truncated", name,
                    "re-export the mask as PNG") from None
