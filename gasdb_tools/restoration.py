@@ -33,6 +33,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from gasdb_tools._scratch import scratch
+
 __all__ = [
     "MEDIAN_METHODS",
     "GAMMA_ROWS",
@@ -464,14 +466,15 @@ class _VeilCodes(NamedTuple):
         return np.take(table, self.c)
 
 
-def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None):
+def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None = None):
     """``c = max(min(q, A - M), 0)`` for 8-bit codes ``q``: ``A = median(q)``, ``M = median(|q - A|)``.
 
     The second median runs in column bands (:func:`_banded`); ``per_band(x0, x1, c_band)``, when
-    given, runs in each band's thread right after it. Returns ``(c, [per_band results])``.
+    given, runs in each band's thread right after it. ``c``: an array of the shape of ``q`` to
+    fill (else a new one). Returns ``(c, [per_band results])``.
     """
     h, w = q.shape
-    c = np.empty_like(q)
+    c = np.empty_like(q) if c is None else c
     if sv == 1:  # A = q, M = 0
         c[...] = q
         return c, [per_band(0, w, c)] if per_band else []
@@ -848,32 +851,46 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
     rows = reference_rows(h, gamma_rows)
     ranges = [0, 256, 0, 256]
 
-    def count_pairs(x0, x1, c_band):
+    def count_pairs(x0, x1, c_band):  # into buffers of this worker and band (one worker may run both bands)
         qb = q[:, x0:x1]
-        return (cv2.calcHist([qb[rows], c_band[rows]], [0, 1], None, [256, 256], ranges),
-                cv2.calcHist([qb, c_band], [0, 1], None, [256, 256], ranges))
+        return (cv2.calcHist([qb[rows], c_band[rows]], [0, 1], None, [256, 256], ranges,
+                             hist=scratch(f"th.pairs_in_rows.{x0}", (256, 256), np.float32)),
+                cv2.calcHist([qb, c_band], [0, 1], None, [256, 256], ranges,
+                             hist=scratch(f"th.pairs.{x0}", (256, 256), np.float32)))
 
-    c, counts = _veil_codes_u8(q, sv, count_pairs)
-    in_rows = sum(ref for ref, _ in counts).ravel()
-    pairs = np.flatnonzero(sum(every for _, every in counts).ravel())
+    c, counts = _veil_codes_u8(q, sv, count_pairs, c=scratch("th.c", q.shape, np.uint8))
+    in_rows, present = (_sum_into(name, [part[k] for part in counts]) for k, name in enumerate(("th.in", "th.all")))
+    in_rows, pairs = in_rows.ravel(), np.flatnonzero(present)
     i = ((pairs >> 8) / n).astype(dtype)
     v = (p * ((pairs & 255) / n)).astype(dtype)
     r, _ = _koschmieder(i, v)
     lo = np.log(i.astype(np.float64) + 0.5 / 255)
     lr = np.log(r.astype(np.float64) + 0.5 / 255)
     fit = _gamma_from_logs(lo, lr, gfactor, in_rows[pairs].astype(np.float64))
-    table = np.zeros(65536, dtype)
+    table = scratch("th.table", (65536,), dtype)
+    table.fill(0)
     table[pairs] = tone_map(apply_gamma(r, fit))
 
     def look_up(y0, y1):  # bands of rows: each writes a contiguous part of ``out`` in place
-        np.take(table, _pair_index(q[y0:y1], c[y0:y1]), out=out[y0:y1], mode="clip")  # indices < 65536
+        index = _pair_index(q[y0:y1], c[y0:y1], scratch("th.index", (y1 - y0, w, 2), np.uint8))
+        np.take(table, index, out=out[y0:y1], mode="clip")  # indices < 65536
 
     _banded(h, w, look_up, rows=True)
     return out, c
 
 
-def _pair_index(q: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """``256 q + c`` as uint16 (one interleaving pass on little-endian machines)."""
+def _pair_index(q: np.ndarray, c: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """``256 q + c`` as uint16 (one interleaving pass into ``pairs``, (H, W, 2) uint8, on little-endian
+    machines)."""
     if sys.byteorder == "little":
-        return cv2.merge([c, q]).view(np.uint16).reshape(q.shape)
+        return cv2.merge([c, q], dst=pairs).view(np.uint16).reshape(q.shape)
     return (q.astype(np.uint16) << 8) | c
+
+
+def _sum_into(name: str, arrays: list) -> np.ndarray:
+    """The sum of same-shape float arrays, in this thread's buffer ``name``."""
+    total = scratch(name, arrays[0].shape, arrays[0].dtype)
+    np.copyto(total, arrays[0])
+    for a in arrays[1:]:
+        total += a
+    return total

@@ -38,11 +38,12 @@ from pathlib import Path
 import numpy as np
 
 from gasdb_tools import __version__
+from gasdb_tools._scratch import scratch
 from gasdb_tools.errors import FormatError, SubmissionError
 from gasdb_tools.fsutil import atomic_write_bytes, sha256_bytes
 from gasdb_tools.imaging import decode_image, encode_png
 from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
-from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, _decode_gray, _decode_mask, _scratch,
+from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, _decode_gray, _decode_mask,
                                    decode_gray_png, open_submission, png_header)
 
 __all__ = [
@@ -380,7 +381,7 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool):
                                              fix="check the release with `gasdb verify`")
     try:  # into this thread's buffers when the mask has the size of the last one: no fresh megabytes
         height, width = png_header(gt_bytes)[:2]
-        buffer = _scratch("gt", (height, width), np.uint8) if height * width <= _SCRATCH_PIXELS else None
+        buffer = scratch("score.gt", (height, width), np.uint8) if height * width <= _SCRATCH_PIXELS else None
         gt_mask = _decode_gray(gt_bytes, str(gt_path), buffer)
     except ValueError:  # not a PNG: OpenCV decodes it or says why
         gt_mask = None
@@ -397,7 +398,7 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool):
         try:
             data = sub.read(id_)
             pred = _decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255,
-                                out=_scratch("pred", gt_mask.shape, np.uint8))
+                                out=scratch("score.pred", gt_mask.shape, np.uint8))
         except SubmissionError as exc:
             return None, gt_sha, exc, None
         sub_sha = sha256_bytes(data)

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
+from gasdb_tools._scratch import scratch
 from gasdb_tools.errors import SubmissionError
 from gasdb_tools.imaging import decode_image
 
@@ -56,7 +57,6 @@ _MAX_CD_ENTRY_BYTES = 1100  # generous central-directory bytes per member (46 + 
 _MAX_REPORTED = 40  # errors listed in the exception text (all are in .errors)
 _MAX_FAST_PIXELS = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS
 _SERIAL_ELEMENTS = 1 << 16  # OpenCV's arithmetic stays on the calling thread below about 100k elements
-_LOCAL = threading.local()
 
 
 @dataclass(frozen=True)
@@ -182,20 +182,6 @@ def _decode_gray(data: bytes, name: str, out: np.ndarray | None = None) -> np.nd
     return pixels if pixels is not None else decode_image(data, mode="unchanged", name=name)
 
 
-def _scratch(name: str, shape, dtype) -> np.ndarray:
-    """A reusable array of this thread (contents undefined), kept while the shape stays the same.
-
-    Scoring decodes thousands of same-size masks; reusing its large temporaries avoids the page
-    faults of fresh allocations (glibc returns freed megabytes to the kernel), which otherwise cost
-    as much as the decoding itself on a busy machine.
-    """
-    store = _LOCAL.__dict__
-    array = store.get(name)
-    if array is None or array.shape != tuple(shape) or array.dtype != dtype:
-        array = store[name] = np.empty(shape, dtype)
-    return array
-
-
 def _inflate_gray8(data: bytes, out: np.ndarray | None = None) -> np.ndarray | None:
     """The fast path of :func:`decode_gray_png`, or None when it does not apply.
 
@@ -251,8 +237,8 @@ def _inflate_gray8(data: bytes, out: np.ndarray | None = None) -> np.ndarray | N
         return pixels
     if top > 2 or (top == 2 and (kinds == 1).any()):
         return None  # Average or Paeth rows, or Sub mixed with Up
-    sums = cv2.integral(values, sum=_scratch("sums", (height + 1, width + 1), np.int32))  # exact
-    acc = _scratch("acc", (height, width), np.int32)
+    sums = cv2.integral(values, sum=scratch("png.sums", (height + 1, width + 1), np.int32))  # exact
+    acc = scratch("png.acc", (height, width), np.int32)
     plain = kinds == 0
     # Sub: prefix sums along each row (None rows are kept as they are); Up: down each column
     after, before = (sums[1:, 1:], sums[:-1, 1:]) if top == 1 else (sums[1:, 1:], sums[1:, :-1])

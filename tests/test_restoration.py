@@ -401,6 +401,28 @@ def test_threaded_bands_equal_serial(levels):
     np.testing.assert_array_equal(banded, serial)
 
 
+def test_two_bands_run_by_one_worker_equal_serial(monkeypatch):
+    """Band results must not live in a worker's reused buffers: one worker may run every band."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    x = _rng_image(13, (420, 330), levels=255).astype(np.float32)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        serial = rs.tarel_hautiere(x, sv=41, gfactor=1.0)
+    finally:
+        cv2.setNumThreads(threads)
+    one_worker = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(rs, "_workers", lambda pixels: 2)
+    monkeypatch.setattr(rs, "_pool", lambda n: one_worker)
+    try:
+        np.testing.assert_array_equal(rs.tarel_hautiere(x, sv=41, gfactor=1.0), serial)
+    finally:
+        one_worker.shutdown()
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_medians_work_in_a_forked_child():
     """A forked child (e.g. a DataLoader worker) gets its own thread pool instead of hanging."""
