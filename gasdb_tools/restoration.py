@@ -10,10 +10,10 @@ The specification is the authors' MATLAB ``visibresto.m`` (2009, corrected 18/08
 not the printed equations; the differences matter (see Notes of :func:`tarel_hautiere`). The
 large-window medians are the cost; :func:`median_filter` computes them with OpenCV's constant-time
 8-bit median on reflect-padded input, bit-exact for images on the 8-bit grid, and exact on finer
-integer grids (or to 12 bits on arbitrary floats) by threshold decomposition. The values are
-recoded first so that OpenCV's histogram search stays short, and medians of large images are
-split into bands of columns over OpenCV's thread count (``cv2.setNumThreads(1)`` keeps them
-serial). On the 8-bit grid the veil is an exact integer, and a gray frame's remaining steps are
+integer grids (or to 12 bits on arbitrary floats) by threshold decomposition. The deviations
+``|W - A|`` are recoded first so that OpenCV's histogram search stays short, and medians of large
+images are split into bands of columns over OpenCV's thread count (``cv2.setNumThreads(1)``
+keeps them serial). On the 8-bit grid the veil is an exact integer, and a gray frame's remaining steps are
 evaluated once per pair (value, veil) present instead of once per pixel.
 
 References
@@ -209,18 +209,18 @@ def _rank_codes(src: np.ndarray, sv: int) -> tuple[np.ndarray, np.ndarray] | Non
     return encode, decode
 
 
-def _median_blur(src: np.ndarray, sv: int) -> np.ndarray:
+def _median_blur(src: np.ndarray, sv: int, recode: bool = False) -> np.ndarray:
     """``cv2.medianBlur`` of a uint8 image, exact wherever the window lies inside ``src``.
 
     OpenCV's constant-time median (Perreault–Hébert) finds each median by scanning a 16-bin
     coarse histogram, then 16 fine bins, from the bottom: its cost grows with the median's code
-    (3 ms for an all-zero 640×512 frame, 7.5 ms for a thermal one). The values are recoded by
-    :func:`_rank_codes` first (about 15 % faster on |W - A|); outputs whose window reaches past
-    ``src`` (OpenCV replicates its edges there) are not exact and must be cropped by the caller.
+    (3 ms for an all-zero 640×512 frame, 7.5 ms for a thermal one). With ``recode`` the values
+    are first recoded by :func:`_rank_codes`: worth its two look-ups and a histogram for
+    deviations ``|W - A|``, whose medians are small (about 15 % faster there), not for the frame
+    itself. Outputs whose window reaches past ``src`` (OpenCV replicates its edges there) are not
+    exact and must be cropped by the caller.
     """
-    if sv <= 5:  # sorting networks: no histogram to scan
-        return cv2.medianBlur(src, sv)
-    codes = _rank_codes(src, sv)
+    codes = _rank_codes(src, sv) if recode and sv > 5 else None  # sv <= 5: sorting networks, no search
     if codes is None:
         return cv2.medianBlur(src, sv)
     encode, decode = codes
@@ -242,24 +242,24 @@ def _banded(h: int, w: int, work, *, rows: bool = False) -> list:
     return list(_pool(n).map(lambda k: work(cuts[k], cuts[k + 1]), range(n)))
 
 
-def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int) -> np.ndarray:
+def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int, recode: bool = False) -> np.ndarray:
     """8-bit median of an already reflect-padded image, cropped to ``h × w`` (bands on threads)."""
     r = sv // 2
     out = np.empty((h, w), np.uint8)
 
     def work(x0, x1):
-        out[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv)[r:r + h, r:r + x1 - x0]
+        out[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv, recode)[r:r + h, r:r + x1 - x0]
 
     _banded(h, w, work)
     return out
 
 
-def _median_u8(q: np.ndarray, sv: int) -> np.ndarray:
+def _median_u8(q: np.ndarray, sv: int, recode: bool = False) -> np.ndarray:
     """Exact median of a uint8 image, reflect borders (cv2.medianBlur on a padded copy)."""
-    return _median_u8_padded(_pad(q, sv // 2), sv, *q.shape)
+    return _median_u8_padded(_pad(q, sv // 2), sv, *q.shape, recode)
 
 
-def _median_int(q: np.ndarray, sv: int, span: int) -> np.ndarray:
+def _median_int(q: np.ndarray, sv: int, span: int, recode: bool = False) -> np.ndarray:
     """Exact median of an integer image with values in ``[0, span]``, reflect borders.
 
     ``span <= 255`` is one 8-bit median. Larger spans use threshold decomposition: for any
@@ -273,7 +273,7 @@ def _median_int(q: np.ndarray, sv: int, span: int) -> np.ndarray:
     if sv == 1:
         return q.copy()
     if span <= 255:
-        return _median_u8(q.astype(np.uint8, copy=False), sv)
+        return _median_u8(q.astype(np.uint8, copy=False), sv, recode)
     q = q.astype(np.uint16, copy=False)
     r = sv // 2
     h, w = q.shape
@@ -293,7 +293,7 @@ def _median_int(q: np.ndarray, sv: int, span: int) -> np.ndarray:
             for x0, x1 in _runs(sel_cols, 2 * r):
                 block = cv2.subtract(qpad[y0:y1 + 2 * r, x0:x1 + 2 * r], int(g) << 8)  # saturates at 0
                 np.minimum(block, 255, out=block)
-                med = _median_blur(block.astype(np.uint8), sv)[r:r + y1 - y0, r:r + x1 - x0]
+                med = _median_blur(block.astype(np.uint8), sv, recode)[r:r + y1 - y0, r:r + x1 - x0]
                 sel = gs[:, x0:x1] == g
                 out[y0:y1, x0:x1][sel] = (int(g) << 8) + med[sel].astype(np.int32)
 
@@ -483,7 +483,7 @@ def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None =
     dpad = _pad(cv2.absdiff(q, aq), r)
 
     def work(x0, x1):
-        m = _median_blur(dpad[:, x0:x1 + 2 * r], sv)[r:r + h, r:r + x1 - x0]
+        m = _median_blur(dpad[:, x0:x1 + 2 * r], sv, recode=True)[r:r + h, r:r + x1 - x0]
         c[:, x0:x1] = cv2.min(q[:, x0:x1], cv2.subtract(aq[:, x0:x1], m))  # saturating: max(., 0)
         return per_band(x0, x1, c[:, x0:x1]) if per_band else None
 
@@ -510,7 +510,7 @@ def _veil(w: np.ndarray, sv: int, p: float, method: str, quantised=None):
         else:
             d = np.abs(q.astype(np.int32) - aq)
         dspan = int(d.max())
-        mq = _median_int(d.astype(np.uint8 if dspan <= 255 else np.uint16, copy=False), sv, dspan)
+        mq = _median_int(d.astype(np.uint8 if dspan <= 255 else np.uint16, copy=False), sv, dspan, recode=True)
         if decode.exact:
             c = np.minimum(q.astype(np.int32), aq.astype(np.int32) - mq) + decode.base
             np.maximum(c, 0, out=c)
