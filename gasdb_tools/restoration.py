@@ -63,6 +63,7 @@ _PARALLEL_PIXELS = 1 << 17  # split medians of images at least this big over thr
 _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
 _BYTES = np.arange(256)
+_CPUS = os.cpu_count() or 1  # os.cpu_count() reads /sys on every call
 
 
 class Restoration(NamedTuple):
@@ -174,7 +175,7 @@ def _pad(a: np.ndarray, r: int) -> np.ndarray:
 
 def _workers(pixels: int) -> int:
     """Threads for one median: OpenCV's thread count (``cv2.setNumThreads``), at most 4, for big images."""
-    return max(1, min(4, cv2.getNumThreads(), os.cpu_count() or 1)) if pixels >= _PARALLEL_PIXELS else 1
+    return max(1, min(4, cv2.getNumThreads(), _CPUS)) if pixels >= _PARALLEL_PIXELS else 1
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
@@ -860,7 +861,7 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
 
     c, counts = _veil_codes_u8(q, sv, count_pairs, c=scratch("th.c", q.shape, np.uint8))
     in_rows, present = (_sum_into(name, [part[k] for part in counts]) for k, name in enumerate(("th.in", "th.all")))
-    in_rows, pairs = in_rows.ravel(), np.flatnonzero(present)
+    in_rows, pairs = in_rows.ravel(), np.flatnonzero(present.view(np.int32))  # counts >= 0: zero bits iff 0
     i = ((pairs >> 8) / n).astype(dtype)
     v = (p * ((pairs & 255) / n)).astype(dtype)
     r, _ = _koschmieder(i, v)
