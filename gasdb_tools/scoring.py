@@ -3,9 +3,10 @@
 For each ground-truth id in sorted order, the submitted mask is checked and decoded
 (:mod:`gasdb_tools.submission`) and its 2×2 confusion matrix against the ground truth is added to
 one int64 total (:func:`gasdb_tools.metrics.confusion`); the metrics come from that total
-(``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Reading, PNG inflation
-(:func:`gasdb_tools.submission.decode_gray_png`), hashing and counting run on a thread pool
-(they release the GIL); the result is the same for any number of threads.
+(``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Reading, decoding (one
+``cv2.imdecode`` per mask: a single long call without the GIL, which scales across threads where
+several short ones do not), hashing and counting run on a thread pool; the result is the same
+for any number of threads.
 
 The result is a deterministic JSON-ready dict (no wall-clock data, sorted keys when dumped):
 schema and tool versions, the confusion matrix, metrics at full precision and a 2-decimal percent
@@ -38,13 +39,11 @@ from pathlib import Path
 import numpy as np
 
 from gasdb_tools import __version__
-from gasdb_tools._scratch import scratch
 from gasdb_tools.errors import FormatError, SubmissionError
 from gasdb_tools.fsutil import atomic_write_bytes, sha256_bytes
 from gasdb_tools.imaging import decode_image, encode_png
 from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
-from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, _decode_gray, _decode_mask,
-                                   decode_gray_png, open_submission, png_header)
+from gasdb_tools.submission import InvalidSubmissionError, SubmissionLimits, decode_mask, open_submission
 
 __all__ = [
     "SCHEMA",
@@ -72,7 +71,6 @@ BY_COLUMNS = ("scene", "recording")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _UNINDEXED = "(not in index.csv)"
 _CHUNK = 16  # ids per thread-pool task
-_SCRATCH_PIXELS = 1 << 26  # masks up to this size are decoded into per-thread buffers
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -379,15 +377,8 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool):
     except OSError:
         return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
                                              fix="check the release with `gasdb verify`")
-    try:  # into this thread's buffers when the mask has the size of the last one: no fresh megabytes
-        height, width = png_header(gt_bytes)[:2]
-        buffer = scratch("score.gt", (height, width), np.uint8) if height * width <= _SCRATCH_PIXELS else None
-        gt_mask = _decode_gray(gt_bytes, str(gt_path), buffer)
-    except ValueError:  # not a PNG: OpenCV decodes it or says why
-        gt_mask = None
     try:
-        if gt_mask is None:
-            gt_mask = decode_gray_png(gt_bytes, name=str(gt_path))
+        gt_mask = decode_image(gt_bytes, name=str(gt_path))
     except FormatError as exc:
         return None, None, None, exc
     if gt_mask.ndim != 2:
@@ -397,8 +388,7 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool):
     if id_ in sub.files:
         try:
             data = sub.read(id_)
-            pred = _decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255,
-                                out=scratch("score.pred", gt_mask.shape, np.uint8))
+            pred = decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255)
         except SubmissionError as exc:
             return None, gt_sha, exc, None
         sub_sha = sha256_bytes(data)

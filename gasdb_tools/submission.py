@@ -28,14 +28,11 @@ import stat
 import struct
 import threading
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import cv2
 import numpy as np
 
-from gasdb_tools._scratch import scratch
 from gasdb_tools.errors import SubmissionError
 from gasdb_tools.imaging import decode_image
 
@@ -46,7 +43,6 @@ __all__ = [
     "open_submission",
     "decode_mask",
     "png_header",
-    "decode_gray_png",
     "PNG_SIGNATURE",
 ]
 
@@ -55,8 +51,6 @@ _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
 _COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
 _MAX_CD_ENTRY_BYTES = 1100  # generous central-directory bytes per member (46 + name + extras)
 _MAX_REPORTED = 40  # errors listed in the exception text (all are in .errors)
-_MAX_FAST_PIXELS = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS
-_SERIAL_ELEMENTS = 1 << 16  # OpenCV's arithmetic stays on the calling thread below about 100k elements
 
 
 @dataclass(frozen=True)
@@ -153,110 +147,6 @@ def png_header(data: bytes) -> tuple[int, int, int, int]:
     return height, width, bit_depth, colour_type
 
 
-def decode_gray_png(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
-    """Decode a single-channel 8-bit PNG (a mask) fast; other images go to OpenCV.
-
-    An 8-bit grayscale, non-interlaced PNG whose chunks pass their CRC and whose rows use the
-    None, Sub or Up filters (what OpenCV, Pillow and libpng write for masks) is inflated in one
-    ``zlib`` call, bounded by the size its header declares, and unfiltered with integral images
-    (mod 256): about twice as fast as ``cv2.imdecode``, which inflates row by row, and releasing
-    the GIL throughout. Anything else (other filters, colour, 16-bit, corrupt or odd files) is
-    decoded by :func:`gasdb_tools.imaging.decode_image`, which also raises the errors.
-
-    Returns
-    -------
-    ndarray
-        As ``decode_image(data, mode="unchanged")``: the same pixels, uint8 (H, W) on the fast path.
-
-    Raises
-    ------
-    FormatError
-        When the data cannot be decoded (from :func:`~gasdb_tools.imaging.decode_image`).
-    """
-    return _decode_gray(data, name)
-
-
-def _decode_gray(data: bytes, name: str, out: np.ndarray | None = None) -> np.ndarray:
-    """:func:`decode_gray_png`, into ``out`` (uint8, the image's shape) when the fast path applies."""
-    pixels = _inflate_gray8(data, out)
-    return pixels if pixels is not None else decode_image(data, mode="unchanged", name=name)
-
-
-def _inflate_gray8(data: bytes, out: np.ndarray | None = None) -> np.ndarray | None:
-    """The fast path of :func:`decode_gray_png`, or None when it does not apply.
-
-    ``out``: a C-contiguous uint8 array of the image's shape to write into (else a new one).
-    """
-    view = memoryview(data)
-    if view[:8] != PNG_SIGNATURE:
-        return None
-    pos, end, idat, header, after_idat = 8, len(view), [], None, False
-    while True:
-        if pos + 12 > end:
-            return None
-        length, kind = struct.unpack_from(">I4s", view, pos)
-        stop = pos + 12 + length
-        if stop > end or zlib.crc32(view[pos + 4:stop - 4]) != struct.unpack_from(">I", view, stop - 4)[0]:
-            return None
-        if header is None:
-            if kind != b"IHDR" or length != 13:
-                return None
-            header = struct.unpack_from(">IIBBBBB", view, pos + 8)
-        elif kind == b"IDAT":
-            if after_idat:
-                return None  # IDAT chunks must be consecutive
-            idat.append(view[pos + 8:stop - 4])
-        elif kind == b"IEND":
-            break
-        elif kind[:1].isupper():
-            return None  # PLTE in a gray image, a second IHDR, an unknown critical chunk
-        else:
-            after_idat = bool(idat)
-        pos = stop
-    width, height, depth, colour, compression, filtering, interlace = header
-    if (depth, colour, compression, filtering, interlace) != (8, 0, 0, 0, 0) or not (idat and width and height):
-        return None
-    if width * height > _MAX_FAST_PIXELS:
-        return None  # OpenCV applies its own cap on image size
-    if out is not None and (out.shape != (height, width) or out.dtype != np.uint8 or not out.flags.c_contiguous):
-        raise ValueError(f"out must be a C-contiguous uint8 array of shape {(height, width)}")
-    expected = height * (width + 1)
-    inflater = zlib.decompressobj()
-    try:  # one call (each call hands the GIL over); at most one byte more than declared: a bomb stops here
-        raw = inflater.decompress(idat[0] if len(idat) == 1 else b"".join(idat), expected + 1)
-    except zlib.error:
-        return None
-    if len(raw) != expected or not inflater.eof:
-        return None
-    rows = np.frombuffer(raw, np.uint8).reshape(height, width + 1)
-    kinds, values = rows[:, 0], rows[:, 1:]
-    pixels = np.empty((height, width), np.uint8) if out is None else out
-    top = int(kinds.max())
-    if top == 0:
-        np.copyto(pixels, values)
-        return pixels
-    if top > 2 or (top == 2 and (kinds == 1).any()):
-        return None  # Average or Paeth rows, or Sub mixed with Up
-    sums = cv2.integral(values, sum=scratch("png.sums", (height + 1, width + 1), np.int32))  # exact
-    acc = scratch("png.acc", (height, width), np.int32)
-    plain = kinds == 0
-    # Sub: prefix sums along each row (None rows are kept as they are); Up: down each column
-    after, before = (sums[1:, 1:], sums[:-1, 1:]) if top == 1 else (sums[1:, 1:], sums[1:, :-1])
-    step = max(1, _SERIAL_ELEMENTS // width)  # blocks small enough that OpenCV runs them on this thread
-    for y in range(0, height, step):  # (a woken OpenCV pool spins between masks, taking a core)
-        cv2.subtract(after[y:y + step], before[y:y + step], dst=acc[y:y + step])
-    if top == 2 and plain.any():  # Up: the column sums restart at each None row
-        start = np.where(plain, np.arange(height), 0)
-        np.maximum.accumulate(start, out=start)
-        acc -= np.vstack([np.zeros((1, width), np.int32), acc])[start]
-    if top == 2:
-        plain = None
-    np.copyto(pixels, acc, casting="unsafe")  # mod 256, the filters' arithmetic
-    if plain is not None and plain.any():
-        pixels[plain] = values[plain]
-    return pixels
-
-
 def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", binary_255: bool = False
                 ) -> np.ndarray:
     """Check and decode one submitted mask PNG into a ``uint8`` array of 0/1.
@@ -288,11 +178,6 @@ def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", b
     Accepted PNG modes are 8-bit grayscale (``L``), 1-bit grayscale (``1``: white = gas) and
     palette (``P``: the *indices* are the classes, the palette colours are ignored).
     """
-    return _decode_mask(data, shape=shape, name=name, binary_255=binary_255)
-
-
-def _decode_mask(data: bytes, *, shape, name: str, binary_255: bool, out: np.ndarray | None = None) -> np.ndarray:
-    """:func:`decode_mask`, decoding 8-bit gray PNGs into ``out`` (uint8 of ``shape``) when given."""
     try:
         height, width, bit_depth, colour_type = png_header(data)
     except ValueError as exc:
@@ -312,7 +197,7 @@ def _decode_mask(data: bytes, *, shape, name: str, binary_255: bool, out: np.nda
         if colour_type == 3 or bit_depth == 1:
             mask = _decode_indices(data)
         else:
-            mask = _decode_gray(data, name, out)
+            mask = decode_image(data, mode="unchanged", name=name)
     except Exception:  # noqa: BLE001 - any decoder failure is the file's problem
         raise _err("unreadable mask: the PNG data is corrupt or truncated", name,
                    "re-export the mask as PNG") from None

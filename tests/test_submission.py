@@ -8,21 +8,18 @@ import stat
 import struct
 import tempfile
 import zipfile
-import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from conftest import shared_data
 from gasdb_tools.errors import SubmissionError
 from gasdb_tools.imaging import encode_png, write_image
 from gasdb_tools.scoring import score
-from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, _inflate_gray8, decode_gray_png,
-                                    decode_mask, open_submission, png_header)
+from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, open_submission,
+                                    png_header)
 
 SHAPE = (24, 32)  # (H, W)
 IDS = ["00001", "00002", "00003"]
@@ -116,88 +113,6 @@ def test_real_labelme_palette_png_reports_its_indices_not_colours():
         decode_mask(data, shape=png_header(data)[:2], name=path.name)
     bad = ", ".join(str(v) for v in indices if v > 1)
     assert f"values {{{bad}}} outside {{0, 1}}" in str(info.value)
-
-
-def _png(pixels: np.ndarray, kinds, *, depth_colour=(8, 0), interlace=0, extra=(), split_idat=False,
-         bad_crc=False, data=None) -> bytes:
-    """A hand-built PNG whose row filters are chosen (0 None, 1 Sub, 2 Up, 3 Average, 4 Paeth)."""
-    h, w = pixels.shape
-    x = pixels.astype(np.int32)
-    rows = []
-    for i, kind in enumerate(kinds):
-        up = x[i - 1] if i else np.zeros(w, np.int32)
-        left = np.concatenate([[0], x[i, :-1]])
-        if kind == 0:
-            f = x[i]
-        elif kind == 1:
-            f = x[i] - left
-        elif kind == 2:
-            f = x[i] - up
-        else:  # Average, with its left-to-right dependence
-            f = x[i] - (left + up) // 2
-        rows.append(bytes([kind]) + (f % 256).astype(np.uint8).tobytes())
-    z = zlib.compress(b"".join(rows)) if data is None else data
-
-    def chunk(kind, body):
-        crc = zlib.crc32(kind + body) ^ (1 if bad_crc and kind == b"IDAT" else 0)
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    idat = [chunk(b"IDAT", z[:len(z) // 2]), chunk(b"IDAT", z[len(z) // 2:])] if split_idat else [chunk(b"IDAT", z)]
-    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, *depth_colour, 0, 0, interlace))
-    return b"\x89PNG\r\n\x1a\n" + ihdr + b"".join(chunk(k, b) for k, b in extra) + b"".join(idat) + chunk(b"IEND", b"")
-
-
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**16), h=st.integers(1, 30), w=st.integers(1, 30),
-       filters=st.sampled_from(["none", "sub", "up", "none+up", "none+sub", "any"]), binary=st.booleans(),
-       split=st.booleans())
-def test_fast_png_decoder_equals_opencv(seed, h, w, filters, binary, split):
-    rng = np.random.default_rng(seed)
-    pixels = (rng.random((h, w)) < 0.3).astype(np.uint8) if binary else rng.integers(0, 256, (h, w), dtype=np.uint8)
-    choices = {"none": [0], "sub": [1], "up": [2], "none+up": [0, 2], "none+sub": [0, 1], "any": [0, 1, 2, 3]}
-    data = _png(pixels, rng.choice(choices[filters], h), split_idat=split)
-    want = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    assert np.array_equal(want, pixels)
-    assert np.array_equal(decode_gray_png(data), pixels)
-    fast = _inflate_gray8(data)  # the one-call path takes everything but Average/Paeth rows and Sub mixed with Up
-    assert fast is None or np.array_equal(fast, pixels)
-    if filters != "any":
-        assert fast is not None
-
-
-def test_fast_png_decoder_hands_odd_files_to_opencv():
-    m = _mask(4)
-    kinds = [2] * SHAPE[0]
-    assert _inflate_gray8(_png(m, kinds)) is not None
-    assert _inflate_gray8(_png(m, kinds, extra=[(b"tEXt", b"k\x00v")])) is not None  # ancillary chunks are fine
-    for odd in (_png(m, kinds, bad_crc=True),                      # libpng's business: error or warning
-                _png(m, kinds, interlace=1),                       # Adam7
-                _png(m, [3] * SHAPE[0]),                           # Average rows
-                _png(m, kinds, data=zlib.compress(bytes(SHAPE[0] * (SHAPE[1] + 1) + 5))),  # more data than declared
-                _png(m, kinds, data=zlib.compress(bytes(10))),     # less
-                _png(m, kinds, data=zlib.compress(bytes(SHAPE[0] * (SHAPE[1] + 1)))[:-3]),  # truncated stream
-                _png(m, kinds, extra=[(b"PLTE", bytes(6))]),
-                encode_png(m.astype(np.uint16)), encode_png(np.dstack([m] * 3)), b"not a png"):
-        assert _inflate_gray8(odd) is None
-    bomb = _png(m, kinds, data=zlib.compress(bytes(50 << 20), 9))  # 50 MB behind a 24x32 header
-    assert len(bomb) < 100_000 and _inflate_gray8(bomb) is None
-    with pytest.raises(SubmissionError, match="corrupt or truncated"):
-        decode_mask(_png(m, kinds, data=zlib.compress(bytes(10))), shape=SHAPE, name="x.png")
-
-
-def test_fast_png_decoder_leaves_giant_headers_to_opencv(monkeypatch):
-    import gasdb_tools.submission as submission
-
-    m = _mask(5)
-    huge = _png(m, [2] * SHAPE[0]).replace(struct.pack(">II", SHAPE[1], SHAPE[0]), struct.pack(">II", 40000, 40000), 1)
-    huge = huge[:29] + struct.pack(">I", zlib.crc32(huge[12:29])) + huge[33:]  # a valid IHDR of 1.6 gigapixels
-    assert png_header(huge)[:2] == (40000, 40000)
-
-    def no_inflating(*args):
-        raise AssertionError("inflated a 1.6-gigapixel PNG")
-
-    monkeypatch.setattr(submission.zlib, "decompressobj", no_inflating)
-    assert _inflate_gray8(huge) is None  # OpenCV's own pixel cap decides
 
 
 # --------------------------------------------------------------------------- containers
