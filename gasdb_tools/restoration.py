@@ -860,16 +860,19 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
                              hist=scratch(f"th.pairs.{x0}", (256, 256), np.float32)))
 
     c, counts = _veil_codes_u8(q, sv, count_pairs, c=scratch("th.c", q.shape, np.uint8))
-    in_rows, present = (_sum_into(name, [part[k] for part in counts]) for k, name in enumerate(("th.in", "th.all")))
-    in_rows, pairs = in_rows.ravel(), np.flatnonzero(present.view(np.int32))  # counts >= 0: zero bits iff 0
+    present = scratch("th.present", (256, 256), np.int32)  # counts >= 0, so a count is 0 iff its bits are
+    np.copyto(present, counts[0][1].view(np.int32))
+    for _, band in counts[1:]:
+        present |= band.view(np.int32)
+    pairs = np.flatnonzero(present)
+    weights = sum(ref.ravel()[pairs].astype(np.float64) for ref, _ in counts)  # counts in the reference rows
     i = ((pairs >> 8) / n).astype(dtype)
     v = (p * ((pairs & 255) / n)).astype(dtype)
     r, _ = _koschmieder(i, v)
     lo = np.log(i.astype(np.float64) + 0.5 / 255)
     lr = np.log(r.astype(np.float64) + 0.5 / 255)
-    fit = _gamma_from_logs(lo, lr, gfactor, in_rows[pairs].astype(np.float64))
-    table = scratch("th.table", (65536,), dtype)
-    table.fill(0)
+    fit = _gamma_from_logs(lo, lr, gfactor, weights)
+    table = scratch("th.table", (65536,), dtype)  # only the pairs present are ever looked up
     table[pairs] = tone_map(apply_gamma(r, fit))
 
     def look_up(y0, y1):  # bands of rows: each writes a contiguous part of ``out`` in place
@@ -886,12 +889,3 @@ def _pair_index(q: np.ndarray, c: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     if sys.byteorder == "little":
         return cv2.merge([c, q], dst=pairs).view(np.uint16).reshape(q.shape)
     return (q.astype(np.uint16) << 8) | c
-
-
-def _sum_into(name: str, arrays: list) -> np.ndarray:
-    """The sum of same-shape float arrays, in this thread's buffer ``name``."""
-    total = scratch(name, arrays[0].shape, arrays[0].dtype)
-    np.copyto(total, arrays[0])
-    for a in arrays[1:]:
-        total += a
-    return total
