@@ -115,6 +115,16 @@ def load_frame() -> tuple[np.ndarray, str]:
     return rig.thermal(rig.leak_start_s + 1.0)[0].astype(np.float32) / 255, "SynthRig(seed=0) thermal frame"
 
 
+def _scheduling() -> str:
+    """This process's scheduling policy and nice value (a busy shared machine may be measured at high priority)."""
+    try:
+        policy = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}.get(
+            os.sched_getscheduler(0), str(os.sched_getscheduler(0)))
+        return f"{policy}, priority {os.sched_getparam(0).sched_priority}, nice {os.nice(0)}"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def _cpu_idle():
     with open("/proc/stat") as fh:
         v = [int(t) for t in fh.readline().split()[1:]]
@@ -247,7 +257,7 @@ def main(argv=None) -> int:
     print(f"\nours {ours_ms:.2f} ms median ({rows['ours']['min_wall_ms']:.2f} min) vs plain port "
           f"{port['median_wall_ms']:.2f} ms: {port['median_wall_ms'] / ours_ms:.2f}x; the two medians alone take "
           f"{floor['median_cpu_ms']:.2f} ms of CPU; target <= {TARGET_MS:g} ms at >= {TARGET_DB:g} dB: "
-          f"{'met' if met else 'NOT met on this run'}; load average {load_before:.2f} -> {load_after:.2f}, "
+          f"{'met' if met else 'NOT met on this run'}; {_scheduling()}; load average {load_before:.2f} -> {load_after:.2f}, "
           f"idle CPU during the rounds {'n/a' if idle is None else f'{100 * idle:.0f} %'}")
 
     result = {
@@ -256,7 +266,7 @@ def main(argv=None) -> int:
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "opencv": cv2.__version__, "numpy": np.__version__, "opencv_threads": threads,
                     "load_average_1min_before": load_before, "load_average_1min_after": load_after,
-                    "idle_cpu_share_during_rounds": idle},
+                    "idle_cpu_share_during_rounds": idle, "scheduling": _scheduling()},
         "input": {"source": source, "width": int(x.shape[1]), "height": int(x.shape[0]),
                   "sv": SV, "p": P, "gfactor": GFACTOR, "gamma_rows": "bottom_third"},
         "rows": {name: {k: v for k, v in r.items() if k != "output"} for name, r in rows.items()},

@@ -89,6 +89,16 @@ def plain_loop(label_dir: Path, sub_dir: Path, names: list[str]) -> np.ndarray:
     return total
 
 
+def _scheduling() -> str:
+    """This process's scheduling policy and nice value (a busy shared machine may be measured at high priority)."""
+    try:
+        policy = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}.get(
+            os.sched_getscheduler(0), str(os.sched_getscheduler(0)))
+        return f"{policy}, priority {os.sched_getparam(0).sched_priority}, nice {os.nice(0)}"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def _cpu_idle():
     with open("/proc/stat") as fh:
         v = [int(t) for t in fh.readline().split()[1:]]
@@ -163,7 +173,7 @@ def main() -> int:
     ratio = rows[plain][0] / best
     cpu_ratio = rows[plain][2] / rows["ours (folder)"][2]
     width = max(len(k) for k in rows)
-    print(f"scoring {len(names)} masks of {SIZE[1]}x{SIZE[0]} (PNG decoding included); {os.cpu_count()} CPUs; "
+    print(f"scoring {len(names)} masks of {SIZE[1]}x{SIZE[0]} (PNG decoding included); {os.cpu_count()} CPUs, {_scheduling()}; "
           f"load average {load_before:.2f} -> {load_after:.2f}, idle CPU during the rounds "
           f"{'n/a' if idle is None else f'{100 * idle:.0f} %'}; setup {setup_s:.1f} s")
     print(f"{'method':<{width}}  {'best s':>8}  {'median s':>8}  {'CPU s':>8}")
@@ -183,6 +193,7 @@ def main() -> int:
         "load_avg_1min_before": round(load_before, 2),
         "load_avg_1min_after": round(load_after, 2),
         "idle_cpu_share_during_rounds": None if idle is None else round(idle, 3),
+        "scheduling": _scheduling(),
         "python": platform.python_version(),
         "quick": args.quick,
         "rounds": args.rounds,
