@@ -1,8 +1,8 @@
 """Per-thread reusable arrays for the large temporaries of hot loops (private).
 
 Freshly allocated megabytes are not free: glibc returns freed memory to the kernel, and touching a
-new allocation page-faults it back in (on a busy 2-core machine, as much time as decoding a mask or
-as the non-median steps of a restoration). Code that runs thousands of times on same-size images
+new allocation page-faults it back in (on a busy 2-core machine, about as much time as the
+non-median steps of a restoration). Code that runs thousands of times on same-size images
 keeps its temporaries here instead. Each thread has its own arrays; an array is reused while the
 name, shape and dtype stay the same, and its contents are undefined. Never return one to a caller.
 """

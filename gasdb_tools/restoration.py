@@ -517,6 +517,7 @@ def _veil(w: np.ndarray, sv: int, p: float, method: str, quantised=None):
             np.maximum(c, 0, out=c)
             return None, _VeilCodes(q, c.astype(np.uint8 if int(c.max()) <= 255 else np.uint16), decode.base, decode.n)
         a, mad = decode(aq), decode.difference(mq)
+    # the authors' code: V = p * max(min(W, B), 0) (the paper's max(min(p B, W), 0) blackens thermal frames)
     v = np.minimum(w, a - mad)
     np.maximum(v, 0, out=v)
     v *= w.dtype.type(p)

@@ -307,7 +307,7 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
         work = partial(_score_chunk, truth=truth, sub=sub, binary_255=binary_255)
         if n_workers == 1:
             results = [r for chunk in chunks for r in work(chunk)]
-        else:  # PNG inflation, hashing and counting release the GIL; results keep the order of ids
+        else:  # decoding, hashing and counting release the GIL; results keep the order of ids
             with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="gasdb-score") as pool:
                 results = [r for part in pool.map(work, chunks) for r in part]
 
