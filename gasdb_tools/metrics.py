@@ -54,7 +54,7 @@ def _value_error(name: str, a: np.ndarray, allowed: str) -> ValueError:
                       f"(0 background, 1 gas), e.g. map a 0/255 mask with (mask > 0)")
 
 
-def confusion(gt, pred, *, ignore_index: int | None = 255) -> np.ndarray:
+def confusion(gt, pred, *, ignore_index: int | None = 255, valid=None) -> np.ndarray:
     """Count a binary segmentation's 2×2 confusion matrix.
 
     Parameters
@@ -67,6 +67,9 @@ def confusion(gt, pred, *, ignore_index: int | None = 255) -> np.ndarray:
         batch ``(N, H, W)``, a flat vector); nothing is resized.
     ignore_index : int or None
         Ground-truth value whose pixels are left out of the counts; ``None`` allows only 0 and 1.
+    valid : array_like of bool, optional
+        Same shape as ``gt``: only pixels where it is true are counted (and checked), e.g. the
+        area a model was asked to predict.
 
     Returns
     -------
@@ -84,9 +87,10 @@ def confusion(gt, pred, *, ignore_index: int | None = 255) -> np.ndarray:
     Notes
     -----
     Counts are exact integers: ``tp = count(gt & pred)``, ``fn = count(gt) - tp``,
-    ``fp = count(pred) - tp``; with ignored pixels present a ``bincount(gt * 2 + pred)`` over the
-    scored pixels is used. No float accumulation is involved, so the totals stay exact beyond
-    2**24 pixels per class (where float32 sums go wrong).
+    ``fp = count(pred) - tp``, each count restricted to the scored pixels (``gt != ignore_index``
+    and ``valid``) when some are left out: whole-array passes, no copies of the selection. No
+    float accumulation is involved, so the totals stay exact beyond 2**24 pixels per class
+    (where float32 sums go wrong).
 
     Examples
     --------
@@ -102,29 +106,35 @@ def confusion(gt, pred, *, ignore_index: int | None = 255) -> np.ndarray:
                          "predict at the ground truth's size (never resize the ground truth)")
     if ignore_index is not None and int(ignore_index) in (0, 1):
         raise ValueError(f"ignore_index must not be a class index (0 or 1), got {ignore_index}")
+    if valid is not None:
+        valid = np.asarray(valid)
+        if valid.dtype != np.bool_ or valid.shape != gt.shape:
+            raise ValueError(f"valid must be a bool array of the shape of gt {gt.shape}, got {valid.dtype} "
+                             f"{valid.shape}; e.g. valid = gt_region > 0")
     if gt.size == 0:
         return np.zeros((2, 2), dtype=np.int64)
     if not _is_binary(pred):
         raise _value_error("pred", pred, "{0, 1}")
 
-    if _is_binary(gt):
-        # Fast exact path (values are 0/1, so a bitwise AND is the logical AND).
+    keep = valid
+    if not _is_binary(gt):  # ignored pixels (or invalid values) present
+        scored = gt != ignore_index if ignore_index is not None else np.ones(gt.shape, dtype=bool)
+        keep = scored if keep is None else np.logical_and(scored, keep, out=scored)
+        if np.logical_and(keep, (gt < 0) | (gt > 1)).any():
+            allowed = "{0, 1}" if ignore_index is None else f"{{0, 1, {ignore_index} (ignored)}}"
+            raise _value_error("gt", gt[keep], allowed)
+        gt = gt == 1
+    # gt and pred hold 0/1 where kept, so a bitwise AND is the logical AND
+    both = np.bitwise_and(gt, pred)
+    if keep is None:
         n = gt.size
-        n_gt = int(np.count_nonzero(gt))
-        n_pred = int(np.count_nonzero(pred))
-        tp = int(np.count_nonzero(np.bitwise_and(gt, pred)))
-        fn = n_gt - tp
-        fp = n_pred - tp
-        return np.array([[n - tp - fn - fp, fp], [fn, tp]], dtype=np.int64)
-
-    # Slow path: ignored pixels (or invalid values) present.
-    keep = gt != ignore_index if ignore_index is not None else np.ones(gt.shape, dtype=bool)
-    g = gt[keep]
-    if g.size and (g.max() > 1 or g.min() < 0):
-        allowed = "{0, 1}" if ignore_index is None else f"{{0, 1, {ignore_index} (ignored)}}"
-        raise _value_error("gt", g, allowed)
-    codes = g.astype(np.intp) * 2 + pred[keep].astype(np.intp)
-    return np.bincount(codes, minlength=4).astype(np.int64).reshape(2, 2)
+        n_gt, n_pred, tp = (int(np.count_nonzero(a)) for a in (gt, pred, both))
+    else:
+        n = int(np.count_nonzero(keep))
+        n_gt, n_pred, tp = (int(np.count_nonzero(np.logical_and(a, keep))) for a in (gt, pred, both))
+    fn = n_gt - tp
+    fp = n_pred - tp
+    return np.array([[n - tp - fn - fp, fp], [fn, tp]], dtype=np.int64)
 
 
 def _ratio(num: int, den: int):

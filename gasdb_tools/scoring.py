@@ -3,8 +3,10 @@
 For each ground-truth id in sorted order, the submitted mask is checked and decoded
 (:mod:`gasdb_tools.submission`) and its 2×2 confusion matrix against the ground truth is added to
 one int64 total (:func:`gasdb_tools.metrics.confusion`); the metrics come from that total
-(``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Decoding runs in a thread pool
-(OpenCV releases the GIL), so a 1293-image split scores in about a second.
+(``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Reading, decoding (one
+``cv2.imdecode`` per mask: a single long call without the GIL, which scales across threads where
+several short ones do not), hashing and counting run on a thread pool; the result is the same
+for any number of threads.
 
 The result is a deterministic JSON-ready dict (no wall-clock data, sorted keys when dumped):
 schema and tool versions, the confusion matrix, metrics at full precision and a 2-decimal percent
@@ -37,6 +39,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +49,7 @@ from gasdb_tools.errors import FormatError, SubmissionError
 from gasdb_tools.fsutil import atomic_write_bytes, sha256_bytes
 from gasdb_tools.imaging import decode_image, encode_png
 from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
-from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, open_submission)
+from gasdb_tools.submission import InvalidSubmissionError, SubmissionLimits, decode_mask, open_submission
 
 __all__ = [
     "SCHEMA",
@@ -55,6 +58,7 @@ __all__ = [
     "GroundTruth",
     "load_ground_truth",
     "score",
+    "default_workers",
     "percent_view",
     "format_table",
     "to_codalab",
@@ -72,6 +76,7 @@ BY_COLUMNS = ("scene", "recording")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _UNINDEXED = "(not in index.csv)"
+_CHUNK = 16  # ids per thread-pool task
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -264,7 +269,8 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
     limits : SubmissionLimits, optional
         Safety caps for the submission.
     workers : int, optional
-        Decoding threads (default: the number of CPUs, at most 8).
+        Threads that read, decode and count the masks (default: every core, :func:`default_workers`).
+        The result does not depend on it: counts are exact integers summed in id order.
     count_ignore : bool
         Score ignore pixels as background (RT-CAN's official protocol, which has no ignore) instead
         of leaving them out (the default).
@@ -307,55 +313,15 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
 
     ids = truth.ids
     with open_submission(submission, ids=ids, limits=limits, allow_missing=allow_missing) as sub:
-        def job(id_: str):
-            gt_path = truth.label_path(id_)
-            try:
-                gt_bytes = gt_path.read_bytes()
-            except OSError:
-                return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
-                                                     fix="check the release with `gasdb verify`")
-            try:
-                gt_mask = decode_image(gt_bytes, name=str(gt_path))
-            except FormatError as exc:
-                return None, None, None, exc
-            if gt_mask.ndim != 2:
-                return None, None, None, FormatError(f"ground-truth mask has shape {gt_mask.shape}, expected 2-D",
-                                                     file=gt_path)
-            if count_ignore:
-                gt_mask = np.where(gt_mask == 255, 0, gt_mask).astype(gt_mask.dtype)
-            elif truth.ignore_dir is not None:
-                ignore_path = truth.ignore_dir / f"{id_}.png"
-                try:
-                    ignore_bytes = ignore_path.read_bytes()
-                    ignore = decode_image(ignore_bytes, name=str(ignore_path))
-                except (OSError, FormatError):
-                    return None, None, None, FormatError("ignore mask missing or unreadable", file=ignore_path,
-                                                         fix="check the release with `gasdb verify`, or score with "
-                                                             "--count-ignore")
-                if ignore.shape != gt_mask.shape:
-                    return None, None, None, FormatError(f"ignore mask {ignore.shape} differs from the label "
-                                                         f"{gt_mask.shape}", file=ignore_path)
-                gt_mask = np.where(ignore != 0, 255, gt_mask).astype(gt_mask.dtype)
-                gt_bytes = gt_bytes + ignore_bytes
-            if id_ in sub.files:
-                try:
-                    data = sub.read(id_)
-                    pred = decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255)
-                except SubmissionError as exc:
-                    return None, sha256_bytes(gt_bytes), exc, None
-                sub_sha = sha256_bytes(data)
-            else:
-                pred, sub_sha = np.zeros(gt_mask.shape, np.uint8), "-"
-            try:
-                cm = confusion(gt_mask, pred, ignore_index=255)
-            except (ValueError, TypeError) as exc:
-                return None, None, None, FormatError(f"bad ground-truth mask: {exc}", file=gt_path)
-            return cm, sha256_bytes(gt_bytes), sub_sha, None
-
-        n_workers = workers or min(8, os.cpu_count() or 1)
         wanted = [i for i in ids if i in sub.files or i in sub.missing]
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            results = list(pool.map(job, wanted))
+        n_workers = max(1, min(int(workers or default_workers()), len(wanted) or 1))
+        chunks = [wanted[k:k + _CHUNK] for k in range(0, len(wanted), _CHUNK)]
+        work = partial(_score_chunk, truth=truth, sub=sub, binary_255=binary_255, count_ignore=count_ignore)
+        if n_workers == 1:
+            results = [r for chunk in chunks for r in work(chunk)]
+        else:  # decoding, hashing and counting release the GIL; results keep the order of ids
+            with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="gasdb-score") as pool:
+                results = [r for part in pool.map(work, chunks) for r in part]
 
         gt_errors = [r[3] for r in results if r[3] is not None]
         if gt_errors:
@@ -411,6 +377,68 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
         result["per_image"] = rows
         result["per_image_mean"] = per_image_means(cms)
     return result
+
+
+def _score_chunk(ids: list, *, truth: GroundTruth, sub, binary_255: bool, count_ignore: bool) -> list:
+    return [_score_one(id_, truth, sub, binary_255, count_ignore) for id_ in ids]
+
+
+def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore: bool):
+    """``(confusion, gt sha256, submission sha256 or its SubmissionError, ground-truth error)`` of one id."""
+    gt_path = os.path.join(truth.label_dir, f"{id_}.png")  # == str(truth.label_path(id_)), without pathlib's cost
+    try:
+        with open(gt_path, "rb") as fh:
+            gt_bytes = fh.read()
+    except OSError:
+        return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
+                                             fix="check the release with `gasdb verify`")
+    try:
+        gt_mask = decode_image(gt_bytes, name=gt_path)
+    except FormatError as exc:
+        return None, None, None, exc
+    if gt_mask.ndim != 2:
+        return None, None, None, FormatError(f"ground-truth mask has shape {gt_mask.shape}, expected 2-D",
+                                             file=gt_path)
+    if count_ignore:
+        gt_mask = np.where(gt_mask == 255, 0, gt_mask).astype(gt_mask.dtype)
+    elif truth.ignore_dir is not None:
+        ignore_path = os.path.join(truth.ignore_dir, f"{id_}.png")
+        try:
+            with open(ignore_path, "rb") as fh:
+                ignore_bytes = fh.read()
+            ignore = decode_image(ignore_bytes, name=ignore_path)
+        except (OSError, FormatError):
+            return None, None, None, FormatError("ignore mask missing or unreadable", file=ignore_path,
+                                                 fix="check the release with `gasdb verify`, or score with "
+                                                     "--count-ignore")
+        if ignore.shape != gt_mask.shape:
+            return None, None, None, FormatError(f"ignore mask {ignore.shape} differs from the label "
+                                                 f"{gt_mask.shape}", file=ignore_path)
+        gt_mask = np.where(ignore != 0, 255, gt_mask).astype(gt_mask.dtype)
+        gt_bytes = gt_bytes + ignore_bytes
+    gt_sha = sha256_bytes(gt_bytes)
+    if id_ in sub.files:
+        try:
+            data = sub.read(id_)
+            pred = decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255)
+        except SubmissionError as exc:
+            return None, gt_sha, exc, None
+        sub_sha = sha256_bytes(data)
+    else:
+        pred, sub_sha = np.zeros(gt_mask.shape, np.uint8), "-"
+    try:
+        cm = confusion(gt_mask, pred, ignore_index=255)
+    except (ValueError, TypeError) as exc:
+        return None, None, None, FormatError(f"bad ground-truth mask: {exc}", file=gt_path)
+    return cm, gt_sha, sub_sha, None
+
+
+def default_workers() -> int:
+    """Threads :func:`score` uses by default: every core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _check_by(by) -> tuple[str, ...]:

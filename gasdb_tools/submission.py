@@ -283,7 +283,7 @@ class Submission:
 
     def label(self, rel: str) -> str:
         """``<zip name>:<member>`` or ``<folder>/<file>``."""
-        return f"{self.path.name}:{rel}" if self.kind == "zip" else str(self.path / rel)
+        return f"{self.path.name}:{rel}" if self.kind == "zip" else os.path.join(self.path, rel)  # == str(path / rel)
 
     def read(self, id_: str) -> bytes:
         """The bytes of ``id_``'s file, bounded by the size caps (thread-safe).
@@ -301,7 +301,7 @@ class Submission:
                 with self._lock, self._zip.open(info) as fh:
                     data = fh.read(min(info.file_size, cap) + 1)
             else:  # O_NOFOLLOW: a file swapped for a symlink after the walk is still not followed
-                fd = os.open(self.path / self.files[id_], os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                fd = os.open(os.path.join(self.path, self.files[id_]), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
                 with open(fd, "rb") as fh:
                     data = fh.read(cap + 1)
         except (OSError, zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as exc:

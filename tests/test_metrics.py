@@ -41,6 +41,35 @@ def test_confusion_ignore_index_excludes_pixels():
     assert confusion(np.where(gt == 255, 7, gt), PRED, ignore_index=7).tolist() == [[5, 2], [0, 3]]
 
 
+def test_confusion_valid_mask_leaves_pixels_out():
+    valid = np.ones(GT.shape, bool)
+    valid[0, 1] = valid[0, 3] = False  # an FP and an FN
+    assert confusion(GT, PRED, valid=valid).tolist() == [[5, 2], [0, 3]]
+    gt = GT.copy()
+    gt[2, 0] = 255  # ignored as well: was a TN
+    assert confusion(gt, PRED, valid=valid).tolist() == [[4, 2], [0, 3]]
+    gt[0, 1] = 9  # a bad value where nothing is counted is not looked at
+    assert confusion(gt, PRED, valid=valid).tolist() == [[4, 2], [0, 3]]
+    with pytest.raises(ValueError, match=r"gt has values \[9\]"):
+        confusion(gt, PRED)
+    assert confusion(GT, PRED, valid=np.zeros(GT.shape, bool)).tolist() == [[0, 0], [0, 0]]
+    with pytest.raises(ValueError, match="valid must be a bool array"):
+        confusion(GT, PRED, valid=valid[:2])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), ignore=st.floats(0, 0.5), drop=st.floats(0, 0.5))
+def test_confusion_masked_equals_selecting_pixels_first(seed, ignore, drop):
+    rng = np.random.default_rng(seed)
+    gt = (rng.random((17, 23)) < 0.4).astype(np.uint8)
+    gt[rng.random(gt.shape) < ignore] = 255
+    pred = (rng.random(gt.shape) < 0.5).astype(np.uint8)
+    valid = rng.random(gt.shape) >= drop
+    keep = valid & (gt != 255)
+    want = confusion(gt[keep], pred[keep], ignore_index=None)
+    assert confusion(gt, pred, valid=valid).tolist() == want.tolist()
+
+
 def test_confusion_accepts_batches_and_lists():
     batch_gt = np.stack([GT, GT[::-1]])
     batch_pred = np.stack([PRED, PRED[::-1]])

@@ -251,6 +251,30 @@ def test_cli_table_json_and_formats(hand_release, tmp_path):
     assert json.loads(res.output)["result"][0]["test"]["IoU"] == 50.0
 
 
+def test_cli_jobs_give_byte_identical_json(tmp_path):
+    """Threads change nothing: the JSON of --jobs 1 and --jobs 3 are the same bytes (ignored pixels included)."""
+    rng = np.random.default_rng(11)
+    masks, rows = {}, []
+    for k in range(40):  # more ids than one thread-pool task holds
+        m = (rng.random((30, 36)) < 0.25).astype(np.uint8)
+        if k % 5 == 0:
+            m[:4, :5] = 255
+        masks[f"{k:05d}"] = m
+        rows.append((f"{k:05d}", f"rec{k % 3}", ("sunny", "rainy")[k % 2]))
+    release = _make_release(tmp_path / "rel", masks, index_rows=rows)
+    sub = write_example_submission(release, tmp_path / "sub.zip", shift=1, grow=1, as_zip=True)
+    outs = []
+    for jobs in ("1", "3"):
+        res = CliRunner().invoke(main, ["score", str(release), str(sub), "--by", "scene", "--by", "recording",
+                                        "--per-image", "--jobs", jobs, "--json", str(tmp_path / f"j{jobs}.json")])
+        assert res.exit_code == 0, res.output
+        outs.append((tmp_path / f"j{jobs}.json").read_bytes())
+    assert outs[0] == outs[1]
+    result = json.loads(outs[0])
+    assert result["n_images"] == 40 and result["n_pixels"] == 40 * 30 * 36 - 8 * 20
+    assert 0 < result["metrics"]["gas"]["iou"] < 1
+
+
 def test_cli_invalid_submission_exits_1_with_the_full_report(hand_release, tmp_path):
     sub = _write_sub(tmp_path / "sub", {"a1": np.array(P1) * 255, "a2": P2})
     res = CliRunner().invoke(main, ["score", str(hand_release), str(sub), "--json", str(tmp_path / "report.json")])

@@ -43,7 +43,9 @@ def _write(out: Path | None, obj) -> None:
 @click.option("--count-ignore", is_flag=True,
               help="Score ignore pixels as background, exactly as RT-CAN's official code (no ignore class); by "
                    "default they are left out (the release's gasdb/ignore/ masks, 255 in a masks folder).")
-@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Decoding threads (default: CPUs).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, metavar="N",
+              help="Threads reading, decoding and counting masks (default: every core); the result is "
+                   "byte-identical for any N.")
 def score(gt: Path, submission: Path, split: str, json_out: Path | None, per_image: bool, by: tuple[str, ...],
           binary_255: bool, allow_missing: bool, fmt: str, count_ignore: bool, jobs: int | None) -> None:
     """Score SUBMISSION (a folder or .zip of <id>.png masks, 0/1) against the ground truth GT.
@@ -60,6 +62,7 @@ def score(gt: Path, submission: Path, split: str, json_out: Path | None, per_ima
       gasdb score release-v1 predictions.zip --by scene --json score.json
       gasdb score release-v1 predictions/ --format codalab > output/scores.txt
       gasdb score release-v1 predictions.zip --count-ignore    # RT-CAN's official protocol
+      gasdb score release-v1 predictions.zip --jobs 1 --json -
     """
     if json_out is not None and str(json_out) == "-" or fmt != "table":
         progress.set_enabled(False)
