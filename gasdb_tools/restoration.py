@@ -27,13 +27,33 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from gasdb_tools._scratch import scratch
+
+_LOCAL = threading.local()
+
+
+def _scratch(name: str, shape, dtype) -> np.ndarray:
+    """This thread's reusable array ``name`` of ``shape`` and ``dtype`` (contents undefined).
+
+    Freshly allocated megabytes are not free: glibc returns freed memory to the kernel, and
+    touching a new allocation page-faults it back in (on a busy 2-core machine about as much time
+    as the non-median steps of a restoration). The hot loops here keep their large temporaries in
+    per-thread arrays instead; an array is reused while name, shape and dtype stay the same. Never
+    return one to a caller.
+    """
+    store = _LOCAL.__dict__
+    array = store.get(name)
+    shape = tuple(int(n) for n in shape)
+    if array is None or array.shape != shape or array.dtype != dtype:
+        array = store[name] = np.empty(shape, dtype)
+    return array
+
 
 __all__ = [
     "MEDIAN_METHODS",
@@ -856,12 +876,12 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
     def count_pairs(x0, x1, c_band):  # into buffers of this worker and band (one worker may run both bands)
         qb = q[:, x0:x1]
         return (cv2.calcHist([qb[rows], c_band[rows]], [0, 1], None, [256, 256], ranges,
-                             hist=scratch(f"th.pairs_in_rows.{x0}", (256, 256), np.float32)),
+                             hist=_scratch(f"th.pairs_in_rows.{x0}", (256, 256), np.float32)),
                 cv2.calcHist([qb, c_band], [0, 1], None, [256, 256], ranges,
-                             hist=scratch(f"th.pairs.{x0}", (256, 256), np.float32)))
+                             hist=_scratch(f"th.pairs.{x0}", (256, 256), np.float32)))
 
-    c, counts = _veil_codes_u8(q, sv, count_pairs, c=scratch("th.c", q.shape, np.uint8))
-    present = scratch("th.present", (256, 256), np.int32)  # counts >= 0, so a count is 0 iff its bits are
+    c, counts = _veil_codes_u8(q, sv, count_pairs, c=_scratch("th.c", q.shape, np.uint8))
+    present = _scratch("th.present", (256, 256), np.int32)  # counts >= 0, so a count is 0 iff its bits are
     np.copyto(present, counts[0][1].view(np.int32))
     for _, band in counts[1:]:
         present |= band.view(np.int32)
@@ -873,11 +893,11 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
     lo = np.log(i.astype(np.float64) + 0.5 / 255)
     lr = np.log(r.astype(np.float64) + 0.5 / 255)
     fit = _gamma_from_logs(lo, lr, gfactor, weights)
-    table = scratch("th.table", (65536,), dtype)  # only the pairs present are ever looked up
+    table = _scratch("th.table", (65536,), dtype)  # only the pairs present are ever looked up
     table[pairs] = tone_map(apply_gamma(r, fit))
 
     def look_up(y0, y1):  # bands of rows: each writes a contiguous part of ``out`` in place
-        index = _pair_index(q[y0:y1], c[y0:y1], scratch("th.index", (y1 - y0, w, 2), np.uint8))
+        index = _pair_index(q[y0:y1], c[y0:y1], _scratch("th.index", (y1 - y0, w, 2), np.uint8))
         np.take(table, index, out=out[y0:y1], mode="clip")  # indices < 65536
 
     _banded(h, w, look_up, rows=True)
