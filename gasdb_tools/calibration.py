@@ -434,13 +434,13 @@ def qa_figure(path, rgb, thermal, result: RigRegistration, *, title: str = "") -
     """
     from matplotlib.figure import Figure  # object-oriented API, Agg canvas: no pyplot, no display
 
-    from gasdb_tools.registration import _default_initial, edge_features
+    from gasdb_tools.registration import default_initial, edge_features
 
     rgb_gray = to_gray(np.asarray(rgb))
     size = (rgb_gray.shape[1], rgb_gray.shape[0])
     f_rgb = edge_features(rgb_gray)
     f_th = edge_features(thermal)
-    nominal = _default_initial(result.rgb_size, result.thermal_size)
+    nominal = default_initial(result.rgb_size, result.thermal_size)
 
     def overlay(matrix):
         warped, valid = warp_thermal(f_th, matrix, size)
