@@ -180,8 +180,9 @@ def test_register_pair_synth_exact_truth():
     errors = []
     for seed in range(5):
         rig, rgb, th = synth_pair(seed, t=1.0 + 0.4 * seed)
-        out = reg.register_pair(rgb, th)
+        out = reg.register_pair(rgb, th, model="homography")
         assert out.model == "homography" and out.matrix.shape == (3, 3) and out.matrix[2, 2] == 1.0
+        assert out.model_choice is None
         assert out.score > 0.5 and out.overlap > 0.8
         errors.append(reg.corner_error(out.matrix, rig.homography, rig.size))
     assert np.median(errors) < 0.5, errors
@@ -215,9 +216,11 @@ def test_register_pair_different_sizes_and_initial():
     rig, rgb, th = synth_pair(4, size=(320, 256))
     big = cv2.resize(rgb, (640, 512), interpolation=cv2.INTER_LINEAR)
     truth = reg.geometry.resize_matrix((320, 256), (640, 512)) @ rig.homography
-    out = reg.register_pair(big, th)
+    out = reg.register_pair(big, th, model="homography")
     assert reg.corner_error(out.matrix, truth, (320, 256)) < 1.0
-    out2 = reg.register_pair(rgb, th, initial=rig.homography, search=False)
+    auto = reg.register_pair(big, th)  # translation is no candidate across resolutions
+    assert "translation" not in auto.model_choice.heldout and reg.corner_error(auto.matrix, truth, (320, 256)) < 2.0
+    out2 = reg.register_pair(rgb, th, initial=rig.homography, search=False, model="homography")
     assert reg.corner_error(out2.matrix, rig.homography, (320, 256)) < 0.6
 
 

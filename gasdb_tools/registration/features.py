@@ -164,6 +164,7 @@ class Level:
     valid: np.ndarray  # bool, eroded valid region of the features
     channels: list = field(default_factory=list)  # what the solver aligns
     _grads: list | None = None
+    _stacked: list | None = None
 
     @property
     def size(self):
@@ -176,6 +177,13 @@ class Level:
                             cv2.Sobel(c, cv2.CV_32F, 0, 1, ksize=1, scale=0.5, borderType=cv2.BORDER_REFLECT))
                            for c in self.channels]
         return self._grads
+
+    def stacked(self) -> list:
+        """Every channel with its gradients as one (H, W, 3) float32 image ``[c, gx, gy]`` (one remap each)."""
+        if self._stacked is None:
+            self._stacked = [np.ascontiguousarray(np.dstack([c, gx, gy]))
+                             for c, (gx, gy) in zip(self.channels, self.grads())]
+        return self._stacked
 
 
 #: Feature kinds the solver can align.
@@ -220,13 +228,20 @@ def n_levels(size, min_side: int) -> int:
 
 
 def masked_ncc(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
-    n = int(valid.sum())
+    """Normalised cross-correlation of two float32 images over the ``valid`` pixels (-1 below 32 pixels).
+
+    Means in float64, then dot products of the centred, masked float32 images: no copies of the
+    valid pixels.
+    """
+    m = valid.reshape(-1).view(np.uint8).astype(np.float32) if valid.dtype == bool else \
+        valid.reshape(-1).astype(np.float32)
+    n = float(m.sum(dtype=np.float64))
     if n < 32:
         return -1.0
-    x = a[valid].astype(np.float64)
-    y = b[valid].astype(np.float64)
-    x -= x.mean()
-    y -= y.mean()
+    x = a.reshape(-1)
+    y = b.reshape(-1)
+    x = (x - np.float32(float(m @ x) / n)) * m
+    y = (y - np.float32(float(m @ y) / n)) * m
     den = math.sqrt(float(x @ x) * float(y @ y))
     return float(x @ y) / den if den > 0 else 0.0
 

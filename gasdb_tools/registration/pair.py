@@ -12,12 +12,13 @@ from gasdb_tools.errors import CalibrationError
 from gasdb_tools.registration.coarse import phase_candidates, similarity_grid
 from gasdb_tools.registration.features import (FEATURES, check_image, check_mask, edge_density, feature_pyramid,
                                                full_size, gray32, masked_ncc, n_levels, warp_features)
-from gasdb_tools.registration.geometry import (check_matrix, check_model, default_initial, image_corners,
+from gasdb_tools.registration.geometry import (MODELS, check_matrix, check_model, default_initial, image_corners,
                                                is_convex_quad, normalise_matrix, resize_matrix, transform_points)
-from gasdb_tools.registration.refine import SolverFrame, solve_level
+from gasdb_tools.registration.refine import SolverFrame, joint_refine, solve_level
+from gasdb_tools.registration.selection import ModelChoice, select_model
 
 __all__ = ["Registration", "register_pair", "Options", "Prepared", "make_options", "prepare", "register_prepared",
-           "finish", "schedule"]
+           "estimate_prepared", "finish", "schedule"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class Registration:
         Gauss-Newton iterations, all levels together.
     coarse_score : float
         NCC of the best coarse-search candidate (on the coarse level).
+    model_choice : ModelChoice or None
+        With ``model='auto'``: the held-out evidence behind ``model``
+        (:func:`gasdb_tools.registration.selection.select_model`).
     """
 
     matrix: np.ndarray
@@ -52,6 +56,7 @@ class Registration:
     edge_density: tuple
     iterations: int
     coarse_score: float
+    model_choice: ModelChoice | None = None
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return (f"Registration(model={self.model!r}, score={self.score:.3f}, overlap={self.overlap:.2f}, "
@@ -62,7 +67,7 @@ class Registration:
 class Options:
     """The knobs of :func:`register_pair` (see its docstring), checked once."""
 
-    model: str = "homography"
+    model: str = "auto"
     search: bool = True
     max_rotation: float = 4.0
     max_scale: float = 0.06
@@ -78,7 +83,8 @@ class Options:
     min_side: int = 40
 
     def __post_init__(self):
-        check_model(self.model)
+        if self.model != "auto":
+            check_model(self.model)
         if self.features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
         for name in ("max_rotation", "max_scale", "rotation_step", "scale_step"):
@@ -112,7 +118,7 @@ def prepare(rgb, thermal, opts: Options, *, rgb_mask=None, thermal_mask=None) ->
     prescale = np.eye(3)
     ratio = max(rgb_size[0] / th_size[0], rgb_size[1] / th_size[1])
     if ratio > 1.5:  # a much larger RGB frame: bring it to about the thermal resolution first
-        if opts.model == "translation":
+        if opts.model == "translation":  # (auto never chooses it here: the similarity grid needs scale)
             raise ValueError(f"model='translation' needs frames of about one resolution, got RGB "
                              f"{rgb_size[0]}x{rgb_size[1]} and thermal {th_size[0]}x{th_size[1]}; "
                              "use model='similarity' or larger")
@@ -143,7 +149,7 @@ def schedule(model: str, lev: int) -> str:
     return model
 
 
-def register_pair(rgb, thermal, *, model: str = "homography", initial=None, rgb_mask=None, thermal_mask=None,
+def register_pair(rgb, thermal, *, model: str = "auto", initial=None, rgb_mask=None, thermal_mask=None,
                   **options) -> Registration:
     """Register one RGB-thermal pair: the matrix mapping thermal pixels onto RGB pixels.
 
@@ -247,12 +253,39 @@ def make_options(model, options: dict) -> Options:
 
 
 def register_prepared(prep: Prepared, initial: np.ndarray, opts: Options) -> Registration:
+    """Register a prepared pair (:func:`register_pair`'s steps after the feature pyramids)."""
+    fit = "homography" if opts.model == "auto" else opts.model
+    # with model='auto' the full-resolution solve comes after the choice (joint_refine below)
+    m, iters, coarse_score = estimate_prepared(prep, initial, opts, fit, finest=1 if opts.model == "auto" else 0)
+    choice = None
+    if opts.model == "auto":
+        lev = min(1, len(prep.th_levels) - 1)
+        choice = select_model([SolverFrame(prep.th_levels[lev], prep.rgb_levels[lev], opts.max_pixels)], m,
+                              perspective_prior=opts.perspective_prior,
+                              models=[mod for mod in MODELS if mod != "translation" or _same_resolution(prep)])
+        start = normalise_matrix(np.linalg.inv(prep.prescale) @ choice.matrices[choice.model])
+        matrix, _ = joint_refine([prep], start, choice.model, max_pixels=opts.max_pixels, max_iter=opts.max_iter,
+                                 perspective_prior=opts.perspective_prior)
+        m = prep.prescale @ matrix
+    matrix = normalise_matrix(np.linalg.inv(prep.prescale) @ m)
+    return finish(prep, matrix, m, opts, iters, coarse_score, model=choice.model if choice else fit, choice=choice)
+
+
+def _same_resolution(prep: Prepared) -> bool:
+    return bool(np.allclose(prep.prescale, np.eye(3)))
+
+
+def estimate_prepared(prep: Prepared, initial: np.ndarray, opts: Options, model: str, *, finest: int = 0):
+    """Coarse search and coarse-to-fine refinement of one model; ``(working matrix, iterations, coarse score)``.
+
+    ``finest`` is the finest pyramid level solved (0: full resolution).
+    """
     th_levels, rgb_levels = prep.th_levels, prep.rgb_levels
     n = len(th_levels)
     init_work = prep.prescale @ initial
     # coarse search on the level whose long side is nearest 160 px, checked one level finer
     lc = min(range(n), key=lambda i: abs(max(th_levels[i].size) - 160))
-    lb = max(lc - 1, 0)
+    lb = max(lc - 1, min(finest, lc))
     coarse_score = float("nan")
     candidates = [init_work]
     if opts.search:
@@ -274,7 +307,7 @@ def register_prepared(prep: Prepared, initial: np.ndarray, opts: Options) -> Reg
     best = None
     iters = 0
     fr = SolverFrame(th_levels[lb], rgb_levels[lb], opts.max_pixels)
-    model_lb = schedule(opts.model, lb)
+    model_lb = schedule(model, lb - finest)
     for cand in candidates:
         m, rho, it = solve_level([fr], cand, model_lb, max_iter=min(opts.max_iter, 10), eps_px=0.05, **solve)
         iters += it
@@ -282,15 +315,15 @@ def register_prepared(prep: Prepared, initial: np.ndarray, opts: Options) -> Reg
             best = (m, rho[0])
     m, rho, it = solve_level([fr], best[0], model_lb, max_iter=opts.max_iter, eps_px=0.02, **solve)
     iters += it
-    for lev in range(lb - 1, -1, -1):
+    for lev in range(lb - 1, finest - 1, -1):
         fr = SolverFrame(th_levels[lev], rgb_levels[lev], opts.max_pixels)
-        m, rho, it = solve_level([fr], m, schedule(opts.model, lev), max_iter=opts.max_iter, eps_px=0.02, **solve)
+        m, rho, it = solve_level([fr], m, schedule(model, lev - finest), max_iter=opts.max_iter, eps_px=0.02, **solve)
         iters += it
-    matrix = normalise_matrix(np.linalg.inv(prep.prescale) @ m)
-    return finish(prep, matrix, m, opts, iters, coarse_score)
+    return m, iters, coarse_score
 
 
-def finish(prep: Prepared, matrix, matrix_work, opts: Options, iters, coarse_score) -> Registration:
+def finish(prep: Prepared, matrix, matrix_work, opts: Options, iters, coarse_score, *, model: str,
+           choice=None) -> Registration:
     """Score the result at full resolution and refuse one that did not converge."""
     th0, rgb0 = prep.th_levels[0], prep.rgb_levels[0]
     warped, valid = warp_features(rgb0, matrix_work, th0.size)
@@ -310,5 +343,5 @@ def finish(prep: Prepared, matrix, matrix_work, opts: Options, iters, coarse_sco
     if not is_convex_quad(corners):
         raise CalibrationError("registration did not converge: the transform folds the thermal frame",
                                fix="pick frames with more common structure, or use model='affine'")
-    return Registration(matrix=matrix, model=opts.model, score=float(score), overlap=overlap, edge_density=density,
-                        iterations=int(iters), coarse_score=float(coarse_score))
+    return Registration(matrix=matrix, model=model, score=float(score), overlap=overlap, edge_density=density,
+                        iterations=int(iters), coarse_score=float(coarse_score), model_choice=choice)

@@ -26,8 +26,8 @@ from gasdb_tools.registration.features import Level, full_size, level_matrix
 from gasdb_tools.registration.geometry import (MODEL_PARAMS, closest_model, image_corners, normalise_matrix,
                                                scale_matrix, transform_points)
 
-__all__ = ["SolverFrame", "norm_matrices", "params_to_matrix", "matrix_to_params", "ecc_cost", "solve_level",
-           "level_cost"]
+__all__ = ["SolverFrame", "norm_matrices", "params_to_matrix", "matrix_to_params", "ecc_cost", "perspective_weight",
+           "solve_level", "level_cost", "joint_refine"]
 
 
 class SolverFrame:
@@ -37,21 +37,37 @@ class SolverFrame:
     because ``cv2.remap`` needs 2-D maps shorter than 32767 px per side.
     """
 
-    def __init__(self, th: Level, rgb: Level, max_pixels: int):
+    def __init__(self, th: Level, rgb: Level, max_pixels: int, *, phase: int = 0):
         w, h = th.size
         stride = max(1, int(math.ceil(math.sqrt(w * h / max_pixels) - 1e-9)))
         self.stride = stride
-        ys, xs = np.mgrid[0:h:stride, 0:w:stride].astype(np.float32)
+        # frames solved together take the grid at different offsets, so that together they sample
+        # every phase of the pixel grid (one fixed sparse grid biases the alignment of sharp edges)
+        self.offset = (phase % stride, (phase // stride) % stride)
+        ox, oy = self.offset
+        ys, xs = np.mgrid[oy:h:stride, ox:w:stride].astype(np.float32)
         self.nt, self.nr = norm_matrices(th.size, rgb.size)
         self.xn = xs * np.float32(self.nt[0, 0]) + np.float32(self.nt[0, 2])
         self.yn = ys * np.float32(self.nt[1, 1]) + np.float32(self.nt[1, 2])
-        self.tvalid = th.valid[::stride, ::stride]
-        self.t = [np.ascontiguousarray(c[::stride, ::stride]) for c in th.channels]
+        self.tvalid = th.valid[oy::stride, ox::stride]
+        self.t = [np.ascontiguousarray(c[oy::stride, ox::stride]) for c in th.channels]
         self.th, self.rgb = th, rgb
-        self.grads = rgb.grads()
         self.rgb_valid = None if rgb.valid.all() else rgb.valid.astype(np.float32)
         rw, rh = rgb.size
         self.limits = (np.float32(rw - 1), np.float32(rh - 1))
+        self._blocks = {}
+
+    def block_labels(self, grid) -> np.ndarray:
+        """Block index (row-major over a ``(rows, cols)`` grid of the thermal frame) of every sample."""
+        grid = (int(grid[0]), int(grid[1]))
+        if grid not in self._blocks:
+            rows, cols = grid
+            w, h = self.th.size
+            ox, oy = self.offset
+            ys, xs = np.mgrid[oy:h:self.stride, ox:w:self.stride]
+            self._blocks[grid] = (np.minimum(ys * rows // h, rows - 1) * cols
+                                  + np.minimum(xs * cols // w, cols - 1)).astype(np.int32)
+        return self._blocks[grid]
 
 
 def norm_matrices(th_size, rgb_size):
@@ -92,7 +108,7 @@ def matrix_to_params(m: np.ndarray, model: str) -> np.ndarray:
     return m.flat[:8].copy()
 
 
-def ecc_cost(frames: Sequence[SolverFrame], hns, model: str, *, jacobian: bool = True):
+def ecc_cost(frames: Sequence[SolverFrame], hns, model: str, *, jacobian: bool = True, blocks=None):
     """ECC cost and Gauss-Newton normal equations over frames and channels.
 
     ``hns[k]`` is frame k's transform between normalised thermal and normalised RGB coordinates.
@@ -103,13 +119,22 @@ def ecc_cost(frames: Sequence[SolverFrame], hns, model: str, *, jacobian: bool =
 
     Returns (cost, per-frame mean rho, JtJ, Jtr, per-frame (valid samples x stride^2)); without
     ``jacobian`` JtJ and Jtr stay zero (a cheaper cost-only evaluation for the line search).
+    With ``blocks=(rows, cols)`` (and ``jacobian``) a sixth item holds the same sums split by
+    frame and by block of the thermal frame: ``{"cost": (F, B), "jtj": (F, B, k, k), "jtr": (F, B,
+    k)}``; each block's cost and normal equations are those of its own samples (the photometric
+    gain and bias stay per frame), so the blocks of a frame add up to the frame.
     """
     k_params = MODEL_PARAMS[model]
     jtj = np.zeros((k_params, k_params))
     jtr = np.zeros(k_params)
     cost = 0.0
     rhos, counts = [], []
-    for fr, hn in zip(frames, hns):
+    parts = None
+    if blocks is not None:
+        n_blocks = int(blocks[0]) * int(blocks[1])
+        parts = {"cost": np.zeros((len(frames), n_blocks)), "jtj": np.zeros((len(frames), n_blocks, k_params, k_params)),
+                 "jtr": np.zeros((len(frames), n_blocks, k_params))}
+    for f_idx, (fr, hn) in enumerate(zip(frames, hns)):
         h = hn.astype(np.float32)
         xn, yn = fr.xn, fr.yn
         if model == "homography":
@@ -134,8 +159,14 @@ def ecc_cost(frames: Sequence[SolverFrame], hns, model: str, *, jacobian: bool =
         if n < 64:
             rhos.append(-1.0)
             cost += len(fr.t)
+            if parts is not None:
+                parts["cost"][f_idx] += len(fr.t) / parts["cost"].shape[1]
             continue
         x, y = xn[ok], yn[ok]
+        members = None
+        if parts is not None:
+            labels = fr.block_labels(blocks)[ok]
+            members = [labels == b for b in range(parts["cost"].shape[1])]
         dx = dy = None
         # geometric Jacobian: d(x', y') (normalised rgb) / d params, shared by all channels
         if not jacobian:
@@ -161,8 +192,13 @@ def ecc_cost(frames: Sequence[SolverFrame], hns, model: str, *, jacobian: bool =
             dx = np.stack([xi, yi, idv, zero, zero, zero, -xi * xq, -yi * xq], 1)
             dy = np.stack([zero, zero, zero, xi, yi, idv, -xi * yq, -yi * yq], 1)
         rho_sum = 0.0
-        for t_full, chan, (gxi, gyi) in zip(fr.t, fr.rgb.channels, fr.grads):
-            i = cv2.remap(chan, xp, yp, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[ok]
+        stacked = fr.rgb.stacked() if jacobian else [None] * len(fr.t)
+        for t_full, chan, both in zip(fr.t, fr.rgb.channels, stacked):
+            if jacobian:  # the channel and its gradients in one remap
+                sampled = cv2.remap(both, xp, yp, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[ok]
+                i = np.ascontiguousarray(sampled[:, 0])
+            else:
+                i = cv2.remap(chan, xp, yp, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[ok]
             t = t_full[ok]
             im, tm = float(i.mean(dtype=np.float64)), float(t.mean(dtype=np.float64))
             ic = i - np.float32(im)
@@ -170,6 +206,8 @@ def ecc_cost(frames: Sequence[SolverFrame], hns, model: str, *, jacobian: bool =
             vii, vtt, vit = float(ic @ ic), float(tc @ tc), float(ic @ tc)
             if vii <= 1e-12 or vtt <= 1e-12:
                 cost += 1.0
+                if parts is not None:
+                    parts["cost"][f_idx] += 1.0 / parts["cost"].shape[1]
                 continue
             rho = vit / math.sqrt(vii * vtt)
             rho_sum += rho
@@ -179,19 +217,50 @@ def ecc_cost(frames: Sequence[SolverFrame], hns, model: str, *, jacobian: bool =
             a = vit / vii  # photometric gain of t ~ a * i + b
             r = np.float32(a) * ic - tc
             g = np.float32(a) * sr
-            gx = cv2.remap(gxi, xp, yp, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[ok] * g
-            gy = cv2.remap(gyi, xp, yp, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[ok] * g
-            jac = gx[:, None] * dx + gy[:, None] * dy
-            jac -= jac.mean(axis=0)
-            jac -= np.outer(ic, (ic @ jac) / np.float32(vii))
-            jtj += (jac.T @ jac).astype(np.float64) / n
-            jtr += (jac.T @ r).astype(np.float64) / n
+            jac = (sampled[:, 1] * g)[:, None] * dx + (sampled[:, 2] * g)[:, None] * dy
+            # variable projection: the step is orthogonal to [1, i] (gain and bias solved in closed
+            # form). With P = I - 11'/n - ic ic'/vii (ic is centred, so P is a projection) the normal
+            # equations are J'PJ and J'Pr = J'r (r is centred and orthogonal to ic).
+            col = jac.sum(axis=0, dtype=np.float64)
+            u = (ic @ jac).astype(np.float64)
+            jj = (jac.T @ jac).astype(np.float64) - np.outer(col, col) / n - np.outer(u, u) / vii
+            jr = (jac.T @ r).astype(np.float64)
+            jtj += jj / n
+            jtr += jr / n
+            if members is not None:
+                jac -= (col / n).astype(np.float32)
+                jac -= np.outer(ic, u.astype(np.float32) / np.float32(vii))
+                for b, sel in enumerate(members):
+                    jb, rb = jac[sel], r[sel]
+                    parts["cost"][f_idx, b] += float(rb @ rb) / n
+                    parts["jtj"][f_idx, b] += (jb.T @ jb).astype(np.float64) / n
+                    parts["jtr"][f_idx, b] += (jb.T @ rb).astype(np.float64) / n
         rhos.append(rho_sum / len(fr.t))
+    if parts is not None:
+        return cost, rhos, jtj, jtr, counts, parts
     return cost, rhos, jtj, jtr, counts
 
 
 #: Level px^2 over which residuals of edge maps are taken as correlated (for the perspective prior).
 _CORRELATION_AREA = 400.0
+
+
+def perspective_weight(frames: Sequence[SolverFrame], cost: float, counts, prior_px: float | None) -> float:
+    """Weight of the Gaussian prior on a homography's normalised perspective parameters ``h20, h21``.
+
+    MAP with a Gaussian prior on the corner displacement q (full-resolution px) that the
+    perspective part adds: minimise ``sum(cost) + sigma^2 / (n_eff prior_px^2) |q|^2``, where
+    ``sigma^2`` is the mean squared residual per frame and channel (``cost`` and ``counts`` from
+    :func:`ecc_cost`) and ``n_eff`` the number of independent samples per frame: residuals of
+    cross-modal edge maps are correlated along whole edge segments, taken as
+    ``_CORRELATION_AREA`` level px each. 0 without a prior.
+    """
+    if not prior_px:
+        return 0.0
+    n_eff = max(sum(counts) / len(frames) / _CORRELATION_AREA, 1.0)
+    px_per_unit = max(full_size(frames[0].th)) / 2.0
+    sigma2 = cost / max(sum(len(fr.t) for fr in frames), 1)
+    return sigma2 / (n_eff * prior_px ** 2) * px_per_unit ** 2
 
 
 def solve_level(frames: Sequence[SolverFrame], matrix: np.ndarray, model: str, *, max_iter: int, eps_px: float,
@@ -219,17 +288,7 @@ def solve_level(frames: Sequence[SolverFrame], matrix: np.ndarray, model: str, *
     start_corners = transform_points(matrix, corners_full)
     prior_idx = slice(6, 8)
     cost, rhos, jtj, jtr, counts = ecc_cost(frames, [params_to_matrix(p, model)] * len(frames), model)
-    weight = 0.0
-    if perspective_prior and model == "homography":
-        # MAP with a Gaussian prior on the corner displacement q (full-resolution px) that the
-        # perspective part adds: minimise sum(cost) + sigma^2 / (n_eff prior^2) |q|^2, where sigma^2 is
-        # the mean squared residual per frame and channel and n_eff the number of independent samples
-        # per frame: residuals of cross-modal edge maps are correlated along whole edge segments,
-        # taken as _CORRELATION_AREA level px each.
-        n_eff = max(sum(counts) / len(frames) / _CORRELATION_AREA, 1.0)
-        px_per_unit = max(size_full) / 2.0
-        sigma2 = cost / max(sum(len(fr.t) for fr in frames), 1)
-        weight = sigma2 / (n_eff * perspective_prior ** 2) * px_per_unit ** 2
+    weight = perspective_weight(frames, cost, counts, perspective_prior) if model == "homography" else 0.0
 
     def prior(pp):
         return weight * float(pp[prior_idx] @ pp[prior_idx]) if weight else 0.0
@@ -293,3 +352,27 @@ def level_cost(frames: Sequence[SolverFrame], matrix_work: np.ndarray) -> float:
     fr0 = frames[0]
     hn = fr0.nr @ level_matrix(matrix_work, fr0.th, fr0.rgb) @ np.linalg.inv(fr0.nt)
     return ecc_cost(frames, [hn / hn[2, 2]] * len(frames), "homography", jacobian=False)[0]
+
+
+def joint_refine(preps, matrix: np.ndarray, model: str, *, max_pixels: int, max_iter: int,
+                 perspective_prior: float | None, max_corner_move: float | None = None):
+    """Refine one matrix over several prepared frames on the two finest levels; keep it if the cost drops.
+
+    ``preps`` are prepared frame pairs of one size (``th_levels``, ``rgb_levels``, ``prescale``,
+    ``thermal_size``, as :func:`gasdb_tools.registration.pair.prepare` makes them) and ``matrix``
+    maps original thermal px to original RGB px. Returns ``(matrix, refined)``: the start is kept
+    when the refinement's level-0 cost is clearly (0.1 %) worse (a safety net against divergence).
+    """
+    pre = preps[0].prescale  # all frames have one size, so one prescale
+    th_w, th_h = preps[0].thermal_size
+    limit = max_corner_move if max_corner_move is not None else 0.05 * math.hypot(th_w, th_h) * pre[0, 0]
+    n_levels = min(len(p.th_levels) for p in preps)
+    m = pre @ matrix
+    for lev in range(min(1, n_levels - 1), -1, -1):
+        frames = [SolverFrame(p.th_levels[lev], p.rgb_levels[lev], max_pixels, phase=k) for k, p in enumerate(preps)]
+        m, _, _ = solve_level(frames, m, model, max_iter=max_iter, eps_px=0.01, max_corner_move=limit,
+                              perspective_prior=perspective_prior)
+    start = closest_model(pre @ matrix, model, full_size(frames[0].th))
+    if level_cost(frames, m) <= 1.001 * level_cost(frames, start):
+        return normalise_matrix(np.linalg.inv(pre) @ m), True
+    return normalise_matrix(np.linalg.inv(pre) @ start), False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -10,13 +10,14 @@ import numpy as np
 
 from gasdb_tools.errors import CalibrationError
 from gasdb_tools.registration.features import masked_ncc, warp_features
-from gasdb_tools.registration.geometry import (check_matrix, corner_error, default_initial, fit_model,
+from gasdb_tools.registration.geometry import (MODELS, check_matrix, corner_error, default_initial, fit_model,
                                                image_corners, local_scale, normalise_matrix, transform_points)
-from gasdb_tools.registration.pair import Options, make_options, prepare, register_prepared
-from gasdb_tools.registration.refine import SolverFrame, level_cost, solve_level
+from gasdb_tools.registration.pair import estimate_prepared, finish, make_options, prepare
+from gasdb_tools.registration.refine import SolverFrame, joint_refine
+from gasdb_tools.registration.selection import ModelChoice, select_model
 from gasdb_tools.registration.residuals import block_shifts
 
-__all__ = ["FrameResidual", "RigRegistration", "register_pairs", "joint_refine"]
+__all__ = ["FrameResidual", "RigRegistration", "register_pairs"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class RigRegistration:
         Whether the joint multi-frame refinement was applied.
     rgb_size, thermal_size : (int, int)
         (width, height) of the RGB and thermal frames.
+    model_choice : ModelChoice or None
+        With ``model='auto'``: the held-out evidence behind ``model``.
     """
 
     matrix: np.ndarray
@@ -92,6 +95,7 @@ class RigRegistration:
     refined: bool
     rgb_size: tuple
     thermal_size: tuple
+    model_choice: ModelChoice | None = None
 
     @property
     def used(self) -> list[int]:
@@ -132,7 +136,7 @@ def _r(value, ndigits=4):
     return None if value is None or not np.isfinite(value) else round(float(value), ndigits)
 
 
-def register_pairs(pairs: Iterable, *, model: str = "homography", initial=None, refine: bool = True,
+def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine: bool = True,
                    groups: Sequence | None = None, min_frames: int = 3, outlier_px: float = 3.0,
                    max_deviation_px: float = 4.0, max_block_px: float = 3.0, **options) -> RigRegistration:
     """One transform for a fixed rig from many RGB-thermal frame pairs (methods.md B.1 step 4).
@@ -204,14 +208,11 @@ def register_pairs(pairs: Iterable, *, model: str = "homography", initial=None, 
             raise ValueError(f"groups needs one label per pair: got {len(groups)} labels for {len(pairs)} pairs")
     if min_frames < 1:
         raise ValueError(f"min_frames must be >= 1, got {min_frames}")
+    fit = "homography" if opts.model == "auto" else opts.model
     rgb_size = th_size = None
     prepared, per_frame, reasons = [], [], []
     for k, pair in enumerate(pairs):
-        try:
-            rgb, thermal = pair
-        except (TypeError, ValueError):
-            raise TypeError(f"pairs[{k}] must be an (rgb, thermal) tuple of arrays") from None
-        rgb, thermal = np.asarray(rgb), np.asarray(thermal)
+        rgb, thermal, mask = _unpack(pair, k)
         rs, ts = (rgb.shape[1], rgb.shape[0]), (thermal.shape[1], thermal.shape[0])
         if rgb_size is None:
             rgb_size, th_size = rs, ts
@@ -220,10 +221,12 @@ def register_pairs(pairs: Iterable, *, model: str = "homography", initial=None, 
                                    f"pair 0 has RGB {rgb_size[0]}x{rgb_size[1]} / thermal {th_size[0]}x{th_size[1]}",
                                    field=f"pairs[{k}]", fix="calibrate each camera set-up (image sizes) separately")
         try:
-            prep = prepare(rgb, thermal, opts)
-            init = (check_matrix(initial, "initial") if initial is not None
-                    else default_initial(prep.rgb_size, prep.thermal_size))
-            reg = register_prepared(prep, init, opts)
+            prep = prepare(rgb, thermal, opts, thermal_mask=mask)
+            init, frame_opts = _start(prep, initial, per_frame, opts)
+            # with a joint refinement to follow, the frame's own estimate stops one level short of
+            # full resolution: it only seeds the median and the QA
+            m, iters, coarse = estimate_prepared(prep, init, frame_opts, fit, finest=1 if refine else 0)
+            reg = finish(prep, normalise_matrix(np.linalg.inv(prep.prescale) @ m), m, opts, iters, coarse, model=fit)
         except CalibrationError as exc:
             prepared.append(None)
             per_frame.append(None)
@@ -244,7 +247,7 @@ def register_pairs(pairs: Iterable, *, model: str = "homography", initial=None, 
     proj = {k: transform_points(per_frame[k].matrix, corners) for k in ok}
 
     def combine(keys):
-        return fit_model(corners, np.median(np.stack([proj[k] for k in keys]), axis=0), model)
+        return fit_model(corners, np.median(np.stack([proj[k] for k in keys]), axis=0), fit)
 
     combined = combine(ok)
     dev = {k: corner_error(per_frame[k].matrix, combined, th_size) for k in ok}
@@ -257,8 +260,22 @@ def register_pairs(pairs: Iterable, *, model: str = "homography", initial=None, 
             reasons[k] = f"outlier: {dev[k]:.1f} px from the median of the frames (limit {thresh:.1f} px)"
     combined = combine(used)
     refined = False
+    used_preps = [prepared[k] for k in used]
+    # the joint steps share one budget of samples (each frame keeps at least 5,000)
+    budget = max(5000, min(opts.max_pixels, _JOINT_SAMPLES // len(used_preps)))
+    joint = dict(max_pixels=budget, max_iter=opts.max_iter, perspective_prior=opts.perspective_prior)
+    choice = None
+    chosen = fit
+    if opts.model == "auto":
+        lev = min(1, min(len(p.th_levels) for p in used_preps) - 1)
+        pre = used_preps[0].prescale
+        frames_lev = [SolverFrame(p.th_levels[lev], p.rgb_levels[lev], budget, phase=k) for k, p in enumerate(used_preps)]
+        choice = select_model(frames_lev, pre @ combined, perspective_prior=opts.perspective_prior,
+                              models=[m for m in MODELS if m != "translation" or np.allclose(pre, np.eye(3))])
+        chosen = choice.model
+        combined = normalise_matrix(np.linalg.inv(pre) @ choice.matrices[chosen])
     if refine:
-        combined, refined = joint_refine([prepared[k] for k in used], combined, opts)
+        combined, refined = joint_refine(used_preps, combined, chosen, **joint)
     # QA
     frames, shifts, scores = [], [], []
     scale = local_scale(combined, th_size)
@@ -302,8 +319,10 @@ def register_pairs(pairs: Iterable, *, model: str = "homography", initial=None, 
         labels = sorted({str(groups[k]) for k in ok})
         if len(labels) > 1:
             for label in labels:
-                members = [k for k in ok if str(groups[k]) == label]
-                apart = corner_error(combine(members), combined, th_size)
+                members = [k for k in used if str(groups[k]) == label]
+                if not members:
+                    continue
+                apart = corner_error(combine(members), combine(used), th_size)
                 if apart > max_deviation_px:
                     consistent = False
                     warnings_.append(f"group {label!r} ({len(members)} frames) alone gives a transform {apart:.2f} px "
@@ -316,24 +335,46 @@ def register_pairs(pairs: Iterable, *, model: str = "homography", initial=None, 
                          f"(limit {max_block_px} px): parallax of near objects or lens distortion")
     if len(ok) < len(pairs):
         warnings_.append(f"{len(pairs) - len(ok)} of {len(pairs)} frame pairs did not register")
-    return RigRegistration(matrix=combined, model=model, score=float(np.mean(scores)), frames=tuple(frames),
+    return RigRegistration(matrix=combined, model=chosen, score=float(np.mean(scores)), frames=tuple(frames),
                            block_shifts=block_median, consistent=consistent, warnings=tuple(warnings_),
-                           refined=refined, rgb_size=tuple(rgb_size), thermal_size=tuple(th_size))
+                           refined=refined, rgb_size=tuple(rgb_size), thermal_size=tuple(th_size),
+                           model_choice=choice)
 
 
-def joint_refine(preps: list, matrix: np.ndarray, opts: Options):
-    """Refine one matrix over several frames on the two finest levels; keep it if the cost drops."""
-    pre = preps[0].prescale  # all frames have one size, so one prescale
-    th_w, th_h = preps[0].thermal_size
-    limit = 0.05 * math.hypot(th_w, th_h) * pre[0, 0]
-    n_levels = min(len(p.th_levels) for p in preps)
-    m = pre @ matrix
-    for lev in range(min(1, n_levels - 1), -1, -1):
-        frames = [SolverFrame(p.th_levels[lev], p.rgb_levels[lev], opts.max_pixels) for p in preps]
-        m, _, _ = solve_level(frames, m, opts.model, max_iter=opts.max_iter, eps_px=0.01, max_corner_move=limit,
-                              perspective_prior=opts.perspective_prior)
-    # frames now holds level 0: keep the result unless its data cost there is clearly (0.1 %) worse
-    # than the start's (a safety net against divergence; equal costs are within solver tolerance)
-    if level_cost(frames, m) <= 1.001 * level_cost(frames, pre @ matrix):
-        return normalise_matrix(np.linalg.inv(pre) @ m), True
-    return matrix, False
+#: Registered frames after which the others start from their consensus with a narrower search.
+_CONSENSUS_FRAMES = 3
+
+
+#: Samples per pyramid level that the joint refinement and the model choice spread over the frames.
+_JOINT_SAMPLES = 200_000
+
+
+def _start(prep, initial, done, opts):
+    """Start transform and options of the next frame's search.
+
+    The first frames search the full rotation x scale grid around ``initial`` (or the nominal
+    transform). Once ``_CONSENSUS_FRAMES`` frames have registered, the rest start from the median
+    of their corners with a +-1 degree x +-2 % grid (shifts of any size are still found by phase
+    correlation): a frame from a camera that moved further ends up an outlier, which is flagged.
+    """
+    base = (check_matrix(initial, "initial") if initial is not None
+            else default_initial(prep.rgb_size, prep.thermal_size))
+    regs = [r for r in done if r is not None]
+    if len(regs) < _CONSENSUS_FRAMES or not opts.search:
+        return base, opts
+    corners = image_corners(prep.thermal_size)
+    median = np.median(np.stack([transform_points(r.matrix, corners) for r in regs]), axis=0)
+    narrow = dataclasses.replace(opts, max_rotation=min(opts.max_rotation, 1.0), max_scale=min(opts.max_scale, 0.02))
+    return fit_model(corners, median, "homography"), narrow
+
+
+def _unpack(pair, k):
+    """``(rgb, thermal, thermal_mask or None)`` of one item of ``pairs``."""
+    try:
+        items = tuple(pair)
+    except TypeError:
+        items = ()
+    if len(items) not in (2, 3):
+        raise TypeError(f"pairs[{k}] must be an (rgb, thermal) or (rgb, thermal, thermal_mask) tuple of arrays")
+    rgb, thermal = np.asarray(items[0]), np.asarray(items[1])
+    return rgb, thermal, (items[2] if len(items) == 3 else None)
