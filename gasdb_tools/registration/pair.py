@@ -264,8 +264,9 @@ def register_prepared(prep: Prepared, initial: np.ndarray, opts: Options) -> Reg
                               perspective_prior=opts.perspective_prior,
                               models=[mod for mod in MODELS if mod != "translation" or _same_resolution(prep)])
         start = normalise_matrix(np.linalg.inv(prep.prescale) @ choice.matrices[choice.model])
+        # the choice's fit is a Gauss-Newton solution on the half-resolution level: on to full resolution
         matrix, _ = joint_refine([prep], start, choice.model, max_pixels=opts.max_pixels, max_iter=opts.max_iter,
-                                 perspective_prior=opts.perspective_prior)
+                                 perspective_prior=opts.perspective_prior, coarse=False)
         m = prep.prescale @ matrix
     matrix = normalise_matrix(np.linalg.inv(prep.prescale) @ m)
     return finish(prep, matrix, m, opts, iters, coarse_score, model=choice.model if choice else fit, choice=choice)
@@ -309,7 +310,7 @@ def estimate_prepared(prep: Prepared, initial: np.ndarray, opts: Options, model:
     fr = SolverFrame(th_levels[lb], rgb_levels[lb], opts.max_pixels)
     model_lb = schedule(model, lb - finest)
     for cand in candidates:
-        m, rho, it = solve_level([fr], cand, model_lb, max_iter=min(opts.max_iter, 10), eps_px=0.05, **solve)
+        m, rho, it = solve_level([fr], cand, model_lb, max_iter=min(opts.max_iter, 6), eps_px=0.05, **solve)
         iters += it
         if best is None or rho[0] > best[1]:
             best = (m, rho[0])

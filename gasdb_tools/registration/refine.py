@@ -355,20 +355,22 @@ def level_cost(frames: Sequence[SolverFrame], matrix_work: np.ndarray) -> float:
 
 
 def joint_refine(preps, matrix: np.ndarray, model: str, *, max_pixels: int, max_iter: int,
-                 perspective_prior: float | None, max_corner_move: float | None = None):
+                 perspective_prior: float | None, max_corner_move: float | None = None, coarse: bool = True):
     """Refine one matrix over several prepared frames on the two finest levels; keep it if the cost drops.
 
     ``preps`` are prepared frame pairs of one size (``th_levels``, ``rgb_levels``, ``prescale``,
     ``thermal_size``, as :func:`gasdb_tools.registration.pair.prepare` makes them) and ``matrix``
-    maps original thermal px to original RGB px. Returns ``(matrix, refined)``: the start is kept
-    when the refinement's level-0 cost is clearly (0.1 %) worse (a safety net against divergence).
+    maps original thermal px to original RGB px. With ``coarse`` the half-resolution level is
+    solved first (for a start that may be a pixel or more off). Returns ``(matrix, refined)``: the
+    start is kept when the refinement's level-0 cost is clearly (0.1 %) worse (a safety net
+    against divergence).
     """
     pre = preps[0].prescale  # all frames have one size, so one prescale
     th_w, th_h = preps[0].thermal_size
     limit = max_corner_move if max_corner_move is not None else 0.05 * math.hypot(th_w, th_h) * pre[0, 0]
     n_levels = min(len(p.th_levels) for p in preps)
     m = pre @ matrix
-    for lev in range(min(1, n_levels - 1), -1, -1):
+    for lev in range(min(1 if coarse else 0, n_levels - 1), -1, -1):
         frames = [SolverFrame(p.th_levels[lev], p.rgb_levels[lev], max_pixels, phase=k) for k, p in enumerate(preps)]
         m, _, _ = solve_level(frames, m, model, max_iter=max_iter, eps_px=0.01, max_corner_move=limit,
                               perspective_prior=perspective_prior)

@@ -12,7 +12,7 @@ __all__ = ["block_residuals", "block_shifts"]
 
 
 def block_shifts(th: Level, rgb: Level, matrix_level: np.ndarray, *, grid=(3, 3), radius: int = 6,
-                 min_edges: float = 0.02) -> np.ndarray:
+                 min_edges: float = 0.02, min_peak: float = 0.2) -> np.ndarray:
     """Local residual shift per block of the thermal frame (level px), NaN where there are no edges."""
     w, h = th.size
     warped, valid = warp_features(rgb, matrix_level, (w, h))
@@ -41,7 +41,7 @@ def block_shifts(th: Level, rgb: Level, matrix_level: np.ndarray, *, grid=(3, 3)
             search = warped[y0:y1, x0:x1]
             res = cv2.matchTemplate(search, tmpl, cv2.TM_CCOEFF_NORMED)
             _, peak, _, (px, py) = cv2.minMaxLoc(res)
-            if peak < 0.2 or px in (0, res.shape[1] - 1) or py in (0, res.shape[0] - 1):
+            if peak < min_peak or px in (0, res.shape[1] - 1) or py in (0, res.shape[0] - 1):
                 continue  # no clear peak inside the search window
             dx, dy = float(px), float(py)
             if 0 < px < res.shape[1] - 1:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -83,6 +83,9 @@ class RigRegistration:
         (width, height) of the RGB and thermal frames.
     model_choice : ModelChoice or None
         With ``model='auto'``: the held-out evidence behind ``model``.
+    group_apart : dict
+        Group label -> corner distance (RGB px) between the median transform of its frames and
+        that of the other frames (with ``groups``; groups of fewer than 2 frames are skipped).
     """
 
     matrix: np.ndarray
@@ -96,6 +99,7 @@ class RigRegistration:
     rgb_size: tuple
     thermal_size: tuple
     model_choice: ModelChoice | None = None
+    group_apart: dict = field(default_factory=dict)
 
     @property
     def used(self) -> list[int]:
@@ -129,6 +133,8 @@ class RigRegistration:
             "consistent": bool(self.consistent),
             "warnings": list(self.warnings),
             "refined": bool(self.refined),
+            "group_apart_px": {k: _r(v) for k, v in sorted(self.group_apart.items())},
+            "model_choice": self.model_choice.to_dict() if self.model_choice is not None else None,
         }
 
 
@@ -138,7 +144,8 @@ def _r(value, ndigits=4):
 
 def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine: bool = True,
                    groups: Sequence | None = None, min_frames: int = 3, outlier_px: float = 3.0,
-                   max_deviation_px: float = 4.0, max_block_px: float = 3.0, **options) -> RigRegistration:
+                   max_deviation_px: float = 4.0, max_group_px: float = 3.0, max_block_px: float = 1.5,
+                   **options) -> RigRegistration:
     """One transform for a fixed rig from many RGB-thermal frame pairs (methods.md B.1 step 4).
 
     1. Each pair is registered on its own (:func:`register_pair`); pairs that fail (featureless,
@@ -274,8 +281,8 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
                               models=[m for m in MODELS if m != "translation" or np.allclose(pre, np.eye(3))])
         chosen = choice.model
         combined = normalise_matrix(np.linalg.inv(pre) @ choice.matrices[chosen])
-    if refine:
-        combined, refined = joint_refine(used_preps, combined, chosen, **joint)
+    if refine:  # from the choice's half-resolution fit straight to full resolution; the median needs both levels
+        combined, refined = joint_refine(used_preps, combined, chosen, coarse=choice is None, **joint)
     # QA
     frames, shifts, scores = [], [], []
     scale = local_scale(combined, th_size)
@@ -288,7 +295,7 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
         th0, rgb0 = prep.th_levels[0], prep.rgb_levels[0]
         warped, valid = warp_features(rgb0, m_work, th0.size)
         score = masked_ncc(th0.feat, warped, valid & th0.valid)
-        block = block_shifts(th0, rgb0, m_work) * scale
+        block = block_shifts(th0, rgb0, m_work, min_peak=BLOCK_MIN_PEAK) * scale
         frames.append(FrameResidual(k, k in used, reasons[k], reg.score, score,
                                     corner_error(reg.matrix, combined, th_size), block, reg.matrix))
         if k in used:
@@ -297,49 +304,54 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
     stack = np.stack(shifts)
     finite = np.isfinite(stack[..., 0])
     block_median = np.full(stack.shape[1:], np.nan)
+    need = max(3, -(-len(used) // 3))  # a block needs a clear match in a third of the frames (and 3)
+    if len(used) < 3:
+        need = len(used)
     for i in range(stack.shape[1]):
         for j in range(stack.shape[2]):
             sel = finite[:, i, j]
-            if sel.sum() >= max(1, len(used) // 3):  # a block needs edges in a third of the frames
+            if sel.sum() >= need:
                 block_median[i, j] = np.median(stack[sel, i, j], axis=0)
     warnings_ = []
-    consistent = True
     devs = np.array([frames[k].corner_deviation for k in used])
     if len(used) >= 2 and np.median(devs) > max_deviation_px:
-        consistent = False
         warnings_.append(f"per-frame estimates disagree: median corner deviation {np.median(devs):.2f} px "
                          f"(limit {max_deviation_px} px); the camera may have moved, or the frames show "
                          "too little common structure")
     n_out = len(ok) - len(used)
     if n_out > 0.25 * len(ok):
-        consistent = False
         warnings_.append(f"{n_out} of {len(ok)} registered frames are outliers: the rig may have changed "
                          "between recordings")
+    group_apart = {}
     if groups is not None:
-        labels = sorted({str(groups[k]) for k in ok})
-        if len(labels) > 1:
-            for label in labels:
-                members = [k for k in used if str(groups[k]) == label]
-                if not members:
-                    continue
-                apart = corner_error(combine(members), combine(used), th_size)
-                if apart > max_deviation_px:
-                    consistent = False
-                    warnings_.append(f"group {label!r} ({len(members)} frames) alone gives a transform {apart:.2f} px "
-                                     "from the result: that camera set-up differs (calibrate it as its own rig)")
+        labels = sorted({str(groups[k]) for k in used})
+        for label in labels if len(labels) > 1 else []:
+            members = [k for k in used if str(groups[k]) == label]
+            others = [k for k in used if str(groups[k]) != label]
+            if len(members) < 2 or len(others) < 2:
+                continue
+            # the group against the others (not against all, which it pulls towards itself)
+            group_apart[label] = corner_error(combine(members), combine(others), th_size)
+            if group_apart[label] > max_group_px:
+                warnings_.append(f"group {label!r} ({len(members)} frames) alone gives a transform "
+                                 f"{group_apart[label]:.2f} px from the other frames' (limit {max_group_px} px): "
+                                 "that camera set-up differs (calibrate it as its own rig)")
     mags = np.hypot(block_median[..., 0], block_median[..., 1])
     if np.isfinite(mags).any() and np.nanmax(mags) > max_block_px:
-        consistent = False
         i, j = np.unravel_index(int(np.nanargmax(mags)), mags.shape)
         warnings_.append(f"block residuals disagree: block (row {i}, col {j}) is off by {mags[i, j]:.2f} px "
                          f"(limit {max_block_px} px): parallax of near objects or lens distortion")
+    consistent = not warnings_
     if len(ok) < len(pairs):
         warnings_.append(f"{len(pairs) - len(ok)} of {len(pairs)} frame pairs did not register")
     return RigRegistration(matrix=combined, model=chosen, score=float(np.mean(scores)), frames=tuple(frames),
                            block_shifts=block_median, consistent=consistent, warnings=tuple(warnings_),
                            refined=refined, rgb_size=tuple(rgb_size), thermal_size=tuple(th_size),
-                           model_choice=choice)
+                           model_choice=choice, group_apart=group_apart)
 
+
+#: Smallest NCC peak of a block's match for its residual shift to count in the QA.
+BLOCK_MIN_PEAK = 0.4
 
 #: Registered frames after which the others start from their consensus with a narrower search.
 _CONSENSUS_FRAMES = 3
