@@ -314,6 +314,97 @@ def test_block_residuals_sign_and_size():
 
 
 # ------------------------------------------------------------------------------------------------
+# model choice by held-out error
+# ------------------------------------------------------------------------------------------------
+def test_auto_keeps_the_simplest_model_the_data_support():
+    """A similarity truth: auto needs more than a shift, does not need a perspective part, and says
+    why; a strong perspective truth: auto needs (and chooses) the homography."""
+    size = (320, 256)
+    _, rgb, _ = synth_pair(11, size=size, distractors=False)
+    sim = similarity_about_centre(size, scale=1.03, deg=-2.5, shift=(7, 4))
+    out = reg.register_pair(rgb, pseudo_thermal(rgb, sim, size))
+    assert out.model in ("similarity", "affine"), out.model_choice.reason
+    assert reg.corner_error(out.matrix, sim, size) < 0.5
+    choice = out.model_choice
+    assert choice.folds == "quadrants" and choice.n_folds == 4 and set(choice.heldout) == set(reg.MODELS)
+    assert choice.heldout["translation"] > choice.heldout[choice.best]  # a shift alone cannot explain it
+    assert "held-out" in choice.reason and choice.model in choice.reason
+    corners = reg.image_corners(size)
+    persp = reg.fit_model(corners, corners + [[9, -6], [-12, 8], [10, 11], [-9, -10]], "homography")
+    out = reg.register_pair(rgb, pseudo_thermal(rgb, persp, size))
+    assert out.model == "homography", out.model_choice.reason
+    assert reg.corner_error(out.matrix, persp, size) < 0.5
+    forced = reg.register_pair(rgb, pseudo_thermal(rgb, persp, size), model="affine")
+    assert forced.model == "affine" and forced.model_choice is None
+
+
+def test_select_model_arguments_and_folds():
+    from gasdb_tools.registration import pair as pair_mod
+    from gasdb_tools.registration.refine import SolverFrame
+
+    rig, rgb, th = synth_pair(3, size=(160, 128), distractors=False)
+    prep = pair_mod.prepare(rgb, th, pair_mod.make_options("homography", {}))
+    frames = [SolverFrame(prep.th_levels[1], prep.rgb_levels[1], 20_000, phase=k) for k in range(3)]
+    by_group = reg.select_model(frames, rig.homography, groups=["a", "b", "c"])
+    assert by_group.folds == "frames" and by_group.n_folds == 3 and "group folds" in by_group.reason
+    assert reg.select_model(frames, rig.homography).folds == "quadrants"  # one recording: regions left out
+    with pytest.raises(ValueError, match="subsequence"):
+        reg.select_model(frames, rig.homography, models=["affine", "similarity"])
+    with pytest.raises(ValueError, match="one label per frame"):
+        reg.select_model(frames, rig.homography, groups=["a"])
+    with pytest.raises(ValueError, match="folds"):
+        reg.select_model(frames, rig.homography, folds="time")
+    with pytest.raises(ValueError, match="model must be one of"):
+        reg.register_pair(rgb, th, model="projective")
+
+
+# ------------------------------------------------------------------------------------------------
+# per-recording refinement
+# ------------------------------------------------------------------------------------------------
+def test_refine_recording_absorbs_a_depth_shift_and_leaves_a_matching_recording_alone():
+    """A recording whose scene plane sits elsewhere: its thermal view is shifted by (3, -2) RGB px
+    against the rig calibration; the update finds the shift, the frames' edge correlation rises."""
+    rig = SynthRig(seed=12, size=(320, 256))
+    pairs = [(rig.rgb(t + rig.offset_s), rig.thermal(t)[0]) for t in np.linspace(0.5, 3.5, 5)]
+    shift = np.array([[1, 0, 3.0], [0, 1, -2.0], [0, 0, 1]])
+    moved = [(cv2.warpPerspective(a, shift, rig.size, borderMode=cv2.BORDER_REFLECT), b) for a, b in pairs]
+    out = reg.refine_recording(moved, rig.homography)
+    np.testing.assert_allclose(out.update[:2, 2], [3.0, -2.0], atol=0.25)
+    np.testing.assert_allclose(out.update[:2, :2], np.eye(2), atol=1e-12)  # a translation update
+    assert reg.corner_error(out.matrix, shift @ rig.homography, rig.size) < 0.3
+    assert out.score > out.score_rig + 0.1 and len(out.frame_scores) == 5
+    assert out.shift_px[0] == pytest.approx(np.hypot(3, 2), abs=0.3)
+    stats = out.stats()
+    assert stats["frames"] == 5 and stats["model"] == "translation" and len(stats["block_shift_px"]) == 3
+    same = reg.refine_recording(pairs, rig.homography, model="affine")
+    assert same.shift_px[1] < 0.5 and same.model == "affine"
+
+
+def test_refine_recording_prior_holds_the_update_without_structure():
+    """Frames without common structure (thermal noise): the prior keeps the rig matrix."""
+    rig = SynthRig(seed=12, size=(320, 256))
+    rng = np.random.default_rng(0)
+    noise = [(rig.rgb(t), cv2.GaussianBlur(rng.random((256, 320)).astype(np.float32), (0, 0), 4))
+             for t in (1.0, 2.0)]
+    out = reg.refine_recording(noise, rig.homography, prior_px=0.5)
+    assert out.shift_px[1] < 1.0
+
+
+def test_refine_recording_bad_arguments():
+    rig, rgb, th = synth_pair(6, size=(160, 128))
+    with pytest.raises(ValueError, match="model"):
+        reg.refine_recording([(rgb, th)], rig.homography, model="homography")
+    with pytest.raises(ValueError, match="prior_px"):
+        reg.refine_recording([(rgb, th)], rig.homography, prior_px=0)
+    with pytest.raises(CalibrationError, match="no frame pairs"):
+        reg.refine_recording([], rig.homography)
+    with pytest.raises(CalibrationError, match="differs in size"):
+        reg.refine_recording([(rgb, th), (rgb, th[:100])], rig.homography)
+    with pytest.raises(ValueError, match="3x3"):
+        reg.refine_recording([(rgb, th)], np.eye(2))
+
+
+# ------------------------------------------------------------------------------------------------
 # real pairs
 # ------------------------------------------------------------------------------------------------
 def _roadscene_trials(n_trials=40, seed=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from gasdb_tools.cli._common import emit_json, fail, json_option, workspace_argument
-from gasdb_tools.registration import MODELS
+from gasdb_tools.registration import MODEL_CHOICES
 from gasdb_tools.workspace import Workspace
 
 
@@ -22,8 +22,8 @@ def _size(ctx, param, value):
 @click.command()
 @workspace_argument
 @click.option("--rig", help="Calibrate only this rig (default: every rig that has recordings).")
-@click.option("--model", type=click.Choice(MODELS), default="homography", show_default=True,
-              help="Transform model.")
+@click.option("--model", type=click.Choice(MODEL_CHOICES), default="auto", show_default=True,
+              help="Transform model; auto chooses by held-out error (frames or regions left out) and records why.")
 @click.option("--frames", type=click.IntRange(1, 500), default=20, show_default=True,
               help="Frame pairs to use, spread over the rig's recordings and time.")
 @click.option("--force", is_flag=True, help="Recalibrate a rig that already has a calibration file.")
@@ -37,8 +37,11 @@ def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, fo
     """Estimate the rig's thermal-to-RGB registration from the edges both cameras see.
 
     No calibration target is needed: frame pairs spread over the rig's recordings are aligned
-    on their edges, combined by the median of the projected corners and refined jointly. Writes
-    WORKSPACE/calibration/<rig>.json and a QA figure <rig>_qa.png. A calibration whose residuals
+    on their edges, combined by the median of the projected corners and refined jointly. With
+    --model auto (the default) translation, similarity, affine and homography are each fitted
+    and the simplest whose held-out error (recordings, or quarters of the view, left out) is
+    within one standard error of the best is kept; the file and the output say which and why.
+    Writes WORKSPACE/calibration/<rig>.json and a QA figure <rig>_qa.png. A calibration whose residuals
     disagree (parallax, a camera that moved) is written but flagged; with --strict the command
     then exits 1. Frames that do not register leave no file behind.
 
@@ -63,6 +66,8 @@ def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, fo
             click.echo(f"rig {r['rig']}: {r['model']} from {r['frames_used']}/{r['frames_total']} frames, "
                        f"score {r['score']:.3f}, median frame deviation {dev if dev is not None else '-'} px "
                        f"-> {r['path']}")
+            if r.get("model_reason"):
+                click.echo(f"  model: {r['model_reason']}")
             if r["figure"]:
                 click.echo(f"  QA figure: {r['figure']}")
             for w in r["warnings"]:

@@ -54,21 +54,28 @@ References
 from __future__ import annotations
 
 from gasdb_tools.registration.features import FEATURES, edge_features, feature_correlation
-from gasdb_tools.registration.geometry import (MODELS, corner_error, default_initial, fit_model, image_corners,
-                                               transform_points)
+from gasdb_tools.registration.geometry import (MODEL_CHOICES, MODELS, corner_error, default_initial, fit_model,
+                                               image_corners, transform_points)
 from gasdb_tools.registration.pair import Registration, register_pair
+from gasdb_tools.registration.recording import RecordingRefinement, refine_recording
 from gasdb_tools.registration.residuals import block_residuals
 from gasdb_tools.registration.rig import FrameResidual, RigRegistration, register_pairs
+from gasdb_tools.registration.selection import ModelChoice, select_model
 from gasdb_tools.registration.warping import warp_thermal
 
 __all__ = [
     "MODELS",
+    "MODEL_CHOICES",
     "FEATURES",
     "Registration",
     "FrameResidual",
     "RigRegistration",
+    "ModelChoice",
+    "RecordingRefinement",
     "register_pair",
     "register_pairs",
+    "select_model",
+    "refine_recording",
     "edge_features",
     "warp_thermal",
     "corner_error",

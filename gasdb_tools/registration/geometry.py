@@ -15,6 +15,7 @@ from gasdb_tools.errors import CalibrationError
 __all__ = [
     "MODELS",
     "MODEL_PARAMS",
+    "MODEL_CHOICES",
     "image_corners",
     "transform_points",
     "corner_error",
@@ -35,6 +36,8 @@ __all__ = [
 #: Transform models, from the most constrained to the most general.
 MODELS = ("translation", "similarity", "affine", "homography")
 MODEL_PARAMS = {"translation": 2, "similarity": 4, "affine": 6, "homography": 8}
+#: What ``model=`` accepts: one of :data:`MODELS`, or ``'auto'`` (chosen by held-out error).
+MODEL_CHOICES = ("auto",) + MODELS
 
 def image_corners(size) -> np.ndarray:
     """The four corner pixel centres of a ``(width, height)`` image, (4, 2) float64.

@@ -12,7 +12,7 @@ from gasdb_tools.errors import CalibrationError
 from gasdb_tools.registration.coarse import phase_candidates, similarity_grid
 from gasdb_tools.registration.features import (FEATURES, check_image, check_mask, edge_density, feature_pyramid,
                                                full_size, gray32, masked_ncc, n_levels, warp_features)
-from gasdb_tools.registration.geometry import (MODELS, check_matrix, check_model, default_initial, image_corners,
+from gasdb_tools.registration.geometry import (MODEL_CHOICES, MODELS, check_matrix, default_initial, image_corners,
                                                is_convex_quad, normalise_matrix, resize_matrix, transform_points)
 from gasdb_tools.registration.refine import SolverFrame, joint_refine, solve_level
 from gasdb_tools.registration.selection import ModelChoice, select_model
@@ -83,8 +83,8 @@ class Options:
     min_side: int = 40
 
     def __post_init__(self):
-        if self.model != "auto":
-            check_model(self.model)
+        if self.model not in MODEL_CHOICES:
+            raise ValueError(f"model must be one of {MODEL_CHOICES}, got {self.model!r}")
         if self.features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
         for name in ("max_rotation", "max_scale", "rotation_step", "scale_step"):

@@ -15,6 +15,7 @@ References
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Sequence
 
@@ -26,7 +27,7 @@ from gasdb_tools.registration.features import Level, full_size, level_matrix
 from gasdb_tools.registration.geometry import (MODEL_PARAMS, closest_model, image_corners, normalise_matrix,
                                                scale_matrix, transform_points)
 
-__all__ = ["SolverFrame", "norm_matrices", "params_to_matrix", "matrix_to_params", "ecc_cost", "perspective_weight",
+__all__ = ["SolverFrame", "premapped", "norm_matrices", "params_to_matrix", "matrix_to_params", "ecc_cost", "perspective_weight",
            "solve_level", "level_cost", "joint_refine"]
 
 
@@ -68,6 +69,32 @@ class SolverFrame:
             self._blocks[grid] = (np.minimum(ys * rows // h, rows - 1) * cols
                                   + np.minimum(xs * cols // w, cols - 1)).astype(np.int32)
         return self._blocks[grid]
+
+
+def premapped(frame: SolverFrame, matrix_level: np.ndarray) -> SolverFrame:
+    """The frame with its thermal samples moved by ``matrix_level`` into the RGB level's coordinates.
+
+    A model solved on the result is an update ``U`` of ``matrix_level``: the sample at thermal
+    position ``x`` meets the RGB level at ``U(matrix_level(x))``, and ``U`` maps RGB coordinates to
+    RGB coordinates (the frame's source level is the RGB level). Used for per-recording updates of
+    a rig calibration.
+    """
+    out = copy.copy(frame)
+    ox, oy = frame.offset
+    h, w = frame.tvalid.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    pts = np.stack([xs.ravel() * frame.stride + ox, ys.ravel() * frame.stride + oy], 1)
+    mapped = transform_points(matrix_level, pts)
+    nr = frame.nr
+    out.xn = (mapped[:, 0] * nr[0, 0] + nr[0, 2]).reshape(h, w).astype(np.float32)
+    out.yn = (mapped[:, 1] * nr[1, 1] + nr[1, 2]).reshape(h, w).astype(np.float32)
+    out.tvalid = frame.tvalid & np.isfinite(out.xn) & np.isfinite(out.yn)
+    out.xn = np.nan_to_num(out.xn, nan=-1e6)
+    out.yn = np.nan_to_num(out.yn, nan=-1e6)
+    out.nt = nr
+    out.th = frame.rgb
+    out._blocks = {}
+    return out
 
 
 def norm_matrices(th_size, rgb_size):
@@ -258,19 +285,22 @@ def perspective_weight(frames: Sequence[SolverFrame], cost: float, counts, prior
     if not prior_px:
         return 0.0
     n_eff = max(sum(counts) / len(frames) / _CORRELATION_AREA, 1.0)
-    px_per_unit = max(full_size(frames[0].th)) / 2.0
+    px_per_unit = 1.0 / (frames[0].nt[0, 0] * frames[0].th.scale)  # full-resolution px per normalised unit
     sigma2 = cost / max(sum(len(fr.t) for fr in frames), 1)
     return sigma2 / (n_eff * prior_px ** 2) * px_per_unit ** 2
 
 
 def solve_level(frames: Sequence[SolverFrame], matrix: np.ndarray, model: str, *, max_iter: int, eps_px: float,
-                max_corner_move: float, perspective_prior: float | None = None):
+                max_corner_move: float, perspective_prior: float | None = None, anchor_px: float | None = None):
     """Levenberg-Marquardt on the summed ECC cost of ``frames`` for one shared full-resolution matrix.
 
     Each frame carries its own pyramid level (all of one size). With ``perspective_prior`` (px)
     and a homography, the perspective part gets a Gaussian prior: moving the corners by
     ``perspective_prior`` px out of the affine costs as much as one standard deviation of the
-    data term (see :func:`register_pair`). Returns (matrix, per-frame rho, iterations).
+    data term (see :func:`register_pair`). With ``anchor_px`` every parameter gets one: moving the
+    source frame's corners from where ``matrix`` puts them by ``anchor_px`` (root mean square over
+    the four corners) costs as much (a small, regularised update of a known transform). Returns
+    (matrix, per-frame rho, iterations).
     """
     fr0 = frames[0]
     nt, nr = fr0.nt, fr0.nr
@@ -290,15 +320,37 @@ def solve_level(frames: Sequence[SolverFrame], matrix: np.ndarray, model: str, *
     cost, rhos, jtj, jtr, counts = ecc_cost(frames, [params_to_matrix(p, model)] * len(frames), model)
     weight = perspective_weight(frames, cost, counts, perspective_prior) if model == "homography" else 0.0
 
+    anchor = None
+    if anchor_px:
+        # corner displacement (normalised units) is linear in the parameters of every model near p:
+        # d = C (p' - p); the prior is w |C (p' - p)|^2 / 4, w per normalised unit^2
+        p_start = p.copy()
+        c_rows = []
+        base_corners = transform_points(params_to_matrix(p, model), corners_n)
+        for i in range(p.size):
+            e = np.zeros(p.size)
+            e[i] = 1e-6
+            c_rows.append(((transform_points(params_to_matrix(p + e, model), corners_n) - base_corners) / 1e-6).ravel())
+        c_mat = np.array(c_rows).T
+        anchor = (perspective_weight(frames, cost, counts, anchor_px) / 4.0 * (c_mat.T @ c_mat), p_start)
+
     def prior(pp):
-        return weight * float(pp[prior_idx] @ pp[prior_idx]) if weight else 0.0
+        value = weight * float(pp[prior_idx] @ pp[prior_idx]) if weight else 0.0
+        if anchor is not None:
+            d = pp - anchor[1]
+            value += float(d @ anchor[0] @ d)
+        return value
 
     def add_prior(jtj_, jtr_, pp):
-        if weight:
+        if weight or anchor is not None:
             jtj_ = jtj_.copy()
             jtr_ = jtr_.copy()
+        if weight:
             jtj_[prior_idx, prior_idx] += weight * np.eye(2)
             jtr_[prior_idx] += weight * pp[prior_idx]
+        if anchor is not None:
+            jtj_ += anchor[0]
+            jtr_ += anchor[0] @ (pp - anchor[1])
         return jtj_, jtr_
 
     total = cost + prior(p)

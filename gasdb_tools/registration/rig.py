@@ -278,6 +278,7 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
         pre = used_preps[0].prescale
         frames_lev = [SolverFrame(p.th_levels[lev], p.rgb_levels[lev], budget, phase=k) for k, p in enumerate(used_preps)]
         choice = select_model(frames_lev, pre @ combined, perspective_prior=opts.perspective_prior,
+                              groups=[groups[k] for k in used] if groups is not None else None,
                               models=[m for m in MODELS if m != "translation" or np.allclose(pre, np.eye(3))])
         chosen = choice.model
         combined = normalise_matrix(np.linalg.inv(pre) @ choice.matrices[chosen])

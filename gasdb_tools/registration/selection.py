@@ -119,7 +119,7 @@ def _step(p_centre, jtj, jtr, model, weight=0.0):
 
 
 def select_model(frames: Sequence[SolverFrame], matrix, *, models: Sequence[str] = MODELS, folds: str | None = None,
-                 grid=(2, 2), perspective_prior: float | None = 2.0) -> ModelChoice:
+                 groups: Sequence | None = None, grid=(2, 2), perspective_prior: float | None = 2.0) -> ModelChoice:
     """Fit every model on the frames and choose one by its held-out error (module docstring).
 
     Parameters
@@ -132,7 +132,12 @@ def select_model(frames: Sequence[SolverFrame], matrix, *, models: Sequence[str]
     models : sequence of str
         Candidates, from the simplest to the most general (a subsequence of :data:`MODELS`).
     folds : {'frames', 'quadrants'}, optional
-        Default: ``'frames'`` with three or more frames, else ``'quadrants'``.
+        ``'frames'``: leave frames out (with ``groups``, all frames of a group at once);
+        ``'quadrants'``: leave a quarter of the view out, in every frame at once. Default:
+        ``'frames'`` when ``groups`` has three or more labels, else ``'quadrants'``: frames of one
+        recording show nearly the same scene, so leaving one out tests little.
+    groups : sequence, optional
+        A label per frame (its recording); frames with one label form one fold.
     grid : (int, int)
         Blocks of the thermal frame for ``'quadrants'`` (2 x 2: its quadrants).
     perspective_prior : float or None
@@ -148,12 +153,17 @@ def select_model(frames: Sequence[SolverFrame], matrix, *, models: Sequence[str]
         raise ValueError(f"models must be a non-empty subsequence of {MODELS}, got {models!r}")
     if not frames:
         raise ValueError("frames is empty")
+    if groups is not None:
+        groups = [str(g) for g in groups]
+        if len(groups) != len(frames):
+            raise ValueError(f"groups needs one label per frame: got {len(groups)} for {len(frames)} frames")
+    labels = sorted(set(groups)) if groups is not None else None
     if folds is None:
-        folds = "frames" if len(frames) >= 3 else "quadrants"
+        folds = "frames" if labels is not None and len(labels) >= 3 else "quadrants"
     if folds not in FOLDS:
         raise ValueError(f"folds must be one of {FOLDS}, got {folds!r}")
-    if folds == "frames" and len(frames) < 2:
-        raise ValueError("folds='frames' needs at least 2 frames")
+    if folds == "frames" and (len(frames) < 2 or (labels is not None and len(labels) < 2)):
+        raise ValueError("folds='frames' needs at least 2 frames (2 groups with groups)")
     fr0 = frames[0]
     to_norm = fr0.nr @ scale_matrix(fr0.rgb.scale)
     from_norm = np.linalg.inv(fr0.nt @ scale_matrix(fr0.th.scale))
@@ -169,8 +179,14 @@ def select_model(frames: Sequence[SolverFrame], matrix, *, models: Sequence[str]
         """Per-unit (cost, JtJ, Jtr) linearised at homography parameters p."""
         hn = np.append(p, 1.0).reshape(3, 3)
         parts = ecc_cost(frames, [hn] * len(frames), "homography", blocks=grid)[5]
-        axis = 1 if folds == "frames" else 0  # frames: sum a frame's blocks; quadrants: sum the frames
-        return parts["cost"].sum(axis), parts["jtj"].sum(axis), parts["jtr"].sum(axis)
+        if folds == "quadrants":  # one unit per quadrant, over every frame
+            return parts["cost"].sum(0), parts["jtj"].sum(0), parts["jtr"].sum(0)
+        cost, jtj, jtr = parts["cost"].sum(1), parts["jtj"].sum(1), parts["jtr"].sum(1)
+        if labels is None:
+            return cost, jtj, jtr
+        member = [np.array([g == label for g in groups]) for label in labels]
+        return (np.array([cost[m].sum(0) for m in member]), np.array([jtj[m].sum(0) for m in member]),
+                np.array([jtr[m].sum(0) for m in member]))
 
     p0 = normalised(np.asarray(matrix, np.float64)).flat[:8].copy()
     hn0 = np.append(p0, 1.0).reshape(3, 3)
@@ -200,7 +216,7 @@ def select_model(frames: Sequence[SolverFrame], matrix, *, models: Sequence[str]
         se[m] = float(np.std(diff, ddof=1) * np.sqrt(diff.size)) if diff.size > 1 else 0.0
     chosen = next(m for m in models if total[m] - total[best] <= se[m])
     n_folds = len(heldout_folds[best])
-    unit = "frame" if folds == "frames" else "quadrant"
+    unit = "quadrant" if folds == "quadrants" else ("frame" if labels is None else "group")
     parts = []
     for m in models:
         if m == best:
