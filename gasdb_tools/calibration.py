@@ -26,10 +26,16 @@ from gasdb_tools.errors import CalibrationError, FormatError, GasdbError, Worksp
 from gasdb_tools.fsutil import atomic_write_bytes, read_json, sha256_file, write_json
 from gasdb_tools.imaging import read_image, to_gray, write_image
 from gasdb_tools.progress import progress
-from gasdb_tools.registration import MODEL_CHOICES, MODELS, RigRegistration, register_pairs, warp_thermal
+from gasdb_tools.registration import (MODEL_CHOICES, MODELS, RadialDistortion, RigRegistration, estimate_distortion,
+                                     register_pairs, warp_thermal)
+from gasdb_tools.registration.distortion import undistort_thermal
+
+#: What ``calibrate_workspace(distortion=...)`` accepts.
+DISTORTION_MODES = ("keep", "estimate", "none")
 from gasdb_tools.workspace import Workspace, check_id
 
 __all__ = [
+    "DISTORTION_MODES",
     "FORMAT",
     "FORMAT_VERSION",
     "Calibration",
@@ -92,6 +98,10 @@ class Calibration:
         How the model was chosen: ``{"requested": "auto" or a model, "reason": ...}``, with
         ``model='auto'`` also the held-out evidence (:meth:`ModelChoice.to_dict`); ``{}`` in files
         written before the choice existed.
+    distortion : dict
+        Radial distortion of the thermal lens, ``{}`` for none: ``{"model": "radial", "k1",
+        "center", "radius", "source": "estimated" or "given", ...}``; ``matrix`` then maps
+        undistorted thermal px (see :meth:`lens`).
     """
 
     rig: str
@@ -108,6 +118,18 @@ class Calibration:
     created: str = ""
     qa_figure: str = ""
     model_choice: dict = field(default_factory=dict)
+    distortion: dict = field(default_factory=dict)
+
+    def lens(self):
+        """The thermal lens's :class:`~gasdb_tools.registration.RadialDistortion`, or None.
+
+        Pass it to :func:`gasdb_tools.registration.warp_thermal` (``distortion=``) with ``matrix``.
+        """
+        from gasdb_tools.registration import RadialDistortion
+
+        if not self.distortion:
+            return None
+        return RadialDistortion(float(self.distortion["k1"]), tuple(self.thermal_size))
 
     def to_dict(self) -> dict:
         """The JSON document (see ``calibration/README.md``)."""
@@ -129,6 +151,7 @@ class Calibration:
             "created": self.created,
             "qa_figure": self.qa_figure,
             "model_choice": self.model_choice,
+            "distortion": self.distortion,
         }
 
 
@@ -191,12 +214,28 @@ def validate_calibration(data, *, file=None) -> Calibration:
     score = data.get("score")
     if score is not None and not isinstance(score, (int, float)):
         bad("score", f"must be a number or null, got {score!r}")
+    distortion = data.get("distortion", {})
+    if not isinstance(distortion, dict):
+        bad("distortion", "must be a JSON object ({} for no lens distortion)")
+    if distortion:
+        if distortion.get("model") != "radial":
+            bad("distortion.model", f"must be 'radial', got {distortion.get('model')!r}")
+        k1 = distortion.get("k1")
+        if isinstance(k1, bool) or not isinstance(k1, (int, float)) or not math.isfinite(k1) or abs(k1) >= 0.5:
+            bad("distortion.k1", f"must be a number with |k1| < 0.5, got {k1!r}",
+                fix="give the thermal lens's first radial coefficient (r = 1 at the frame corners)")
+        w, h = sizes["thermal_size"]
+        for key, expected in (("center", [(w - 1) / 2, (h - 1) / 2]), ("radius", 0.5 * math.hypot(w - 1, h - 1))):
+            if key in distortion and not np.allclose(distortion[key], expected, atol=1e-6):
+                bad(f"distortion.{key}", f"must be {expected} for a {w}x{h} thermal frame (the frame centre and "
+                    f"half its diagonal), got {distortion[key]!r}", fix=f"remove distortion.{key} or correct it")
     return Calibration(
         rig=rig, model=model, matrix=matrix, rgb_size=sizes["rgb_size"], thermal_size=sizes["thermal_size"],
         score=float(score) if score is not None else float("nan"), consistent=bool(data.get("consistent", True)),
         residuals=data.get("residuals", {}), source_frames=data.get("source_frames", []),
         method=data.get("method", {}), tool=data.get("tool", {}), created=str(data.get("created", "")),
-        qa_figure=str(data.get("qa_figure", "")), model_choice=data.get("model_choice", {}))
+        qa_figure=str(data.get("qa_figure", "")), model_choice=data.get("model_choice", {}),
+        distortion=distortion)
 
 
 def read_calibration(path) -> Calibration:
@@ -228,7 +267,7 @@ def calibration_path(ws: Workspace, rig: str) -> Path:
 
 def calibration_from_registration(rig: str, result: RigRegistration, *, source_frames=(), method=None,
                                   qa_figure: str = "", created: str | None = None,
-                                  requested_model: str | None = None) -> Calibration:
+                                  requested_model: str | None = None, distortion: dict | None = None) -> Calibration:
     """Package a :class:`~gasdb_tools.registration.RigRegistration` as a :class:`Calibration`.
 
     ``requested_model`` (default: ``'auto'`` when the result carries a model choice, else its
@@ -250,7 +289,7 @@ def calibration_from_registration(rig: str, result: RigRegistration, *, source_f
     return Calibration(rig=rig, model=result.model, matrix=result.matrix, rgb_size=result.rgb_size,
                        thermal_size=result.thermal_size, score=result.score, consistent=result.consistent,
                        residuals=result.stats(), source_frames=frames, method=dict(method or {}),
-                       created=created, qa_figure=qa_figure, model_choice=choice)
+                       created=created, qa_figure=qa_figure, model_choice=choice, distortion=dict(distortion or {}))
 
 
 def output_matrix(matrix, rgb_size, out_size) -> np.ndarray:
@@ -308,7 +347,8 @@ def select_pairs(pairs_by_recording: dict, frames: int) -> list[dict]:
 
 
 def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "auto", frames: int = 20,
-                        force: bool = False, refine: bool = True, figure: bool = True, **options) -> dict:
+                        force: bool = False, refine: bool = True, figure: bool = True, distortion: str = "keep",
+                        **options) -> dict:
     """Estimate the rig calibration(s) of a workspace from its extracted frame pairs.
 
     For each rig (``rig``, or every rig that has recordings), ``frames`` pairs are picked spread
@@ -337,6 +377,12 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
         Joint multi-frame refinement (see :func:`~gasdb_tools.registration.register_pairs`).
     figure : bool
         Write the QA figure.
+    distortion : {'keep', 'estimate', 'none'}
+        Radial distortion of the thermal lens. ``keep``: use the one the rig's existing file gives
+        (written by hand or estimated before; none if it has none), undistorting the thermal
+        frames before registration; ``estimate``: estimate it jointly
+        (:func:`gasdb_tools.registration.estimate_distortion`: one registration per candidate, so
+        about 8x slower) and keep it only when the frames constrain it; ``none``: no distortion.
     **options
         Passed to :func:`~gasdb_tools.registration.register_pairs` (e.g. ``min_score``,
         ``max_deviation_px``, ``max_rotation``).
@@ -345,8 +391,8 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
     -------
     dict
         ``{"workspace", "rigs": [{"rig", "path", "figure", "skipped", "model", "model_requested",
-        "model_reason", "matrix", "score", "consistent", "warnings", "frames_used", "frames_total",
-        "corner_deviation_px"}]}``.
+        "model_reason", "distortion_k1", "matrix", "score", "consistent", "warnings", "frames_used",
+        "frames_total", "corner_deviation_px"}]}``.
 
     Raises
     ------
@@ -359,6 +405,8 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
         raise ValueError(f"model must be one of {MODEL_CHOICES}, got {model!r}")
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
         raise ValueError(f"frames must be an integer >= 1, got {frames!r}")
+    if distortion not in DISTORTION_MODES:
+        raise ValueError(f"distortion must be one of {DISTORTION_MODES}, got {distortion!r}")
     index = ws.read_index()
     default_rig = ws.settings.get("rig") or "default"
     rigs: dict[str, list[str]] = {}
@@ -391,9 +439,24 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
             raise WorkspaceError(f"rig {name!r} has no extracted frame pairs", file=ws.root / ws.PAIRS,
                                  fix="run `gasdb extract` first")
         pairs = [(read_image(ws.path(p["rgb"]), mode="rgb"), _thermal_gray(ws, p)) for p in chosen]
-        opts = {"min_frames": min(3, len(pairs)), **options}
+        opts = {"min_frames": min(3, len(pairs)), "model": model, "refine": refine,
+                "groups": [p["recording"] for p in chosen], **options}
+        given = read_calibration(path).distortion if distortion == "keep" and path.is_file() else {}
+        lens_entry, evidence = {}, None
         try:
-            result = register_pairs(pairs, model=model, refine=refine, groups=[p["recording"] for p in chosen], **opts)
+            if distortion == "estimate":
+                est = estimate_distortion(pairs, **opts)
+                result, evidence = est.registration, est.to_dict()
+                if est.distortion is not None:
+                    lens_entry = {**est.distortion.to_dict(), "source": "estimated"}
+                    pairs = [(rgb, undistort_thermal(th, est.distortion)[0]) for rgb, th in pairs]
+            elif given:
+                lens = RadialDistortion(float(given["k1"]), pairs[0][1].shape[1::-1])
+                pairs = [(rgb, *undistort_thermal(th, lens)) for rgb, th in pairs]
+                result = register_pairs(pairs, **opts)
+                lens_entry = {**lens.to_dict(), "source": given.get("source", "given")}
+            else:
+                result = register_pairs(pairs, **opts)
         except CalibrationError as exc:
             raise CalibrationError(f"rig {name!r}: {exc.message}", file=path, fix=exc.fix) from None
         source = [{"pair_id": p["pair_id"], "recording": p["recording"], "rgb": p["rgb"], "thermal": p["thermal"]}
@@ -404,11 +467,14 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
                   "combination": "median of projected corners" + (" + joint refinement" if refine else ""),
                   "model": "held-out ECC error, one-standard-error rule" if model == "auto" else "given",
                   "frames_requested": frames, "options": {k: _jsonable(v) for k, v in sorted(options.items())}}
+        method["distortion"] = distortion
+        if evidence is not None:
+            method["distortion_evidence"] = evidence
         cal = calibration_from_registration(name, result, source_frames=source, method=method, qa_figure=fig_name,
-                                            requested_model=model)
+                                            requested_model=model, distortion=lens_entry)
         if figure:
             best = max((f for f in result.frames if f.used), key=lambda f: f.score_combined)
-            rgb, thermal = pairs[best.index]
+            rgb, thermal = pairs[best.index][:2]  # the thermal frame undistorted when the lens has distortion
             qa_figure(path.parent / fig_name, rgb, thermal, result,
                       title=f"rig {name}: {chosen[best.index]['pair_id']}")
         write_calibration(path, cal)
@@ -437,6 +503,7 @@ def _summary(cal: Calibration, path: Path) -> dict:
     return {"rig": cal.rig, "path": str(path), "figure": str(path.parent / cal.qa_figure) if cal.qa_figure else None,
             "model": cal.model, "model_requested": cal.model_choice.get("requested", cal.model),
             "model_reason": cal.model_choice.get("reason", ""),
+            "distortion_k1": cal.distortion.get("k1") if cal.distortion else None,
             "matrix": cal.matrix.tolist(), "score": _finite_or_none(cal.score),
             "consistent": cal.consistent, "warnings": list(res.get("warnings", [])),
             "frames_used": res.get("frames_used"), "frames_total": res.get("frames_total"),

@@ -405,6 +405,39 @@ def test_refine_recording_bad_arguments():
 
 
 # ------------------------------------------------------------------------------------------------
+# lens distortion
+# ------------------------------------------------------------------------------------------------
+def test_distortion_points_round_trip_and_corner_movement():
+    lens = reg.RadialDistortion(-0.08, (320, 256))
+    pts = np.array([[0, 0], [319, 255], [160.5, 20], [159.5, 127.5]])
+    np.testing.assert_allclose(reg.distortion.undistort_points(reg.distortion.distort_points(pts, lens), lens), pts,
+                               atol=1e-4)
+    moved = reg.distortion.undistort_points(pts[:1], lens) - pts[:1]
+    assert np.hypot(*moved[0]) == pytest.approx(0.08 * lens.radius)  # r = 1 at a corner: k1 R px
+    with pytest.raises(ValueError, match="k1"):
+        reg.RadialDistortion(0.6, (320, 256))
+
+
+@pytest.mark.slow
+def test_estimate_distortion_recovers_k1_and_refuses_it_when_absent():
+    rig = SynthRig(seed=12, size=(320, 256))
+    lens = reg.RadialDistortion(-0.06, rig.size)
+    ys, xs = np.mgrid[0:256, 0:320].astype(np.float64)
+    u = reg.distortion.undistort_points(np.stack([xs.ravel(), ys.ravel()], 1), lens).astype(np.float32)
+    mx, my = u[:, 0].reshape(256, 320), u[:, 1].reshape(256, 320)
+    clean = [(rig.rgb(t + rig.offset_s), rig.thermal(t)[0]) for t in np.linspace(0.5, 3.5, 5)]
+    lensed = [(a, cv2.remap(b, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)) for a, b in clean]
+    est = reg.estimate_distortion(lensed, model="homography")
+    assert est.distortion is not None and abs(est.distortion.k1 + 0.06) < 0.01, est.reason
+    corners = reg.image_corners(rig.size)
+    mapped = reg.transform_points(est.registration.matrix, reg.distortion.undistort_points(corners, est.distortion))
+    truth = reg.transform_points(rig.homography, reg.distortion.undistort_points(corners, lens))
+    assert np.hypot(*(mapped - truth).T).mean() < 0.6
+    none = reg.estimate_distortion(clean, model="homography", steps=5)
+    assert none.distortion is None and "do not constrain" in none.reason and abs(none.k1_best) < 0.03
+
+
+# ------------------------------------------------------------------------------------------------
 # real pairs
 # ------------------------------------------------------------------------------------------------
 def _roadscene_trials(n_trials=40, seed=0):

@@ -30,10 +30,13 @@ def _size(ctx, param, value):
 @click.option("--no-refine", is_flag=True, help="Skip the joint multi-frame refinement (median of corners only).")
 @click.option("--min-score", type=click.FloatRange(-1, 1), default=0.15, show_default=True,
               help="Frames whose edge correlation stays below this are left out.")
+@click.option("--distortion", type=click.Choice(["keep", "estimate", "none"]), default="keep", show_default=True,
+              help="Thermal lens radial distortion: keep the one the rig file gives, estimate it (about 8x slower; "
+                   "kept only when the frames constrain it), or none.")
 @click.option("--strict", is_flag=True, help="Exit 1 when a calibration is flagged (residuals disagree).")
 @json_option
 def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, force: bool, no_refine: bool,
-              min_score: float, strict: bool, as_json: bool) -> None:
+              min_score: float, distortion: str, strict: bool, as_json: bool) -> None:
     """Estimate the rig's thermal-to-RGB registration from the edges both cameras see.
 
     No calibration target is needed: frame pairs spread over the rig's recordings are aligned
@@ -49,11 +52,12 @@ def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, fo
     Example:
       gasdb calibrate my-dataset --frames 20
       gasdb calibrate my-dataset --rig rig-a --model affine --force --json
+      gasdb calibrate my-dataset --rig rig-a --distortion estimate --force
     """
     from gasdb_tools.calibration import calibrate_workspace
 
     report = calibrate_workspace(workspace, rig=rig, model=model, frames=frames, force=force, refine=not no_refine,
-                                 min_score=min_score)
+                                 min_score=min_score, distortion=distortion)
     flagged = [r for r in report["rigs"] if not r["consistent"]]
     if as_json:
         emit_json(report)

@@ -53,6 +53,7 @@ References
 
 from __future__ import annotations
 
+from gasdb_tools.registration.distortion import DistortionEstimate, RadialDistortion, estimate_distortion
 from gasdb_tools.registration.features import FEATURES, edge_features, feature_correlation
 from gasdb_tools.registration.geometry import (MODEL_CHOICES, MODELS, corner_error, default_initial, fit_model,
                                                image_corners, transform_points)
@@ -76,6 +77,9 @@ __all__ = [
     "register_pairs",
     "select_model",
     "refine_recording",
+    "RadialDistortion",
+    "DistortionEstimate",
+    "estimate_distortion",
     "edge_features",
     "warp_thermal",
     "corner_error",
