@@ -160,7 +160,12 @@ def register_pair(rgb, thermal, *, model: str = "auto", initial=None, rgb_mask=N
        scored by NCC; the best 8 are checked one level finer and the best 3 kept;
     2. each of the 3 refined on that level by Levenberg-Marquardt maximisation of the enhanced
        correlation coefficient [2]_ (affine), the best kept;
-    3. coarse to fine down to full resolution, the requested model on the finest level.
+    3. coarse to fine down to full resolution, the requested model on the finest level. With
+       ``model='auto'`` (the default) a homography is estimated to half resolution, then every
+       model is fitted with each quadrant of the thermal frame left out in turn and the simplest
+       whose held-out error is within one standard error of the best is kept
+       (:func:`gasdb_tools.registration.select_model`) and refined at full resolution; the
+       evidence is in ``model_choice``.
 
     The solver aligns **edge-direction features** (``features='orientation'``): the edge
     strength ``f`` of :func:`edge_features` times the doubled-angle direction of the gradient
@@ -176,8 +181,8 @@ def register_pair(rgb, thermal, *, model: str = "auto", initial=None, rgb_mask=N
         The RGB frame (uint8, uint16 or float; colour becomes luma).
     thermal : (h, w) ndarray
         The thermal frame, any bit depth.
-    model : {'translation', 'similarity', 'affine', 'homography'}
-        Transform model of the result.
+    model : {'auto', 'translation', 'similarity', 'affine', 'homography'}
+        Transform model of the result; ``'auto'`` chooses by held-out error (step 3).
     initial : (3, 3) array_like, optional
         Approximate thermal->RGB transform to start from. Default: both cameras see the same
         field of view (the thermal frame stretched onto the RGB frame). Pass one when the fields

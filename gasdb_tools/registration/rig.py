@@ -10,8 +10,9 @@ import numpy as np
 
 from gasdb_tools.errors import CalibrationError
 from gasdb_tools.registration.features import masked_ncc, warp_features
-from gasdb_tools.registration.geometry import (MODELS, check_matrix, corner_error, default_initial, fit_model,
-                                               image_corners, local_scale, normalise_matrix, transform_points)
+from gasdb_tools.registration.geometry import (MODELS, check_matrix, closest_model, corner_error, default_initial,
+                                               fit_model, image_corners, local_scale, normalise_matrix,
+                                               transform_points)
 from gasdb_tools.registration.pair import estimate_prepared, finish, make_options, prepare
 from gasdb_tools.registration.refine import SolverFrame, joint_refine
 from gasdb_tools.registration.selection import ModelChoice, select_model
@@ -37,8 +38,9 @@ class FrameResidual:
     score_combined : float
         ECC score of the frame at the combined transform (NaN when it could not be computed).
     corner_deviation : float
-        Mean distance (thermal corners, RGB px) between the frame's own estimate and the combined
-        transform (NaN when registration failed).
+        Mean distance (thermal corners, RGB px) between the frame's own estimate, brought to the
+        result's model (its closest transform of that model), and the combined transform (NaN
+        when registration failed).
     block_shifts : (rows, cols, 2) float64 ndarray or None
         Local residual shift (dx, dy) in RGB px per block of the thermal frame at the combined
         transform, NaN where a block has too few edges.
@@ -144,7 +146,7 @@ def _r(value, ndigits=4):
 
 def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine: bool = True,
                    groups: Sequence | None = None, min_frames: int = 3, outlier_px: float = 3.0,
-                   max_deviation_px: float = 4.0, max_group_px: float = 3.0, max_block_px: float = 1.5,
+                   max_deviation_px: float = 4.0, max_group_px: float = 3.0, max_block_px: float = 2.0,
                    **options) -> RigRegistration:
     """One transform for a fixed rig from many RGB-thermal frame pairs (methods.md B.1 step 4).
 
@@ -158,19 +160,24 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
        The joint result is kept only when it raises the summed ECC score.
     4. QA: per frame, its own estimate's corner deviation from the result and its score at the
        result; per 3x3 block of the thermal frame, the median over frames of the local residual
-       shift (:func:`block_residuals`). ``consistent`` is False, with a reason in ``warnings``,
-       when the per-frame estimates disagree (median deviation above ``max_deviation_px``), many
-       frames are outliers, a ``groups`` member (e.g. a recording) sits apart from the others, or
-       a block is off by more than ``max_block_px`` (parallax, a camera that moved).
+       shift (:func:`block_residuals`, +-12 px, clear matches only) where a third of the frames
+       have one. ``consistent`` is False, with a reason in ``warnings``, when the per-frame
+       estimates disagree (median deviation above ``max_deviation_px``), a quarter of the frames
+       are outliers, a ``groups`` member (e.g. a recording) lies more than ``max_group_px`` from
+       the other frames, or a block is off by more than ``max_block_px`` (parallax, distortion).
 
     Parameters
     ----------
-    pairs : iterable of (rgb, thermal)
+    pairs : iterable of (rgb, thermal) or (rgb, thermal, thermal_mask)
         Frame pairs of one rig set-up, all RGB frames of one size and all thermal frames of one
-        size. Spread them over recordings, times of day and scenes (10-30 pairs).
+        size (a thermal mask marks its valid pixels, e.g. of a warped or cropped frame). Spread
+        them over recordings, times of day and scenes (10-30 pairs).
         Memory: about 15 MB per 640x512 pair is held until the end.
     model : str
-        One of :data:`MODELS`.
+        ``'auto'`` (default: the per-frame estimates are homographies, then every model is fitted
+        with recordings (``groups``, three or more) or quadrants of the view left out and the
+        simplest within one standard error of the best is kept; see ``model_choice``) or one of
+        :data:`MODELS`.
     initial : (3, 3) array_like, optional
         Approximate transform (see :func:`register_pair`).
     refine : bool
@@ -181,8 +188,9 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
         Fewer usable frames raise :class:`CalibrationError` (1 accepts a single frame).
     outlier_px : float
         Floor of the outlier threshold on a frame's corner deviation from the median (RGB px).
-    max_deviation_px, max_block_px : float
-        Thresholds of the consistency flag (RGB px).
+    max_deviation_px, max_group_px, max_block_px : float
+        Thresholds of the consistency flag (RGB px; calibrated on real aligned pairs, see
+        ``calibration/README.md``).
     **options
         Knobs of :func:`register_pair` (``min_score``, ``max_rotation``, ``sigma``, ...).
 
@@ -283,7 +291,7 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
         chosen = choice.model
         combined = normalise_matrix(np.linalg.inv(pre) @ choice.matrices[chosen])
     if refine:  # from the choice's half-resolution fit straight to full resolution; the median needs both levels
-        combined, refined = joint_refine(used_preps, combined, chosen, coarse=choice is None, **joint)
+        combined, refined = joint_refine(used_preps, combined, chosen, **joint)
     # QA
     frames, shifts, scores = [], [], []
     scale = local_scale(combined, th_size)
@@ -296,9 +304,10 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
         th0, rgb0 = prep.th_levels[0], prep.rgb_levels[0]
         warped, valid = warp_features(rgb0, m_work, th0.size)
         score = masked_ncc(th0.feat, warped, valid & th0.valid)
-        block = block_shifts(th0, rgb0, m_work, min_peak=BLOCK_MIN_PEAK) * scale
+        block = block_shifts(th0, rgb0, m_work, radius=BLOCK_RADIUS, min_peak=BLOCK_MIN_PEAK) * scale
         frames.append(FrameResidual(k, k in used, reasons[k], reg.score, score,
-                                    corner_error(reg.matrix, combined, th_size), block, reg.matrix))
+                                    corner_error(closest_model(reg.matrix, chosen, th_size), combined, th_size), block,
+                                    reg.matrix))
         if k in used:
             shifts.append(block)
             scores.append(score)
@@ -353,6 +362,9 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
 
 #: Smallest NCC peak of a block's match for its residual shift to count in the QA.
 BLOCK_MIN_PEAK = 0.4
+#: Search radius (thermal px) of the block residuals in the QA: parallax of 11 px (a plane at 3 m
+#: against one at 20 m, 5 cm baseline, f = 770 px) must still be found.
+BLOCK_RADIUS = 12
 
 #: Registered frames after which the others start from their consensus with a narrower search.
 _CONSENSUS_FRAMES = 3
