@@ -66,6 +66,7 @@ def calibrated(tmp_path_factory, rig):
     on their own workspaces built from this calibration file)."""
     ws = make_workspace(tmp_path_factory.mktemp("cal") / "ws", {"rec1": rig, "rec2": rig})
     report = calibrate_workspace(ws, frames=8)
+    report["written"] = json.loads(calibration_path(ws, "rig-a").read_text())
     return ws, report
 
 
@@ -182,13 +183,16 @@ def test_calibrate_skips_existing_unless_forced(calibrated, monkeypatch):
     finally:
         ws.set_blacklist({})
     assert calls == [7]  # 8 pairs, one blacklisted
-    assert read_calibration(path).model == "affine"
+    forced = read_calibration(path)
+    assert forced.model == "affine" and forced.model_choice["requested"] == "affine"
+    assert "requested" in forced.model_choice["reason"] and forced.residuals["model_choice"] is None
 
 
 def test_calibrate_records_the_model_choice(calibrated):
+    """The report and (as written, before other tests recalibrate it) the file say which model and why."""
     ws, report = calibrated
     (entry,) = report["rigs"]
-    cal = read_calibration(calibration_path(ws, "rig-a"))
+    cal = validate_calibration(report["written"])
     choice = cal.model_choice
     assert choice["requested"] == "auto" and choice["model"] == cal.model == entry["model"]
     assert choice["folds"] == "quadrants" and set(choice["heldout_error"]) == set(reg.MODELS)  # 2 recordings

@@ -2,12 +2,14 @@
 
 A more general model always fits the data it was fitted on at least as well, so the fit's own
 residual cannot choose between translation, similarity, affine and homography. Cross-validation
-can: each model is fitted with one fold of the data left out and scored on that fold. With three
-or more frames the folds are the frames (a rig's frames show different scenes, so parameters that
-only absorb one scene's parallax do not carry over to the others); with fewer, the quadrants of
-the thermal frame (a model must extrapolate to a quarter of the view it has not seen, which is what
-the corners of a calibration need). The choice follows the one-standard-error rule [1]_: the
-simplest model whose held-out error is within one standard error of the best model's.
+can: each model is fitted with one fold of the data left out and scored on that fold. With
+three or more recordings (``groups``) the folds are the recordings (they show different scenes,
+so parameters that only absorb one scene's parallax do not carry over to the others); otherwise
+the quadrants of the thermal frame, left out in every frame at once (a model must extrapolate to
+a quarter of the view it has not seen, which is what the corners of a calibration need; frames of
+one recording show nearly the same scene, so leaving a frame out would test little). The choice
+follows the one-standard-error rule [1]_: the simplest model whose held-out error is within one
+standard error of the best model's.
 
 The fits are Gauss-Newton steps on the ECC cost of :mod:`gasdb_tools.registration.refine`: the
 cost of every frame (or block) is linearised once around each model's fit on all the data, so a
