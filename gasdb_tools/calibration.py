@@ -125,8 +125,6 @@ class Calibration:
 
         Pass it to :func:`gasdb_tools.registration.warp_thermal` (``distortion=``) with ``matrix``.
         """
-        from gasdb_tools.registration import RadialDistortion
-
         if not self.distortion:
             return None
         return RadialDistortion(float(self.distortion["k1"]), tuple(self.thermal_size))
