@@ -15,6 +15,7 @@ import datetime as _dt
 import io
 import logging
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +25,16 @@ from gasdb_tools import __version__
 from gasdb_tools.errors import CalibrationError, FormatError, WorkspaceError
 from gasdb_tools.fsutil import atomic_write_bytes, read_json, write_json
 from gasdb_tools.imaging import read_image, to_gray
-from gasdb_tools.registration import MODELS, RigRegistration, register_pairs, warp_thermal
+from gasdb_tools.registration import (MODEL_CHOICES, MODELS, RadialDistortion, RigRegistration, estimate_distortion,
+                                     register_pairs, warp_thermal)
+from gasdb_tools.registration.distortion import undistort_thermal
+
+#: What ``calibrate_workspace(distortion=...)`` accepts.
+DISTORTION_MODES = ("keep", "estimate", "none")
 from gasdb_tools.workspace import Workspace, check_id
 
 __all__ = [
+    "DISTORTION_MODES",
     "FORMAT",
     "FORMAT_VERSION",
     "Calibration",
@@ -40,6 +47,7 @@ __all__ = [
     "select_pairs",
     "calibrate_workspace",
     "qa_figure",
+    "recording_qa_figure",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,6 +91,14 @@ class Calibration:
         UTC ISO-8601 time of estimation.
     qa_figure : str
         File name of the QA figure beside the JSON ('' if none).
+    model_choice : dict
+        How the model was chosen: ``{"requested": "auto" or a model, "reason": ...}``, with
+        ``model='auto'`` also the held-out evidence (:meth:`ModelChoice.to_dict`); ``{}`` in files
+        written before the choice existed.
+    distortion : dict
+        Radial distortion of the thermal lens, ``{}`` for none: ``{"model": "radial", "k1",
+        "center", "radius", "source": "estimated" or "given", ...}``; ``matrix`` then maps
+        undistorted thermal px (see :meth:`lens`).
     """
 
     rig: str
@@ -98,6 +114,17 @@ class Calibration:
     tool: dict = field(default_factory=lambda: {"name": "gasdb-tools", "version": __version__})
     created: str = ""
     qa_figure: str = ""
+    model_choice: dict = field(default_factory=dict)
+    distortion: dict = field(default_factory=dict)
+
+    def lens(self):
+        """The thermal lens's :class:`~gasdb_tools.registration.RadialDistortion`, or None.
+
+        Pass it to :func:`gasdb_tools.registration.warp_thermal` (``distortion=``) with ``matrix``.
+        """
+        if not self.distortion:
+            return None
+        return RadialDistortion(float(self.distortion["k1"]), tuple(self.thermal_size))
 
     def to_dict(self) -> dict:
         """The JSON document (see ``calibration/README.md``)."""
@@ -118,6 +145,8 @@ class Calibration:
             "tool": self.tool,
             "created": self.created,
             "qa_figure": self.qa_figure,
+            "model_choice": self.model_choice,
+            "distortion": self.distortion,
         }
 
 
@@ -173,18 +202,35 @@ def validate_calibration(data, *, file=None) -> Calibration:
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
             bad(key, f"must be [width, height] with positive integers, got {value!r}")
         sizes[key] = (int(value[0]), int(value[1]))
-    for key, kind in (("residuals", dict), ("source_frames", list), ("method", dict), ("tool", dict)):
+    for key, kind in (("residuals", dict), ("source_frames", list), ("method", dict), ("tool", dict),
+                      ("model_choice", dict)):
         if key in data and not isinstance(data[key], kind):
             bad(key, f"must be a JSON {'object' if kind is dict else 'array'}")
     score = data.get("score")
     if score is not None and not isinstance(score, (int, float)):
         bad("score", f"must be a number or null, got {score!r}")
+    distortion = data.get("distortion", {})
+    if not isinstance(distortion, dict):
+        bad("distortion", "must be a JSON object ({} for no lens distortion)")
+    if distortion:
+        if distortion.get("model") != "radial":
+            bad("distortion.model", f"must be 'radial', got {distortion.get('model')!r}")
+        k1 = distortion.get("k1")
+        if isinstance(k1, bool) or not isinstance(k1, (int, float)) or not math.isfinite(k1) or abs(k1) >= 0.5:
+            bad("distortion.k1", f"must be a number with |k1| < 0.5, got {k1!r}",
+                fix="give the thermal lens's first radial coefficient (r = 1 at the frame corners)")
+        w, h = sizes["thermal_size"]
+        for key, expected in (("center", [(w - 1) / 2, (h - 1) / 2]), ("radius", 0.5 * math.hypot(w - 1, h - 1))):
+            if key in distortion and not np.allclose(distortion[key], expected, atol=1e-6):
+                bad(f"distortion.{key}", f"must be {expected} for a {w}x{h} thermal frame (the frame centre and "
+                    f"half its diagonal), got {distortion[key]!r}", fix=f"remove distortion.{key} or correct it")
     return Calibration(
         rig=rig, model=model, matrix=matrix, rgb_size=sizes["rgb_size"], thermal_size=sizes["thermal_size"],
         score=float(score) if score is not None else float("nan"), consistent=bool(data.get("consistent", True)),
         residuals=data.get("residuals", {}), source_frames=data.get("source_frames", []),
         method=data.get("method", {}), tool=data.get("tool", {}), created=str(data.get("created", "")),
-        qa_figure=str(data.get("qa_figure", "")))
+        qa_figure=str(data.get("qa_figure", "")), model_choice=data.get("model_choice", {}),
+        distortion=distortion)
 
 
 def read_calibration(path) -> Calibration:
@@ -215,8 +261,13 @@ def calibration_path(ws: Workspace, rig: str) -> Path:
 
 
 def calibration_from_registration(rig: str, result: RigRegistration, *, source_frames=(), method=None,
-                                  qa_figure: str = "", created: str | None = None) -> Calibration:
-    """Package a :class:`~gasdb_tools.registration.RigRegistration` as a :class:`Calibration`."""
+                                  qa_figure: str = "", created: str | None = None,
+                                  requested_model: str | None = None, distortion: dict | None = None) -> Calibration:
+    """Package a :class:`~gasdb_tools.registration.RigRegistration` as a :class:`Calibration`.
+
+    ``requested_model`` (default: ``'auto'`` when the result carries a model choice, else its
+    model) is recorded with the choice's evidence in ``model_choice``.
+    """
     frames = []
     for meta, fr in zip(list(source_frames) or [{}] * len(result.frames), result.frames):
         frames.append({**meta, "used": bool(fr.used), "reason": fr.reason,
@@ -224,10 +275,16 @@ def calibration_from_registration(rig: str, result: RigRegistration, *, source_f
                        "corner_deviation_px": _finite_or_none(fr.corner_deviation)})
     if created is None:
         created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    if result.model_choice is not None:
+        choice = {"requested": requested_model or "auto", **result.model_choice.to_dict()}
+    else:
+        requested = requested_model or result.model
+        choice = {"requested": requested, "model": result.model,
+                  "reason": f"{requested} was requested (no held-out comparison)"}
     return Calibration(rig=rig, model=result.model, matrix=result.matrix, rgb_size=result.rgb_size,
                        thermal_size=result.thermal_size, score=result.score, consistent=result.consistent,
                        residuals=result.stats(), source_frames=frames, method=dict(method or {}),
-                       created=created, qa_figure=qa_figure)
+                       created=created, qa_figure=qa_figure, model_choice=choice, distortion=dict(distortion or {}))
 
 
 def output_matrix(matrix, rgb_size, out_size) -> np.ndarray:
@@ -284,8 +341,9 @@ def select_pairs(pairs_by_recording: dict, frames: int) -> list[dict]:
     return chosen
 
 
-def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "homography", frames: int = 20,
-                        force: bool = False, refine: bool = True, figure: bool = True, **options) -> dict:
+def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "auto", frames: int = 20,
+                        force: bool = False, refine: bool = True, figure: bool = True, distortion: str = "keep",
+                        **options) -> dict:
     """Estimate the rig calibration(s) of a workspace from its extracted frame pairs.
 
     For each rig (``rig``, or every rig that has recordings), ``frames`` pairs are picked spread
@@ -302,7 +360,10 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
         Only this rig (default: every rig with recordings; a recording without a ``rig`` belongs
         to the workspace's rig from ``gasdb.json``).
     model : str
-        One of :data:`gasdb_tools.registration.MODELS`.
+        ``'auto'`` (choose by held-out error: :func:`gasdb_tools.registration.selection.select_model`;
+        recordings are the folds with three or more of them, else quadrants of the view) or one of
+        :data:`gasdb_tools.registration.MODELS` to force it. The file and the report record the
+        choice and why.
     frames : int
         Frame pairs to use (10-30 recommended).
     force : bool
@@ -311,6 +372,12 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
         Joint multi-frame refinement (see :func:`~gasdb_tools.registration.register_pairs`).
     figure : bool
         Write the QA figure.
+    distortion : {'keep', 'estimate', 'none'}
+        Radial distortion of the thermal lens. ``keep``: use the one the rig's existing file gives
+        (written by hand or estimated before; none if it has none), undistorting the thermal
+        frames before registration; ``estimate``: estimate it jointly
+        (:func:`gasdb_tools.registration.estimate_distortion`: one registration per candidate, so
+        about 8x slower) and keep it only when the frames constrain it; ``none``: no distortion.
     **options
         Passed to :func:`~gasdb_tools.registration.register_pairs` (e.g. ``min_score``,
         ``max_deviation_px``, ``max_rotation``).
@@ -318,8 +385,9 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
     Returns
     -------
     dict
-        ``{"workspace", "rigs": [{"rig", "path", "figure", "skipped", "model", "matrix", "score",
-        "consistent", "warnings", "frames_used", "frames_total", "corner_deviation_px"}]}``.
+        ``{"workspace", "rigs": [{"rig", "path", "figure", "skipped", "model", "model_requested",
+        "model_reason", "distortion_k1", "matrix", "score", "consistent", "warnings", "frames_used",
+        "frames_total", "corner_deviation_px"}]}``.
 
     Raises
     ------
@@ -328,10 +396,12 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
     CalibrationError
         The frames did not give a trustworthy transform (no file is written).
     """
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if model not in MODEL_CHOICES:
+        raise ValueError(f"model must be one of {MODEL_CHOICES}, got {model!r}")
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
         raise ValueError(f"frames must be an integer >= 1, got {frames!r}")
+    if distortion not in DISTORTION_MODES:
+        raise ValueError(f"distortion must be one of {DISTORTION_MODES}, got {distortion!r}")
     index = ws.read_index()
     default_rig = ws.settings.get("rig") or "default"
     rigs: dict[str, list[str]] = {}
@@ -364,9 +434,24 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
             raise WorkspaceError(f"rig {name!r} has no extracted frame pairs", file=ws.root / ws.PAIRS,
                                  fix="run `gasdb extract` first")
         pairs = [(read_image(ws.path(p["rgb"]), mode="rgb"), _thermal_gray(ws, p)) for p in chosen]
-        opts = {"min_frames": min(3, len(pairs)), **options}
+        opts = {"min_frames": min(3, len(pairs)), "model": model, "refine": refine,
+                "groups": [p["recording"] for p in chosen], **options}
+        given = read_calibration(path).distortion if distortion == "keep" and path.is_file() else {}
+        lens_entry, evidence = {}, None
         try:
-            result = register_pairs(pairs, model=model, refine=refine, groups=[p["recording"] for p in chosen], **opts)
+            if distortion == "estimate":
+                est = estimate_distortion(pairs, **opts)
+                result, evidence = est.registration, est.to_dict()
+                if est.distortion is not None:
+                    lens_entry = {**est.distortion.to_dict(), "source": "estimated"}
+                    pairs = [(rgb, undistort_thermal(th, est.distortion)[0]) for rgb, th in pairs]
+            elif given:
+                lens = RadialDistortion(float(given["k1"]), pairs[0][1].shape[1::-1])
+                pairs = [(rgb, *undistort_thermal(th, lens)) for rgb, th in pairs]
+                result = register_pairs(pairs, **opts)
+                lens_entry = {**lens.to_dict(), "source": given.get("source", "given")}
+            else:
+                result = register_pairs(pairs, **opts)
         except CalibrationError as exc:
             raise CalibrationError(f"rig {name!r}: {exc.message}", file=path, fix=exc.fix) from None
         source = [{"pair_id": p["pair_id"], "recording": p["recording"], "rgb": p["rgb"], "thermal": p["thermal"]}
@@ -375,11 +460,16 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
         method = {"features": "edge strength x doubled-angle direction (sigma 1.5 px)",
                   "search": "rotation x scale grid + phase correlation", "refinement": "pyramid ECC (LM)",
                   "combination": "median of projected corners" + (" + joint refinement" if refine else ""),
+                  "model": "held-out ECC error, one-standard-error rule" if model == "auto" else "given",
                   "frames_requested": frames, "options": {k: _jsonable(v) for k, v in sorted(options.items())}}
-        cal = calibration_from_registration(name, result, source_frames=source, method=method, qa_figure=fig_name)
+        method["distortion"] = distortion
+        if evidence is not None:
+            method["distortion_evidence"] = evidence
+        cal = calibration_from_registration(name, result, source_frames=source, method=method, qa_figure=fig_name,
+                                            requested_model=model, distortion=lens_entry)
         if figure:
             best = max((f for f in result.frames if f.used), key=lambda f: f.score_combined)
-            rgb, thermal = pairs[best.index]
+            rgb, thermal = pairs[best.index][:2]  # the thermal frame undistorted when the lens has distortion
             qa_figure(path.parent / fig_name, rgb, thermal, result,
                       title=f"rig {name}: {chosen[best.index]['pair_id']}")
         write_calibration(path, cal)
@@ -406,7 +496,10 @@ def _thermal_gray(ws: Workspace, pair: dict) -> np.ndarray:
 def _summary(cal: Calibration, path: Path) -> dict:
     res = cal.residuals or {}
     return {"rig": cal.rig, "path": str(path), "figure": str(path.parent / cal.qa_figure) if cal.qa_figure else None,
-            "model": cal.model, "matrix": cal.matrix.tolist(), "score": _finite_or_none(cal.score),
+            "model": cal.model, "model_requested": cal.model_choice.get("requested", cal.model),
+            "model_reason": cal.model_choice.get("reason", ""),
+            "distortion_k1": cal.distortion.get("k1") if cal.distortion else None,
+            "matrix": cal.matrix.tolist(), "score": _finite_or_none(cal.score),
             "consistent": cal.consistent, "warnings": list(res.get("warnings", [])),
             "frames_used": res.get("frames_used"), "frames_total": res.get("frames_total"),
             "corner_deviation_px": res.get("corner_deviation_px")}
@@ -473,19 +566,73 @@ def qa_figure(path, rgb, thermal, result: RigRegistration, *, title: str = "") -
     ax2.set_ylabel("edge correlation at result")
     state = "consistent" if result.consistent else "FLAGGED: " + "; ".join(result.warnings)[:90]
     ax.set_title(f"{len(result.used)}/{len(result.frames)} frames used - {state}", fontsize=9)
-    # block residual arrows on the 'after' panel, scaled x10
-    rows, cols = result.block_shifts.shape[:2]
-    for i in range(rows):
-        for j in range(cols):
-            dx, dy = result.block_shifts[i, j]
-            if not (np.isfinite(dx) and np.isfinite(dy)):
-                continue
-            cx, cy = (j + 0.5) * size[0] / cols, (i + 0.5) * size[1] / rows
-            axes[0, 1].annotate("", xy=(cx + 10 * dx, cy + 10 * dy), xytext=(cx, cy),
-                                arrowprops={"arrowstyle": "->", "color": "yellow", "lw": 1.5})
+    _block_arrows(axes[0, 1], result.block_shifts, size)  # block residuals on the 'after' panel, x10
+    if title:
+        fig.suptitle(f"{title} (yellow: block residuals x10)")
+    if result.model_choice is not None:
+        fig.text(0.01, 0.005, textwrap.shorten("model: " + result.model_choice.reason, 230), fontsize=7)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def recording_qa_figure(path, rgb, thermal, refinement, *, title: str = "") -> Path:
+    """Write the QA figure of a per-recording refinement (PNG, matplotlib Agg).
+
+    ``refinement`` is a :class:`gasdb_tools.registration.recording.RecordingRefinement` and
+    ``rgb``/``thermal`` one of its frame pairs (``refinement.best_frame``). Panels: edge overlays
+    at the rig matrix and at the refined matrix (thermal magenta, RGB green) with the block
+    residuals (yellow arrows, x10); the edge correlation of every frame before and after.
+    """
+    from matplotlib.figure import Figure
+
+    from gasdb_tools.registration import edge_features
+
+    rgb_gray = to_gray(np.asarray(rgb))
+    size = (rgb_gray.shape[1], rgb_gray.shape[0])
+    f_rgb = edge_features(rgb_gray)
+    f_th = edge_features(thermal)
+    fig = Figure(figsize=(12, 8), dpi=100)
+    axes = fig.subplots(2, 2)
+    for ax, matrix, blocks, label in ((axes[0, 0], refinement.rig_matrix, refinement.block_shifts_rig, "rig"),
+                                      (axes[0, 1], refinement.matrix, refinement.block_shifts, "refined")):
+        warped, valid = warp_thermal(f_th, matrix, size)
+        ax.imshow(np.clip(np.dstack([warped, f_rgb, warped]) * np.float32(0.85)
+                          + np.float32(0.15) * valid[..., None], 0, 1))
+        _block_arrows(ax, blocks, size)
+        ax.set_title(f"{label} matrix: mean edge correlation "
+                     f"{refinement.score_rig if label == 'rig' else refinement.score:.3f}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = axes[1, 0]
+    idx = np.arange(len(refinement.frame_scores))
+    before, after = np.array(refinement.frame_scores).T
+    ax.bar(idx - 0.2, before, 0.4, label="rig")
+    ax.bar(idx + 0.2, after, 0.4, label="refined")
+    ax.set_xlabel("frame pair")
+    ax.set_ylabel("edge correlation")
+    ax.legend(fontsize=8)
+    axes[1, 1].axis("off")
+    u = refinement.update
+    axes[1, 1].text(0, 0.9, f"update ({refinement.model}, prior {refinement.prior_px:g} px):\n"
+                            + "\n".join("  ".join(f"{v:9.4f}" for v in row) for row in u)
+                            + f"\ncorner shift mean {refinement.shift_px[0]:.2f} px, max {refinement.shift_px[1]:.2f} px",
+                    family="monospace", fontsize=9, va="top")
     if title:
         fig.suptitle(f"{title} (yellow: block residuals x10)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return atomic_write_bytes(path, buf.getvalue())
+def _block_arrows(ax, blocks, size):
+    rows, cols = blocks.shape[:2]
+    for i in range(rows):
+        for j in range(cols):
+            dx, dy = blocks[i, j]
+            if not (np.isfinite(dx) and np.isfinite(dy)):
+                continue
+            cx, cy = (j + 0.5) * size[0] / cols, (i + 0.5) * size[1] / rows
+            ax.annotate("", xy=(cx + 10 * dx, cy + 10 * dy), xytext=(cx, cy),
+                        arrowprops={"arrowstyle": "->", "color": "yellow", "lw": 1.5})
+

@@ -5,7 +5,8 @@ Pure functions on timestamps and arrays (no files): the ``extract`` stage feeds 
 stream's start, and the rig's start offset is ``offset_s`` with ``t_rgb = t_thermal + offset_s``.
 
 * :func:`estimate_offset` cross-correlates the motion-energy signals of the two streams
-  (resampled to 100 Hz, z-normalised, ±5 s; methods §D.3).
+  (resampled to 100 Hz, z-normalised, ±5 s; methods §D.3), with a confidence that reflects
+  ambiguity (the best peak against its strongest rival and the signals' periodicity).
 * :func:`iter_pairs` / :func:`pair_by_time` pair each frame with the nearest frame of the other
   stream after the offset, never by index, and reject pairs further apart than half a frame
   period of the faster stream (:func:`pairing_tolerance`).
@@ -52,15 +53,31 @@ class OffsetEstimate(NamedTuple):
     offset_s : float
         Estimated start offset (``t_rgb = t_thermal + offset_s``); NaN when no estimate exists.
     confidence : float
-        Peak normalised (Pearson) correlation of the two motion-energy signals, clipped to [0, 1].
-        About 0.4 for a clean simulated or re-encoded pair; below ~0.15 the peak is rarely the truth.
+        How unambiguous the peak is, in [0, 1]: ``(peak - rival) / (1 - rival)``, where ``rival``
+        is the strongest alternative, ``max(second_peak, peak * periodicity, 0)``, raised by
+        ``kappa`` standard errors of a correlation measured on ``independent_samples`` samples
+        (Fisher's z). 1 for two identical signals; 0.8-0.95 for one sharp event both cameras see
+        (a flash, clap or heat source); 0 when another lag correlates about as well (periodic
+        motion, a slideshow, a uniform pan, a static scene) or the signals hold too few independent
+        samples to tell; 0 without an estimate.
     second_peak : float
-        Highest correlation at lags more than ``exclusion_s`` away from the peak: a peak close to
-        it is ambiguous (periodic motion).
+        Highest correlation outside the peak's own lobe (the peak's neighbourhood down to its first
+        trough, at least ``exclusion_s`` wide); where the lobe runs into the end of the lag range,
+        the correlation there counts too (a rival may lie beyond it). NaN when nothing is left.
     lags_s : (K,) ndarray
         Candidate offsets (s).
     correlation : (K,) ndarray
         Normalised correlation at each lag (NaN where the overlap is too short).
+    peak : float
+        Normalised (Pearson) correlation at the best lag (NaN without an estimate).
+    periodicity : float
+        How periodic the two motion signals are: for each signal the highest autocorrelation outside
+        its central lobe within ``±max_lag_s``, the smaller of the two (a shared period makes every
+        multiple of it an equally good offset). NaN when it cannot be measured.
+    independent_samples : float
+        Effective number of independent samples behind the peak: the overlap divided by
+        ``1 + 2 sum_j rho_thermal(j) rho_rgb(j)`` (Bartlett's formula for the variance of a
+        cross-correlation of autocorrelated series). Smooth or short signals have few.
     """
 
     offset_s: float
@@ -68,6 +85,9 @@ class OffsetEstimate(NamedTuple):
     second_peak: float
     lags_s: np.ndarray
     correlation: np.ndarray
+    peak: float = math.nan
+    periodicity: float = math.nan
+    independent_samples: float = math.nan
 
 
 def resample_signal(times, values, *, rate_hz: float = 100.0) -> tuple[int, np.ndarray]:
@@ -112,14 +132,89 @@ def _window_sums(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndar
     return c1[hi] - c1[lo], c2[hi] - c2[lo]
 
 
+def _lagged_correlation(a: np.ndarray, b: np.ndarray, shifts: np.ndarray, need: int) -> np.ndarray:
+    """Pearson correlation of ``a[i]`` and ``b[i + s]`` over their overlap, for every shift ``s``.
+
+    FFT for the cross products, cumulative sums for the per-shift means and variances; NaN where
+    the overlap is shorter than ``need`` samples or a side is constant there.
+    """
+    from scipy.signal import fftconvolve
+
+    na, nb = a.size, b.size
+    lo = np.maximum(0, -shifts)
+    hi = np.minimum(na, nb - shifts)
+    n = hi - lo
+    valid = n >= max(need, 3)
+    if not valid.any():
+        return np.full(shifts.shape, np.nan)
+    cross = fftconvolve(b, a[::-1])  # cross[m] = sum_i a[i] b[i + m - (na - 1)]
+    idx = shifts + na - 1
+    inside = (idx >= 0) & (idx < cross.size)
+    valid &= inside
+    sab = np.where(inside, cross[np.clip(idx, 0, cross.size - 1)], 0.0)
+    lo_v, hi_v = np.where(valid, lo, 0), np.where(valid, hi, 0)
+    sa, saa = _window_sums(a, lo_v, hi_v)
+    sb, sbb = _window_sums(b, np.clip(lo_v + shifts, 0, nb), np.clip(hi_v + shifts, 0, nb))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nn = np.maximum(n, 1)
+        cov = sab - sa * sb / nn
+        var = (saa - sa * sa / nn) * (sbb - sb * sb / nn)
+        return np.where(valid & (var > 1e-12 * nn * nn), cov / np.sqrt(np.abs(var)), np.nan)
+
+
+def _lobe(r: np.ndarray, centre: int, min_half_width: int) -> tuple[int, int]:
+    """Index range ``[lo, hi)`` of the lobe of ``r`` around ``centre``.
+
+    From the centre outwards, first until ``r`` falls below half its value at the centre, then on
+    down to the trough (until it stops decreasing); at least ``min_half_width`` on each side.
+    NaN ends a lobe.
+    """
+    top = r[centre]
+
+    def walk(step):
+        k = centre
+        below = False
+        while 0 <= k + step < r.size and np.isfinite(r[k + step]):
+            nxt = r[k + step]
+            if below and nxt > r[k]:
+                break
+            below = below or nxt < 0.5 * top
+            k += step
+        return k
+
+    lo = min(walk(-1), centre - min_half_width)
+    hi = max(walk(+1), centre + min_half_width)
+    return max(lo, 0), min(hi + 1, r.size)
+
+
+def _rival(r: np.ndarray, centre: int, min_half_width: int) -> float:
+    """Strongest correlation outside the lobe around ``centre`` (see :class:`OffsetEstimate`)."""
+    lo, hi = _lobe(r, centre, min_half_width)
+    outside = np.concatenate([r[:lo], r[hi:]])
+    finite = np.flatnonzero(np.isfinite(r))
+    # a lobe that reaches the end of the measured range may hide a rival beyond it
+    edges = [r[i] for i in (lo, hi - 1) if finite.size and i in (finite[0], finite[-1]) and i != centre]
+    values = np.concatenate([outside[np.isfinite(outside)], np.asarray(edges, np.float64)])
+    return float(values.max()) if values.size else math.nan
+
+
 def estimate_offset(t_thermal, e_thermal, t_rgb, e_rgb, *, max_lag_s: float = 5.0, rate_hz: float = 100.0,
-                    min_overlap: float = 0.5, exclusion_s: float = 0.25) -> OffsetEstimate:
+                    min_overlap: float = 0.5, exclusion_s: float = 0.25, kappa: float = 1.0) -> OffsetEstimate:
     """Estimate the start offset of two streams by cross-correlating their motion energies.
 
     Both signals are resampled to ``rate_hz`` (:func:`resample_signal`), z-normalised, and their
     Pearson correlation is computed for every lag in ``±max_lag_s`` over the overlapping part
     (FFT for the cross products, cumulative sums for the per-lag means and variances). The best
     lag is refined to a fraction of a sample with a parabola through its neighbours.
+
+    The confidence measures how **unambiguous** that peak is, not only how high: ``(peak - rival)
+    / (1 - rival)``, where the rival is the strongest alternative, the larger of the best
+    correlation outside the peak's lobe (``second_peak``) and ``peak x periodicity`` (the signals'
+    own autocorrelation away from zero lag), raised by ``kappa`` standard errors of a correlation
+    on the signals' effective number of independent samples. Motion that repeats (a slideshow),
+    that is the same at every moment (a uniform pan) or that is only noise (a static scene)
+    correlates about as well at other lags, and its confidence is 0 however high the peak; a
+    single sharp event that both cameras see (a clap, a flash, a heat source) leaves no rival.
 
     Parameters
     ----------
@@ -136,12 +231,19 @@ def estimate_offset(t_thermal, e_thermal, t_rgb, e_rgb, *, max_lag_s: float = 5.
         A lag counts only if the streams overlap for at least this fraction of the shorter signal
         (and at least 1 s): tiny overlaps correlate by chance.
     exclusion_s : float
-        Half-width around the peak ignored when reporting ``second_peak``.
+        Smallest half-width of the peak's neighbourhood (and of the autocorrelation's central lobe)
+        left out when looking for a rival.
+    kappa : float
+        Standard errors by which the peak must beat its rival before it counts (1 refuses the short
+        real TNO ``Duine`` sequence, whose visual stream is a uniform pan, in every packing that
+        ``benchmarks/bench_registration.py`` tries, and keeps the ``Tree`` sequence, with a burst of
+        motion both cameras see, well above the threshold).
 
     Returns
     -------
     OffsetEstimate
-        ``offset_s`` with ``t_rgb = t_thermal + offset_s`` and a ``confidence`` in [0, 1]. When
+        ``offset_s`` with ``t_rgb = t_thermal + offset_s``, a ``confidence`` in [0, 1], and the
+        evidence behind it (``peak``, ``second_peak``, ``periodicity``, the correlation curve). When
         either signal is flat or no lag overlaps enough, ``offset_s`` is NaN and ``confidence`` 0.
 
     Notes
@@ -149,21 +251,32 @@ def estimate_offset(t_thermal, e_thermal, t_rgb, e_rgb, *, max_lag_s: float = 5.
     The method and its measured accuracy are in methods §D.3 (a 25 fps stream against a
     contrast-changed 30 fps copy trimmed by 1.30 s: recovered exactly, peak correlation 0.43).
     Real RGB/thermal pairs correlate less; a clap, flash or heat event in both views helps.
+    The rival is the usual peak-ratio test of template matching (peak-to-sidelobe ratio); the
+    periodicity term catches repetition that the lag range shows only partly.
 
     Examples
     --------
     >>> t = np.arange(0, 20, 0.04)
-    >>> e = np.sin(t) + np.sin(2.3 * t) ** 2
+    >>> e = np.exp(-0.5 * ((t - 6.0) / 0.1) ** 2)   # one flash, seen by both cameras
     >>> t2 = np.arange(0, 20, 1 / 30)
-    >>> e2 = np.interp(t2 - 1.3, t, e)          # the RGB clock runs 1.3 s ahead
+    >>> e2 = np.interp(t2 - 1.3, t, e)              # the RGB clock runs 1.3 s ahead
     >>> est = estimate_offset(t, e, t2, e2)
     >>> round(est.offset_s, 2), est.confidence > 0.9
     (1.3, True)
+    >>> noise = np.random.default_rng(0).normal(0, 0.05, (2, t.size))
+    >>> slides = (np.sin(2 * np.pi * t / 2.0) > 0.95) + noise   # a new slide every 2 s, in both cameras
+    >>> est = estimate_offset(t, slides[0], t, slides[1])
+    >>> round(est.peak, 2), round(est.second_peak, 2), est.confidence
+    (0.99, 0.99, 0.0)
     """
     if not max_lag_s > 0:
         raise ValueError(f"max_lag_s must be > 0, got {max_lag_s}")
     if not 0 < min_overlap <= 1:
         raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap}")
+    if not exclusion_s >= 0:
+        raise ValueError(f"exclusion_s must be >= 0, got {exclusion_s}")
+    if not kappa >= 0:
+        raise ValueError(f"kappa must be >= 0, got {kappa}")
     ia0, a = resample_signal(t_thermal, e_thermal, rate_hz=rate_hz)
     jb0, b = resample_signal(t_rgb, e_rgb, rate_hz=rate_hz)
     max_lag = int(round(max_lag_s * rate_hz))
@@ -174,32 +287,10 @@ def estimate_offset(t_thermal, e_thermal, t_rgb, e_rgb, *, max_lag_s: float = 5.
         return empty
     a = (a - a.mean()) / a.std()
     b = (b - b.mean()) / b.std()
-    na, nb = a.size, b.size
     # thermal sample i (time (ia0 + i)/rate) meets rgb sample j = i + k (time (jb0 + j)/rate);
     # the offset of shift k is (jb0 + k - ia0) / rate.
-    shifts = lag_samples + ia0 - jb0
-    lo = np.maximum(0, -shifts)
-    hi = np.minimum(na, nb - shifts)
-    n = hi - lo
-    need = max(int(rate_hz), int(min_overlap * min(na, nb)))
-    valid = n >= max(need, 3)
-    if not valid.any():
-        return empty
-    from scipy.signal import fftconvolve
-
-    cross = fftconvolve(b, a[::-1])  # cross[m] = sum_i a[i] b[i + m - (na - 1)]
-    idx = shifts + na - 1
-    inside = (idx >= 0) & (idx < cross.size)
-    valid &= inside
-    sab = np.where(inside, cross[np.clip(idx, 0, cross.size - 1)], 0.0)
-    lo_v, hi_v = np.where(valid, lo, 0), np.where(valid, hi, 0)
-    sa, saa = _window_sums(a, lo_v, hi_v)
-    sb, sbb = _window_sums(b, np.clip(lo_v + shifts, 0, nb), np.clip(hi_v + shifts, 0, nb))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        nn = np.maximum(n, 1)
-        cov = sab - sa * sb / nn
-        var = (saa - sa * sa / nn) * (sbb - sb * sb / nn)
-        r = np.where(valid & (var > 1e-12 * nn * nn), cov / np.sqrt(np.abs(var)), np.nan)
+    need = max(int(rate_hz), int(min_overlap * min(a.size, b.size)))
+    r = _lagged_correlation(a, b, lag_samples + ia0 - jb0, need)
     if not np.isfinite(r).any():
         return empty
     best = int(np.nanargmax(r))
@@ -209,9 +300,44 @@ def estimate_offset(t_thermal, e_thermal, t_rgb, e_rgb, *, max_lag_s: float = 5.
         if denom < 0:
             delta = float(np.clip(0.5 * (r[best - 1] - r[best + 1]) / denom, -0.5, 0.5))
     offset = (lag_samples[best] + delta) / rate_hz
-    far = np.abs(lag_samples - lag_samples[best]) > exclusion_s * rate_hz
-    second = float(np.nanmax(r[far])) if np.isfinite(r[far]).any() else math.nan
-    return OffsetEstimate(float(offset), float(np.clip(r[best], 0.0, 1.0)), second, lag_samples / rate_hz, r)
+    half = max(1, int(round(exclusion_s * rate_hz)))
+    second = _rival(r, best, half)
+    autos = [_lagged_correlation(x, x, lag_samples, max(int(rate_hz), int(min_overlap * x.size))) for x in (a, b)]
+    periodic = [_rival(auto, max_lag, half) if np.isfinite(auto[max_lag]) else math.nan for auto in autos]
+    periodicity = min(periodic) if all(np.isfinite(periodic)) else math.nan
+    shift = int(lag_samples[best] + ia0 - jb0)
+    overlap = min(a.size, b.size - shift) - max(0, -shift)
+    n_eff = overlap / _correlation_length(autos[0][max_lag:], autos[1][max_lag:])
+    peak = float(r[best])
+    confidence = _confidence(peak, second, periodicity, n_eff, kappa)
+    return OffsetEstimate(float(offset), confidence, second, lag_samples / rate_hz, r, peak, periodicity,
+                          float(n_eff))
+
+
+def _correlation_length(auto_a: np.ndarray, auto_b: np.ndarray) -> float:
+    """Samples per independent sample of a cross-correlation: ``1 + 2 sum_j rho_a(j) rho_b(j)`` (Bartlett).
+
+    ``auto_*[j]`` is the autocorrelation at lag ``j >= 0``; the sum runs over the initial positive
+    stretch of the product (beyond it, estimates of small autocorrelations are mostly noise).
+    """
+    prod = auto_a[1:] * auto_b[1:]
+    stop = np.flatnonzero(~(prod > 0))
+    prod = prod[:stop[0]] if stop.size else prod
+    return 1.0 + 2.0 * float(prod.sum())
+
+
+def _confidence(peak: float, second: float, periodicity: float, n_eff: float, kappa: float) -> float:
+    """``(peak - rival) / (1 - rival)`` with the rival raised by ``kappa`` standard errors (Fisher z)."""
+    if not np.isfinite(second) or not n_eff > 3:
+        return 0.0  # nothing to compare the peak with, or too few independent samples
+    if peak >= 1.0 - 1e-12:
+        return 1.0
+    rival = max(second, peak * periodicity if np.isfinite(periodicity) else 0.0, 0.0)
+    # the difference of two correlations measured on n_eff independent samples has a standard error
+    # of about sqrt(2 / (n_eff - 3)) in Fisher's z: a rival within kappa of them is not beaten
+    z = math.atanh(min(rival, 1 - 1e-12)) + kappa * math.sqrt(2.0 / (n_eff - 3.0))
+    rival = math.tanh(z)
+    return float(np.clip((peak - rival) / (1.0 - rival), 0.0, 1.0))
 
 
 # -- pairing -------------------------------------------------------------------------------------

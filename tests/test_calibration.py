@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -65,6 +66,7 @@ def calibrated(tmp_path_factory, rig):
     on their own workspaces built from this calibration file)."""
     ws = make_workspace(tmp_path_factory.mktemp("cal") / "ws", {"rec1": rig, "rec2": rig})
     report = calibrate_workspace(ws, frames=8)
+    report["written"] = json.loads(calibration_path(ws, "rig-a").read_text())
     return ws, report
 
 
@@ -181,7 +183,71 @@ def test_calibrate_skips_existing_unless_forced(calibrated, monkeypatch):
     finally:
         ws.set_blacklist({})
     assert calls == [7]  # 8 pairs, one blacklisted
-    assert read_calibration(path).model == "affine"
+    forced = read_calibration(path)
+    assert forced.model == "affine" and forced.model_choice["requested"] == "affine"
+    assert "requested" in forced.model_choice["reason"] and forced.residuals["model_choice"] is None
+
+
+def test_calibrate_records_the_model_choice(calibrated):
+    """The report and (as written, before other tests recalibrate it) the file say which model and why."""
+    ws, report = calibrated
+    (entry,) = report["rigs"]
+    cal = validate_calibration(report["written"])
+    choice = cal.model_choice
+    assert choice["requested"] == "auto" and choice["model"] == cal.model == entry["model"]
+    assert choice["folds"] == "quadrants" and set(choice["heldout_error"]) == set(reg.MODELS)  # 2 recordings
+    assert choice["reason"] == entry["model_reason"] and "held-out" in choice["reason"]
+    assert cal.residuals["model_choice"]["model"] == cal.model and cal.method["model"].startswith("held-out")
+    assert entry["model_requested"] == "auto" and entry["distortion_k1"] is None and cal.distortion == {}
+
+
+def test_calibration_files_without_the_new_fields_still_read(tmp_path):
+    doc = _example().to_dict()
+    del doc["model_choice"], doc["distortion"]
+    cal = validate_calibration(doc)
+    assert cal.model_choice == {} and cal.distortion == {} and cal.lens() is None
+
+
+@pytest.mark.parametrize("value,message", [
+    ({"model": "fisheye", "k1": 0.1}, "'radial'"),
+    ({"model": "radial", "k1": 0.7}, "k1"),
+    ({"model": "radial", "k1": "x"}, "k1"),
+    ({"model": "radial", "k1": 0.01, "center": [1, 2]}, "center"),
+    ([0.1], "distortion"),
+])
+def test_validate_calibration_checks_the_distortion(value, message):
+    with pytest.raises(FormatError, match=message):
+        validate_calibration({**_example().to_dict(), "distortion": value})
+
+
+def test_a_given_lens_distortion_is_kept_and_used(tmp_path):
+    """A rig file that gives k1 (by hand): recalibrating keeps it and registers undistorted frames."""
+    from gasdb_tools.registration.distortion import RadialDistortion, undistort_points
+
+    rig = SynthRig(seed=12, size=SIZE)
+    lens = RadialDistortion(-0.05, SIZE)
+    ys, xs = np.mgrid[0:SIZE[1], 0:SIZE[0]].astype(np.float64)
+    u = undistort_points(np.stack([xs.ravel(), ys.ravel()], 1), lens).reshape(SIZE[1], SIZE[0], 2).astype(np.float32)
+
+    class Distorted(SynthRig):
+        def thermal(self, t):
+            frame, mask = super().thermal(t)
+            return cv2.remap(frame, u[..., 0], u[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), mask
+
+    lensed = Distorted(seed=12, size=SIZE)
+    ws = make_workspace(tmp_path / "ws", {"rec1": lensed, "rec2": lensed})
+    path = calibration_path(ws, "rig-a")
+    write_calibration(path, _example(rgb_size=SIZE, thermal_size=SIZE, distortion={"model": "radial", "k1": -0.05}))
+    calibrate_workspace(ws, frames=8, force=True, figure=False)
+    cal = read_calibration(path)
+    assert cal.distortion["k1"] == -0.05 and cal.distortion["source"] == "given" and cal.lens().k1 == -0.05
+    corners = reg.image_corners(SIZE)
+    mapped = reg.transform_points(cal.matrix, undistort_points(corners, cal.lens()))
+    truth = reg.transform_points(rig.homography, undistort_points(corners, lens))
+    assert np.hypot(*(mapped - truth).T).mean() < 0.5
+    th = lensed.thermal(1.0)[0]
+    warped, valid = reg.warp_thermal(th, cal.matrix, SIZE, distortion=cal.lens())
+    assert valid.mean() > 0.8
 
 
 def test_calibrate_black_frames_writes_nothing(tmp_path, rig):

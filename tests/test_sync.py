@@ -8,8 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gasdb_tools.extract import DEFAULT_MIN_CONFIDENCE
 from gasdb_tools.sync import (DuplicateFilter, TimeSampler, change_statistic, estimate_offset, iter_pairs,
                               pair_by_time, pairing_tolerance, resample_signal, sample_every, stream_period)
+from gasdb_tools.video import motion_energy
+from tests._motion_scenes import AMBIGUOUS, EVENTS, write_scene
 
 
 def _activity(seed: int, seconds: float = 30.0):
@@ -36,6 +39,66 @@ def test_offset_of_two_differently_sampled_streams_is_recovered_within_a_frame(o
     assert abs(est.offset_s - offset) < 1 / 30
     assert est.confidence > 0.5
     assert est.lags_s[0] == -5.0 and est.lags_s[-1] == 5.0
+
+
+def _estimate(folder):
+    th, rgb = motion_energy(folder / "thermal.mp4"), motion_energy(folder / "rgb.mp4")
+    return estimate_offset(th.times, th.energy, rgb.times, rgb.energy)
+
+
+@pytest.mark.parametrize("kind,seed,offset", [(k, s, o) for k in AMBIGUOUS for s, o in ((0, 0.0), (1, 0.7), (2, -1.3))])
+def test_ambiguous_motion_never_passes_the_confidence_threshold(tmp_path, kind, seed, offset):
+    """A slideshow, a uniform pan or a static scene (real encoded video, 30/25 fps) is refused.
+
+    Their peak correlation alone (the old confidence) is well above the threshold: 0.98
+    (slideshow: every 2 s period lines up), 0.77 (pan), 0.35-0.42 (static: the encoder's keyframe
+    pulses); what they lack is a peak that beats the other lags.
+    """
+    est = _estimate(write_scene(tmp_path, kind, seed=seed, offset_s=offset))
+    assert est.peak > DEFAULT_MIN_CONFIDENCE
+    assert est.confidence < DEFAULT_MIN_CONFIDENCE, (est.offset_s, est.confidence, est.peak, est.second_peak)
+    assert est.confidence == 0.0
+
+
+@pytest.mark.parametrize("kind,seed,offset", [(k, s, o) for k in EVENTS for s, o in ((0, 0.0), (1, 0.7), (2, -1.3))])
+def test_a_flash_clap_or_heat_source_gives_the_offset_at_high_confidence(tmp_path, kind, seed, offset):
+    est = _estimate(write_scene(tmp_path, kind, seed=seed, offset_s=offset))
+    assert abs(est.offset_s - offset) < 1 / 30
+    assert est.confidence > 0.35 and est.confidence > 2 * DEFAULT_MIN_CONFIDENCE, est
+
+
+@settings(max_examples=30, deadline=None)
+@given(period=st.floats(0.3, 2.5), duty=st.floats(0.05, 0.5), phase=st.floats(0, 1), offset=st.floats(-3, 3),
+       seed=st.integers(0, 10_000))
+def test_periodic_motion_is_never_trusted(period, duty, phase, offset, seed):
+    """Any periodic motion (here a noisy pulse train seen by both cameras, 25 and 30 fps) is refused."""
+    rng = np.random.default_rng(seed)
+    t_th, t_rgb = np.arange(0, 20, 1 / 25), np.arange(0, 20, 1 / 30)
+
+    def pulses(t):
+        return (((t / period + phase) % 1.0) < duty).astype(float)
+
+    e_th = pulses(t_th) + rng.normal(0, 0.1, t_th.size)
+    e_rgb = 2 * pulses(t_rgb - offset) + 1 + rng.normal(0, 0.1, t_rgb.size)
+    est = estimate_offset(t_th, e_th, t_rgb, e_rgb)
+    assert est.confidence < DEFAULT_MIN_CONFIDENCE, est
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_unrelated_noise_is_never_trusted(seed):
+    rng = np.random.default_rng(seed)
+    t_th, t_rgb = np.arange(0, 20, 1 / 25), np.arange(0, 20, 1 / 30)
+    est = estimate_offset(t_th, rng.normal(size=t_th.size), t_rgb, rng.normal(size=t_rgb.size))
+    assert est.confidence < DEFAULT_MIN_CONFIDENCE, est
+
+
+def test_identical_signals_are_certain_and_the_evidence_is_reported():
+    t, act = _activity(3, seconds=20.0)
+    est = estimate_offset(t, act, t, act)
+    assert est.offset_s == 0.0 and est.confidence == 1.0 and est.peak == pytest.approx(1.0)
+    assert est.second_peak < 0.9 and est.independent_samples > 10
+    assert -1 <= est.periodicity <= est.second_peak + 1e-9  # the autocorrelation's rival is the cross-correlation's
 
 
 def test_correlation_curve_matches_a_direct_pearson_at_each_lag():
@@ -73,6 +136,8 @@ def test_offset_arguments_are_checked():
         estimate_offset(t[::-1], t, t, t)
     with pytest.raises(ValueError, match="max_lag_s"):
         estimate_offset(t, t, t, t, max_lag_s=0)
+    with pytest.raises(ValueError, match="kappa"):
+        estimate_offset(t, t, t, t, kappa=-1)
 
 
 def test_resample_signal_interpolates_on_the_grid():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from gasdb_tools.cli._common import emit_json, fail, jobs_option, json_option, workspace_argument
-from gasdb_tools.registration import MODELS
+from gasdb_tools.registration import MODEL_CHOICES
 from gasdb_tools.workspace import Workspace
 
 
@@ -25,23 +25,29 @@ def _size(ctx, param, value):
 @click.command()
 @workspace_argument
 @click.option("--rig", help="Calibrate only this rig (default: every rig that has recordings).")
-@click.option("--model", type=click.Choice(MODELS), default="homography", show_default=True,
-              help="Transform model.")
+@click.option("--model", type=click.Choice(MODEL_CHOICES), default="auto", show_default=True,
+              help="Transform model; auto chooses by held-out error (frames or regions left out) and records why.")
 @click.option("--frames", type=click.IntRange(1, 500), default=20, show_default=True,
               help="Frame pairs to use, spread over the rig's recordings and time.")
 @click.option("--force", is_flag=True, help="Recalibrate a rig that already has a calibration file.")
 @click.option("--no-refine", is_flag=True, help="Skip the joint multi-frame refinement (median of corners only).")
 @click.option("--min-score", type=click.FloatRange(-1, 1), default=0.15, show_default=True,
               help="Frames whose edge correlation stays below this are left out.")
+@click.option("--distortion", type=click.Choice(["keep", "estimate", "none"]), default="keep", show_default=True,
+              help="Thermal lens radial distortion: keep the one the rig file gives, estimate it (about 8x slower; "
+                   "kept only when the frames constrain it), or none.")
 @click.option("--strict", is_flag=True, help="Exit 1 when a calibration is flagged (residuals disagree).")
 @json_option
 def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, force: bool, no_refine: bool,
-              min_score: float, strict: bool, as_json: bool) -> None:
+              min_score: float, distortion: str, strict: bool, as_json: bool) -> None:
     """Estimate the rig's thermal-to-RGB registration from the edges both cameras see.
 
     No calibration target is needed: frame pairs spread over the rig's recordings are aligned
-    on their edges, combined by the median of the projected corners and refined jointly. Writes
-    WORKSPACE/calibration/<rig>.json and a QA figure <rig>_qa.png. A calibration whose residuals
+    on their edges, combined by the median of the projected corners and refined jointly. With
+    --model auto (the default) translation, similarity, affine and homography are each fitted
+    and the simplest whose held-out error (recordings, or quarters of the view, left out) is
+    within one standard error of the best is kept; the file and the output say which and why.
+    Writes WORKSPACE/calibration/<rig>.json and a QA figure <rig>_qa.png. A calibration whose residuals
     disagree (parallax, a camera that moved) is written but flagged; with --strict the command
     then exits 1. Frames that do not register leave no file behind.
 
@@ -49,11 +55,12 @@ def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, fo
     Example:
       gasdb calibrate my-dataset --frames 20
       gasdb calibrate my-dataset --rig rig-a --model affine --force --json
+      gasdb calibrate my-dataset --rig rig-a --distortion estimate --force
     """
     from gasdb_tools.calibration import calibrate_workspace
 
     report = calibrate_workspace(workspace, rig=rig, model=model, frames=frames, force=force, refine=not no_refine,
-                                 min_score=min_score)
+                                 min_score=min_score, distortion=distortion)
     flagged = [r for r in report["rigs"] if not r["consistent"]]
     if as_json:
         emit_json(report)
@@ -66,6 +73,8 @@ def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, fo
             click.echo(f"rig {r['rig']}: {r['model']} from {r['frames_used']}/{r['frames_total']} frames, "
                        f"score {r['score']:.3f}, median frame deviation {dev if dev is not None else '-'} px "
                        f"-> {r['path']}")
+            if r.get("model_reason"):
+                click.echo(f"  model: {r['model_reason']}")
             if r["figure"]:
                 click.echo(f"  QA figure: {r['figure']}")
             for w in r["warnings"]:

