@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from gasdb_tools import provenance
-from gasdb_tools.calibration import calibration_path, output_matrix, read_calibration
+from gasdb_tools.calibration import calibration_path, current_refinement, output_matrix, read_calibration
 from gasdb_tools.errors import CalibrationError, WorkspaceError
 from gasdb_tools.imaging import read_image, write_image
 from gasdb_tools.progress import progress
-from gasdb_tools.registration import warp_thermal
+from gasdb_tools.registration import RadialDistortion, warp_thermal
 from gasdb_tools.stages import IndexOps, map_ordered, run_stage
 from gasdb_tools.workspace import Workspace, is_thermal_only
 
@@ -58,26 +58,34 @@ _FLUSH_EVERY = 50
 
 @dataclass(frozen=True)
 class Geometry:
-    """An annotation frame: ``kind`` (``rgb`` or ``thermal``), ``size`` (width, height) and
-    ``matrix``, the 3x3 transform from thermal pixels to frame pixels."""
+    """An annotation frame: ``kind`` (``rgb`` or ``thermal``), ``size`` (width, height),
+    ``matrix``, the 3x3 transform from (undistorted) thermal pixels to frame pixels, and the
+    thermal lens's radial distortion ``lens_k1`` (0: none; see :mod:`gasdb_tools.registration`)."""
 
     kind: str
     size: tuple
     matrix: np.ndarray
+    lens_k1: float = 0.0
 
     @property
     def key(self) -> str:
-        """Digest of the frame (kind, size, transform)."""
-        return provenance.digest("geometry", self.kind, list(self.size), provenance.matrix_key(self.matrix))
+        """Digest of the frame (kind, size, transform, lens)."""
+        parts = ["geometry", self.kind, list(self.size), provenance.matrix_key(self.matrix)]
+        if self.lens_k1:
+            parts.append(float(self.lens_k1))
+        return provenance.digest(*parts)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "size": [int(v) for v in self.size],
-                "matrix": provenance.matrix_key(self.matrix), "key": self.key}
+        out = {"kind": self.kind, "size": [int(v) for v in self.size],
+               "matrix": provenance.matrix_key(self.matrix), "key": self.key}
+        if self.lens_k1:
+            out["lens_k1"] = float(self.lens_k1)
+        return out
 
     @classmethod
     def from_dict(cls, data) -> "Geometry":
         return cls(kind=str(data["kind"]), size=tuple(int(v) for v in data["size"]),
-                   matrix=np.asarray(data["matrix"], np.float64))
+                   matrix=np.asarray(data["matrix"], np.float64), lens_k1=float(data.get("lens_k1") or 0.0))
 
 
 def parse_size(text) -> tuple[int, int | None] | None:
@@ -160,7 +168,11 @@ def expected_geometry(ws: Workspace, rec: dict, *, size=None, calibration=None) 
         asked = _params(rec).get("size")
         size = tuple(asked) if asked else None
     out = frame_size(calibration.rgb_size, size)
-    return Geometry("rgb", out, output_matrix(calibration.matrix, calibration.rgb_size, out))
+    refined, _ = current_refinement(ws, rec, calibration)
+    matrix = refined if refined is not None else calibration.matrix
+    lens = calibration.lens()
+    return Geometry("rgb", out, output_matrix(matrix, calibration.rgb_size, out),
+                    lens_k1=float(lens.k1) if lens is not None else 0.0)
 
 
 def annotation_frame(ws: Workspace, rec: dict) -> Geometry | None:
@@ -270,6 +282,9 @@ def _align_work(ws: Workspace, rec: str, sink, *, size, force, interpolation) ->
         sink.commit(IndexOps(pairs={r["pair_id"]: {"align_inputs": ""} for r in todo},
                              recording={rec: {"align_geometry": ""}}))
     expected = _recorded_size(rec_row, "thermal_size")
+    lens = None
+    if geometry.lens_k1:
+        lens = RadialDistortion(geometry.lens_k1, expected or read_image(ws.path(rows[0]["thermal"])).shape[1::-1])
 
     def process(r: dict):
         thermal = read_image(ws.path(r["thermal"]))
@@ -277,7 +292,8 @@ def _align_work(ws: Workspace, rec: str, sink, *, size, force, interpolation) ->
             raise CalibrationError(f"pair {r['pair_id']}: thermal frame is {thermal.shape[1]}x{thermal.shape[0]}, "
                                    f"the recording's camera is {expected[0]}x{expected[1]}",
                                    file=ws.path(r["thermal"]), fix="re-extract the recording (`gasdb extract --force`)")
-        warped, valid = warp_thermal(thermal, geometry.matrix, geometry.size, interpolation=interpolation)
+        warped, valid = warp_thermal(thermal, geometry.matrix, geometry.size, interpolation=interpolation,
+                                     distortion=lens)
         out, d_frame = write_image(ws.output_path("aligned", rec, f"{r['pair_id']}.png"), warped, compression=1,
                                    digest=True)
         mask, d_valid = write_image(ws.output_path("aligned", rec, f"{r['pair_id']}_valid.png"),

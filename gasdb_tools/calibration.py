@@ -31,7 +31,8 @@ from gasdb_tools.registration.distortion import undistort_thermal
 
 #: What ``calibrate_workspace(distortion=...)`` accepts.
 DISTORTION_MODES = ("keep", "estimate", "none")
-from gasdb_tools.workspace import Workspace, check_id
+from gasdb_tools.review import exclusions
+from gasdb_tools.workspace import Workspace, check_id, is_thermal_only
 
 __all__ = [
     "DISTORTION_MODES",
@@ -48,6 +49,11 @@ __all__ = [
     "calibrate_workspace",
     "qa_figure",
     "recording_qa_figure",
+    "geometry_key",
+    "calibration_state",
+    "refine_recordings",
+    "refinement_path",
+    "current_refinement",
 ]
 
 log = logging.getLogger(__name__)
@@ -406,7 +412,11 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
     default_rig = ws.settings.get("rig") or "default"
     rigs: dict[str, list[str]] = {}
     for rec_id, rec in index.recordings.items():
-        rigs.setdefault(_rig_of(rec, default_rig), []).append(rec_id)
+        if not is_thermal_only(rec):  # a thermal camera alone has nothing to register
+            rigs.setdefault(_rig_of(rec, default_rig), []).append(rec_id)
+    if not rigs and index.recordings and rig is None:
+        return {"workspace": str(ws.root), "rigs": [],
+                "note": "every recording is a thermal camera alone: there is nothing to calibrate"}
     if rig is not None:
         check_id(rig, what="rig name")
         if rig not in rigs:
@@ -419,7 +429,7 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
         if not wanted:
             raise WorkspaceError("the workspace has no recordings", file=ws.root / ws.RECORDINGS,
                                  fix="add recordings with `gasdb add` and run `gasdb extract`")
-    blacklist = ws.blacklist()
+    blacklist = exclusions(ws, index)
     report = {"workspace": str(ws.root), "rigs": []}
     for name in wanted:
         path = calibration_path(ws, name)
@@ -454,8 +464,8 @@ def calibrate_workspace(ws: Workspace, *, rig: str | None = None, model: str = "
                 result = register_pairs(pairs, **opts)
         except CalibrationError as exc:
             raise CalibrationError(f"rig {name!r}: {exc.message}", file=path, fix=exc.fix) from None
-        source = [{"pair_id": p["pair_id"], "recording": p["recording"], "rgb": p["rgb"], "thermal": p["thermal"]}
-                  for p in chosen]
+        source = [{"pair_id": p["pair_id"], "recording": p["recording"], "rgb": p["rgb"], "thermal": p["thermal"],
+                   "extract_digest": p.get("extract_digest", "")} for p in chosen]
         fig_name = f"{name}_qa.png" if figure else ""
         method = {"features": "edge strength x doubled-angle direction (sigma 1.5 px)",
                   "search": "rotation x scale grid + phase correlation", "refinement": "pyramid ECC (LM)",
@@ -636,3 +646,143 @@ def _block_arrows(ax, blocks, size):
             ax.annotate("", xy=(cx + 10 * dx, cy + 10 * dy), xytext=(cx, cy),
                         arrowprops={"arrowstyle": "->", "color": "yellow", "lw": 1.5})
 
+
+
+# ----------------------------------------------------------------------------------------------
+# provenance of a rig calibration, and per-recording refinements on top of it
+# ----------------------------------------------------------------------------------------------
+REFINEMENT_FORMAT = "gasdb-recording-refinement"
+
+
+def geometry_key(cal: Calibration) -> str:
+    """Digest of what a calibration does to pixels (matrix, frame sizes, lens distortion), not of
+    when or how it was written: a rewritten file with the same geometry keeps its digest."""
+    from gasdb_tools import provenance
+
+    return provenance.digest("rig", provenance.matrix_key(cal.matrix), list(cal.rgb_size), list(cal.thermal_size),
+                             float((cal.distortion or {}).get("k1", 0.0)))
+
+
+def calibration_state(ws: Workspace, cal: Calibration, index=None) -> tuple[str, str]:
+    """``("done", "")`` or ``("stale", why)``: stale when a frame pair it was estimated from is gone
+    from the index or its frames changed since (their ``extract_digest``)."""
+    index = index or ws.read_index()
+    changed = []
+    for frame in cal.source_frames or []:
+        if not isinstance(frame, dict) or not frame.get("used", True):
+            continue
+        pair = index.pairs.get(frame.get("pair_id", ""))
+        if pair is None:
+            changed.append(f"{frame.get('pair_id')} (gone)")
+        elif frame.get("extract_digest") and pair.get("extract_digest") != frame["extract_digest"]:
+            changed.append(f"{frame['pair_id']} (re-extracted)")
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        return "stale", f"estimated from frames that changed since: {', '.join(changed[:3])}{more}"
+    return "done", ""
+
+
+def refinement_path(ws: Workspace, recording: str) -> Path:
+    """``WS/calibration/recordings/<recording>.json``."""
+    return ws.root / "calibration" / "recordings" / f"{check_id(recording)}.json"
+
+
+def current_refinement(ws: Workspace, rec: dict, cal: Calibration) -> tuple[np.ndarray | None, str]:
+    """The recording's refined thermal -> RGB matrix when its refinement was computed on this rig
+    calibration, and its state: ``none``, ``current`` or ``stale`` (the rig was recalibrated since;
+    the rig matrix is used until ``gasdb calibrate --per-recording`` runs again)."""
+    path = refinement_path(ws, rec["id"])
+    if not path.is_file():
+        return None, "none"
+    doc = read_json(path, error=FormatError)
+    if not isinstance(doc, dict) or doc.get("format") != REFINEMENT_FORMAT:
+        raise FormatError("not a gasdb recording refinement", file=path, field="format",
+                          fix="delete it and run `gasdb calibrate --per-recording` again")
+    if doc.get("rig_calibration") != geometry_key(cal):
+        return None, "stale"
+    try:
+        matrix = np.asarray(doc["matrix"], np.float64)
+        if matrix.shape != (3, 3) or not np.isfinite(matrix).all():
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise FormatError("matrix must be a 3x3 array of numbers", file=path, field="matrix",
+                          fix="delete it and run `gasdb calibrate --per-recording` again") from None
+    return matrix, "current"
+
+
+def refine_recordings(ws: Workspace, *, recordings=None, frames: int = 12, model: str = "translation",
+                      prior_px: float = 2.0, figure: bool = True, jobs: int = 1) -> dict:
+    """Refine the rig calibration for each recording (:func:`gasdb_tools.registration.refine_recording`).
+
+    A fixed rig has parallax: one homography cannot align a plume 3 m away and one 20 m away.
+    Each recording gets a small, regularised update on top of its rig's calibration (the scene's
+    depth plane), estimated from ``frames`` pairs spread over it, written to
+    ``calibration/recordings/<rec>.json`` with the rig calibration it was computed on, its
+    residuals before and after, and a QA figure; ``align`` then uses it (stale once the rig is
+    recalibrated). Recordings of a thermal camera alone are skipped.
+
+    Returns
+    -------
+    dict
+        The stage runner's summary; each recording has ``path``, ``shift_px``, ``score_rig``,
+        ``score`` (edge correlation before / after) and ``status`` (``done`` or ``n/a``).
+    """
+    from gasdb_tools.registration.recording import UPDATE_MODELS
+    from gasdb_tools.stages import run_stage
+
+    if model not in UPDATE_MODELS:
+        raise ValueError(f"model must be one of {UPDATE_MODELS}, got {model!r}")
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be an integer >= 1, got {frames!r}")
+    return run_stage(ws, "calibrate", _refine_work, recordings=recordings, jobs=jobs,
+                     options={"frames": frames, "model": model, "prior_px": float(prior_px), "figure": figure},
+                     defaults={"path": None, "shift_px": None, "score_rig": None, "score": None})
+
+
+def _refine_work(ws: Workspace, rec_id: str, sink, *, frames, model, prior_px, figure) -> dict:
+    from gasdb_tools.registration import refine_recording
+    from gasdb_tools.registration.distortion import undistort_thermal
+
+    index = ws.read_index()
+    rec = index.recordings[rec_id]
+    if is_thermal_only(rec):
+        return {"status": "n/a", "path": None, "shift_px": None, "score_rig": None, "score": None}
+    rig = _rig_of(rec, ws.settings.get("rig") or "default")
+    cal_path = calibration_path(ws, rig)
+    if not cal_path.is_file():
+        raise CalibrationError(f"no calibration for rig {rig!r}", file=cal_path,
+                               fix=f"run `gasdb calibrate {ws.root} --rig {rig}` first")
+    cal = read_calibration(cal_path)
+    black = exclusions(ws, index)
+    rows = [p for p in index.pairs_of(rec_id) if p.get("rgb") and p.get("thermal") and p["pair_id"] not in black]
+    chosen = select_pairs({rec_id: rows}, frames)
+    if not chosen:
+        raise WorkspaceError(f"recording {rec_id} has no extracted frame pairs", file=ws.root / ws.PAIRS,
+                             fix="run `gasdb extract` first")
+    lens = cal.lens()
+    pairs = []
+    for p in chosen:
+        rgb, thermal = read_image(ws.path(p["rgb"]), mode="rgb"), _thermal_gray(ws, p)
+        pairs.append((rgb, *undistort_thermal(thermal, lens)) if lens is not None else (rgb, thermal))
+    try:
+        ref = refine_recording(pairs, cal.matrix, model=model, prior_px=prior_px)
+    except CalibrationError as exc:
+        raise CalibrationError(f"recording {rec_id}: {exc.message}", file=refinement_path(ws, rec_id),
+                               fix=exc.fix) from None
+    path = refinement_path(ws, rec_id)
+    fig_name = f"{rec_id}_qa.png" if figure else ""
+    if figure:
+        best = pairs[ref.best_frame]
+        recording_qa_figure(path.parent / fig_name, best[0], best[1], ref,
+                            title=f"recording {rec_id} on rig {rig}: {chosen[ref.best_frame]['pair_id']}")
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    write_json(path, {
+        "format": REFINEMENT_FORMAT, "format_version": 1, "recording": rec_id, "rig": rig,
+        "rig_calibration": geometry_key(cal), "direction": DIRECTION,
+        "update": [[float(v) for v in row] for row in ref.update],
+        "matrix": [[float(v) for v in row] for row in ref.matrix],
+        "model": model, "prior_px": prior_px, "stats": ref.stats(),
+        "source_frames": [{"pair_id": p["pair_id"], "extract_digest": p.get("extract_digest", "")} for p in chosen],
+        "tool": {"name": "gasdb-tools", "version": __version__}, "created": created, "qa_figure": fig_name})
+    return {"path": str(path), "shift_px": [float(v) for v in ref.shift_px], "score_rig": float(ref.score_rig),
+            "score": float(ref.score)}

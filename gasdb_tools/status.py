@@ -56,7 +56,8 @@ def workspace_status(ws: Workspace) -> dict:
         entry = {"id": rec_id, "scene": rec.get("scene", ""), "modality": modality(rec),
                  "rig": "" if is_thermal_only(rec) else (rec.get("rig") or ws.settings.get("rig") or "default"),
                  "pairs": len(rows), "stages": stages, "review": review.counts(states, ids),
-                 "excluded": sum(1 for p in ids if p in excluded), "errors": errors}
+                 "excluded": sum(1 for p in ids if p in excluded), "errors": errors,
+                 "calibration": _calibration(ws, rec, index)}
         entry["next"] = _next(ws, entry)
         out.append(entry)
     totals = {s: _count([]) for s in STAGES}
@@ -164,12 +165,39 @@ def _align_interpolation(rec: dict) -> str:
         return "linear"
 
 
+def _calibration(ws: Workspace, rec: dict, index) -> dict:
+    """The state of the recording's rig calibration (``done``/``stale``/``missing``; n/a without an RGB
+    camera) and of its per-recording refinement (``none``/``current``/``stale``)."""
+    from gasdb_tools.calibration import calibration_path, calibration_state, current_refinement, read_calibration
+
+    if is_thermal_only(rec):
+        return {"rig": "n/a", "refinement": "n/a"}
+    path = calibration_path(ws, rec.get("rig") or ws.settings.get("rig") or "default")
+    if not path.is_file():
+        return {"rig": "missing", "refinement": "none"}
+    try:
+        cal = read_calibration(path)
+        state, why = calibration_state(ws, cal, index)
+        refinement = current_refinement(ws, rec, cal)[1]
+    except GasdbError as exc:
+        return {"rig": "failed", "refinement": "none", "note": str(exc)}
+    out = {"rig": state, "refinement": refinement}
+    if why:
+        out["note"] = why
+    return out
+
+
 def _next(ws: Workspace, entry: dict) -> list[str]:
     """The commands that bring a recording up to date, in pipeline order."""
     root = str(ws.root)
     todo = []
     if not entry["pairs"]:
         return [_COMMANDS["extract"].format(ws=root)]
+    cal = entry.get("calibration") or {}
+    if cal.get("rig") == "stale":
+        todo.append(_COMMANDS["calibrate"].format(ws=root) + " --force")
+    if cal.get("refinement") == "stale":
+        todo.append(_COMMANDS["calibrate"].format(ws=root) + f" --per-recording --recording {entry['id']}")
     for s in STAGES:
         st = entry["stages"][s]
         if st.get("stale") or st.get("missing") or st.get("failed"):

@@ -403,3 +403,99 @@ def test_readme_example_is_a_valid_calibration():
     cal = validate_calibration(json.loads(example), file="calibration/README.md")
     assert cal.model == "homography" and cal.rgb_size == (640, 512)
     assert set(json.loads(example)) == set(cal.to_dict())  # the example shows every key the writer writes
+
+
+# ------------------------------------------------------------------------------------------------
+# thermal-only recordings, staleness of a calibration, per-recording refinement
+# ------------------------------------------------------------------------------------------------
+def test_calibrate_leaves_thermal_only_recordings_out(tmp_path, rig):
+    ws = make_workspace(tmp_path / "ws", {"rec1": rig}, pairs=3)
+    with ws.transaction() as index:  # rec1 becomes a thermal camera alone
+        index.recordings["rec1"]["rgb"] = ""
+    report = calibrate_workspace(ws, frames=3)
+    assert report["rigs"] == [] and "nothing to calibrate" in report["note"]
+    result = CliRunner().invoke(main, ["calibrate", str(ws.root)])
+    assert result.exit_code == 0 and "nothing to calibrate" in result.output
+    from gasdb_tools.status import workspace_status
+
+    (row,) = workspace_status(ws)["recordings"]
+    assert row["calibration"] == {"rig": "n/a", "refinement": "n/a"} and row["stages"]["align"] == {"n/a": 3,
+                                                                                                     "note": row["stages"]["align"]["note"]}
+
+
+def test_a_calibration_is_stale_once_its_frames_change(tmp_path, calibrated):
+    from gasdb_tools.calibration import calibration_state
+    from gasdb_tools.status import workspace_status
+
+    ws, _ = calibrated
+    cal = read_calibration(calibration_path(ws, "rig-a"))
+    assert calibration_state(ws, cal) == ("done", "")
+    used = next(f["pair_id"] for f in cal.source_frames if f["used"])
+    with ws.transaction() as index:
+        index.pairs[used]["extract_digest"] = "0" * 32  # its frames were extracted again, differently
+    cal = Calibration(**{**cal.__dict__, "source_frames": [{**f, "extract_digest": "f" * 32} if f["pair_id"] == used
+                                                           else f for f in cal.source_frames]})
+    state, why = calibration_state(ws, cal)
+    assert state == "stale" and used in why
+    write_calibration(calibration_path(ws, "rig-a"), cal)
+    row = workspace_status(ws)["recordings"][0]
+    assert row["calibration"]["rig"] == "stale" and f"gasdb calibrate {ws.root} --force" in row["next"]
+    with ws.transaction() as index:
+        index.pairs[used]["extract_digest"] = "f" * 32
+    assert calibration_state(ws, read_calibration(calibration_path(ws, "rig-a")))[0] == "done"
+
+
+def test_per_recording_refinement_absorbs_a_recordings_shift_and_align_uses_it(tmp_path, rig):
+    """rec2 sees the scene 3 px right and 2 px up of the rig (another depth plane): its refinement
+    recovers that shift, align warps with it, and a recalibration of the rig makes it stale."""
+    from gasdb_tools.align import expected_geometry
+    from gasdb_tools.calibration import current_refinement, refine_recordings
+    from gasdb_tools.status import workspace_status
+
+    shift = np.array([[1, 0, 3.0], [0, 1, -2.0], [0, 0, 1]])
+    moved = SynthRig(seed=12, size=SIZE, rig_homography=shift @ rig.homography)
+    ws = make_workspace(tmp_path / "ws", {"rec1": rig, "rec2": moved}, pairs=6)
+    with ws.transaction() as index:  # the rig is calibrated on rec1 alone
+        index.recordings["rec2"]["rig"] = "elsewhere"
+    calibrate_workspace(ws, frames=6, rig="rig-a", figure=False)
+    with ws.transaction() as index:
+        index.recordings["rec2"]["rig"] = "rig-a"
+    cal = read_calibration(calibration_path(ws, "rig-a"))
+    report = refine_recordings(ws, recordings=["rec2"], frames=6)
+    (entry,) = report["recordings"]
+    assert entry["error"] is None and entry["score"] >= entry["score_rig"]
+    refined, state = current_refinement(ws, ws.recording("rec2"), cal)
+    assert state == "current"
+    truth = shift @ rig.homography
+    rig_err = reg.corner_error(cal.matrix, truth, SIZE)
+    ref_err = reg.corner_error(refined, truth, SIZE)
+    assert rig_err > 3 and ref_err < 0.5, (rig_err, ref_err)
+    np.testing.assert_allclose(expected_geometry(ws, ws.recording("rec2")).matrix, refined / refined[2, 2], atol=1e-9)
+    assert (ws.root / "calibration" / "recordings" / "rec2_qa.png").is_file()
+    # a recalibration of the rig: the refinement is kept on disk but not used, and status says what to run
+    write_calibration(calibration_path(ws, "rig-a"),
+                      Calibration(**{**cal.__dict__, "matrix": np.array([[1, 0, 0.5], [0, 1, 0], [0, 0, 1]]) @ cal.matrix}))
+    cal2 = read_calibration(calibration_path(ws, "rig-a"))
+    assert current_refinement(ws, ws.recording("rec2"), cal2) == (None, "stale")
+    rec2 = next(r for r in workspace_status(ws)["recordings"] if r["id"] == "rec2")
+    assert rec2["calibration"]["refinement"] == "stale"
+    assert any("--per-recording --recording rec2" in c for c in rec2["next"])
+
+
+def test_align_warps_through_the_rig_files_lens_distortion(tmp_path, calibrated, rig):
+    from gasdb_tools.registration import RadialDistortion
+
+    ws = make_workspace(tmp_path / "ws", {"rec1": rig}, pairs=1)
+    _copy_calibration(calibrated[0], ws)
+    cal = read_calibration(calibration_path(ws, "rig-a"))
+    lens = RadialDistortion(-0.05, tuple(cal.thermal_size))
+    write_calibration(calibration_path(ws, "rig-a"),
+                      Calibration(**{**cal.__dict__, "distortion": {**lens.to_dict(), "source": "given"}}))
+    align_workspace(ws)
+    frame = annotation_frame(ws, ws.recording("rec1"))
+    assert frame.lens_k1 == -0.05
+    pair = ws.pairs()[0]
+    expected, _ = reg.warp_thermal(read_image(ws.path(pair["thermal"])), frame.matrix, frame.size, distortion=lens)
+    np.testing.assert_array_equal(read_image(ws.path(pair["aligned"])), expected)
+    write_calibration(calibration_path(ws, "rig-a"), cal)  # the distortion removed: every pair is stale
+    assert align_workspace(ws)["aligned"] == 1

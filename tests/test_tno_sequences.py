@@ -69,6 +69,10 @@ def test_extract_finds_the_offset_or_refuses_it(tno_workspace):
 @pytest.fixture(scope="module")
 def auto_calibration(tno_workspace):
     ws, _, _, _, runner = tno_workspace
+    for rec in ("duine", "duine-warped"):  # refused by the offset estimate: extracted with the offset given
+        if not ws.pairs(rec):
+            result = runner.invoke(main, ["extract", str(ws.root), "--recording", rec, "--offset", str(_tno.OFFSET_S)])
+            assert result.exit_code == 0, result.output
     result = runner.invoke(main, ["calibrate", str(ws.root), "--json"])
     assert result.exit_code == 0, result.output
     return {r["rig"]: r for r in json.loads(result.stdout)["rigs"]}

@@ -37,9 +37,17 @@ def _size(ctx, param, value):
               help="Thermal lens radial distortion: keep the one the rig file gives, estimate it (about 8x slower; "
                    "kept only when the frames constrain it), or none.")
 @click.option("--strict", is_flag=True, help="Exit 1 when a calibration is flagged (residuals disagree).")
+@click.option("--per-recording", is_flag=True,
+              help="Then refine the rig calibration for each recording (a small, regularised update for the "
+                   "scene's depth plane: parallax); align uses it.")
+@click.option("--recording", "recordings", multiple=True, metavar="ID",
+              help="With --per-recording: only this recording (repeatable).")
+@click.option("--update-model", type=click.Choice(["translation", "similarity", "affine"]), default="translation",
+              show_default=True, help="With --per-recording: the model of each recording's update.")
 @json_option
 def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, force: bool, no_refine: bool,
-              min_score: float, distortion: str, strict: bool, as_json: bool) -> None:
+              min_score: float, distortion: str, strict: bool, per_recording: bool, recordings: tuple[str, ...],
+              update_model: str, as_json: bool) -> None:
     """Estimate the rig's thermal-to-RGB registration from the edges both cameras see.
 
     No calibration target is needed: frame pairs spread over the rig's recordings are aligned
@@ -49,22 +57,33 @@ def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, fo
     within one standard error of the best is kept; the file and the output say which and why.
     Writes WORKSPACE/calibration/<rig>.json and a QA figure <rig>_qa.png. A calibration whose residuals
     disagree (parallax, a camera that moved) is written but flagged; with --strict the command
-    then exits 1. Frames that do not register leave no file behind.
+    then exits 1. Frames that do not register leave no file behind. Recordings of a thermal camera
+    alone need no calibration. --per-recording then refines the rig's transform for each recording
+    (calibration/recordings/<rec>.json and a QA figure); align uses a recording's refinement while
+    it was made on the current rig calibration.
 
     \b
     Example:
       gasdb calibrate my-dataset --frames 20
       gasdb calibrate my-dataset --rig rig-a --model affine --force --json
       gasdb calibrate my-dataset --rig rig-a --distortion estimate --force
+      gasdb calibrate my-dataset --per-recording
     """
-    from gasdb_tools.calibration import calibrate_workspace
+    from gasdb_tools.calibration import calibrate_workspace, refine_recordings
 
+    if recordings and not per_recording:
+        raise click.UsageError("--recording goes with --per-recording")
     report = calibrate_workspace(workspace, rig=rig, model=model, frames=frames, force=force, refine=not no_refine,
                                  min_score=min_score, distortion=distortion)
     flagged = [r for r in report["rigs"] if not r["consistent"]]
+    if per_recording:
+        report["recordings"] = refine_recordings(workspace, recordings=list(recordings) or None,
+                                                 model=update_model)["recordings"]
     if as_json:
         emit_json(report)
     else:
+        if report.get("note"):
+            click.echo(report["note"])
         for r in report["rigs"]:
             if r["skipped"]:
                 click.echo(f"rig {r['rig']}: calibration exists ({r['path']}); pass --force to redo it")
@@ -79,6 +98,15 @@ def calibrate(workspace: Workspace, rig: str | None, model: str, frames: int, fo
                 click.echo(f"  QA figure: {r['figure']}")
             for w in r["warnings"]:
                 click.echo(f"  warning: {w}", err=True)
+        for r in report.get("recordings", []):
+            if r["error"]:
+                click.echo(f"recording {r['id']}: refinement failed: {r['error']}", err=True)
+            elif r["status"] != "n/a":
+                click.echo(f"recording {r['id']}: refined, corners moved {r['shift_px'][0]:.2f} px (max "
+                           f"{r['shift_px'][1]:.2f}), edge correlation {r['score_rig']:.3f} -> {r['score']:.3f} "
+                           f"-> {r['path']}")
+    if any(r["error"] for r in report.get("recordings", [])):
+        fail()
     if strict and flagged:
         fail(f"{len(flagged)} calibration(s) flagged: " + ", ".join(r["rig"] for r in flagged))
 

@@ -123,6 +123,11 @@ def status(workspace: Workspace, as_json: bool) -> None:
             note = r["stages"][stage].get("note")
             if note and not (stage == "align" and r["modality"] == "thermal"):
                 click.echo(f"{r['id']}: {stage}: {note}")
+        cal = r.get("calibration") or {}
+        if cal.get("rig") == "stale":
+            click.echo(f"{r['id']}: rig calibration is stale: {cal.get('note', '')}")
+        if cal.get("refinement") == "stale":
+            click.echo(f"{r['id']}: its per-recording refinement was made on an older rig calibration (not used)")
         for command in r["next"]:
             click.echo(f"{r['id']}: next: {command}")
 
