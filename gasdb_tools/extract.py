@@ -58,6 +58,7 @@ from gasdb_tools.errors import GasdbError, VideoError, WorkspaceError
 from gasdb_tools.fsutil import read_json, sha256_file, write_json
 from gasdb_tools.imaging import write_image
 from gasdb_tools.progress import progress
+from gasdb_tools.sensors import attach_report, pair_columns, read_sensor_csv
 from gasdb_tools.stages import IndexOps, run_stage
 from gasdb_tools.workspace import PAIR_COLUMNS, Workspace, is_thermal_only, make_pair_id
 
@@ -233,6 +234,8 @@ class _RecordingJob:
         self.inflight: deque[Future] = deque()
         self.digests: dict[str, list] = {}  # pair id -> [rgb future or digest, thermal future or digest]
         self.committed: set[str] = set()
+        self.pair_times: dict[str, str] = {}  # pair id -> t_thermal of every pair committed
+        self.rec: dict = {}
         self.stash: dict[str, dict] = {}  # downstream columns of pairs replaced by --force, by pair id
         self.existing_digests: dict[str, str] = {}  # pair id -> extract_digest of a resumed run
         self.max_inflight = 4 * workers + 4  # frames waiting for or in a writer: bounded memory
@@ -243,7 +246,7 @@ class _RecordingJob:
     # -- driver -----------------------------------------------------------------------------------
     def run(self) -> dict:
         t0 = time.perf_counter()
-        rec = self.ws.recording(self.rec_id)
+        rec = self.rec = self.ws.recording(self.rec_id)
         done = rec.get("extract_pairs", "") != "" and not rec.get("extract_error")
         if done and not self.force:
             self.result.update(status="skipped", pairs=len(self.ws.pairs(self.rec_id)),
@@ -411,6 +414,19 @@ class _RecordingJob:
         meta["extract_pairs"] = str(kept)
         self._commit(pending_rows, meta, final=True)
         self.result["pairs"] = kept
+        if self.rec.get("sensors"):
+            self._attach_sensors((th_times[0], th_times[-1]) if len(th_times) else (0.0, 0.0))
+
+    def _attach_sensors(self, video_span) -> None:
+        """The reading nearest in time for each pair of the recording's gas-sensor stream
+        (:mod:`gasdb_tools.sensors`), and what was not attached, in the index and the summary."""
+        stream = read_sensor_csv(self.ws.path(self.rec["sensors"]), offset_s=float(self.rec.get("sensor_offset_s") or 0))
+        rows = [{"pair_id": pid, "t_thermal": t} for pid, t in sorted(self.pair_times.items())
+                if pid in self.committed]
+        report = attach_report(stream, [float(r["t_thermal"]) for r in rows], video_span)
+        self.sink.commit(IndexOps(pairs=pair_columns(stream, rows),
+                                  recording={self.rec_id: {"sensor_report": json.dumps(report, sort_keys=True)}}))
+        self.result["sensors"] = report
 
     # -- one decoding pass that also estimates the offset --------------------------------------------
     def _one_pass(self, rgb_path, th_path) -> bool:
@@ -643,6 +659,7 @@ class _RecordingJob:
         pairs = {row["pair_id"]: {**row, "extract_digest": self._digest(row["pair_id"], row)} for row in rows}
         defaults = {pid: self._restored(row) for pid, row in pairs.items()}
         self.committed.update(pairs)
+        self.pair_times.update({pid: row["t_thermal"] for pid, row in pairs.items()})
         ops = IndexOps(pairs=pairs, recording={self.rec_id: meta}, create=True, new_pairs_defaults=defaults,
                        drop_pairs_of={self.rec_id: set(self.committed)} if final else {})
         # pairs left from an interrupted run with the same settings but not produced now are dropped

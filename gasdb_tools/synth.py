@@ -335,15 +335,24 @@ class SynthRig:
         return bisect.bisect_right(self.lamp_switches_s, t_world - self.offset_s) % 2 == 1
 
     def _spray_region(self, t_world: float):
+        """Water-spray streaks that flutter continuously (each at its own, unrelated frequency), so the
+        spray moves like real spray and never forms a periodic signal a sync estimate could lock onto."""
         if not self.spray:
             return None
         w, h = self.size
-        rng = np.random.default_rng(self._rng_seed + 7 + int(t_world * 10))
+        rng = np.random.default_rng(self._rng_seed + 7)
+        n = 40
+        y0 = rng.uniform(0.4, 0.9, n) * h
+        dx0, dy0 = rng.uniform(-60, 60, n), rng.uniform(40, 120, n)
+        freq = rng.uniform(0.35, 2.3, (n, 3))  # Hz: incommensurate per streak and per coordinate
+        phase = rng.uniform(0, 2 * np.pi, (n, 3))
+        wobble = np.sin(2 * np.pi * freq * t_world + phase)
         field_ = np.zeros((h, w), np.float32)
         x0 = int(0.75 * w)
-        for _ in range(40):
-            y = int(rng.uniform(0.4, 0.9) * h)
-            cv2.line(field_, (x0, y), (x0 + int(rng.uniform(-60, 60)), y - int(rng.uniform(40, 120))), 1.0, 2)
+        for k in range(n):
+            y = int(y0[k] + 0.04 * h * wobble[k, 0])
+            end = (x0 + int(dx0[k] + 25 * wobble[k, 1]), y - int(dy0[k] * (1 + 0.3 * wobble[k, 2])))
+            cv2.line(field_, (x0, y), end, 1.0, 2)
         return cv2.GaussianBlur(field_, (0, 0), 3.0)
 
     # -- frames ----------------------------------------------------------------------------------

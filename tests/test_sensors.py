@@ -89,3 +89,30 @@ def test_add_records_the_stream_and_refuses_a_bad_one(tmp_path):
     with pytest.raises(FormatError, match="'x' is not a number"):
         add_recording(ws, thermal=video, scene="near", recording_id="r2", sensors=bad)
     assert (ws.root / "recordings.csv").read_bytes() == before
+
+
+def test_extract_attaches_readings_and_reports_the_rest(tmp_path):
+    """A thermal recording with a sensor log: every pair gets its nearest reading with |dt|; readings
+    outside the video are reported in the summary and recordings.csv, not attached."""
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from gasdb_tools.cli import main
+
+    video = tmp_path / "t.mp4"
+    write_video(video, [np.full((32, 32), 8 * k, np.uint8) for k in range(20)], fps=10)  # 0.0 .. 1.9 s
+    log = _csv(tmp_path, "t,MQ2,MQ135\n" + "".join(f"{t / 4:.2f},{100 + t},{200 + t}\n" for t in range(-4, 12)))
+    ws = Workspace.init(tmp_path / "ws")
+    add_recording(ws, thermal=video, scene="near", recording_id="r1", sensors=log)
+    result = CliRunner().invoke(main, ["extract", str(ws.root), "--every", "0.5", "--json"])
+    assert result.exit_code == 0, result.output
+    report = _json.loads(result.output)["recordings"][0]["sensors"]
+    assert report["readings_before_video"] == 4 and report["readings_after_video"] == 4
+    assert report["pairs_without_reading"] == 0 and report["channels"] == ["MQ2", "MQ135"]
+    for pair in ws.pairs():
+        t = float(pair["t_thermal"])
+        k = int(round(t * 4))  # readings every 0.25 s from t = -1.0
+        assert float(pair["sensor_t"]) == k / 4 and float(pair["sensor_dt"]) == pytest.approx(abs(t - k / 4))
+        assert float(pair["sensor:MQ2"]) == 100 + k and float(pair["sensor:MQ135"]) == 200 + k
+    assert _json.loads(ws.recording("r1")["sensor_report"]) == report
