@@ -45,7 +45,7 @@ FORMAT_VERSION = 2
 ARRAYS = ("rgb", "thermal", "mask", "valid")
 #: Per-sample string fields under ``/meta``.
 META_STR = ("pair_id", "name", "recording", "scene", "split", "review", "modality", "block", "rgb_resized_from",
-            "mask_sha256")
+            "mask_sha256", "sensors")
 #: Per-sample numeric fields under ``/meta`` and their dtypes.
 META_NUM = {"row": "<i8", "height": "<i8", "width": "<i8", "t_rgb": "<f8", "t_thermal": "<f8", "dt": "<f8",
             "gas_pixels": "<i8"}

@@ -27,7 +27,7 @@ __all__ = ["COLUMNS", "IMAGE_COLUMNS", "ROWS_PER_SHARD", "ShardWriter", "dataset
 COLUMNS = {"pair_id": "string", "name": "string", "recording": "string", "scene": "string", "split": "string",
            "review": "string", "modality": "string", "height": "int32", "width": "int32",
            "rgb_resized_from": "string", "t_rgb": "float64", "t_thermal": "float64", "dt": "float64",
-           "gas_pixels": "int64"}
+           "gas_pixels": "int64", "sensors": "string"}
 IMAGE_COLUMNS = ("rgb", "thermal", "mask", "valid")
 #: Rows per Parquet file (shards stay well under the hub's 500 MB advice for 640x512 frames).
 ROWS_PER_SHARD = 500

@@ -42,6 +42,7 @@ import struct
 import sys
 import tempfile
 from collections import Counter, defaultdict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -659,6 +660,7 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, p
                           "width": fr["size"][0], "gas_pixels": res["gas"]}
                 for t in ("t_rgb", "t_thermal", "dt"):
                     values[t] = float(row.get(t) or "nan")
+                values["sensors"] = _sensor_readings(row)
                 for k, v in values.items():
                     meta[k].append(v)
                 hf.add(s, {**values, **res["hf"]})
@@ -773,6 +775,16 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, p
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
+
+
+def _sensor_readings(pair: Mapping) -> str:
+    """A pair's attached gas-sensor reading as compact JSON ``{"t", "dt", "<channel>": value, ...}``
+    ('' when its recording logs no sensors or no reading was near enough; see :mod:`gasdb_tools.sensors`)."""
+    if not pair.get("sensor_t"):
+        return ""
+    out = {"t": float(pair["sensor_t"]), "dt": float(pair["sensor_dt"])}
+    out.update({k[len("sensor:"):]: float(v) for k, v in sorted(pair.items()) if k.startswith("sensor:") and v != ""})
+    return json.dumps(out, sort_keys=True, separators=(",", ":"))
 
 
 def _dataset_name(ws) -> str:

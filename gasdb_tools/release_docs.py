@@ -106,6 +106,8 @@ def summary(plan, per: Mapping, identical, near, params) -> dict:
             "recheck": sum(1 for p in ids if per[p]["recheck"]),
             "untouched_drafts": sum(1 for p in ids if per[p]["untouched"]),
             "rgb_sha256": rec.get("rgb_sha256", ""), "thermal_sha256": rec.get("thermal_sha256", ""),
+            "sensor_channels": [c for c in (rec.get("sensor_channels") or "").split(";") if c],
+            "sensor_readings": sum(1 for p in ids if plan.pairs[p].get("sensor_t")),
         }
     frames = {"blocks": dict(sorted(Counter(per[p]["block"] for p in plan.ids).items())),
               "sizes": dict(sorted(Counter("{}x{}".format(*per[p]["size"]) for p in plan.ids).items())),
@@ -506,6 +508,14 @@ def datasheet(plan, summary: dict, meta: dict) -> str:
         "- Frame pairs were cut from time-synchronised RGB and thermal videos (nearest frame after the start "
         "offset), or from the thermal video alone; the thermal frame keeps its bit depth.",
         "- Cameras, sites, dates, consent: *maintainers*.",
+    ]
+    sensed = {r: v for r, v in summary["recordings"].items() if v["sensor_channels"]}
+    if sensed:
+        lines.append("- Gas sensors logged beside the cameras (each pair carries the nearest reading and its |dt| in "
+                     "`gasdb.h5` /meta/sensors and `hf/` column `sensors`): "
+                     + "; ".join(f"{r}: {', '.join(v['sensor_channels'])} ({v['sensor_readings']} of {v['pairs']} "
+                                 "pairs with a reading)" for r, v in sensed.items()) + ".")
+    lines += [
         "",
         "## Preprocessing, cleaning, labelling",
         "",

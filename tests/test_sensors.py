@@ -116,3 +116,45 @@ def test_extract_attaches_readings_and_reports_the_rest(tmp_path):
         assert float(pair["sensor_t"]) == k / 4 and float(pair["sensor_dt"]) == pytest.approx(abs(t - k / 4))
         assert float(pair["sensor:MQ2"]) == 100 + k and float(pair["sensor:MQ135"]) == 200 + k
     assert _json.loads(ws.recording("r1")["sensor_report"]) == report
+
+
+def test_a_recording_with_sensors_goes_through_release_with_its_readings(tmp_path):
+    import json as _json
+
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from gasdb_tools.cli import main
+    from gasdb_tools.data import GasDBDataset
+
+    runner = CliRunner()
+    ws = Workspace.init(tmp_path / "ws")
+    for j, rec in enumerate(("a", "b")):
+        video = tmp_path / f"{rec}.mp4"
+        write_video(video, [np.full((48, 64), 10 + 9 * k + j, np.uint8) for k in range(12)], fps=6)
+        log = _csv(tmp_path, "t,CH4_ppm\n" + "".join(f"{t / 2:.1f},{t * 10}\n" for t in range(0, 5)), f"{rec}.csv")
+        add_recording(ws, thermal=video, scene="near", recording_id=rec, sensors=log if rec == "a" else None)
+    for command in (["extract", "--every", "0.5"], ["preannotate", "--lead-in", "0"], ["split", "--ratios", "0.5,0.5"]):
+        result = runner.invoke(main, [command[0], str(ws.root), *command[1:]])
+        assert result.exit_code == 0, result.output
+    out = tmp_path / "rel"
+    result = runner.invoke(main, ["release", str(ws.root), str(out), "--version", "1.0.0"])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(main, ["verify", str(out)]).exit_code == 0
+    seen = {}
+    for split in ("train", "test"):
+        for sample in GasDBDataset(out / "gasdb.h5", split, arrays=("mask",)):
+            seen[sample["meta"]["pair_id"]] = sample["meta"]["sensors"]
+    pairs = {p["pair_id"]: p for p in ws.pairs()}
+    for pid, text in seen.items():
+        if pairs[pid]["recording"] == "b":
+            assert text == ""
+        else:  # readings every 0.5 s up to 2.0 s; the video runs to 1.83 s, pairs every 0.5 s
+            got = _json.loads(text)
+            assert got["CH4_ppm"] == float(pairs[pid]["sensor:CH4_ppm"]) and got["dt"] == float(pairs[pid]["sensor_dt"])
+    table = pq.read_table(out / "hf" / "data").to_pydict()
+    assert dict(zip(table["pair_id"], table["sensors"])) == seen
+    sheet = (out / "DATASHEET.md").read_text(encoding="utf-8")
+    assert "Gas sensors logged beside the cameras" in sheet and "a: CH4_ppm" in sheet
+    report = _json.loads(ws.recording("a")["sensor_report"])
+    assert report["readings_after_video"] == 1  # the 2.0 s reading: after the last frame, reported not attached
