@@ -12,8 +12,14 @@ __all__ = ["block_residuals", "block_shifts"]
 
 
 def block_shifts(th: Level, rgb: Level, matrix_level: np.ndarray, *, grid=(3, 3), radius: int = 6,
-                 min_edges: float = 0.02, min_peak: float = 0.2) -> np.ndarray:
-    """Local residual shift per block of the thermal frame (level px), NaN where there are no edges."""
+                 min_edges: float = 0.02, min_peak: float = 0.2, weak_peak: float = 0.0,
+                 min_margin: float = 0.02) -> np.ndarray:
+    """Local residual shift per block of the thermal frame (level px).
+
+    NaN where a block has too few edges, no peak of at least ``min_peak`` inside the search window,
+    or a weak and ambiguous one: a peak under ``weak_peak`` with a rival match more than 3 px away
+    within ``min_margin`` (NCC) of it (faint repeated structure, which a wide search window finds).
+    """
     w, h = th.size
     warped, valid = warp_features(rgb, matrix_level, (w, h))
     rows, cols = grid
@@ -43,6 +49,11 @@ def block_shifts(th: Level, rgb: Level, matrix_level: np.ndarray, *, grid=(3, 3)
             _, peak, _, (px, py) = cv2.minMaxLoc(res)
             if peak < min_peak or px in (0, res.shape[1] - 1) or py in (0, res.shape[0] - 1):
                 continue  # no clear peak inside the search window
+            if peak < weak_peak:
+                rival = res.copy()
+                cv2.circle(rival, (px, py), 3, -1.0, -1)
+                if peak - float(rival.max()) < min_margin:
+                    continue
             dx, dy = float(px), float(py)
             if 0 < px < res.shape[1] - 1:
                 l, c, rr = res[py, px - 1], res[py, px], res[py, px + 1]
