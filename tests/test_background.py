@@ -369,8 +369,10 @@ def test_extent_preset_drops_a_slow_shadow_and_keeps_a_flickering_plume():
     extent = list(gas_masks(frames, lead_in=30, preset="extent"))
     assert plain[-1][75, 35] and plain[-1][30, 95]  # the default preset sees both
     assert extent[-1][30, 95] and not extent[-1][60:90, 10:60].any()
-    explicit = list(gas_masks(frames, lead_in=30, **bg.PRESETS["extent"]))
+    explicit = list(gas_masks(frames, lead_in=30, **bg.PRESETS["extent"].changes()))
     assert all((a == b).all() for a, b in zip(explicit, extent))
+    instance = list(gas_masks(frames, lead_in=30, preset=bg.PRESETS["extent"]))  # presets are GasParams
+    assert all((a == b).all() for a, b in zip(instance, extent))
     overridden = list(gas_masks(frames, lead_in=30, preset="extent", activity_ratio=None))
     assert overridden[-1][75, 35]  # params override the preset
 
