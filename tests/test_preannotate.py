@@ -20,6 +20,8 @@ from gasdb_tools.align import Geometry
 from gasdb_tools.preannotate import preannotate_workspace
 from gasdb_tools.review import content_hash
 from gasdb_tools.synth import SynthRig
+from gasdb_tools.fsutil import sha256_file
+from gasdb_tools.video import write_video
 from gasdb_tools.workspace import Workspace, make_pair_id
 
 SIZE = (160, 128)  # (width, height)
@@ -27,8 +29,10 @@ FPS = 10.0
 N_FRAMES = 40
 
 
-def _make_workspace(tmp_path, *, aligned=False, sixteen_bit=False, contrast=24.0, polarity="emitting"):
-    """A workspace with one extracted recording of the simulated rig (no videos needed).
+def _make_workspace(tmp_path, *, aligned=False, sixteen_bit=False, contrast=24.0, polarity="emitting", every=1,
+                    n_frames=N_FRAMES):
+    """A workspace with one recording of the simulated rig: its thermal video (lossless FFV1, 10 fps)
+    and every ``every``-th frame extracted as a pair (written directly, as ``gasdb extract`` would).
 
     With ``aligned`` the thermal frames are also written as 'aligned' frames with a valid mask
     whose left 8 columns are invalid (the rig's homography is the identity here: the test checks
@@ -37,14 +41,18 @@ def _make_workspace(tmp_path, *, aligned=False, sixteen_bit=False, contrast=24.0
     ws = Workspace.init(tmp_path / "ws")
     rig = SynthRig(seed=3, size=SIZE, contrast=contrast, polarity=polarity, distractors=False, sync_lamp=False,
                    leak_start_s=1.5)
-    truth = {}
-    rows = {}
-    for k in range(N_FRAMES):
+    frames, masks = [], []
+    for k in range(n_frames):
+        frame, mask = rig.thermal(k / FPS)
+        frames.append(frame.astype(np.uint16) * 64 + 1000 if sixteen_bit else frame)
+        masks.append(mask)
+    video_path = tmp_path / "thermal.mkv"
+    write_video(video_path, frames, fps=FPS, codec="ffv1")
+    truth, rows = {}, {}
+    for k in range(0, n_frames, every):
         t = k / FPS
-        frame, mask = rig.thermal(t)
+        frame = frames[k]
         pid = make_pair_id("rec1", t + 0.5)
-        if sixteen_bit:
-            frame = frame.astype(np.uint16) * 64 + 1000
         th = ws.output_path("frames", "rec1", f"{pid}.png", sub="thermal")
         rgb = ws.output_path("frames", "rec1", f"{pid}.png", sub="rgb")
         write_image(th, frame)
@@ -60,14 +68,19 @@ def _make_workspace(tmp_path, *, aligned=False, sixteen_bit=False, contrast=24.0
             row["aligned"] = ws.rel(al)
             row["valid"] = ws.rel(ws.output_path("aligned", "rec1", f"{pid}_valid.png"))
         rows[pid] = row
-        truth[pid] = mask
+        truth[pid] = masks[k]
     with ws.transaction() as index:
-        index.recordings["rec1"] = {"id": "rec1", "rgb": "rgb.mp4", "thermal": "thermal.mp4", "scene": "near",
-                                    "tags": "leak"}
+        index.recordings["rec1"] = {"id": "rec1", "rgb": "rgb.mp4", "thermal": str(video_path), "scene": "near",
+                                    "tags": "leak", "thermal_sha256": sha256_file(video_path),
+                                    "thermal_size": f"{SIZE[0]}x{SIZE[1]}"}
         index.pairs.update(rows)
     if aligned:
-        _set_geometry(ws, Geometry("rgb", SIZE, np.eye(3)))
+        _set_geometry(ws, Geometry("rgb", SIZE, _VALID_FROM_8))
     return ws, truth
+
+
+#: A thermal-to-frame transform under which the frame's left 8 columns come from outside the thermal view.
+_VALID_FROM_8 = np.array([[1.0, 0.0, 8.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
 def _states(ws):
@@ -395,7 +408,7 @@ def test_cli_preset_is_applied_overridable_and_recorded(tmp_path):
     report = json.loads(result.output)
     assert report["preset"] == "extent" and report["written"] == N_FRAMES
     assert report["params"]["hold"] == 3
-    assert report["params"]["activity_ratio"] == bg.PRESETS["extent"]["activity_ratio"]
+    assert report["params"]["activity_ratio"] == bg.PRESETS["extent"].activity_ratio
     doc = labelme_format.read(ws.path(next(iter(ws.read_index().pairs.values()))["label"]))
     assert doc["gasdb"]["preannot"]["preset"] == "extent" and doc["gasdb"]["preannot"]["params"]["hold"] == 3
     result = CliRunner().invoke(main, ["preannotate", str(ws.root), "--preset", "boxes"])
