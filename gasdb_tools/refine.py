@@ -16,15 +16,19 @@ output stage (smallest blob, hold) share one run.
 **Fusion** (:mod:`gasdb_tools.propagate`): a per-pixel logistic model of the background model's
 evidence and of the corrected masks carried to the pair by optical flow, fitted on pixels
 sampled from the corrected pairs (all gas pixels up to 4000 per pair, 8000 others; each sample
-weighted by the inverse of its sampling rate, so sampled IoU estimates the full frame's).
+weighted by the inverse of its sampling rate), its probability map smoothed, thresholded and
+cleaned like the background model's masks (:func:`fusion_mask`).
 
 **Judged on held-out frames.** Each candidate is scored by leave-one-out IoU over the corrected
 pairs: for every corrected pair, the parameters (or the logistic model) are chosen (fitted) on
-the *other* pairs and scored on it; the held-out IoU pools those confusions. With one corrected
-pair only, its two checkerboard halves (32-pixel blocks) stand in for frames. The drafts then
+the *other* pairs and scored on the whole of it (a second read of the stream, with the drafts'
+own smoothing and clean-up; where the other pairs hold no gas to fit on, the current
+parameters' mask is scored, as the drafts would then be); the held-out IoU pools those
+confusions. With one corrected pair only, its two checkerboard halves (32-pixel blocks) stand in
+for frames. The drafts then
 come from whichever of *current parameters*, *fitted parameters* and *fusion* has the best
 held-out IoU (ties: the simpler one), so a fit that only memorises the corrected frames is not
-used. :func:`refined_masks` reads the stream a second time and yields the drafts.
+used. :func:`refined_masks` reads the stream once more and yields the drafts.
 
 Nothing here reads or writes a workspace (:mod:`gasdb_tools.preannotate` does).
 """
@@ -39,7 +43,7 @@ import cv2
 import numpy as np
 
 from gasdb_tools import provenance
-from gasdb_tools.background import PRESETS, GasParams, GasSubtractor, TemporalHold, remove_small_blobs
+from gasdb_tools.background import PRESETS, GasParams, GasSubtractor, TemporalHold, clean_mask, remove_small_blobs
 from gasdb_tools.dense import PairTimes, draft_stats, prime, static_probability
 from gasdb_tools.propagate import FEATURES, WINDOW_S, Carrier, FeatureState, LogisticFusion
 
@@ -51,6 +55,7 @@ __all__ = [
     "candidates",
     "held_out_choice",
     "refine",
+    "fusion_mask",
     "refined_masks",
 ]
 
@@ -286,10 +291,31 @@ def _sample(truth: np.ndarray, counted: np.ndarray, seed: int, units: str):
     return idx, w, flat_t[idx], unit[idx]
 
 
+def _primed(open_stream, params: GasParams, lead_in_s: float):
+    sub = GasSubtractor(params=params)
+    primed = prime(open_stream(), lead_in_s=lead_in_s, blur_ksize=params.blur_ksize)
+    if primed.background is not None:
+        sub.set_background(primed.background, static=primed.static)
+    return sub, primed.frames
+
+
+def fusion_mask(prob: np.ndarray, base: GasParams, threshold: float) -> np.ndarray:
+    """The fusion's draft: the probability map smoothed (sigma 1 px), thresholded, and cleaned with the
+    base parameters' morphology and smallest blob (:func:`~gasdb_tools.background.clean_mask`)."""
+    smooth = cv2.GaussianBlur(np.asarray(prob, np.float32), (0, 0), 1.0)
+    return clean_mask(smooth > np.float32(threshold), open_size=base.open_size, close_size=base.close_size,
+                      min_area_frac=base.min_area_frac)
+
+
 def refine(open_stream: Callable[[], Iterable], times, supervision: Supervision, *, base: GasParams,
            lead_in_s: float = 1.0, search: bool = True, fusion: bool = True, window_s: float = WINDOW_S,
            search_window_s: float = SEARCH_WINDOW_S, levels=(0.0, 255.0)) -> Refinement:
-    """Fit a recording's drafts to its corrected pairs (pass 1; see the module docstring).
+    """Fit a recording's drafts to its corrected pairs (see the module docstring).
+
+    Reads the stream twice: once to run the parameter search and sample the fusion's training
+    pixels, once to score each fold's fusion model on the whole of its held-out pair (with the
+    drafts' own smoothing and clean-up). Memory: the model states, the samples and the masks of the
+    corrected pairs, not the stream.
 
     Parameters
     ----------
@@ -324,18 +350,15 @@ def refine(open_stream: Callable[[], Iterable], times, supervision: Supervision,
     n_units = len(supervision) if units == "frames" else 2
     sets = candidates(base) if search else [base]
     corrected = {i: k for k, i in enumerate(supervision.indices)}
-    search_state = _Search(sets, np.array([times[i] for i in supervision.indices]), search_window_s)
+    search_state = _Search(sets, [times[i] for i in supervision.indices], search_window_s)
     conf = np.zeros((len(sets), n_units, 3), np.int64)
     samples: dict[int, dict] = {}
     clock = PairTimes(times)
-    sub = GasSubtractor(params=base)
-    primed = prime(open_stream(), lead_in_s=lead_in_s, blur_ksize=base.blur_ksize)
-    if primed.background is not None:
-        sub.set_background(primed.background, static=primed.static)
+    sub, frames = _primed(open_stream, base, lead_in_s)
     state = FeatureState()
     carrier = Carrier([times[i] for i in supervision.indices], window_s=window_s, levels=levels)
     released: list = []
-    for t, _, blurred in primed.frames:
+    for t, _, blurred in frames:
         if search:
             search_state.start(t, sub)
         base_mask = sub.apply(blurred, blurred=True)
@@ -353,11 +376,10 @@ def refine(open_stream: Callable[[], Iterable], times, supervision: Supervision,
         if truth.shape != base_mask.shape:
             raise ValueError(f"corrected pair {supervision.ids[k]}: mask {truth.shape} does not match the thermal "
                              f"frame {base_mask.shape}")
-        unit_masks = _units_of(counted, units)
-        for c in range(len(sets)):
-            pred = base_mask if c == 0 or outputs is None else outputs[c]
-            for u, um in enumerate(unit_masks):
-                conf[c, k if units == "frames" else u] += _confusion(pred, truth, um)
+        for u, um in enumerate(_units_of(counted, units)):
+            unit = k if units == "frames" else u
+            for c in range(len(sets)):
+                conf[c, unit] += _confusion(base_mask if outputs is None else outputs[c], truth, um)
         if fusion:
             idx, w, y, unit = _sample(truth, counted, seed=i, units=units)
             feats = state.maps(sub, blurred).reshape(-1, len(FEATURES) - 1)[idx]
@@ -370,50 +392,94 @@ def refine(open_stream: Callable[[], Iterable], times, supervision: Supervision,
     if missing:
         raise ValueError(f"pair time t = {times[missing[0]]:.6f} s has no frame in the thermal stream")
     best, held, _ = held_out_choice(conf)
-    base_iou = _iou(conf[0].sum(axis=0))
-    scores = {"base": base_iou, "params": held if search else None, "fusion": None}
+    scores = {"base": _iou(conf[0].sum(axis=0)), "params": held if search else None, "fusion": None}
     model = None
+    note = ""
     if fusion:
-        for key, payload, carried in released:
-            if payload is None:
-                continue
-            s = samples[payload]
-            col = np.zeros(s["idx"].size, np.float32) if carried is None else carried.ravel()[s["idx"]]
-            s["x"] = np.c_[s["x"], col]
-        model, scores["fusion"] = _fit_fusion(samples)
+        for _, payload, carried in released:
+            if payload is not None:
+                s_ = samples[payload]
+                col = np.zeros(s_["idx"].size, np.float32) if carried is None else carried.ravel()[s_["idx"]]
+                s_["x"] = np.c_[s_["x"], col]
+        model, folds = _fit_fusion(samples, n_units)
+        if model is None:
+            note = "no fusion model: the corrected pairs need both gas and background pixels"
+        else:
+            scores["fusion"] = _fusion_held_out(open_stream, times, supervision, base, folds, lead_in_s, window_s,
+                                                levels)
     choice = "base"
-    top = base_iou
+    top = scores["base"]
     if search and scores["params"] is not None and scores["params"] > top + 1e-9:
         choice, top = "params", scores["params"]
     if scores["fusion"] is not None and scores["fusion"] > top + 1e-9:
         choice = "fusion"
-    params = sets[best] if search and choice == "params" else base
-    note = ""
-    if fusion and model is None:
-        note = "no fusion model: the corrected pairs need both gas and background pixels"
+    params = sets[best] if choice == "params" else base
     return Refinement(base=base, params=params, choice=choice, units=units, pairs=list(supervision.ids),
                       held_out_iou=scores, fusion=model.to_dict() if model is not None and choice == "fusion" else None,
                       window_s=window_s, note=note)
 
 
-def _fit_fusion(samples: dict) -> tuple[LogisticFusion | None, float | None]:
+def _fit_fusion(samples: dict, n_units: int) -> tuple[LogisticFusion | None, list]:
+    """The model on every sample, and per unit the model fitted without it (None: not fittable)."""
     if not samples:
-        return None, None
+        return None, []
     x = np.concatenate([s["x"] for s in samples.values()]).astype(np.float64)
     y = np.concatenate([s["y"] for s in samples.values()]).astype(bool)
     w = np.concatenate([s["w"] for s in samples.values()])
     unit = np.concatenate([s["unit"] for s in samples.values()])
-    if not y.any() or y.all():
-        return None, None
-    pooled = np.zeros(3)
-    for u in np.unique(unit):
-        train, test = unit != u, unit == u
-        if not y[train].any() or y[train].all():
-            return None, None
-        pred = LogisticFusion().fit(x[train], y[train], w[train]).predict(x[test])
-        yt, wt = y[test], w[test]
-        pooled += [wt[pred & yt].sum(), wt[pred & ~yt].sum(), wt[~pred & yt].sum()]
-    return LogisticFusion().fit(x, y, w), _iou(pooled)
+
+    def fit(keep):
+        return LogisticFusion().fit(x[keep], y[keep], w[keep]) if y[keep].any() and not y[keep].all() else None
+
+    folds = [fit(unit != u) for u in range(n_units)]
+    return fit(np.ones(len(y), bool)), folds
+
+
+def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasParams, folds: list, lead_in_s: float,
+                     window_s: float, levels) -> float:
+    """Pooled IoU of every unit's pixels under the fold model fitted without them (the base
+    parameters' mask where that fold could not be fitted), on the whole corrected pairs."""
+    units = supervision.units()
+    corrected = {i: k for k, i in enumerate(supervision.indices)}
+    clock = PairTimes(times)
+    sub, frames = _primed(open_stream, base, lead_in_s)
+    state = FeatureState()
+    carrier = Carrier([times[i] for i in supervision.indices], window_s=window_s, levels=levels)
+    pooled = np.zeros(3, np.int64)
+
+    def score(items):
+        for _, payload, carried in items:
+            if payload is None:
+                continue
+            k, partials, base_mask = payload
+            truth, counted = supervision.masks[k], supervision.counted[k]
+            for u, um in enumerate(_units_of(counted, units)):
+                fold = k if units == "frames" else u
+                model = folds[fold]
+                if model is None:
+                    pred = base_mask
+                else:
+                    pred = fusion_mask(model.complete(partials[fold], carried), base, model.threshold)
+                pooled[:] += _confusion(pred, truth, um)
+
+    for t, _, blurred in frames:
+        base_mask = sub.apply(blurred, blurred=True)
+        state.update(t, sub, blurred)
+        score(carrier.step(t, blurred))
+        i = clock.match(t)
+        if i is None:
+            continue
+        if i not in corrected:
+            carrier.pair(i)
+            continue
+        k = corrected[i]
+        maps = state.maps(sub, blurred)
+        flat = maps.reshape(-1, maps.shape[-1])
+        wanted = [k] if units == "frames" else [0, 1]
+        partials = {f: folds[f].partial(flat).reshape(maps.shape[:2]) for f in wanted if folds[f] is not None}
+        carrier.pair(i, payload=(k, partials, base_mask), correction=supervision.masks[k].astype(np.float32))
+    score(carrier.finish())
+    return _iou(pooled)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,23 +487,20 @@ def _fit_fusion(samples: dict) -> tuple[LogisticFusion | None, float | None]:
 # ----------------------------------------------------------------------------------------------
 def refined_masks(open_stream: Callable[[], Iterable], times, refinement: Refinement, supervision: Supervision, *,
                   lead_in_s: float = 1.0, levels=(0.0, 255.0)) -> Iterator[tuple[int, np.ndarray, dict]]:
-    """``(pair index, mask, stats)`` for every pair that is not corrected (pass 2).
+    """``(pair index, mask, stats)`` for every pair that is not corrected.
 
     The masks come from the refinement's choice: the fitted (or current) parameters, or the
-    fusion model with the corrected masks carried along the stream. Pairs may come out of time
-    order (a pair waits up to ``window_s`` seconds for a correction after it). ``stats`` holds
-    ``uncertainty`` (mean entropy near the plume, bits) and ``gas_fraction``; fusion adds
-    ``disagreement`` (1 - IoU with the background model's own mask).
+    fusion model with the corrected masks carried along the stream (:func:`fusion_mask`). Pairs
+    may come out of time order (a pair waits up to ``window_s`` seconds for a correction after
+    it). ``stats`` holds ``uncertainty`` (mean entropy near the plume, bits) and ``gas_fraction``;
+    fusion adds ``disagreement`` (1 - IoU with the background model's own mask).
     """
     times = [float(t) for t in times]
     corrected = {i: k for k, i in enumerate(supervision.indices)}
     clock = PairTimes(times)
     use_fusion = refinement.choice == "fusion" and refinement.fusion is not None
     params = refinement.base if use_fusion else refinement.params
-    sub = GasSubtractor(params=params)
-    primed = prime(open_stream(), lead_in_s=lead_in_s, blur_ksize=params.blur_ksize)
-    if primed.background is not None:
-        sub.set_background(primed.background, static=primed.static)
+    sub, frames = _primed(open_stream, params, lead_in_s)
     model = LogisticFusion.from_dict(refinement.fusion) if use_fusion else None
     state = FeatureState() if use_fusion else None
     carrier = Carrier([times[i] for i in supervision.indices], window_s=refinement.window_s,
@@ -449,10 +512,10 @@ def refined_masks(open_stream: Callable[[], Iterable], times, refinement: Refine
                 continue
             partial, base_mask = payload
             prob = model.complete(partial, carried)
-            mask = prob > np.float32(model.threshold)
+            mask = fusion_mask(prob, params, model.threshold)
             yield i, mask, draft_stats(mask, prob, base_mask)
 
-    for t, _, blurred in primed.frames:
+    for t, _, blurred in frames:
         mask = sub.apply(blurred, blurred=True)
         if use_fusion:
             state.update(t, sub, blurred)
@@ -467,8 +530,8 @@ def refined_masks(open_stream: Callable[[], Iterable], times, refinement: Refine
         if i in corrected:
             carrier.pair(i, correction=supervision.masks[corrected[i]].astype(np.float32))
         else:
-            shape = mask.shape
-            partial = model.partial(state.maps(sub, blurred).reshape(-1, len(FEATURES) - 1)).reshape(shape)
+            maps = state.maps(sub, blurred)
+            partial = model.partial(maps.reshape(-1, maps.shape[-1])).reshape(maps.shape[:2])
             carrier.pair(i, payload=(partial, mask))
     if use_fusion:
         yield from finished(carrier.finish())

@@ -12,7 +12,7 @@ a correction. Per pending pair ``i`` of a recording:
     u_i   = uncertainty_i / max(uncertainty over the recording's pending pairs)   (0 when all are 0)
     d_i   = disagreement_i                                                        (0 when not recorded)
     c_i   = min(1, gap_i / (span / 4))    gap: seconds to the nearest corrected (or already chosen) pair
-    score = (0.1 + u_i + d_i) * c_i ** 2
+    score = (0.02 + u_i + d_i) * c_i ** 2
 
 Pairs are chosen greedily over the whole workspace: the best score, then the scores of that
 recording are recomputed with the chosen pair counted as corrected, and so on, so the choices
@@ -33,7 +33,7 @@ from gasdb_tools.workspace import Workspace
 __all__ = ["Candidate", "rank", "suggest_workspace", "BASE_WEIGHT", "COVERAGE_FRACTION"]
 
 #: Weight of a pair with no uncertainty and no disagreement (coverage alone).
-BASE_WEIGHT = 0.1
+BASE_WEIGHT = 0.02
 #: A pair this fraction of the recording's span from every correction counts as fully uncovered.
 COVERAGE_FRACTION = 0.25
 
