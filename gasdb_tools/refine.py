@@ -24,8 +24,9 @@ pairs: for every corrected pair, the parameters (or the logistic model) are chos
 the *other* pairs and scored on the whole of it (a second read of the stream, with the drafts'
 own smoothing and clean-up; where the other pairs hold no gas to fit on, the current
 parameters' mask is scored, as the drafts would then be); the held-out IoU pools those
-confusions. With one corrected pair only, its two checkerboard halves (32-pixel blocks) stand in
-for frames. The drafts then
+confusions. When fewer than two corrected pairs show gas (0.5 % of their pixels), the two
+checkerboard halves (32-pixel blocks) of every corrected pair stand in for frames: leaving out the
+one pair with a plume would leave nothing to learn a plume from. The drafts then
 come from whichever of *current parameters*, *fitted parameters* and *fusion* has the best
 held-out IoU (ties: the simpler one), so a fit that only memorises the corrected frames is not
 used. :func:`refined_masks` reads the stream once more and yields the drafts.
@@ -50,6 +51,7 @@ from gasdb_tools.propagate import FEATURES, WINDOW_S, Carrier, FeatureState, Log
 __all__ = [
     "SEARCH_WINDOW_S",
     "BLOCK",
+    "GAS_PAIR_FRACTION",
     "Supervision",
     "Refinement",
     "candidates",
@@ -61,8 +63,10 @@ __all__ = [
 
 #: Seconds of stream each parameter set runs before a corrected pair.
 SEARCH_WINDOW_S = 4.0
-#: Side of the checkerboard blocks that stand in for frames when one pair is corrected.
+#: Side of the checkerboard blocks that stand in for frames when fewer than 2 pairs show gas.
 BLOCK = 32
+#: A corrected pair "shows gas" (counts towards leave-one-pair-out) from this fraction of its pixels.
+GAS_PAIR_FRACTION = 0.005
 _POS_SAMPLES = 4000
 _NEG_SAMPLES = 8000
 
@@ -92,8 +96,12 @@ class Supervision:
         return len(self.indices)
 
     def units(self) -> str:
-        """``frames`` (leave-one-pair-out) with 2 or more pairs, ``blocks`` with one."""
-        return "frames" if len(self) >= 2 else "blocks"
+        """``frames`` (leave-one-pair-out) when at least 2 pairs show gas (:data:`GAS_PAIR_FRACTION`
+        of their pixels), else ``blocks``: each pair's two checkerboard halves (one fold each), so
+        a lone plume is never held out with nothing left to learn it from."""
+        with_gas = sum(1 for m, c in zip(self.masks, self.counted)
+                       if np.count_nonzero(m & c) >= GAS_PAIR_FRACTION * max(np.count_nonzero(c), 1))
+        return "frames" if with_gas >= 2 else "blocks"
 
 
 @dataclass
