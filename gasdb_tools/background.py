@@ -1078,6 +1078,19 @@ class GasSubtractor:
             out.activity._previous = self.activity._previous.copy()
         return out
 
+    def zscore(self) -> np.ndarray:
+        """The last frame's smoothed signed difference in noise sigmas, ``ds / sigma`` (no allowance for
+        edges: see :meth:`evidence`); a new array each call."""
+        if self._diff is None:
+            raise RuntimeError("no frame processed yet: call apply() first")
+        return self._diff * np.float32(1.0 / self.sigma)
+
+    def edge_allowance(self) -> np.ndarray | None:
+        """The extra threshold on the scene's strong edges, in noise sigmas (None when ``edge_guard`` is 0)."""
+        if self._edges is None or self.sigma is None:
+            return None
+        return self._edges * np.float32(1.0 / self.sigma)
+
     def evidence(self) -> np.ndarray:
         """The last frame's signed change in noise sigmas, edge-aware: ``ds / (sigma + edges / k)``.
 

@@ -145,7 +145,7 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
                           recordings=None, lead_in_s: float = 1.0, mode: str = "polygon",
                           epsilon_frac: float = DEFAULT_EPSILON_FRAC, min_area: float = 20.0, jobs: int = 1,
                           refine: bool = False, search: bool = True, carry_window_s: float | None = None,
-                          **params) -> dict:
+                          model: bool = False, model_config=None, device: str = "auto", **params) -> dict:
     """Write LabelMe drafts ``labels/<rec>/<pair>.json`` for every pair; never touches annotator work.
 
     Parameters
@@ -181,6 +181,14 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
     carry_window_s : float, optional
         With ``refine``: how far (seconds) a corrected mask is carried along the stream
         (default :data:`gasdb_tools.propagate.WINDOW_S`).
+    model : bool
+        Model-assisted drafts (:mod:`gasdb_tools.draftmodel`, needs torch): train a small network
+        on the corrected pairs of the selected recordings, save it in ``WS/models/``, and draft
+        every pending pair with it. ``gas`` method only; not with ``refine``.
+    model_config : gasdb_tools.draftmodel.TrainConfig, optional
+        How to train it (default :class:`~gasdb_tools.draftmodel.TrainConfig`).
+    device : str
+        Where to train and run it: ``auto`` (a GPU when present), ``cpu``, ``cuda``.
     **params
         Knobs of the method (:class:`gasdb_tools.background.GasParams` fields: ``polarity``,
         ``k``, ``hold``, ...). Without ``polarity``, a recording that declares one
@@ -194,7 +202,9 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
         reprojected, changed_meanwhile, review``; each recording has ``id, pairs, frame
         ('aligned'|'thermal'), polarity, written, skipped, kept_edited, reprojected,
         changed_meanwhile, empty, frames_decoded, error`` and, with ``refine``, ``refined``
-        (:meth:`gasdb_tools.refine.Refinement.to_dict`, or a ``note`` saying why not).
+        (:meth:`gasdb_tools.refine.Refinement.to_dict`, or a ``note`` saying why not). With
+        ``model``, ``model`` describes the trained network (checkpoint path and sha256, pairs,
+        held-out IoU, seconds, device).
 
     Raises
     ------
@@ -216,6 +226,8 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
         raise ValueError(f"lead_in_s must be >= 0 seconds, got {lead_in_s!r}")
     if refine and method != "gas":
         raise ValueError(f"refine fits the gas pipeline; it does not apply to method {method!r}")
+    if model and (method != "gas" or refine):
+        raise ValueError("--model drafts with the gas pipeline's evidence and does not combine with --refine")
     carry_window_s = WINDOW_S if carry_window_s is None else float(carry_window_s)
     if not carry_window_s > 0:
         raise ValueError(f"carry_window_s must be > 0 seconds, got {carry_window_s!r}")
@@ -224,10 +236,14 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
                    "params": {**full, "lead_in_s": lead_in_s} if method == "gas" else full,
                    "mode": mode, "epsilon_frac": float(epsilon_frac), "min_area": float(min_area),
                    "stream": "thermal video, every frame", "tool_version": f"gasdb-tools {__version__}"}
+    trained = None
+    if model:
+        trained = _train_model(ws, recordings, provenance_, lead_in_s, "polarity" in params, model_config, device)
     report = run_stage(ws, "preannotate", _preannotate_work, recordings=recordings, jobs=jobs,
                        options={"draft": provenance_, "force": force, "lead_in_s": lead_in_s,
                                 "explicit_polarity": "polarity" in params,
-                                "refine": {"search": bool(search), "window_s": carry_window_s} if refine else None},
+                                "refine": {"search": bool(search), "window_s": carry_window_s} if refine else None,
+                                "model": trained, "device": device},
                        defaults={"pairs": 0, "frame": None, "polarity": None, "written": 0, "skipped": 0,
                                  "kept_edited": 0, "reprojected": 0, "changed_meanwhile": 0, "empty": 0,
                                  "frames_decoded": 0})
@@ -236,7 +252,7 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
     wanted = [r["id"] for r in recs]
     ids = [p for p in index.pairs if index.pairs[p]["recording"] in wanted]
     return {**report, "method": method, "preset": provenance_["preset"], "params": provenance_["params"],
-            "refine": bool(refine),
+            "refine": bool(refine), "model": trained,
             "written": sum(r["written"] for r in recs), "kept_edited": sum(r["kept_edited"] for r in recs),
             "reprojected": sum(r["reprojected"] for r in recs),
             "changed_meanwhile": sum(r["changed_meanwhile"] for r in recs),
@@ -272,17 +288,16 @@ def _sorted_rows(rows) -> list:
     return sorted(rows, key=lambda r: (float(r.get("t_thermal") or 0), r["pair_id"]))
 
 
-def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s, explicit_polarity, refine) -> dict:
+def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s, explicit_polarity, refine, model=None,
+                      device="auto") -> dict:
     index = ws.read_index()
     rec_row = index.recordings[rec]
     rows = _sorted_rows(index.pairs_of(rec))
     entry = {"pairs": len(rows), "frame": None, "polarity": draft["params"].get("polarity"), "written": 0,
              "skipped": 0, "kept_edited": 0, "reprojected": 0, "changed_meanwhile": 0, "empty": 0,
              "frames_decoded": 0}
-    known = recording_polarity(rec_row)
-    if draft["method"] == "gas" and not explicit_polarity and known:
-        draft = {**draft, "params": {**draft["params"], "polarity": known}}
-        entry["polarity"] = known
+    draft = _with_polarity(draft, rec_row, explicit_polarity)
+    entry["polarity"] = draft["params"].get("polarity")
     if not rows:
         return entry
     kind, geometry = draft_geometry(ws, rec_row, rows)
@@ -293,6 +308,9 @@ def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s,
         entry["refined"] = refinement.to_dict() if refinement is not None else {"note": note}
         if refinement is not None:
             draft = {**draft, "refined": refinement.to_dict()}
+    if model is not None:
+        draft = {**draft, "model": {k: model[k] for k in ("sha256", "path", "train_pairs", "val_pairs", "val_iou")}}
+        sup = supervision(ws, rec_row, rows, geometry)
     recipe = preannotate_recipe(rec_row, rows, kind, geometry, draft)
     plan: dict[str, tuple[str, str]] = {}  # pair id -> (action, raw digest of the bytes the plan was made from)
     for r in rows:
@@ -322,10 +340,18 @@ def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s,
             _reproject(ws, rec, r, geometry, kind, plan[r["pair_id"]][1], entry, updates)
     if any(a == "write" for a, _ in plan.values()):
         _write_drafts(ws, rec, rows, kind, geometry, plan, draft, recipe, lead_in_s, entry, updates, rec_row, sink,
-                      refinement, sup)
+                      refinement, sup, model=model, device=device)
     sink.commit(IndexOps(pairs=updates, recording={rec: {"preannotate_settings": json.dumps(
         {k: v for k, v in draft.items() if k != "tool_version"}, sort_keys=True)}}))
     return entry
+
+
+def _with_polarity(draft: dict, rec_row: dict, explicit: bool) -> dict:
+    """The settings with the recording's declared polarity, unless one was given."""
+    known = recording_polarity(rec_row)
+    if draft["method"] == "gas" and not explicit and known:
+        return {**draft, "params": {**draft["params"], "polarity": known}}
+    return draft
 
 
 def expected_inputs(ws: Workspace, rec_row: dict, rows) -> str | None:
@@ -538,14 +564,18 @@ class _Tap:
             yield t, frame
 
 
-def _masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap):
-    """``(pair index, thermal-frame mask, stats)`` from the dense stream (plain or refined)."""
+def _masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model=None, device="auto"):
+    """``(pair index, thermal-frame mask, stats)`` from the dense stream (plain, refined or by the model)."""
     times = [float(r["t_thermal"]) for r in rows]
 
     def stream():
         tap.frames = 0
         return tap(thermal_stream(ws, rec_row))
 
+    if model is not None:
+        stretch, _ = views.recording_stretch(ws, rec_row, rows)
+        return _model_masks(stream(), times, ws.path(model["path"]), sup, provenance_, lead_in_s, _levels(stretch),
+                            device)
     if refinement is not None:
         from gasdb_tools.refine import refined_masks
 
@@ -574,14 +604,14 @@ def _check_source(ws: Workspace, row: dict, rec_row: dict, decoded) -> None:
 
 
 def _write_drafts(ws, rec, rows, kind, geometry, plan, provenance_, recipe, lead_in_s, entry, updates, rec_row,
-                  sink, refinement=None, sup=None) -> None:
+                  sink, refinement=None, sup=None, model=None, device="auto") -> None:
     stretch, columns = views.recording_stretch(ws, rec_row, rows)
     if columns:
         sink.commit(IndexOps(recording={rec: columns}))
     first = next(r for r in rows if plan[r["pair_id"]][0] == "write")
     tap = _Tap(float(first["t_thermal"]))
     checked = False
-    for i, mask, stats in progress(_masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap),
+    for i, mask, stats in progress(_masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model, device),
                                    total=len(rows), desc=f"preannotate {rec}", unit="pair"):
         r = rows[i]
         pid = r["pair_id"]
@@ -620,3 +650,86 @@ def _write_drafts(ws, rec, rows, kind, geometry, plan, provenance_, recipe, lead
             entry["changed_meanwhile"] += 1
             updates[pid] = {"label": ws.rel(path)}
     entry["frames_decoded"] = tap.frames
+
+
+# ------------------------------------------------------------------------------------------
+# model-assisted drafts
+# ------------------------------------------------------------------------------------------
+def _gas_params(provenance_: dict) -> GasParams:
+    return GasParams(**{k: v for k, v in provenance_["params"].items() if k != "lead_in_s"})
+
+
+def _inputs_at(stream, times, wanted: set, params: GasParams, lead_in_s: float, levels):
+    """``(pair index, model inputs, background-model mask)`` at the pairs in ``wanted``."""
+    from gasdb_tools.draftmodel import model_inputs
+
+    clock = dense.PairTimes(times)
+    sub = GasSubtractor(params=params)
+    primed = dense.prime(stream, lead_in_s=lead_in_s, blur_ksize=params.blur_ksize)
+    if primed.background is not None:
+        sub.set_background(primed.background, static=primed.static)
+    for t, _, blurred in primed.frames:
+        mask = sub.apply(blurred, blurred=True)
+        i = clock.match(t)
+        if i is not None and i in wanted:
+            yield i, model_inputs(blurred, sub.evidence(), levels), mask
+    missing = clock.missing()
+    if missing:
+        raise ValueError(f"pair time t = {times[missing[0]]:.6f} s has no frame in the thermal stream")
+
+
+def _train_model(ws: Workspace, recordings, provenance_: dict, lead_in_s: float, explicit_polarity: bool, config,
+                 device) -> dict:
+    """Train the draft model on the corrected pairs of the selected recordings; the checkpoint's description."""
+    from gasdb_tools import draftmodel
+
+    draftmodel.require_torch()
+    config = config or draftmodel.TrainConfig()
+    index = ws.read_index()
+    inputs, truths, counted, used = [], [], [], []
+    for rec in ws.select_recordings(recordings, index=index):
+        rec_row = index.recordings[rec]
+        rows = _sorted_rows(index.pairs_of(rec))
+        if not rows:
+            continue
+        _, geometry = draft_geometry(ws, rec_row, rows)
+        sup = supervision(ws, rec_row, rows, geometry)
+        if not len(sup):
+            continue
+        draft = _with_polarity(provenance_, rec_row, explicit_polarity)
+        stretch, _ = views.recording_stretch(ws, rec_row, rows)
+        by_index = {i: k for k, i in enumerate(sup.indices)}
+        for i, x, _ in _inputs_at(thermal_stream(ws, rec_row), [float(r["t_thermal"]) for r in rows], set(by_index),
+                                  _gas_params(draft), lead_in_s, _levels(stretch)):
+            k = by_index[i]
+            inputs.append(x.astype(np.float16))
+            truths.append(sup.masks[k])
+            counted.append(sup.counted[k])
+            used.append(sup.ids[k])
+    if not inputs:
+        raise WorkspaceError("no corrected pairs (edited or approved) to train the draft model on",
+                             file=ws.root / "labels", fix="correct a few drafts in LabelMe first (`gasdb suggest` "
+                                                          "lists which), or run without --model")
+    net, info = draftmodel.train([x.astype(np.float32) for x in inputs], truths, counted, config=config,
+                                 device=device)
+    out = ws.root / "models" / "drafts.pt"
+    sha = draftmodel.save(net, out, {**info, "pairs": used})
+    final = ws.root / "models" / f"drafts-{sha[:12]}.pt"
+    out.replace(final)
+    return {"path": ws.rel(final), "sha256": sha, **info}
+
+
+def _model_masks(stream, times, path, sup, provenance_, lead_in_s, levels, device):
+    """``(pair index, mask, stats)`` of the pending pairs, drafted by the model."""
+    from gasdb_tools import draftmodel
+    from gasdb_tools.background import clean_mask
+
+    net, info = draftmodel.load(path, device=device)
+    params = _gas_params(provenance_)
+    threshold = float(info["config"]["threshold"])
+    pending = set(range(len(times))) - set(sup.indices)
+    for i, x, base_mask in _inputs_at(stream, times, pending, params, lead_in_s, levels):
+        prob = draftmodel.predict(net, x)
+        mask = clean_mask(prob > threshold, open_size=params.open_size, close_size=params.close_size,
+                          min_area_frac=params.min_area_frac)
+        yield i, mask, dense.draft_stats(mask, prob, base_mask)

@@ -14,9 +14,11 @@ time: the gas analogue of CVAT's interpolation between keyframes, but following 
 of moving polygon vertices on straight lines.
 
 **Fusion** (:class:`FeatureState`, :class:`LogisticFusion`). Per pixel, :data:`FEATURES` (the
-background model's signed evidence at several scales, split by sign; the raw frame difference;
-the background's level and its product with the evidence, since a plume's contrast depends on the
-temperature behind it; the recent maximum of the evidence; flicker; the carried masks) go through
+background model's smoothed signed difference in noise sigmas at several scales, split by sign;
+the raw frame difference; the background's level and its product with the difference, since a
+plume's contrast depends on the temperature behind it; the recent maximum of the difference;
+flicker; the threshold allowance on the scene's edges; the background model's own mask, so the
+fusion can always fall back on it; the carried masks) go through
 a logistic model fitted on the corrected frames (L2-regularised Newton/IRLS). Its decision
 threshold is chosen to maximise IoU on those frames. :mod:`gasdb_tools.refine` fits it and judges
 it by held-out IoU.
@@ -52,7 +54,7 @@ FEATURES = (
     "neg", "neg_s1", "neg_s2", "neg_s4", "neg_s8", "neg_max9",
     "raw_pos", "raw_pos_s2", "raw_neg", "raw_neg_s2",
     "level", "level_s4", "pos_s2_level", "neg_s2_level",
-    "recent", "recent_s2", "flicker", "carried",
+    "recent", "recent_s2", "flicker", "edge", "detected", "detected_s2", "carried",
 )
 
 #: Default reach of a carried mask, in seconds.
@@ -246,7 +248,7 @@ class FeatureState:
 
     def update(self, t: float, sub: GasSubtractor, blurred: np.ndarray) -> None:
         """Take in the frame at ``t`` (after ``sub.apply``)."""
-        e = np.abs(sub.evidence())
+        e = np.abs(sub.zscore())
         if self.recent is None:
             self.recent = e
         else:
@@ -260,10 +262,10 @@ class FeatureState:
             scale = 1.4826 * float(np.median(np.abs(bg[::4, ::4] - centre)))
             self._level = (centre, max(scale, 1.0))
 
-    def maps(self, sub: GasSubtractor, blurred: np.ndarray) -> np.ndarray:
+    def maps(self, sub: GasSubtractor, blurred: np.ndarray, detected: np.ndarray) -> np.ndarray:
         """The (H, W, len(FEATURES) - 1) float32 features of the current frame, all but ``carried``
-        (which comes later, from :class:`Carrier`)."""
-        e = sub.evidence()
+        (which comes later, from :class:`Carrier`); ``detected`` is the background model's mask."""
+        e = sub.zscore()
         raw = (np.asarray(blurred, np.float32) - sub.background) * np.float32(1.0 / sub.sigma)
         centre, scale = self._level
         level = (sub.background - np.float32(centre)) * np.float32(1.0 / scale)
@@ -278,6 +280,10 @@ class FeatureState:
             out += [pos, _blur(pos, 2)]
         out += [level, _blur(level, 4), pos_s2 * level, neg_s2 * level]
         out += [self.recent, _blur(self.recent, 2), self.activity.state * np.float32(1.0 / sub.sigma)]
+        edge = sub.edge_allowance()
+        out.append(np.zeros_like(e) if edge is None else edge)
+        detected = np.asarray(detected, np.float32)
+        out += [detected, _blur(detected, 2)]
         return np.stack(out, axis=-1)
 
 

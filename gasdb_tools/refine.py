@@ -390,7 +390,7 @@ def refine(open_stream: Callable[[], Iterable], times, supervision: Supervision,
                 conf[c, unit] += _confusion(base_mask if outputs is None else outputs[c], truth, um)
         if fusion:
             idx, w, y, unit = _sample(truth, counted, seed=i, units=units)
-            feats = state.maps(sub, blurred).reshape(-1, len(FEATURES) - 1)[idx]
+            feats = state.maps(sub, blurred, base_mask).reshape(-1, len(FEATURES) - 1)[idx]
             samples[k] = {"idx": idx, "w": w, "y": y, "unit": unit if units == "blocks" else np.full(idx.size, k),
                           "x": feats}
             carrier.pair(i, payload=k, correction=truth.astype(np.float32))
@@ -481,7 +481,7 @@ def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasPara
             carrier.pair(i)
             continue
         k = corrected[i]
-        maps = state.maps(sub, blurred)
+        maps = state.maps(sub, blurred, base_mask)
         flat = maps.reshape(-1, maps.shape[-1])
         wanted = [k] if units == "frames" else [0, 1]
         partials = {f: folds[f].partial(flat).reshape(maps.shape[:2]) for f in wanted if folds[f] is not None}
@@ -538,7 +538,7 @@ def refined_masks(open_stream: Callable[[], Iterable], times, refinement: Refine
         if i in corrected:
             carrier.pair(i, correction=supervision.masks[corrected[i]].astype(np.float32))
         else:
-            maps = state.maps(sub, blurred)
+            maps = state.maps(sub, blurred, mask)
             partial = model.partial(maps.reshape(-1, maps.shape[-1])).reshape(maps.shape[:2])
             carrier.pair(i, payload=(partial, mask))
     if use_fusion:

@@ -53,12 +53,20 @@ CONFIG_NAME = Path("annotation") / "labelme.yaml"
               help="With --refine: keep the parameters, fit only the fusion (faster).")
 @click.option("--carry", "carry_window_s", type=click.FloatRange(0, min_open=True), default=None,
               help="With --refine: how far a corrected mask is carried along the video, in seconds. [2]")
+@click.option("--model", "use_model", is_flag=True,
+              help="Train a small segmentation network on the corrected pairs (thermal + the background model's "
+                   "evidence) and draft the pending pairs with it; saved in WORKSPACE/models/. Needs the bench "
+                   "extra (torch).")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="With --model: training iterations (batches of 8 crops). [400]")
+@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True,
+              help="With --model: where to train and run it (auto = a GPU when present).")
 @jobs_option
 @json_option
 def preannotate(workspace: Workspace, method: str, preset: str | None, polarity: str | None, k: float | None,
                 lead_in_s: float, mode: str, epsilon_frac: float, params: dict, recordings: tuple[str, ...],
-                force: bool, refine: bool, no_search: bool, carry_window_s: float | None, jobs: int,
-                as_json: bool) -> None:
+                force: bool, refine: bool, no_search: bool, carry_window_s: float | None, use_model: bool,
+                iterations: int | None, device: str, jobs: int, as_json: bool) -> None:
     """Draft LabelMe gas masks for every pair by background subtraction.
 
     Decodes each recording's thermal video at its full frame rate and native size, runs the gas
@@ -72,7 +80,9 @@ def preannotate(workspace: Workspace, method: str, preset: str | None, polarity:
 
     With --refine the corrected documents teach the drafts of the same recording; the fit and
     its held-out IoU are recorded in every refined draft and printed. Correct the pairs
-    `gasdb suggest` lists, then refine again. A plain rerun goes back to plain drafts.
+    `gasdb suggest` lists, then refine again. With --model a small network trained on the
+    corrected pairs of all the selected recordings drafts the pending ones (its checkpoint's
+    sha256 goes into each draft). A plain rerun goes back to plain drafts.
 
     \b
     Examples:
@@ -80,6 +90,7 @@ def preannotate(workspace: Workspace, method: str, preset: str | None, polarity:
       gasdb preannotate my-dataset --polarity absorbing --lead-in 2 --force
       gasdb preannotate my-dataset --preset extent --param hold=10
       gasdb preannotate my-dataset --refine --json
+      gasdb preannotate my-dataset --model --iterations 600
     """
     from gasdb_tools.preannotate import preannotate_workspace
 
@@ -89,11 +100,19 @@ def preannotate(workspace: Workspace, method: str, preset: str | None, polarity:
         params["k"] = k
     if (no_search or carry_window_s is not None) and not refine:
         raise click.UsageError("--no-search and --carry go with --refine")
+    if (iterations is not None or device != "auto") and not use_model:
+        raise click.UsageError("--iterations and --device go with --model")
+    config = None
+    if iterations is not None:
+        from gasdb_tools.draftmodel import TrainConfig
+
+        config = TrainConfig(iterations=iterations)
     try:
         report = preannotate_workspace(workspace, method=method, preset=preset, force=force,
                                        recordings=recordings or None, lead_in_s=lead_in_s, mode=mode,
                                        epsilon_frac=epsilon_frac, jobs=jobs, refine=refine, search=not no_search,
-                                       carry_window_s=carry_window_s, **params)
+                                       carry_window_s=carry_window_s, model=use_model, model_config=config,
+                                       device=device, **params)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
     if as_json:
@@ -116,6 +135,12 @@ def preannotate(workspace: Workspace, method: str, preset: str | None, polarity:
                        f"{r['kept_edited']} edited left alone{extra}, {r['empty']} without gas{note}")
             if "refined" in r:
                 click.echo(f"  {_refined_line(r['refined'])}")
+        if report.get("model"):
+            m = report["model"]
+            held = f"held-out IoU {m['val_iou']:.3f} on {m['val_pairs']} pair(s)" if m["val_iou"] is not None else \
+                "no held-out pairs (fewer than 5 corrected)"
+            click.echo(f"draft model {m['path']} (sha256 {m['sha256'][:12]}): {m['train_pairs']} corrected pairs, "
+                       f"{held}, {m['seconds']:.0f} s on {m['device']}")
         rv = report["review"]
         click.echo(f"{report['written']} drafts written, {report['kept_edited']} edited files left alone; review: "
                    f"{rv['pending']} pending, {rv['edited']} edited, {rv['approved']} approved; "
