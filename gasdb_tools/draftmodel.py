@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -252,12 +253,17 @@ def predict(model, inputs: np.ndarray, *, device=None) -> np.ndarray:
 
 
 def save(model, path, info: dict) -> str:
-    """Write the checkpoint (weights + info) atomically; returns its sha256."""
+    """Write the checkpoint (weights + info without the timing) atomically; returns its sha256.
+
+    The same corrections and settings give the same bytes (on one device), so the drafts' recipe
+    holds across retraining.
+    """
     torch = require_torch()
     from gasdb_tools.fsutil import atomic_write_bytes
 
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    info = {k: v for k, v in info.items() if k != "seconds"}
     torch.save({"state_dict": state, "info": info, "channels": list(CHANNELS)}, buf)
     data = buf.getvalue()
     atomic_write_bytes(Path(path), data)
@@ -272,7 +278,7 @@ def load(path, *, device="auto"):
         info = blob["info"]
         model = build(int(info["config"]["width"]))
         model.load_state_dict(blob["state_dict"])
-    except (OSError, KeyError, RuntimeError, ValueError) as exc:
+    except (OSError, KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise ModelError(f"cannot load the draft model ({exc})", file=path,
                          fix="run `gasdb preannotate --model` again to retrain it") from None
     return model.to(_device(device)).eval(), info
