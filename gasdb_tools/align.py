@@ -75,6 +75,10 @@ class Geometry:
             parts.append(float(self.lens_k1))
         return provenance.digest(*parts)
 
+    def lens(self, thermal_size) -> RadialDistortion | None:
+        """The thermal lens's distortion for frames of ``thermal_size`` (width, height), or None."""
+        return RadialDistortion(self.lens_k1, tuple(int(v) for v in thermal_size)) if self.lens_k1 else None
+
     def to_dict(self) -> dict:
         out = {"kind": self.kind, "size": [int(v) for v in self.size],
                "matrix": provenance.matrix_key(self.matrix), "key": self.key}
@@ -284,7 +288,7 @@ def _align_work(ws: Workspace, rec: str, sink, *, size, force, interpolation) ->
     expected = _recorded_size(rec_row, "thermal_size")
     lens = None
     if geometry.lens_k1:
-        lens = RadialDistortion(geometry.lens_k1, expected or read_image(ws.path(rows[0]["thermal"])).shape[1::-1])
+        lens = geometry.lens(expected or read_image(ws.path(rows[0]["thermal"])).shape[1::-1])
 
     def process(r: dict):
         thermal = read_image(ws.path(r["thermal"]))

@@ -57,7 +57,9 @@ References
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from dataclasses import dataclass, fields
 from typing import Iterable, Iterator
 
 import cv2
@@ -68,6 +70,9 @@ __all__ = [
     "POLARITIES",
     "DEFAULTS",
     "PRESETS",
+    "GasParams",
+    "DEFAULT_LEAD_IN",
+    "preset",
     "OPENCV_DEFAULTS",
     "preset_params",
     "blur",
@@ -97,45 +102,6 @@ METHODS = ("gas", "mog2", "knn")
 
 #: Plume polarities: ``emitting`` = brighter than the background, ``absorbing`` = darker.
 POLARITIES = ("emitting", "absorbing", "both")
-
-#: Default parameters of the gas pipeline (``method="gas"``); see :class:`GasSubtractor` and
-#: :func:`gas_masks` (``lead_in``). Measured in ``benchmarks/bench_background.py``.
-DEFAULTS = {
-    "lead_in": 30,
-    "blur_ksize": 5,
-    "learning_rate": 0.02,
-    "foreground_rate": 0.002,
-    "ema_alpha": 0.3,
-    "k": 4.0,
-    "min_sigma": 0.5,
-    "edge_guard": 0.3,
-    "polarity": "both",
-    "open_size": 3,
-    "close_size": 7,
-    "min_area_frac": 0.0005,
-    "stats_step": 4,
-    "ignore_static": True,
-    "k_low": None,
-    "activity_ratio": None,
-    "activity_rate": 0.1,
-    "activity_open": 7,
-    "activity_min_area_frac": 0.01,
-    "activity_overlap": 0.2,
-    "hold": 1,
-}
-
-#: Named parameter sets of the gas pipeline (``gas_masks(..., preset=...)``, ``gasdb preannotate
-#: --preset``). ``mask`` (the defaults): the plume as it shows in each frame, for pixel masks such
-#: as Gas-DB's (SimGas mean IoU 0.78). ``extent``: the region the plume has filled over the last
-#: ``hold`` frames, grown to its faint edges (``k_low``) and kept only where the scene flickers the
-#: way turbulent gas does (``activity_ratio``), for box annotations and faint real plumes in
-#: cluttered scenes (IOD-Video box overlap 94 %; it drops a plume that stands still). Measured in
-#: ``benchmarks/bench_background.py``.
-PRESETS = {
-    "mask": {},
-    "extent": {"k_low": 2.5, "activity_ratio": 2.5, "activity_open": 7, "activity_min_area_frac": 0.01,
-               "activity_overlap": 0.2, "hold": 25},
-}
 
 #: Default parameters of ``method="mog2"`` / ``"knn"`` (:class:`OpenCVSubtractor`).
 OPENCV_DEFAULTS = {
@@ -188,6 +154,168 @@ def _check_step(step) -> int:
 def _as_u8(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     return mask.view(np.uint8) if mask.dtype == bool else (mask != 0).astype(np.uint8)
+
+
+# -- parameter sets ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GasParams:
+    """One parameter set of the gas pipeline (:class:`GasSubtractor`), checked when it is made.
+
+    Every knob of the pipeline is a field; :data:`PRESETS` holds the named sets as instances, and
+    ``gasdb preannotate --refine`` fits one per recording (:mod:`gasdb_tools.refine`). Instances are
+    immutable: :meth:`replace` makes a changed copy (checked again), :meth:`to_dict` /
+    :meth:`from_dict` give the JSON form recorded in a draft's provenance.
+
+    Attributes
+    ----------
+    blur_ksize : int
+        Gaussian blur kernel (odd; 1 = none).
+    learning_rate : float
+        Per-frame rate of the selective running average where nothing changed (0 = fixed background).
+    foreground_rate : float
+        Per-frame rate under changed pixels (small, so a steady plume is not absorbed but a slow
+        change of the scene is learned within ``1 / foreground_rate`` frames).
+    ema_alpha : float
+        Temporal smoothing weight of the newest difference, in (0, 1] (1 = none).
+    k : float
+        Threshold in robust noise sigmas (> 0).
+    min_sigma : float
+        Floor of the noise sigma, in grey levels.
+    edge_guard : float
+        Assumed jitter in pixels: the threshold is raised by ``edge_guard * |grad bg|`` (0 = off).
+    polarity : {'emitting', 'absorbing', 'both'}
+        Which sign of difference counts as gas.
+    open_size, close_size : int
+        Morphology kernel sizes (odd; 1 = skip).
+    min_area_frac : float
+        Smallest blob kept, as a fraction of the frame.
+    stats_step : int
+        Subsampling step of the medians (1 = exact).
+    ignore_static : bool
+        Leave pixels constant over the lead-in out of the statistics.
+    k_low : float or None
+        Hysteresis: grow detections through pixels above ``k_low`` sigmas (at most ``k``; None = off).
+    activity_ratio : float or None
+        Keep only blobs in broad flickering areas (None = off).
+    activity_rate, activity_open, activity_min_area_frac, activity_overlap
+        The activity map's per-frame rate, the opening size and smallest area of its regions, and
+        the share of a blob that must lie in one.
+    hold : int
+        Union of the last ``hold`` masks, in frames of the stream the subtractor is fed (1 = off).
+        ``gasdb preannotate`` feeds every frame of the thermal video, so ``hold=25`` is one second
+        at 25 frames/s whatever the pairs' spacing.
+
+    Examples
+    --------
+    >>> GasParams().k, PRESETS["extent"].hold, GasParams().replace(k=5).k
+    (4.0, 25, 5.0)
+    >>> GasParams(k=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: k must be in (0.0, inf], got 0
+    """
+
+    blur_ksize: int = 5
+    learning_rate: float = 0.02
+    foreground_rate: float = 0.002
+    ema_alpha: float = 0.3
+    k: float = 4.0
+    min_sigma: float = 0.5
+    edge_guard: float = 0.3
+    polarity: str = "both"
+    open_size: int = 3
+    close_size: int = 7
+    min_area_frac: float = 0.0005
+    stats_step: int = 4
+    ignore_static: bool = True
+    k_low: float | None = None
+    activity_ratio: float | None = None
+    activity_rate: float = 0.1
+    activity_open: int = 7
+    activity_min_area_frac: float = 0.01
+    activity_overlap: float = 0.2
+    hold: int = 1
+
+    def __post_init__(self):
+        put = object.__setattr__
+        if self.polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {POLARITIES}, got {self.polarity!r}")
+        for name in ("blur_ksize", "open_size", "close_size", "activity_open"):
+            put(self, name, _check_odd(getattr(self, name), name=name))
+        for name, lo, hi, lo_open in (("learning_rate", 0.0, 1.0, False), ("foreground_rate", 0.0, 1.0, False),
+                                      ("ema_alpha", 0.0, 1.0, True), ("k", 0.0, np.inf, True),
+                                      ("min_sigma", 0.0, np.inf, False), ("edge_guard", 0.0, np.inf, False),
+                                      ("min_area_frac", 0.0, 1.0, False), ("activity_rate", 0.0, 1.0, True),
+                                      ("activity_min_area_frac", 0.0, 1.0, False),
+                                      ("activity_overlap", 0.0, 1.0, False)):
+            put(self, name, _check_range(getattr(self, name), name=name, lo=lo, hi=hi, lo_open=lo_open))
+        put(self, "stats_step", _check_step(self.stats_step))
+        if not isinstance(self.ignore_static, (bool, np.bool_)):
+            raise ValueError(f"ignore_static must be true or false, got {self.ignore_static!r}")
+        put(self, "ignore_static", bool(self.ignore_static))
+        if self.k_low is not None:
+            k_low = _check_range(self.k_low, name="k_low", lo=0.0, hi=np.inf, lo_open=True)
+            if k_low > self.k:
+                raise ValueError(f"k_low must be at most k ({self.k:g}): it is the lower hysteresis threshold, "
+                                 f"got {self.k_low!r}")
+            put(self, "k_low", k_low)
+        if self.activity_ratio is not None:
+            put(self, "activity_ratio", _check_range(self.activity_ratio, name="activity_ratio", lo=0.0, hi=np.inf,
+                                                     lo_open=True))
+        if not isinstance(self.hold, (int, np.integer)) or isinstance(self.hold, bool) or self.hold < 1:
+            raise ValueError(f"hold must be an integer number of frames >= 1, got {self.hold!r}")
+        put(self, "hold", int(self.hold))
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The knobs, in declaration order."""
+        return tuple(f.name for f in fields(cls))
+
+    def replace(self, **changes) -> "GasParams":
+        """A copy with ``changes`` (checked); an unknown knob raises TypeError naming the known ones."""
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise TypeError(f"unknown parameter(s) {unknown} of the gas pipeline; known: {sorted(self.names())}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The knobs as a JSON-ready dict."""
+        return {name: getattr(self, name) for name in self.names()}
+
+    @classmethod
+    def from_dict(cls, data) -> "GasParams":
+        """The inverse of :meth:`to_dict` (missing knobs take their defaults; unknown ones raise TypeError)."""
+        return cls().replace(**dict(data))
+
+    def changes(self, base: "GasParams | None" = None) -> dict:
+        """The knobs whose value differs from ``base`` (default: the defaults).
+
+        >>> PRESETS["extent"].changes()["k_low"]
+        2.5
+        """
+        base = base or GasParams()
+        return {k: v for k, v in self.to_dict().items() if getattr(base, k) != v}
+
+
+#: Named parameter sets of the gas pipeline (``gas_masks(..., preset=...)``, ``gasdb preannotate
+#: --preset``), as :class:`GasParams` instances. ``mask`` (the defaults): the plume as it shows in
+#: each frame, for pixel masks such as Gas-DB's (SimGas mean IoU 0.78). ``extent``: the region the
+#: plume has filled over the last ``hold`` frames, grown to its faint edges (``k_low``) and kept only
+#: where the scene flickers the way turbulent gas does (``activity_ratio``), for box annotations and
+#: faint real plumes in cluttered scenes (IOD-Video box overlap 94 %; it drops a plume that stands
+#: still). Measured in ``benchmarks/bench_background.py``.
+PRESETS = {
+    "mask": GasParams(),
+    "extent": GasParams(k_low=2.5, activity_ratio=2.5, activity_open=7, activity_min_area_frac=0.01,
+                        activity_overlap=0.2, hold=25),
+}
+
+#: Default frames of the gas-free lead-in of :func:`gas_masks` (``lead_in``).
+DEFAULT_LEAD_IN = 30
+
+#: Default parameters of the gas pipeline as a plain dict: :class:`GasParams`'s defaults plus
+#: :func:`gas_masks`'s ``lead_in``. Measured in ``benchmarks/bench_background.py``.
+DEFAULTS = {"lead_in": DEFAULT_LEAD_IN, **GasParams().to_dict()}
 
 
 # -- building blocks ---------------------------------------------------------------------------------
@@ -798,50 +926,26 @@ class GasSubtractor:
     background : (H, W) ndarray, optional
         Initial background in blurred grey levels (a lead-in median). Without it the first frame
         given to :meth:`apply` becomes the background.
-    blur_ksize : int
-        Gaussian blur kernel (odd).
-    learning_rate : float
-        Rate of the selective running average where nothing changed (0 = fixed background).
-    foreground_rate : float
-        Rate under changed pixels (0 = never; small, so a steady plume is not absorbed but a slow
-        change of the scene is learned within ``1 / foreground_rate`` frames).
-    ema_alpha : float
-        Temporal smoothing weight of the newest difference (1 = none).
-    k : float
-        Threshold in robust noise sigmas.
-    min_sigma : float
-        Floor of the noise sigma, in grey levels (compressed video can have a MAD of 0).
-    edge_guard : float
-        Assumed jitter in pixels: the threshold is raised by ``edge_guard * |grad bg|``
-        (:func:`edge_threshold`; 0 = off).
-    polarity : {'emitting', 'absorbing', 'both'}
-        Which sign of difference counts as gas. Changes of the other sign are still kept out of
-        the background model.
-    open_size, close_size : int
-        Morphology kernel sizes (odd; 1 = skip).
-    min_area_frac : float
-        Smallest blob kept, as a fraction of the frame.
-    stats_step : int
-        Subsampling step for the medians (speed; 1 = exact).
-    ignore_static : bool
-        Leave pixels that were constant over the lead-in (:func:`static_pixels`, given through
-        :meth:`set_background`) out of the medians and the noise sigma.
-    k_low : float, optional
-        Grow the k-sigma detections through pixels above ``k_low`` sigma (:func:`hysteresis`;
-        None = off). Recovers a plume's faint edges.
-    activity_ratio : float, optional
-        Keep only blobs that lie in a broad flickering area (:class:`ActivityMap`,
-        :func:`active_regions`, :func:`keep_blobs_in`; None = off). Rejects slow changes of the
-        scene (cloud shadows, ground warming) and edge shimmer, but also a plume that does not move.
-    activity_rate, activity_open, activity_min_area_frac, activity_overlap
-        The activity map's rate, the opening size and smallest area of :func:`active_regions`,
-        and the share of a blob that must lie in an active area.
-    hold : int
-        Return the union of the last ``hold`` masks (:class:`TemporalHold`; 1 = off). Only the
-        returned masks are held; the background model sees the frame's own detections.
+    params : GasParams, optional
+        The parameter set (:data:`PRESETS`, or one fitted by ``--refine``).
+    **knobs
+        Or the fields of :class:`GasParams` as keywords (``k=5, polarity="absorbing"``), the
+        others at their defaults. How they act: ``k``-sigma threshold of the smoothed signed
+        difference (raised by ``edge_guard`` on strong edges), ``polarity`` keeps one sign
+        (changes of the other sign are still kept out of the background model), ``k_low``
+        grows detections to the plume's faint edges (:func:`hysteresis`), ``activity_ratio``
+        keeps only blobs in broad flickering areas (:class:`ActivityMap`,
+        :func:`active_regions`, :func:`keep_blobs_in`: rejects cloud shadows and edge shimmer,
+        but also a plume that does not move), ``hold`` returns the union of the last ``hold``
+        masks (:class:`TemporalHold`; the background model sees each frame's own detections).
 
     Attributes
     ----------
+    params : GasParams
+        The parameter set in use (its knobs are also attributes: ``sub.k``, ``sub.polarity``...).
+    detections : (H, W) ndarray of bool or None
+        The last frame's blobs before the output stage (``min_area_frac``, ``hold``): that stage
+        never feeds back into the model, so other output settings can be applied to these.
     sigma : float or None
         Noise sigma used for the last frame.
 
@@ -857,53 +961,30 @@ class GasSubtractor:
     (True, False)
     """
 
-    def __init__(self, *, background: np.ndarray | None = None, blur_ksize: int = DEFAULTS["blur_ksize"],
-                 learning_rate: float = DEFAULTS["learning_rate"],
-                 foreground_rate: float = DEFAULTS["foreground_rate"], ema_alpha: float = DEFAULTS["ema_alpha"],
-                 k: float = DEFAULTS["k"], min_sigma: float = DEFAULTS["min_sigma"],
-                 edge_guard: float = DEFAULTS["edge_guard"], polarity: str = DEFAULTS["polarity"],
-                 open_size: int = DEFAULTS["open_size"], close_size: int = DEFAULTS["close_size"],
-                 min_area_frac: float = DEFAULTS["min_area_frac"], stats_step: int = DEFAULTS["stats_step"],
-                 ignore_static: bool = DEFAULTS["ignore_static"], k_low: float | None = DEFAULTS["k_low"],
-                 activity_ratio: float | None = DEFAULTS["activity_ratio"],
-                 activity_rate: float = DEFAULTS["activity_rate"], activity_open: int = DEFAULTS["activity_open"],
-                 activity_min_area_frac: float = DEFAULTS["activity_min_area_frac"],
-                 activity_overlap: float = DEFAULTS["activity_overlap"], hold: int = DEFAULTS["hold"]):
-        if polarity not in POLARITIES:
-            raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
-        self.blur_ksize = _check_odd(blur_ksize, name="blur_ksize")
-        self.learning_rate = _check_range(learning_rate, name="learning_rate", lo=0.0, hi=1.0)
-        self.foreground_rate = _check_range(foreground_rate, name="foreground_rate", lo=0.0, hi=1.0)
-        self.k = _check_range(k, name="k", lo=0.0, hi=np.inf, lo_open=True)
-        self.min_sigma = _check_range(min_sigma, name="min_sigma", lo=0.0, hi=np.inf)
-        self.edge_guard = _check_range(edge_guard, name="edge_guard", lo=0.0, hi=np.inf)
-        self.polarity = polarity
-        self.open_size = _check_odd(open_size, name="open_size")
-        self.close_size = _check_odd(close_size, name="close_size")
-        self.min_area_frac = _check_range(min_area_frac, name="min_area_frac", lo=0.0, hi=1.0)
-        self.stats_step = _check_step(stats_step)
-        if not isinstance(ignore_static, (bool, np.bool_)):
-            raise ValueError(f"ignore_static must be true or false, got {ignore_static!r}")
-        self.ignore_static = bool(ignore_static)
-        self.k_low = None if k_low is None else _check_range(k_low, name="k_low", lo=0.0, hi=np.inf, lo_open=True)
-        if self.k_low is not None and self.k_low > self.k:
-            raise ValueError(f"k_low must be at most k ({self.k:g}): it is the lower hysteresis threshold, "
-                             f"got {k_low!r}")
-        self.activity_ratio = (None if activity_ratio is None else
-                               _check_range(activity_ratio, name="activity_ratio", lo=0.0, hi=np.inf, lo_open=True))
-        self.activity_open = _check_odd(activity_open, name="activity_open")
-        self.activity_min_area_frac = _check_range(activity_min_area_frac, name="activity_min_area_frac",
-                                                   lo=0.0, hi=1.0)
-        self.activity_overlap = _check_range(activity_overlap, name="activity_overlap", lo=0.0, hi=1.0)
-        activity_rate = _check_range(activity_rate, name="activity_rate", lo=0.0, hi=1.0, lo_open=True)
-        self.activity = ActivityMap(rate=activity_rate) if self.activity_ratio is not None else None
-        self.hold = TemporalHold(frames=hold)
-        self.ema = TemporalEMA(alpha=ema_alpha)
+    def __init__(self, *, background: np.ndarray | None = None, params: GasParams | None = None, **knobs):
+        if params is not None and knobs:
+            raise TypeError(f"give either params or keyword knobs, not both (got {sorted(knobs)})")
+        if params is None:
+            unknown = sorted(set(knobs) - set(GasParams.names()))
+            if unknown:
+                raise TypeError(f"unknown parameter(s) {unknown} of the gas pipeline; known: "
+                                f"{sorted(GasParams.names())}")
+            params = GasParams(**knobs)
+        elif not isinstance(params, GasParams):
+            raise TypeError(f"params must be a GasParams, got {type(params).__name__}")
+        self.params = params
+        for name, value in params.to_dict().items():
+            setattr(self, name, value)
+        self.activity = ActivityMap(rate=self.activity_rate) if self.activity_ratio is not None else None
+        self.hold = TemporalHold(frames=params.hold)
+        self.ema = TemporalEMA(alpha=params.ema_alpha)
         self.model: SelectiveRunningAverage | None = None
         self._static: np.ndarray | None = None
         if background is not None:
             self.set_background(background)
         self.sigma: float | None = None
+        self._diff: np.ndarray | None = None  # last frame's smoothed signed difference
+        self.detections: np.ndarray | None = None
         self._changed: np.ndarray | None = None  # last frame's significant change (either sign)
         self._edges: np.ndarray | None = None
 
@@ -954,8 +1035,7 @@ class GasSubtractor:
             raw = hysteresis(changed, threshold(ds, self.sigma, k=self.k_low, polarity="both", extra=self._edges))
         if self.polarity != "both":
             raw = raw & ((ds > 0) if self.polarity == "emitting" else (ds < 0))
-        mask = clean_mask(raw, open_size=self.open_size, close_size=self.close_size,
-                          min_area_frac=self.min_area_frac)
+        mask = clean_mask(raw, open_size=self.open_size, close_size=self.close_size, min_area_frac=0.0)
         if self.activity is not None:
             active = active_regions(self.activity.update(f), ratio=self.activity_ratio, open_size=self.activity_open,
                                     min_area_frac=self.activity_min_area_frac, step=self.stats_step,
@@ -964,7 +1044,70 @@ class GasSubtractor:
         changed |= mask
         self.model.update(f, changed)
         self._changed = changed
-        return self.hold.update(mask)
+        self._diff = ds
+        self.detections = mask
+        # the output stage (smallest blob, hold) never feeds back into the model
+        return self.hold.update(remove_small_blobs(mask, min_area=int(np.ceil(self.min_area_frac * mask.size))))
+
+    def fork(self, params: GasParams) -> "GasSubtractor":
+        """A new subtractor with ``params`` that continues from this one's state.
+
+        The background model, the smoothed difference and the last changed pixels are copied;
+        the activity map too when both use one (else it starts afresh), the hold starts empty.
+        ``blur_ksize`` must be the same (the state is in blurred grey levels).
+
+        >>> sub = GasSubtractor(); _ = sub.apply(np.full((8, 8), 5, np.uint8))
+        >>> other = sub.fork(sub.params.replace(k=6))
+        >>> other.k, bool((other.background == sub.background).all()), other.background is sub.background
+        (6.0, True, False)
+        """
+        if params.blur_ksize != self.blur_ksize:
+            raise ValueError(f"a fork must keep blur_ksize {self.blur_ksize}, got {params.blur_ksize}")
+        out = GasSubtractor(params=params)
+        if self.model is not None:
+            out.set_background(self.model.background.copy())
+            out._static = self._static if out.ignore_static else None
+        if self.ema.state is not None:
+            out.ema.state = self.ema.state.copy()
+        out.sigma = self.sigma
+        out._changed = None if self._changed is None else self._changed.copy()
+        if params.edge_guard == self.edge_guard and self._edges is not None:
+            out._edges = self._edges
+        if out.activity is not None and self.activity is not None and self.activity.state is not None:
+            out.activity.state = self.activity.state.copy()
+            out.activity._previous = self.activity._previous.copy()
+        return out
+
+    def zscore(self) -> np.ndarray:
+        """The last frame's smoothed signed difference in noise sigmas, ``ds / sigma`` (no allowance for
+        edges: see :meth:`evidence`); a new array each call."""
+        if self._diff is None:
+            raise RuntimeError("no frame processed yet: call apply() first")
+        return self._diff * np.float32(1.0 / self.sigma)
+
+    def edge_allowance(self) -> np.ndarray | None:
+        """The extra threshold on the scene's strong edges, in noise sigmas (None when ``edge_guard`` is 0)."""
+        if self._edges is None or self.sigma is None:
+            return None
+        return self._edges * np.float32(1.0 / self.sigma)
+
+    def evidence(self) -> np.ndarray:
+        """The last frame's signed change in noise sigmas, edge-aware: ``ds / (sigma + edges / k)``.
+
+        ``|evidence| > k`` is exactly the k-sigma test of :meth:`apply` (before hysteresis and
+        morphology); positive = warmer than the background. A new array each call.
+
+        Raises
+        ------
+        RuntimeError
+            Before the first frame.
+        """
+        if self._diff is None:
+            raise RuntimeError("no frame processed yet: call apply() first")
+        scale = np.float32(self.sigma)
+        if self._edges is not None:
+            return self._diff / (self._edges * np.float32(1.0 / self.k) + scale)
+        return self._diff * np.float32(1.0 / scale)
 
 
 class OpenCVSubtractor:
@@ -1030,8 +1173,23 @@ class OpenCVSubtractor:
                           min_area_frac=self.min_area_frac)
 
 
+def preset(name: "str | GasParams | None") -> GasParams:
+    """The :class:`GasParams` of a named preset (:data:`PRESETS`); a GasParams passes through; None = ``mask``.
+
+    >>> preset("extent").hold, preset(None) == PRESETS["mask"]
+    (25, True)
+    """
+    if name is None:
+        return PRESETS["mask"]
+    if isinstance(name, GasParams):
+        return name
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
 def preset_params(preset: str | None, *, method: str = "gas") -> dict:
-    """The parameters of a named preset (:data:`PRESETS`), checked; ``{}`` for None.
+    """The knobs a named preset sets differently from the defaults, as a dict; ``{}`` for None.
 
     Raises
     ------
@@ -1049,10 +1207,10 @@ def preset_params(preset: str | None, *, method: str = "gas") -> dict:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
     if method != "gas":
         raise ValueError(f"presets are parameter sets of the gas pipeline, not of method {method!r}")
-    return dict(PRESETS[preset])
+    return PRESETS[preset].changes()
 
 
-def gas_masks(frames: Iterable[np.ndarray], *, method: str = "gas", preset: str | None = None,
+def gas_masks(frames: Iterable[np.ndarray], *, method: str = "gas", preset: "str | GasParams | None" = None,
               **params) -> Iterator[np.ndarray]:
     """One boolean gas mask per thermal frame, in the order given (time order).
 
@@ -1063,15 +1221,15 @@ def gas_masks(frames: Iterable[np.ndarray], *, method: str = "gas", preset: str 
     method : {'gas', 'mog2', 'knn'}
         ``gas`` (default): the gas pipeline of :class:`GasSubtractor`. ``mog2``/``knn``: OpenCV's
         generic subtractors (:class:`OpenCVSubtractor`), for ordinary moving objects.
-    preset : {'mask', 'extent'}, optional
-        A named parameter set of the gas pipeline (:data:`PRESETS`); ``params`` override it.
-        None = ``mask`` (the defaults).
+    preset : {'mask', 'extent'} or GasParams, optional
+        A named parameter set of the gas pipeline (:data:`PRESETS`) or a :class:`GasParams`;
+        ``params`` override it. None = ``mask`` (the defaults).
     **params
-        Knobs of the chosen method (defaults in :data:`DEFAULTS` / :data:`OPENCV_DEFAULTS`). For
-        ``gas``: those of :class:`GasSubtractor` plus ``lead_in`` (int, default 30): the first
-        ``lead_in`` frames are taken as gas-free and their median is the initial background
-        (0 = start from the first frame; a lead-in that does hold gas costs recall where the
-        plume stays put until the background learns it at ``foreground_rate``).
+        Knobs of the chosen method (:class:`GasParams` fields / :data:`OPENCV_DEFAULTS`). For
+        ``gas`` also ``lead_in`` (int, default :data:`DEFAULT_LEAD_IN`): the first ``lead_in``
+        frames are taken as gas-free and their median is the initial background (0 = start from
+        the first frame; a lead-in that does hold gas costs recall where the plume stays put
+        until the background learns it at ``foreground_rate``).
 
     Yields
     ------
@@ -1104,18 +1262,25 @@ def gas_masks(frames: Iterable[np.ndarray], *, method: str = "gas", preset: str 
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    params = {**preset_params(preset, method=method), **params}
-    allowed = set(OPENCV_DEFAULTS) if method in ("mog2", "knn") else set(DEFAULTS)
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise TypeError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(allowed)}")
     if method in ("mog2", "knn"):
+        if preset is not None:
+            raise ValueError(f"presets are parameter sets of the gas pipeline, not of method {method!r}")
+        unknown = sorted(set(params) - set(OPENCV_DEFAULTS))
+        if unknown:
+            raise TypeError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(OPENCV_DEFAULTS)}")
         return _opencv_masks(frames, OpenCVSubtractor(method, **params))
     params = dict(params)
-    lead_in = params.pop("lead_in", DEFAULTS["lead_in"])
+    lead_in = params.pop("lead_in", DEFAULT_LEAD_IN)
+    unknown = sorted(set(params) - set(GasParams.names()))
+    if unknown:
+        raise TypeError(f"unknown parameter(s) {unknown} for method {method!r}; known: "
+                        f"{sorted(DEFAULTS)}")
     if not isinstance(lead_in, (int, np.integer)) or isinstance(lead_in, bool) or lead_in < 0:
         raise ValueError(f"lead_in must be an integer number of frames >= 0, got {lead_in!r}")
-    return _gas_masks(frames, GasSubtractor(**params), int(lead_in))
+    return _gas_masks(frames, GasSubtractor(params=preset_(preset).replace(**params)), int(lead_in))
+
+
+preset_ = preset  # gas_masks's argument shadows the function
 
 
 def _opencv_masks(frames, sub: OpenCVSubtractor) -> Iterator[np.ndarray]:

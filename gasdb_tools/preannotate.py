@@ -1,40 +1,63 @@
-"""The ``preannotate`` stage: LabelMe drafts of the gas masks, by background subtraction.
+"""The ``preannotate`` stage: LabelMe drafts of the gas masks, by background subtraction on the
+dense thermal stream, refined by what people corrected.
 
-For every recording of a workspace, the stage runs :func:`gasdb_tools.background.gas_masks` over
-the recording's pair frames **in time order** and writes one LabelMe document per pair,
+For every recording of a workspace, the stage decodes the recording's **thermal video** at its
+full frame rate and native size, runs the background model of :mod:`gasdb_tools.background` on
+every frame (:mod:`gasdb_tools.dense`), and keeps the masks of the frames that are extracted
+pairs, whatever ``extract`` sampled. Each mask is warped into the annotation frame
+(:mod:`gasdb_tools.align`, ``docs/design.md`` §5) and written as one LabelMe document per pair,
 ``labels/<rec>/<pair>.json``: the mask's blobs as editable ``gas`` polygons
 (:func:`gasdb_tools.polygons.mask_to_shapes`), provenance in a top-level ``gasdb`` key, and the
 review status ``pending``. pairs.csv gets ``label`` (the JSON's path) and ``preannotate_inputs``.
+Memory stays flat with a recording's length: frames are streamed, only the gas-free lead-in is
+held.
 
-**Which frames, which coordinates.** Drafts are drawn in the recording's annotation frame
-(:mod:`gasdb_tools.align`, ``docs/design.md`` §5): the aligned frames (thermal warped into the RGB frame) once a
-recording with an RGB camera is aligned, the thermal frames of a thermal camera alone. Before
-alignment, drafts are made on the extracted thermal frames in thermal coordinates (reported per
-recording). Pixels outside the aligned thermal image (``valid`` = 0) are never gas. Each document
-records the geometry it is drawn in (``gasdb.geometry``: frame kind, size, the thermal-to-frame
-transform and its key).
+**Time knobs on the dense stream.** The model's per-frame rates (``learning_rate``,
+``ema_alpha``, ...) and ``hold`` count frames of the thermal video, as they were tuned; before
+the dense stream they counted extracted pairs (``extent``'s ``hold=25`` was 25 pairs, 12.5 s at
+``--every 0.5``; now it is 25 frames, 1 s at 25 frames/s). ``lead_in_s`` is in seconds.
+
+**Which coordinates.** Drafts are drawn in the recording's annotation frame: the aligned frame
+(thermal warped into the RGB frame) once a recording with an RGB camera is aligned, the thermal
+frame of a thermal camera alone. Before alignment, drafts are made in thermal coordinates
+(reported per recording). The model always runs at the thermal camera's native size (its pixel
+knobs were tuned there); the mask is warped with the recording's geometry, and pixels outside
+the thermal view are never gas. Each document records the geometry it is drawn in
+(``gasdb.geometry``: frame kind, size, the thermal-to-frame transform and its key).
+
+**Learning from corrections** (``refine=True``, ``gasdb preannotate --refine``). The
+recording's edited and approved documents (not flagged ``ambiguous``, ``water_spray`` or
+``too_faint``, not awaiting a re-check) are the supervision: :mod:`gasdb_tools.refine` fits the
+background model's parameters to them and a per-pixel fusion of its evidence with the
+corrected masks carried along the stream by optical flow (:mod:`gasdb_tools.propagate`), each
+judged by leave-one-out IoU on the corrected pairs, and the pending drafts are rewritten from the
+best of current parameters / fitted parameters / fusion. The fit and its held-out scores are
+recorded in every refined draft (``gasdb.preannot.refined``) and in the report.
 
 **Provenance and staleness.** A draft records its recipe (``gasdb.preannot.inputs``, also
-pairs.csv ``preannotate_inputs``): the method and its parameters, the geometry and the digests of
-every frame of the recording it was computed from. A plain rerun rewrites exactly the untouched
-drafts whose recipe changed (new frames, a new alignment, other parameters) and writes the
-missing ones.
+pairs.csv ``preannotate_inputs``): the thermal video's sha256, the pairs' times, the geometry,
+the method and its parameters (and the refinement, when refined). A plain rerun rewrites exactly
+the untouched drafts whose recipe changed (another video, re-extracted pairs, a new alignment,
+other parameters) and writes the missing ones; a plain rerun after ``--refine`` goes back to
+plain drafts (refine again after more corrections). Each draft also records
+``gasdb.preannot.stats`` (uncertainty near the plume, gas fraction, disagreement between fusion
+and the background model) for ``gasdb suggest``.
 
 **The image an annotator sees** (``imagePath``, relative to the JSON): the enhanced frame when it
-exists in the draft's coordinates; otherwise an 8-bit view of the frame the detection ran on,
-written once to ``labels/<rec>/images/<pair>.png`` with the recording's one contrast stretch
+exists in the draft's coordinates; otherwise an 8-bit view of the pair's frame, written once to
+``labels/<rec>/images/<pair>.png`` with the recording's one contrast stretch
 (:mod:`gasdb_tools.views`), because LabelMe 6.x cannot open 16-bit PNGs (``docs/formats.md`` §1.3).
 The document's ``gasdb`` block is described in ``docs/formats.md`` §1.4.
 
 **Never overwrite annotator work.** Only an *untouched* draft (:mod:`gasdb_tools.review`: its
 content equals what was written and nobody reviewed it) is ever replaced, with or without
-``force``, and only through :func:`gasdb_tools.review.write_document`: compare-and-swap on the
-file's bytes under the workspace lock, so a LabelMe autosave between planning and writing wins.
-When the geometry under an edited or approved document changes (a recalibration, another
-``align --size``), its shapes are re-projected through the change of transform
-(:func:`gasdb_tools.labelme_format.transform_shapes`, exact for vertices), the old version is
-kept in ``labels/<rec>/.history/``, the re-projection is recorded in the document's provenance,
-its approval is withdrawn and it is marked for re-review (``recheck``).
+``force`` or ``refine``, and only through :func:`gasdb_tools.review.write_document`:
+compare-and-swap on the file's bytes under the workspace lock, so a LabelMe autosave between
+planning and writing wins. When the geometry under an edited or approved document changes (a
+recalibration, another ``align --size``), its shapes are re-projected through the change of
+transform (:func:`gasdb_tools.labelme_format.transform_shapes`, exact for vertices), the old
+version is kept in ``labels/<rec>/.history/``, the re-projection is recorded in the document's
+provenance, its approval is withdrawn and it is marked for re-review (``recheck``).
 """
 
 from __future__ import annotations
@@ -44,18 +67,22 @@ import json
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from gasdb_tools import __version__, labelme_format, provenance, review, views
+from gasdb_tools import __version__, dense, labelme_format, provenance, review, video, views
 from gasdb_tools.align import Geometry, annotation_frame, parse_size
-from gasdb_tools.background import DEFAULTS, METHODS, OPENCV_DEFAULTS, POLARITIES, gas_masks, preset_params
-from gasdb_tools.errors import FormatError, WorkspaceError
+from gasdb_tools.background import (METHODS, OPENCV_DEFAULTS, POLARITIES, GasParams, GasSubtractor,
+                                    OpenCVSubtractor, preset as preset_of)
+from gasdb_tools.errors import FormatError, VideoError, WorkspaceError
 from gasdb_tools.fsutil import atomic_write_bytes
-from gasdb_tools.imaging import read_image, write_image
+from gasdb_tools.imaging import write_image
 from gasdb_tools.polygons import DEFAULT_EPSILON_FRAC, MODES, mask_to_shapes
 from gasdb_tools.progress import progress
+from gasdb_tools.registration import warp_thermal
+from gasdb_tools.registration.distortion import undistort_points
 from gasdb_tools.stages import IndexOps, run_stage
-from gasdb_tools.workspace import Workspace, is_thermal_only
+from gasdb_tools.workspace import Workspace
 
 __all__ = [
     "REVIEW_STATUSES",
@@ -65,6 +92,9 @@ __all__ = [
     "recording_polarity",
     "draft_geometry",
     "expected_inputs",
+    "thermal_stream",
+    "supervision",
+    "to_annotation_frame",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,39 +124,42 @@ def recording_polarity(row) -> str | None:
 
 
 def _effective_params(method: str, params: dict, preset: str | None = None) -> dict:
-    """The full parameter set of ``method`` (defaults, then the preset, then ``params``), JSON-ready, checked."""
+    """The full parameter set of ``method`` (the preset, then ``params``), JSON-ready, checked."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    preset_defaults = preset_params(preset, method=method)
     if "lead_in" in params:
-        raise ValueError("give the gas-free lead-in in seconds (lead_in_s), not frames: pairs may be "
-                         "sampled sparsely in time")
-    defaults = OPENCV_DEFAULTS if method in ("mog2", "knn") else {k: v for k, v in DEFAULTS.items() if k != "lead_in"}
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(defaults)}")
-    full = {**defaults, **preset_defaults, **params}
-    # validate by building the subtractor on a dummy frame (raises ValueError/TypeError naming the knob)
-    probe = {**full, "lead_in": 0} if method == "gas" else full
-    next(gas_masks([np.zeros((8, 8), np.uint8)], method=method, **probe))
-    return full
+        raise ValueError("give the gas-free lead-in in seconds (lead_in_s), not frames")
+    if method in ("mog2", "knn"):
+        if preset is not None:
+            raise ValueError(f"presets are parameter sets of the gas pipeline, not of method {method!r}")
+        unknown = sorted(set(params) - set(OPENCV_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(OPENCV_DEFAULTS)}")
+        full = {**OPENCV_DEFAULTS, **params}
+        OpenCVSubtractor(method, **full)  # checks every knob
+        return full
+    try:
+        return preset_of(preset).replace(**params).to_dict()
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | None = None, force: bool = False,
-                          recordings=None,
-                          lead_in_s: float = 1.0, mode: str = "polygon", epsilon_frac: float = DEFAULT_EPSILON_FRAC,
-                          min_area: float = 20.0, jobs: int = 1, **params) -> dict:
+                          recordings=None, lead_in_s: float = 1.0, mode: str = "polygon",
+                          epsilon_frac: float = DEFAULT_EPSILON_FRAC, min_area: float = 20.0, jobs: int = 1,
+                          refine: bool = False, search: bool = True, carry_window_s: float | None = None,
+                          model: bool = False, model_config=None, device: str = "auto", **params) -> dict:
     """Write LabelMe drafts ``labels/<rec>/<pair>.json`` for every pair; never touches annotator work.
 
     Parameters
     ----------
     ws : Workspace
     method : {'gas', 'mog2', 'knn'}
-        Background subtraction (:func:`gasdb_tools.background.gas_masks`).
+        Background subtraction (:mod:`gasdb_tools.background`) on every frame of the thermal video.
     preset : {'mask', 'extent'}, optional
         A named parameter set of the gas method (:data:`gasdb_tools.background.PRESETS`; ``params``
         override it). ``mask`` (default): the plume as each frame shows it. ``extent``: the region
-        the plume filled over the last 25 pairs, kept only where the scene flickers like gas.
+        the plume filled over the last 25 frames, kept only where the scene flickers like gas.
     force : bool
         Replace untouched drafts even when their recipe still holds (edited, approved and reviewed
         documents are kept regardless).
@@ -140,23 +173,41 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
     epsilon_frac : float
         Polygon simplification, as a fraction of each blob's perimeter.
     min_area : float
-        Blobs smaller than this many pixels get no shape.
+        Blobs smaller than this many pixels (of the annotation frame) get no shape.
     jobs : int
         Recordings in parallel worker processes.
+    refine : bool
+        Learn from each recording's corrected documents (see the module docstring and
+        :mod:`gasdb_tools.refine`); a recording without any keeps plain drafts. ``gas`` method only.
+    search : bool
+        With ``refine``: also search the background model's parameters (False: the fusion only).
+    carry_window_s : float, optional
+        With ``refine``: how far (seconds) a corrected mask is carried along the stream
+        (default :data:`gasdb_tools.propagate.WINDOW_S`).
+    model : bool
+        Model-assisted drafts (:mod:`gasdb_tools.draftmodel`, needs torch): train a small network
+        on the corrected pairs of the selected recordings, save it in ``WS/models/``, and draft
+        every pending pair with it. ``gas`` method only; not with ``refine``.
+    model_config : gasdb_tools.draftmodel.TrainConfig, optional
+        How to train it (default :class:`~gasdb_tools.draftmodel.TrainConfig`).
+    device : str
+        Where to train and run it: ``auto`` (a GPU when present), ``cpu``, ``cuda``.
     **params
-        Knobs of the method (``polarity``, ``k``, ``learning_rate``, ...; see
-        :data:`gasdb_tools.background.DEFAULTS`). Without ``polarity``, a recording that declares
-        one (:func:`recording_polarity`: recordings.csv ``polarity`` column or an ``absorbing`` /
-        ``emitting`` tag) uses it; the others use ``both``. Knowing the sign removes false alarms
-        of the other sign (a warm person in front of a cold plume).
+        Knobs of the method (:class:`gasdb_tools.background.GasParams` fields: ``polarity``,
+        ``k``, ``hold``, ...). Without ``polarity``, a recording that declares one
+        (:func:`recording_polarity`: recordings.csv ``polarity`` column or an ``absorbing`` /
+        ``emitting`` tag) uses it; the others use ``both``.
 
     Returns
     -------
     dict
         The stage runner's summary plus ``method, preset, params, written, kept_edited,
-        reprojected, changed_meanwhile, review`` (``review``: counts read from the documents after
-        the run); each recording has ``id, pairs, frame ('aligned'|'thermal'), polarity, written,
-        skipped, kept_edited, reprojected, changed_meanwhile, empty, error``.
+        reprojected, changed_meanwhile, review``; each recording has ``id, pairs, frame
+        ('aligned'|'thermal'), polarity, written, skipped, kept_edited, reprojected,
+        changed_meanwhile, empty, frames_decoded, error`` and, with ``refine``, ``refined``
+        (:meth:`gasdb_tools.refine.Refinement.to_dict`, or a ``note`` saying why not). With
+        ``model``, ``model`` describes the trained network (checkpoint path and sha256, pairs,
+        held-out IoU, seconds, device).
 
     Raises
     ------
@@ -165,6 +216,8 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
     WorkspaceError
         An unknown recording id.
     """
+    from gasdb_tools.propagate import WINDOW_S
+
     full = _effective_params(method, params, preset)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -174,21 +227,35 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
         raise TypeError(f"lead_in_s must be a number of seconds, got {lead_in_s!r}") from None
     if not lead_in_s >= 0:
         raise ValueError(f"lead_in_s must be >= 0 seconds, got {lead_in_s!r}")
+    if refine and method != "gas":
+        raise ValueError(f"refine fits the gas pipeline; it does not apply to method {method!r}")
+    if model and (method != "gas" or refine):
+        raise ValueError("--model drafts with the gas pipeline's evidence and does not combine with --refine")
+    carry_window_s = WINDOW_S if carry_window_s is None else float(carry_window_s)
+    if not carry_window_s > 0:
+        raise ValueError(f"carry_window_s must be > 0 seconds, got {carry_window_s!r}")
     mask_to_shapes(np.zeros((4, 4), bool), mode=mode, epsilon_frac=epsilon_frac, min_area=min_area)  # checks
     provenance_ = {"method": method, "preset": preset or ("mask" if method == "gas" else None),
                    "params": {**full, "lead_in_s": lead_in_s} if method == "gas" else full,
                    "mode": mode, "epsilon_frac": float(epsilon_frac), "min_area": float(min_area),
-                   "tool_version": f"gasdb-tools {__version__}"}
+                   "stream": "thermal video, every frame", "tool_version": f"gasdb-tools {__version__}"}
+    trained = None
+    if model:
+        trained = _train_model(ws, recordings, provenance_, lead_in_s, "polarity" in params, model_config, device)
     report = run_stage(ws, "preannotate", _preannotate_work, recordings=recordings, jobs=jobs,
                        options={"draft": provenance_, "force": force, "lead_in_s": lead_in_s,
-                                "explicit_polarity": "polarity" in params},
+                                "explicit_polarity": "polarity" in params,
+                                "refine": {"search": bool(search), "window_s": carry_window_s} if refine else None,
+                                "model": trained, "device": device},
                        defaults={"pairs": 0, "frame": None, "polarity": None, "written": 0, "skipped": 0,
-                                 "kept_edited": 0, "reprojected": 0, "changed_meanwhile": 0, "empty": 0})
+                                 "kept_edited": 0, "reprojected": 0, "changed_meanwhile": 0, "empty": 0,
+                                 "frames_decoded": 0})
     recs = report["recordings"]
     index = ws.read_index()
     wanted = [r["id"] for r in recs]
     ids = [p for p in index.pairs if index.pairs[p]["recording"] in wanted]
     return {**report, "method": method, "preset": provenance_["preset"], "params": provenance_["params"],
+            "refine": bool(refine), "model": trained,
             "written": sum(r["written"] for r in recs), "kept_edited": sum(r["kept_edited"] for r in recs),
             "reprojected": sum(r["reprojected"] for r in recs),
             "changed_meanwhile": sum(r["changed_meanwhile"] for r in recs),
@@ -202,34 +269,52 @@ def draft_geometry(ws: Workspace, rec: dict, rows) -> tuple[str, Geometry]:
     if frame is not None and frame.kind == "rgb" and rows and all(
             r.get("aligned") and ws.path(r["aligned"]).is_file() for r in rows):
         return "aligned", frame
+    return "thermal", Geometry("thermal", _thermal_size(ws, rec, rows), np.eye(3))
+
+
+def _thermal_size(ws: Workspace, rec: dict, rows) -> tuple[int, int]:
     size = parse_size(rec.get("thermal_size") or "")
     if not size or size[1] is None:
         size = views.read_source(ws, rows[0], "thermal")[0].shape[::-1] if rows else (1, 1)
-    return "thermal", Geometry("thermal", tuple(int(v) for v in size), np.eye(3))
+    return tuple(int(v) for v in size)
 
 
-def preannotate_recipe(rows, kind: str, geometry: Geometry, provenance_: dict) -> str:
-    """The recipe of a recording's drafts: method and parameters, geometry, every source frame in order."""
+def preannotate_recipe(rec_row: dict, rows, kind: str, geometry: Geometry, provenance_: dict) -> str:
+    """The recipe of a recording's drafts: the thermal video's sha256, the pairs' times, the geometry,
+    the method and its settings (including a refinement)."""
     settings = {k: v for k, v in provenance_.items() if k != "tool_version"}
-    return provenance.recipe("preannotate", geometry.key, kind,
-                             *[views.source_digest(r, kind) or r["pair_id"] for r in rows], params=settings)
+    return provenance.recipe("preannotate", rec_row.get("thermal_sha256", ""), geometry.key, kind,
+                             [r.get("t_thermal", "") for r in rows], params=settings)
 
 
-def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s, explicit_polarity) -> dict:
+def _sorted_rows(rows) -> list:
+    return sorted(rows, key=lambda r: (float(r.get("t_thermal") or 0), r["pair_id"]))
+
+
+def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s, explicit_polarity, refine, model=None,
+                      device="auto") -> dict:
     index = ws.read_index()
     rec_row = index.recordings[rec]
-    rows = sorted(index.pairs_of(rec), key=lambda r: (float(r.get("t_thermal") or 0), r["pair_id"]))
+    rows = _sorted_rows(index.pairs_of(rec))
     entry = {"pairs": len(rows), "frame": None, "polarity": draft["params"].get("polarity"), "written": 0,
-             "skipped": 0, "kept_edited": 0, "reprojected": 0, "changed_meanwhile": 0, "empty": 0}
-    known = recording_polarity(rec_row)
-    if draft["method"] == "gas" and not explicit_polarity and known:
-        draft = {**draft, "params": {**draft["params"], "polarity": known}}
-        entry["polarity"] = known
+             "skipped": 0, "kept_edited": 0, "reprojected": 0, "changed_meanwhile": 0, "empty": 0,
+             "frames_decoded": 0}
+    draft = _with_polarity(draft, rec_row, explicit_polarity)
+    entry["polarity"] = draft["params"].get("polarity")
     if not rows:
         return entry
     kind, geometry = draft_geometry(ws, rec_row, rows)
     entry["frame"] = kind
-    recipe = preannotate_recipe(rows, kind, geometry, draft)
+    refinement = sup = None
+    if refine is not None:
+        refinement, sup, note = _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, refine)
+        entry["refined"] = refinement.to_dict() if refinement is not None else {"note": note}
+        if refinement is not None:
+            draft = {**draft, "refined": refinement.to_dict()}
+    if model is not None:
+        draft = {**draft, "model": {k: model[k] for k in ("sha256", "path", "train_pairs", "val_pairs", "val_iou")}}
+        sup = supervision(ws, rec_row, rows, geometry)
+    recipe = preannotate_recipe(rec_row, rows, kind, geometry, draft)
     plan: dict[str, tuple[str, str]] = {}  # pair id -> (action, raw digest of the bytes the plan was made from)
     for r in rows:
         pid = r["pair_id"]
@@ -257,10 +342,19 @@ def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s,
         if plan[r["pair_id"]][0] == "reproject":
             _reproject(ws, rec, r, geometry, kind, plan[r["pair_id"]][1], entry, updates)
     if any(a == "write" for a, _ in plan.values()):
-        _write_drafts(ws, rec, rows, kind, geometry, plan, draft, recipe, lead_in_s, entry, updates, rec_row, sink)
+        _write_drafts(ws, rec, rows, kind, geometry, plan, draft, recipe, lead_in_s, entry, updates, rec_row, sink,
+                      refinement, sup, model=model, device=device)
     sink.commit(IndexOps(pairs=updates, recording={rec: {"preannotate_settings": json.dumps(
         {k: v for k, v in draft.items() if k != "tool_version"}, sort_keys=True)}}))
     return entry
+
+
+def _with_polarity(draft: dict, rec_row: dict, explicit: bool) -> dict:
+    """The settings with the recording's declared polarity, unless one was given."""
+    known = recording_polarity(rec_row)
+    if draft["method"] == "gas" and not explicit and known:
+        return {**draft, "params": {**draft["params"], "polarity": known}}
+    return draft
 
 
 def expected_inputs(ws: Workspace, rec_row: dict, rows) -> str | None:
@@ -272,9 +366,116 @@ def expected_inputs(ws: Workspace, rec_row: dict, rows) -> str | None:
         settings = None
     if not isinstance(settings, dict) or not rows:
         return None
-    rows = sorted(rows, key=lambda r: (float(r.get("t_thermal") or 0), r["pair_id"]))
+    rows = _sorted_rows(rows)
     kind, geometry = draft_geometry(ws, rec_row, rows)
-    return preannotate_recipe(rows, kind, geometry, settings)
+    return preannotate_recipe(rec_row, rows, kind, geometry, settings)
+
+
+# ------------------------------------------------------------------------------------------
+# the thermal stream, and masks between the thermal and the annotation frame
+# ------------------------------------------------------------------------------------------
+def thermal_stream(ws: Workspace, rec_row: dict):
+    """``(t, frame)`` for every frame of a recording's thermal video (gray; 16 bits kept), decoded
+    ahead in a thread.
+
+    Raises
+    ------
+    WorkspaceError
+        The video is not where recordings.csv says.
+    """
+    rel = rec_row.get("thermal") or ""
+    path = ws.path(rel) if rel else None
+    if path is None or not path.is_file():
+        raise WorkspaceError(f"recording {rec_row['id']}: thermal video not found; drafts are computed from every "
+                             "frame of it", file=path or ws.root / ws.RECORDINGS, field="thermal",
+                             fix="put the video back at this path (or register the recording again with `gasdb add`)")
+    return dense.prefetch((t, video.frame_to_array(f, gray=True)) for t, f in video.iter_av_frames(path))
+
+
+def to_annotation_frame(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """A thermal-frame mask in the annotation frame (identity for a thermal frame): warped with the
+    thermal-to-frame transform (linear, then >= 0.5), never gas outside the thermal view."""
+    if geometry.kind == "thermal" and np.allclose(geometry.matrix, np.eye(3)) and \
+            tuple(mask.shape[::-1]) == tuple(geometry.size):
+        return np.asarray(mask, bool)
+    warped, valid = warp_thermal(np.asarray(mask, np.uint8) * np.uint8(255), geometry.matrix, geometry.size,
+                                 interpolation="linear", distortion=geometry.lens(mask.shape[::-1]))
+    return (warped >= 128) & valid
+
+
+def _to_thermal_frame(mask: np.ndarray, geometry: Geometry, size) -> np.ndarray:
+    """An annotation-frame mask in the thermal frame (nearest), False outside the annotation frame."""
+    if geometry.kind == "thermal" and np.allclose(geometry.matrix, np.eye(3)) and tuple(mask.shape[::-1]) == tuple(size):
+        return np.asarray(mask, bool)
+    size = tuple(int(v) for v in size)
+    lens = geometry.lens(size)
+    if lens is None:
+        inv = np.linalg.inv(geometry.matrix)
+        out = cv2.warpPerspective(np.asarray(mask, np.uint8), inv, size, flags=cv2.INTER_NEAREST,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return out > 0
+    # each (distorted) thermal pixel: undistorted, then through the matrix into the frame
+    xs, ys = np.meshgrid(np.arange(size[0], dtype=np.float64), np.arange(size[1], dtype=np.float64))
+    und = undistort_points(np.stack([xs.ravel(), ys.ravel()], 1), lens)
+    pts = cv2.perspectiveTransform(und.reshape(-1, 1, 2), geometry.matrix).reshape(size[1], size[0], 2)
+    out = cv2.remap(np.asarray(mask, np.uint8), pts[..., 0].astype(np.float32), pts[..., 1].astype(np.float32),
+                    cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out > 0
+
+
+def supervision(ws: Workspace, rec_row: dict, rows, geometry: Geometry):
+    """The corrected pairs of a recording, in thermal coordinates (:class:`gasdb_tools.refine.Supervision`).
+
+    A pair counts when its document is ``edited`` or ``approved``, readable, drawn in the current
+    geometry, not flagged ``ambiguous`` / ``water_spray`` / ``too_faint`` and not awaiting a
+    re-check. ``__ignore__`` pixels do not count; ``no_leak`` documents count as no gas.
+    """
+    from gasdb_tools.refine import Supervision
+
+    rows = _sorted_rows(rows)
+    states = review.read_states(ws, pairs=[r["pair_id"] for r in rows])
+    size = _thermal_size(ws, rec_row, rows)
+    out = Supervision()
+    for i, r in enumerate(rows):
+        st = states.get(r["pair_id"])
+        if (st is None or st.status not in ("edited", "approved") or st.error or st.exclude or st.recheck
+                or "ambiguous" in st.flags or (st.geometry and st.geometry != geometry.key)):
+            continue
+        path = Path(st.path)
+        try:
+            doc = labelme_format.read(path)
+            cls = labelme_format.rasterize(doc, file=path)
+        except FormatError as exc:
+            log.warning("preannotate %s: %s left out of the refinement: %s", rec_row["id"], path, exc)
+            continue
+        if (cls.shape[1], cls.shape[0]) != tuple(geometry.size):
+            log.warning("preannotate %s: %s is %dx%d, the annotation frame %dx%d: left out of the refinement",
+                        rec_row["id"], path, cls.shape[1], cls.shape[0], *geometry.size)
+            continue
+        out.indices.append(i)
+        out.ids.append(r["pair_id"])
+        out.masks.append(_to_thermal_frame(cls == 1, geometry, size))
+        out.counted.append(_to_thermal_frame(cls != 255, geometry, size))
+    return out
+
+
+def _levels(stretch) -> tuple[float, float]:
+    return (float(stretch.lo), float(stretch.hi)) if stretch is not None else (0.0, 255.0)
+
+
+def _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, options):
+    """(Refinement or None, Supervision, note)."""
+    from gasdb_tools import refine as refine_mod
+
+    sup = supervision(ws, rec_row, rows, geometry)
+    if not len(sup):
+        return None, sup, "no corrected pairs (edited or approved) to learn from: plain drafts"
+    params = {k: v for k, v in draft["params"].items() if k != "lead_in_s"}
+    stretch, _ = views.recording_stretch(ws, rec_row, rows)
+    refinement = refine_mod.refine(lambda: thermal_stream(ws, rec_row), [float(r["t_thermal"]) for r in rows], sup,
+                                   base=GasParams(**params), lead_in_s=lead_in_s, search=options["search"],
+                                   window_s=options["window_s"], levels=_levels(stretch))
+    return refinement, sup, ""
 
 
 def _state_of(data: bytes | None, path: Path, pid: str) -> review.DocState | None:
@@ -360,33 +561,86 @@ def _annotator_image(ws: Workspace, row: dict, kind: str, stretch, rec: str, fra
     return out
 
 
-def _write_drafts(ws, rec, rows, kind, geometry, plan, provenance_, recipe, lead_in_s, entry, updates, rec_row,
-                  sink) -> None:
-    method, params = provenance_["method"], dict(provenance_["params"])
-    if method == "gas":
+class _Tap:
+    """Counts the frames of a stream and keeps the one at ``t_keep`` (to check the video's identity)."""
+
+    def __init__(self, t_keep: float | None):
+        self.t_keep = t_keep
+        self.kept = None
+        self.frames = 0
+
+    def __call__(self, stream):
+        for t, frame in stream:
+            self.frames += 1
+            if self.t_keep is not None and self.kept is None and abs(t - self.t_keep) <= dense.TOLERANCE_S:
+                self.kept = frame
+            yield t, frame
+
+
+def _masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model=None, device="auto"):
+    """``(pair index, thermal-frame mask, stats)`` from the dense stream (plain, refined or by the model)."""
+    times = [float(r["t_thermal"]) for r in rows]
+
+    def stream():
+        tap.frames = 0
+        return tap(thermal_stream(ws, rec_row))
+
+    if model is not None:
+        stretch, _ = views.recording_stretch(ws, rec_row, rows)
+        return _model_masks(stream(), times, ws.path(model["path"]), sup, provenance_, lead_in_s, _levels(stretch),
+                            device)
+    if refinement is not None:
+        from gasdb_tools.refine import refined_masks
+
+        stretch, _ = views.recording_stretch(ws, rec_row, rows)
+        return refined_masks(stream, times, refinement, sup, lead_in_s=lead_in_s, levels=_levels(stretch))
+    params = dict(provenance_["params"])
+    if provenance_["method"] == "gas":
         params.pop("lead_in_s", None)
-        t0 = float(rows[0].get("t_thermal") or 0)
-        params["lead_in"] = sum(1 for r in rows if float(r.get("t_thermal") or 0) < t0 + lead_in_s)
+        sub = GasSubtractor(params=GasParams(**params))
+    else:
+        sub = OpenCVSubtractor(provenance_["method"], **params)
+    return dense.pair_masks(stream(), times, subtractor=sub, lead_in_s=lead_in_s, stats=True)
+
+
+def _check_source(ws: Workspace, row: dict, rec_row: dict, decoded) -> None:
+    """A pair's extracted frame must be the video's frame at its time: the same video."""
+    rel = row.get("thermal") or ""
+    if decoded is None or not rel or not ws.path(rel).is_file():
+        return
+    extracted = views.read_source(ws, row, "thermal")[0]
+    if extracted.shape != decoded.shape or not np.array_equal(extracted, decoded):
+        raise VideoError(f"pair {row['pair_id']}: the thermal video's frame at t = {row['t_thermal']} s differs from "
+                         "the extracted frame: the video is not the one the pairs came from",
+                         file=ws.path(rec_row["thermal"]),
+                         fix="re-extract the recording (`gasdb extract --force`) or restore its video")
+
+
+def _write_drafts(ws, rec, rows, kind, geometry, plan, provenance_, recipe, lead_in_s, entry, updates, rec_row,
+                  sink, refinement=None, sup=None, model=None, device="auto") -> None:
     stretch, columns = views.recording_stretch(ws, rec_row, rows)
     if columns:
         sink.commit(IndexOps(recording={rec: columns}))
-    frames = (_read_frame(ws, r, kind) for r in rows)
-    pairs = progress(_frames_and_masks(frames, method, params), total=len(rows), desc=f"preannotate {rec}",
-                     unit="frame")
-    for r, (frame, mask) in zip(rows, pairs):
+    first = next(r for r in rows if plan[r["pair_id"]][0] == "write")
+    tap = _Tap(float(first["t_thermal"]))
+    checked = False
+    for i, mask, stats in progress(_masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model, device),
+                                   total=len(rows), desc=f"preannotate {rec}", unit="pair"):
+        r = rows[i]
         pid = r["pair_id"]
         action, planned = plan[pid]
         if action != "write":
             continue
-        if kind == "aligned" and r.get("valid") and ws.path(r["valid"]).is_file():
-            valid = read_image(ws.path(r["valid"]))
-            mask = mask & (valid > 0)
-        shapes = mask_to_shapes(mask, mode=provenance_["mode"], epsilon_frac=provenance_["epsilon_frac"],
+        if not checked:
+            _check_source(ws, first, rec_row, tap.kept)
+            checked = True
+        frame_mask = to_annotation_frame(mask, geometry)
+        shapes = mask_to_shapes(frame_mask, mode=provenance_["mode"], epsilon_frac=provenance_["epsilon_frac"],
                                 min_area=provenance_["min_area"], extra={"gasdb": {"source": "bgsub"}})
-        image = _annotator_image(ws, r, kind, stretch, rec, frame)
+        image = _annotator_image(ws, r, kind, stretch, rec)
         path = _label_path(ws, rec, pid)
-        doc = labelme_format.new_document(image.resolve(), int(mask.shape[0]), int(mask.shape[1]), shapes=shapes,
-                                          flags={f: False for f in FLAGS})
+        doc = labelme_format.new_document(image.resolve(), int(geometry.size[1]), int(geometry.size[0]),
+                                          shapes=shapes, flags={f: False for f in FLAGS})
         doc["gasdb"] = {
             "pair_id": pid,
             "recording": rec,
@@ -396,7 +650,8 @@ def _write_drafts(ws, rec, rows, kind, geometry, plan, provenance_, recipe, lead
             "thermal_raw_path": r.get("thermal", ""),
             "t_thermal": r.get("t_thermal", ""),
             "geometry": geometry.to_dict(),
-            "preannot": {**provenance_, "inputs": recipe, "blobs": len(shapes)},
+            "preannot": {**provenance_, "thermal_sha256": rec_row.get("thermal_sha256", ""), "inputs": recipe,
+                         "blobs": len(shapes), "stats": stats},
             "review": {"status": "pending", "annotator": None},
         }
         doc["gasdb"]["preannot"]["content_sha256"] = review.content_hash(doc)
@@ -407,16 +662,87 @@ def _write_drafts(ws, rec, rows, kind, geometry, plan, provenance_, recipe, lead
         else:
             entry["changed_meanwhile"] += 1
             updates[pid] = {"label": ws.rel(path)}
+    entry["frames_decoded"] = tap.frames
 
 
-def _frames_and_masks(frames, method, params):
-    """``(frame, mask)`` in time order, reading each frame once (the lead-in is held by gas_masks)."""
-    held = []
+# ------------------------------------------------------------------------------------------
+# model-assisted drafts
+# ------------------------------------------------------------------------------------------
+def _gas_params(provenance_: dict) -> GasParams:
+    return GasParams(**{k: v for k, v in provenance_["params"].items() if k != "lead_in_s"})
 
-    def feed():
-        for f in frames:
-            held.append(f)
-            yield f
 
-    for mask in gas_masks(feed(), method=method, **params):
-        yield held.pop(0), mask
+def _inputs_at(stream, times, wanted: set, params: GasParams, lead_in_s: float, levels):
+    """``(pair index, model inputs, background-model mask)`` at the pairs in ``wanted``."""
+    from gasdb_tools.draftmodel import model_inputs
+
+    clock = dense.PairTimes(times)
+    sub = GasSubtractor(params=params)
+    primed = dense.prime(stream, lead_in_s=lead_in_s, blur_ksize=params.blur_ksize)
+    if primed.background is not None:
+        sub.set_background(primed.background, static=primed.static)
+    for t, _, blurred in primed.frames:
+        mask = sub.apply(blurred, blurred=True)
+        i = clock.match(t)
+        if i is not None and i in wanted:
+            yield i, model_inputs(blurred, sub.evidence(), levels), mask
+    missing = clock.missing()
+    if missing:
+        raise ValueError(f"pair time t = {times[missing[0]]:.6f} s has no frame in the thermal stream")
+
+
+def _train_model(ws: Workspace, recordings, provenance_: dict, lead_in_s: float, explicit_polarity: bool, config,
+                 device) -> dict:
+    """Train the draft model on the corrected pairs of the selected recordings; the checkpoint's description."""
+    from gasdb_tools import draftmodel
+
+    draftmodel.require_torch()
+    config = config or draftmodel.TrainConfig()
+    index = ws.read_index()
+    inputs, truths, counted, used = [], [], [], []
+    for rec in ws.select_recordings(recordings, index=index):
+        rec_row = index.recordings[rec]
+        rows = _sorted_rows(index.pairs_of(rec))
+        if not rows:
+            continue
+        _, geometry = draft_geometry(ws, rec_row, rows)
+        sup = supervision(ws, rec_row, rows, geometry)
+        if not len(sup):
+            continue
+        draft = _with_polarity(provenance_, rec_row, explicit_polarity)
+        stretch, _ = views.recording_stretch(ws, rec_row, rows)
+        by_index = {i: k for k, i in enumerate(sup.indices)}
+        for i, x, _ in _inputs_at(thermal_stream(ws, rec_row), [float(r["t_thermal"]) for r in rows], set(by_index),
+                                  _gas_params(draft), lead_in_s, _levels(stretch)):
+            k = by_index[i]
+            inputs.append(x.astype(np.float16))
+            truths.append(sup.masks[k])
+            counted.append(sup.counted[k])
+            used.append(sup.ids[k])
+    if not inputs:
+        raise WorkspaceError("no corrected pairs (edited or approved) to train the draft model on",
+                             file=ws.root / "labels", fix="correct a few drafts in LabelMe first (`gasdb suggest` "
+                                                          "lists which), or run without --model")
+    net, info = draftmodel.train([x.astype(np.float32) for x in inputs], truths, counted, config=config,
+                                 device=device)
+    out = ws.root / "models" / "drafts.pt"
+    sha = draftmodel.save(net, out, {**info, "pairs": used})
+    final = ws.root / "models" / f"drafts-{sha[:12]}.pt"
+    out.replace(final)
+    return {"path": ws.rel(final), "sha256": sha, **info}
+
+
+def _model_masks(stream, times, path, sup, provenance_, lead_in_s, levels, device):
+    """``(pair index, mask, stats)`` of the pending pairs, drafted by the model."""
+    from gasdb_tools import draftmodel
+    from gasdb_tools.background import clean_mask
+
+    net, info = draftmodel.load(path, device=device)
+    params = _gas_params(provenance_)
+    threshold = float(info["config"]["threshold"])
+    pending = set(range(len(times))) - set(sup.indices)
+    for i, x, base_mask in _inputs_at(stream, times, pending, params, lead_in_s, levels):
+        prob = draftmodel.predict(net, x)
+        mask = clean_mask(prob > threshold, open_size=params.open_size, close_size=params.close_size,
+                          min_area_frac=params.min_area_frac)
+        yield i, mask, dense.draft_stats(mask, prob, base_mask)

@@ -369,8 +369,10 @@ def test_extent_preset_drops_a_slow_shadow_and_keeps_a_flickering_plume():
     extent = list(gas_masks(frames, lead_in=30, preset="extent"))
     assert plain[-1][75, 35] and plain[-1][30, 95]  # the default preset sees both
     assert extent[-1][30, 95] and not extent[-1][60:90, 10:60].any()
-    explicit = list(gas_masks(frames, lead_in=30, **bg.PRESETS["extent"]))
+    explicit = list(gas_masks(frames, lead_in=30, **bg.PRESETS["extent"].changes()))
     assert all((a == b).all() for a, b in zip(explicit, extent))
+    instance = list(gas_masks(frames, lead_in=30, preset=bg.PRESETS["extent"]))  # presets are GasParams
+    assert all((a == b).all() for a, b in zip(instance, extent))
     overridden = list(gas_masks(frames, lead_in=30, preset="extent", activity_ratio=None))
     assert overridden[-1][75, 35]  # params override the preset
 
@@ -435,3 +437,66 @@ def test_iod_real_leak_box_overlap():
     assert extent_inside >= 0.95  # measured 0.990
     assert mask_inside >= 0.80  # measured 0.859: the default preset finds the plume too ...
     assert mask_hit < extent_hit  # ... but its false alarms elsewhere stretch the bounding box
+
+
+# ------------------------------------------------------------------------------------------
+# GasParams: the typed parameter set
+# ------------------------------------------------------------------------------------------
+def test_gas_params_round_trip_and_presets_are_instances():
+    assert isinstance(bg.PRESETS["extent"], bg.GasParams) and bg.PRESETS["mask"] == bg.GasParams()
+    p = bg.PRESETS["extent"].replace(k=5.5, polarity="absorbing")
+    assert bg.GasParams.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    assert p.changes() == {**bg.PRESETS["extent"].changes(), "k": 5.5, "polarity": "absorbing"}
+    assert bg.DEFAULTS == {"lead_in": bg.DEFAULT_LEAD_IN, **bg.GasParams().to_dict()}
+    assert bg.preset("extent") is bg.PRESETS["extent"] and bg.preset(p) is p
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"k": 0}, "k must be in"), ({"k_low": 5.0}, "k_low must be at most k"), ({"blur_ksize": 4}, "must be odd"),
+    ({"polarity": "warm"}, "polarity must be one of"), ({"hold": 0}, "hold must be"),
+    ({"ignore_static": "yes"}, "ignore_static"), ({"learning_rate": 1.5}, "learning_rate must be in"),
+])
+def test_gas_params_refuse_bad_values(change, message):
+    with pytest.raises(ValueError, match=message):
+        bg.GasParams().replace(**change)
+
+
+def test_gas_params_unknown_knob_names_the_known_ones():
+    with pytest.raises(TypeError, match="unknown parameter.*'kk'.*known"):
+        bg.GasParams().replace(kk=3)
+    with pytest.raises(TypeError, match="either params or keyword knobs"):
+        bg.GasSubtractor(params=bg.GasParams(), k=3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.floats(1.0, 8.0), hold=st.integers(1, 6), polarity=st.sampled_from(bg.POLARITIES))
+def test_params_object_and_keywords_give_the_same_masks(k, hold, polarity):
+    rng = np.random.default_rng(5)
+    frames = [rng.normal(100, 1.0, (24, 32)).astype(np.float32) for _ in range(12)]
+    for f in frames[6:]:
+        f[5:15, 5:20] += 9
+    p = bg.GasParams(k=k, hold=hold, polarity=polarity)
+    a = bg.GasSubtractor(params=p)
+    b = bg.GasSubtractor(k=k, hold=hold, polarity=polarity)
+    for f in frames:
+        assert np.array_equal(a.apply(f), b.apply(f))
+
+
+def test_evidence_is_the_k_sigma_test_and_fork_continues_the_state():
+    rng = np.random.default_rng(2)
+    frames = [rng.normal(50, 1.0, (40, 48)).astype(np.float32) for _ in range(30)]
+    for f in frames[20:]:
+        f[10:30, 10:30] += 8
+    sub = bg.GasSubtractor(edge_guard=0.0, open_size=1, close_size=1, min_area_frac=0.0)
+    for f in frames[:25]:
+        mask = sub.apply(f)
+    e = sub.evidence()
+    assert np.array_equal(mask, np.abs(e) > sub.k)  # no morphology, no hysteresis: exactly the test
+    assert e[20, 20] > sub.k and abs(float(np.median(e))) < 1.0
+    twin = sub.fork(sub.params)
+    for f in frames[25:]:
+        assert np.array_equal(twin.apply(f), sub.apply(f))  # a fork with the same parameters is the same model
+    stricter = sub.fork(sub.params.replace(k=50.0))
+    assert not stricter.apply(frames[-1]).any()
+    with pytest.raises(ValueError, match="blur_ksize"):
+        sub.fork(sub.params.replace(blur_ksize=3))

@@ -25,9 +25,10 @@ LAYERS = {
            "array <-> file codecs (PNG, video); they know nothing of datasets"),
     "arrays": (2, ("background", "coco", "croissant", "data", "gasdb_layout", "h5pack", "hf_export",
                    "labelme_format", "metrics", "polygons",
-                   "registration", "restoration", "sensors", "submission", "sync", "synth", "visibility"),
+                   "registration", "restoration", "sensors", "submission", "sync", "synth", "visibility",
+                   "dense", "propagate", "refine", "draftmodel"),
                "algorithms on arrays and single-file formats: usable in a notebook without a workspace"),
-    "workspace": (3, ("workspace", "stages", "review", "views"),
+    "workspace": (3, ("workspace", "stages", "review", "views", "suggest"),
                   "the dataset folder, its index, the stage runner that writes it, the review state of its "
                   "documents and the 8-bit views of its frames: what every stage reads and writes"),
     "stages": (4, ("align", "calibration", "enhance", "export", "extract", "preannotate", "recordings", "release",
@@ -44,6 +45,9 @@ LAYERS = {
 }
 #: Layers that may import ``bench``, and only lazily (inside a function).
 BENCH_IMPORTERS = ("cli", "apps")
+#: Units of other layers that may import ``bench`` lazily: the model-assisted drafts train with the
+#: harness's loss and device choice (and import torch only when --model is asked for).
+BENCH_IMPORTER_UNITS = ("draftmodel",)
 #: The highest layer ``bench`` itself may import.
 BENCH_MAY_USE = "arrays"
 
@@ -186,7 +190,7 @@ def violations(module: str, source: str, *, is_package: bool = False) -> list[st
         if t_unit == unit:
             continue
         if t_layer == "bench":
-            if layer not in BENCH_IMPORTERS:
+            if layer not in BENCH_IMPORTERS and unit not in BENCH_IMPORTER_UNITS:
                 out.append(f"{where}: only {BENCH_IMPORTERS} may import bench (the optional torch extra)")
             elif not imp.lazy:
                 out.append(f"{where}: bench must be imported inside a function (gasdb must run without torch)")

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "align": ("registration_cmds", "align", "Warp every thermal frame into the RGB frame, with a valid-pixel mask."),
     "enhance": ("enhance_cmd", "enhance", "Tarel-Hautiere visibility restoration of thermal frames, as 8-bit PNGs for annotators."),
     "preannotate": ("preannotate_cmds", "preannotate", "Draft LabelMe gas masks for every pair by background subtraction."),
+    "suggest": ("suggest_cmd", "suggest", "List the pending pairs whose correction would help the drafts most."),
     "label": ("preannotate_cmds", "label", "Open the LabelMe app on a recording's frames and drafts, with the project's config."),
     "review": ("review_cmds", "review", "Browse, compare and review every pair in a local web app; or approve/reject pairs from scripts."),
     "validate": ("annotation_cmds", "validate", "Check every pair and LabelMe annotation of WORKSPACE; exit 1 on any problem."),
