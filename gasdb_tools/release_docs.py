@@ -18,14 +18,13 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["summary", "figures", "sample_figure", "datasheet", "html", "MODALITY_WORDS"]
+__all__ = ["summary", "figures", "datasheet", "html", "MODALITY_WORDS"]
 
-_IGNORE_INDEX = 255
 #: How each modality is named in documents (a thermal camera alone never makes "RGB-thermal pairs").
 MODALITY_WORDS = {"rgb+thermal": "RGB + thermal", "thermal": "thermal only (no RGB camera)",
                   "same-source": "RGB and thermal from one file (registered with --allow-same)"}
 _SPLIT_COLOURS = {"train": "#1f77b4", "val": "#2ca02c", "test": "#d62728"}
-_PANEL_WIDTH = 320  # sample images are shrunk to this width before plotting (figures stay small and fast)
+_PANEL_WIDTH = 320  # sample images are shrunk to this width (the page stays small and fast)
 
 
 def _rec_modality(rec: Mapping) -> str:
@@ -227,77 +226,20 @@ def _balance_svg(plan, per: Mapping, scenes: list) -> str:
     return _svg(px + 90 * len(names) + 20, 350, body, "Split balance")
 
 
-def _shrink(image: np.ndarray, *, nearest: bool = False) -> np.ndarray:
-    import cv2
-
-    h, w = image.shape[:2]
-    if w <= _PANEL_WIDTH:
-        return image
-    size = (_PANEL_WIDTH, max(1, round(h * _PANEL_WIDTH / w)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
-
-
-def _display(thermal: np.ndarray) -> np.ndarray:
-    t = thermal.astype(np.float32)
-    lo, hi = np.percentile(t, [0.5, 99.5])
-    return np.clip((t - lo) / max(hi - lo, 1e-6), 0, 1)
-
-
-def _overlay(gray01: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    rgb = np.repeat(gray01[..., None], 3, axis=2)
-    gas, ignore = mask == 1, mask == _IGNORE_INDEX
-    rgb[gas] = 0.45 * rgb[gas] + 0.55 * np.array([1.0, 0.1, 0.1])
-    rgb[ignore] = 0.6 * rgb[ignore] + 0.4 * np.array([0.2, 0.4, 1.0])
-    return rgb
-
-
-def _label(width: int, text: str, *, height: int = 22, scale: float = 0.5) -> np.ndarray:
-    import cv2
-
-    strip = np.full((height, width, 3), 255, np.uint8)
-    cv2.putText(strip, text, (6, height - 7), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), 1, cv2.LINE_AA)
-    return strip
-
-
-def sample_figure(samples: list[dict], title: str) -> bytes:
-    """PNG of sample pairs, one row each: RGB (or "no RGB camera"), thermal, mask overlay (red: gas,
-    blue: ignore), each panel shrunk to 320 px wide with its caption above.
-
-    Each sample is ``{"name", "rgb" (None without RGB), "thermal", "mask", "caption"}``. The one
-    place that draws a sample (drawn with numpy, no plotting library; the review app's page
-    templates can replace it).
-    """
-    from gasdb_tools.imaging import encode_png
-
-    gap = 8
-    rows = []
-    for s in samples:
-        thermal, mask = _shrink(s["thermal"]), _shrink(s["mask"], nearest=True)
-        shown = _display(thermal)
-        h, w = shown.shape
-        gray = (np.repeat(shown[..., None], 3, axis=2) * 255).round().astype(np.uint8)
-        if s["rgb"] is None:
-            rgb = np.full((h, w, 3), 235, np.uint8)
-            rgb_caption = f"{s['name']} no RGB camera"
-        else:
-            rgb = _shrink(s["rgb"])
-            rgb_caption = f"{s['name']} RGB"
-        overlay = (_overlay(shown, mask) * 255).round().astype(np.uint8)
-        panels = [(rgb, rgb_caption), (gray, f"thermal ({s['thermal'].dtype.name})"), (overlay, s["caption"])]
-        cells = [np.vstack([_label(w, text), img]) for img, text in panels]
-        spacer = np.full((h + 22, gap, 3), 255, np.uint8)
-        rows.append(np.hstack([cells[0], spacer, cells[1], spacer, cells[2]]))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.hstack([r, np.full((r.shape[0], width - r.shape[1], 3), 255, np.uint8)]) for r in rows]
-    parts = [_label(width, title, height=30, scale=0.6)]
-    for r in rows:
-        parts += [r, np.full((gap, width, 3), 255, np.uint8)]
-    return encode_png(np.vstack(parts), compression=1)
-
-
 def figures(root: Path, plan, per: Mapping, files) -> list[dict]:
-    """Write ``figures/*.png`` (samples per scene, gas coverage, split balance); return their captions."""
+    """Write the figures (sample images per scene, gas coverage, split balance); return their entries.
+
+    Each scene's samples (the pair with the most gas, a median gas pair and a gas-free pair) are
+    laid out by the review app's sample panel (:func:`gasdb_tools.pictures.render_sample_panel`):
+    their images go to ``figures/samples/`` and the entry's ``panels`` holds the HTML fragments.
+    """
     import h5py
+
+    from gasdb_tools.pictures import render_sample_panel
+
+    def store(name: str, data: bytes) -> str:
+        files.put(f"figures/samples/{name}", data)
+        return f"figures/samples/{name}"
 
     out = []
     scenes = sorted({plan.scene(p) for p in plan.ids})
@@ -310,18 +252,24 @@ def figures(root: Path, plan, per: Mapping, files) -> list[dict]:
                 picks += [gas[-1], gas[len(gas) // 2]]
             picks += [p for p in ids if per[p]["gas"] == 0][:1]
             picks = list(dict.fromkeys(picks))[:3] or ids[:1]
-            samples = []
+            panels, images = [], []
             for pid in picks:
                 g = f["frames"][per[pid]["block"]]
                 k = per[pid]["row"]
-                samples.append({"name": plan.names[pid], "rgb": g["rgb"][k] if per[pid]["modality"] != "thermal"
-                                else None, "thermal": g["thermal"][k], "mask": g["mask"][k],
-                                "caption": f"mask: {100 * per[pid]['gas'] / max(per[pid]['labelled'], 1):.1f}% gas"})
-            name = f"samples_{re.sub(r'[^A-Za-z0-9_-]+', '-', sc) or 'unspecified'}.png"
-            files.put(f"figures/{name}", sample_figure(samples, f"scene: {sc or 'unspecified'}"))
-            out.append({"file": f"figures/{name}", "title": f"Samples: {sc or 'unspecified'}",
-                        "caption": "RGB, thermal and the mask (red: gas, blue: ignore) of the pair with the most gas, "
-                                   "a median gas pair and a gas-free pair of this scene."})
+                stem = re.sub(r"[^A-Za-z0-9_-]+", "-", plan.names[pid])
+                rgb = g["rgb"][k] if per[pid]["modality"] != "thermal" else None
+                gas_pct = 100 * per[pid]["gas"] / max(per[pid]["labelled"], 1)
+                panels.append(render_sample_panel(
+                    rgb, g["thermal"][k], g["mask"][k], title=plan.names[pid], status=per[pid]["review"],
+                    caption=f"{per[pid]['review']} mask: {gas_pct:.1f} % gas"
+                            + ("" if rgb is not None else "; thermal camera alone (no RGB)"),
+                    width=_PANEL_WIDTH, name=stem, store=store))
+                images += [f"figures/samples/{stem}_{kind}.{ext}" for kind, ext in
+                           ((("rgb", "jpg"),) if rgb is not None else ()) + (("thermal", "jpg"), ("overlay", "png"))]
+            out.append({"file": None, "images": images, "panels": panels, "title": f"Samples: {sc or 'unspecified'}",
+                        "caption": "RGB, thermal and the mask over the thermal view (gas in the colour of its review "
+                                   "status, ignore in blue) of the pair with the most gas, a median gas pair and a "
+                                   "gas-free pair of this scene."})
     files.text("figures/gas_coverage.svg", _coverage_svg(plan, per))
     out.append({"file": "figures/gas_coverage.svg", "title": "Gas coverage",
                 "caption": "Histogram of the gas fraction of pairs that contain gas, per split (log scale)."})
@@ -607,10 +555,14 @@ def _html_table(rows: list[list[str]]) -> str:
 def html(plan, summary: dict, meta: dict, figures: list[dict], changes: dict | None = None) -> str:
     """``index.html``: counts, split fractions, review numbers per recording, changes, limits, figures."""
     esc = html_escape = _html.escape
-    figures = sorted(figures, key=lambda f: f["file"].startswith("figures/samples_"))  # overview first
+    from gasdb_tools.pictures import panel_css
+
+    figures = sorted(figures, key=lambda f: bool(f.get("panels")))  # overview first, then the samples
     figs = "\n".join(
-        f'<figure><img src="{esc(f["file"])}" alt="{esc(f["title"])}">'
-        f"<figcaption><b>{esc(f['title'])}</b>. {esc(f['caption'])}</figcaption></figure>" for f in figures)
+        (f"<section><h3>{esc(f['title'])}</h3><p>{esc(f['caption'])}</p>\n" + "\n".join(f["panels"]) + "</section>")
+        if f.get("panels") else
+        (f'<figure><img src="{esc(f["file"])}" alt="{esc(f["title"])}">'
+         f"<figcaption><b>{esc(f['title'])}</b>. {esc(f['caption'])}</figcaption></figure>") for f in figures)
     sd = plan.split_doc
     ann = summary["annotation"]
     warn = ""
@@ -644,6 +596,7 @@ th:first-child, td:first-child {{ text-align: left; }}
 figure {{ margin: 1.5em 0; }}
 img {{ max-width: 100%; border: 1px solid #ddd; }}
 .warn {{ background: #fee; border: 1px solid #c33; padding: 0.5em; }}
+{panel_css()}
 </style>
 </head>
 <body>

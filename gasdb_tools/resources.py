@@ -3,7 +3,9 @@
 * ``annotation/labelme.yaml``: the LabelMe configuration for annotators (``gasdb label``);
 * ``annotation/labels.txt``: the label list (``__ignore__``, ``_background_``, ``gas``), which
   :data:`gasdb_tools.labelme_format.DEFAULT_CLASS_NAMES` is read from;
-* ``bench/configs/<name>.json``: the reference training recipes (``gasdb bench train --config NAME``).
+* ``bench/configs/<name>.json``: the reference training recipes (``gasdb bench train --config NAME``);
+* ``reviewapp/templates/`` and ``reviewapp/static/``: the review app's pages, of which the sample
+  panel (``panel.html``, ``panel.css``) also lays out a release page's samples.
 
 These are the only copies in the repository. ``gasdb init`` copies the annotation files into
 ``WS/annotation/``, where a team may adapt them; ``gasdb label`` prefers that copy.
@@ -17,13 +19,14 @@ True
 from __future__ import annotations
 
 import importlib.resources
+import re
 from pathlib import Path
 
 from gasdb_tools.errors import GasdbError
 from gasdb_tools.fsutil import atomic_write_bytes
 
 __all__ = ["ANNOTATION_FILES", "annotation_file", "label_list", "bench_configs", "bench_config",
-           "copy_annotation_config"]
+           "copy_annotation_config", "page_templates", "page_stylesheet"]
 
 #: The annotation files shipped in ``gasdb_tools/annotation/`` and copied into ``WS/annotation/``.
 ANNOTATION_FILES = ("labelme.yaml", "labels.txt")
@@ -101,3 +104,19 @@ def labelme_config(workspace_root) -> Path:
     init`` copies it there for the team to edit), else the one shipped in the package."""
     own = Path(workspace_root) / "annotation" / "labelme.yaml"
     return own if own.is_file() else annotation_file("labelme.yaml")
+
+
+def page_templates() -> Path:
+    """The folder of the shipped page templates (Jinja2; the review app's, shared with release pages)."""
+    folder = _shipped("reviewapp", "templates")
+    if not isinstance(folder, Path) or not folder.is_dir():
+        raise GasdbError("the page templates shipped with gasdb-tools are missing", file=str(folder),
+                         fix="reinstall gasdb-tools with pip (an unpacked wheel)")
+    return folder
+
+
+def page_stylesheet(name: str) -> str:
+    """The text of a shipped stylesheet of the pages (``panel.css``, ``app.css``)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+\.css", name):
+        raise ValueError(f"name must be a stylesheet's file name such as 'panel.css', got {name!r}")
+    return _on_disk(_shipped("reviewapp", "static", name)).read_text(encoding="utf-8")

@@ -25,7 +25,7 @@ LAYERS = {
            "array <-> file codecs (PNG, video); they know nothing of datasets"),
     "arrays": (2, ("background", "coco", "croissant", "data", "gasdb_layout", "h5pack", "hf_export",
                    "labelme_format", "metrics", "polygons",
-                   "registration", "restoration", "sensors", "submission", "sync", "synth", "visibility",
+                   "pictures", "registration", "restoration", "sensors", "submission", "sync", "synth", "visibility",
                    "dense", "propagate", "refine", "draftmodel"),
                "algorithms on arrays and single-file formats: usable in a notebook without a workspace"),
     "workspace": (3, ("workspace", "stages", "review", "views", "suggest"),

@@ -397,23 +397,36 @@ def test_stale_split_and_missing_split_are_refused(tmp_path):
 
 # -- the page ----------------------------------------------------------------------------------------
 def test_html_references_every_figure(built):
+    """The overview figures are linked, and each scene's three samples are the review app's sample
+    panels (same template, same stylesheet) whose images are files of the release."""
+    from gasdb_tools.pictures import panel_css
+
     out = built[1]
     page = (out / "index.html").read_text()
-    figures = sorted(p.relative_to(out).as_posix() for p in (out / "figures").iterdir())
-    scenes = {r["scene"] for r in csv.DictReader(open(out / "index.csv", newline=""))}
-    assert {f"figures/samples_{s}.png" for s in scenes} | {"figures/gas_coverage.svg",
-                                                          "figures/split_balance.svg"} == set(figures)
+    figures = sorted(p.relative_to(out).as_posix() for p in (out / "figures").rglob("*") if p.is_file())
+    rows = list(csv.DictReader(open(out / "index.csv", newline="")))
+    scenes = {r["scene"] for r in rows}
+    overview = {"figures/gas_coverage.svg", "figures/split_balance.svg"}
+    samples = [f for f in figures if f.startswith("figures/samples/")]
+    assert set(figures) == overview | set(samples)
+    assert page.count('<figure class="gasdb-panel">') == len(samples) // 3 <= 3 * len(scenes)
+    assert panel_css().strip() in page
+    for scene in scenes:
+        assert f"Samples: {scene}" in page
+    names = {f["path"] for f in json.loads((out / "manifest.json").read_text())["files"]}
     for fig in figures:
-        assert f'<img src="{fig}"' in page
-        if fig.endswith(".png"):
+        if fig in samples:
+            assert f'src="{fig}"' in page
             img = read_image(out / fig)
-            assert img.shape[0] > 100 and img.std() > 10  # a drawn figure, not a blank canvas
+            assert img.shape[1] <= 320 and img.std() > 5  # a drawn view, not a blank canvas
         else:
+            assert f'<img src="{fig}"' in page
             import xml.etree.ElementTree as ET
 
             svg = ET.parse(out / fig).getroot()  # well-formed
             drawn = [e for e in svg.iter() if e.tag.split("}")[1] in ("rect", "polyline")]
             assert svg.tag.endswith("svg") and len(drawn) >= 4  # background, legend and the data
+        assert fig in names  # verified like every other file
     assert "4 pending, 4 edited, 5 approved, 0 to recheck" in page  # the review numbers
 
 

@@ -37,7 +37,7 @@ from gasdb_tools.errors import WorkspaceError  # noqa: E402
 from gasdb_tools.imaging import decode_image, encode_png  # noqa: E402
 from gasdb_tools.reviewapp import create_app, render_sample_panel, start_server  # noqa: E402
 from gasdb_tools.reviewapp import catalog as cat  # noqa: E402
-from gasdb_tools.reviewapp.render import STATUS_COLOURS, mask_rgba, overlay  # noqa: E402
+from gasdb_tools.pictures import STATUS_COLOURS, mask_rgba, overlay  # noqa: E402
 
 HOST = "127.0.0.1:5000"
 ORIGIN = f"http://{HOST}"

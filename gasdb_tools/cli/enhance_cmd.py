@@ -73,12 +73,20 @@ def enhance(targets: tuple[Path, ...], out_dir: Path | None, sv: int | None, p: 
         if as_json:
             emit_json(report)
         else:
+            recordings = ws.read_index().recordings
             for r in report["recordings"]:
                 if r["error"]:
                     click.echo(f"{r['id']}: FAILED: {r['error']}", err=True)
+                    continue
+                n_aligned, n_thermal = r["sources"]["aligned"], r["sources"]["thermal"]
+                if not recordings.get(r["id"], {}).get("rgb"):
+                    source = "thermal camera alone"
+                elif n_thermal:
+                    source = f"{n_aligned} aligned, {n_thermal} not aligned yet: run `gasdb align`"
                 else:
-                    click.echo(f"{r['id']}: {r['enhanced']} enhanced, {r['skipped']} already done "
-                               f"({r['sources']['aligned']} aligned, {r['sources']['thermal']} unaligned pairs)")
+                    source = f"{n_aligned} aligned" if n_aligned else ""
+                click.echo(f"{r['id']}: {r['enhanced']} enhanced, {r['skipped']} already done"
+                           + (f" ({source})" if source else ""))
             _echo_metrics(report["frames"])
         if report["failed"]:
             fail(f"{report['failed']} recording(s) failed; see enhance_error in `gasdb status`")

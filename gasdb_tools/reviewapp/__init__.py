@@ -12,7 +12,7 @@ workspace through the index and writes through the library's locked functions.
 
 from __future__ import annotations
 
-from .render import panel_css, render_sample_panel
+from gasdb_tools.pictures import panel_css, render_sample_panel
 
 __all__ = ["create_app", "serve", "start_server", "render_sample_panel", "panel_css"]
 

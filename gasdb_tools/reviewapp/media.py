@@ -23,7 +23,7 @@ from gasdb_tools.provenance import digest
 from gasdb_tools.review import DocState, document_state, label_path, raw_digest
 from gasdb_tools.workspace import Index, Workspace, is_thermal_only
 
-from . import render
+from gasdb_tools import pictures
 
 __all__ = ["KINDS", "THUMB_WIDTH", "Media"]
 
@@ -170,7 +170,7 @@ class Media:
         if kind in ("rgb", "enhanced", "thermal", "camera"):
             key = digest("review-img", _VERSION, kind, self._source_key(index, pair, kind))
             data = self._cached(pair, kind, key, "jpg",
-                                lambda: render.encode_jpeg(render.as_rgb8(self._base(index, pair, kind)), quality=92))
+                                lambda: pictures.encode_jpeg(pictures.as_rgb8(self._base(index, pair, kind)), quality=92))
             return data, "image/jpeg"
         if kind == "mask":
             doc, raw, state = self._doc(pair)
@@ -181,8 +181,8 @@ class Media:
                 mask = self._mask(doc, state.path if state else None)
                 if mask is None:
                     mask = np.zeros((1, 1), np.uint8)
-                colour = render.STATUS_COLOURS.get(status, render.STATUS_COLOURS["pending"])
-                return encode_png(render.mask_rgba(mask, colour=colour), compression=1)
+                colour = pictures.STATUS_COLOURS.get(status, pictures.STATUS_COLOURS["pending"])
+                return encode_png(pictures.mask_rgba(mask, colour=colour), compression=1)
 
             return self._cached(pair, kind, key, "png", make), "image/png"
         # boundary
@@ -192,7 +192,7 @@ class Media:
             rel = pair.get("valid") or ""
             if not rel or not self.ws.path(rel).is_file():
                 return encode_png(np.zeros((1, 1, 4), np.uint8))
-            return encode_png(render.boundary_rgba(read_image(self.ws.path(rel), mode="gray"), thickness=2),
+            return encode_png(pictures.boundary_rgba(read_image(self.ws.path(rel), mode="gray"), thickness=2),
                               compression=1)
 
         return self._cached(pair, kind, key, "png", make_boundary), "image/png"
@@ -205,16 +205,16 @@ class Media:
                      raw_digest(raw or None), status)
 
         def make():
-            base = render.as_rgb8(self._base(index, pair, base_kind))
+            base = pictures.as_rgb8(self._base(index, pair, base_kind))
             mask = self._mask(doc, state.path if state else None)
-            small = render.resize_to_width(base, THUMB_WIDTH)
+            small = pictures.resize_to_width(base, THUMB_WIDTH)
             if mask is not None:
-                m = render.resize_to_width(mask, THUMB_WIDTH, nearest=True)
+                m = pictures.resize_to_width(mask, THUMB_WIDTH, nearest=True)
                 if m.shape[:2] != small.shape[:2]:
-                    m = render.fit_mask(m, small.shape)
-                colour = render.STATUS_COLOURS.get(status, render.STATUS_COLOURS["pending"])
-                small = render.overlay(small, m, colour=colour, alpha=0.55)
-            return render.encode_jpeg(small, quality=82)
+                    m = pictures.fit_mask(m, small.shape)
+                colour = pictures.STATUS_COLOURS.get(status, pictures.STATUS_COLOURS["pending"])
+                small = pictures.overlay(small, m, colour=colour, alpha=0.55)
+            return pictures.encode_jpeg(small, quality=82)
 
         return self._cached(pair, "thumb", key, "jpg", make)
 

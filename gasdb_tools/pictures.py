@@ -1,14 +1,17 @@
 """Pictures of a pair for people: mask overlays, the valid-pixel boundary, thumbnails, sample panels.
 
-Pure functions on arrays (no workspace, no web server), shared by the review app and the release
-page: :func:`render_sample_panel` renders the same HTML panel (RGB, thermal, overlay side by side)
-that the app's pair view shows, from arrays or image files, without a running server.
+Pure functions on arrays (no workspace, no web server), shared by the review app (``gasdb review``)
+and the release page (``index.html``): :func:`render_sample_panel` renders the HTML panel (RGB,
+thermal, overlay side by side) with the same template (``panel.html``) the app's pair view
+includes, from arrays or image files, without a running server.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -133,12 +136,15 @@ _ENV = None
 
 
 def template_environment():
-    """The Jinja2 environment of the app's templates (autoescaping on), shared with the release page."""
+    """The Jinja2 environment of the shipped page templates (autoescaping on): the review app's, shared
+    with the release page."""
     global _ENV
     if _ENV is None:
         import jinja2
 
-        _ENV = jinja2.Environment(loader=jinja2.PackageLoader("gasdb_tools.reviewapp", "templates"),
+        from gasdb_tools.resources import page_templates
+
+        _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(page_templates())),
                                   autoescape=jinja2.select_autoescape(default=True, default_for_string=True))
     return _ENV
 
@@ -157,7 +163,7 @@ def _data_uri(image: np.ndarray, *, png: bool) -> str:
 def render_sample_panel(rgb=None, thermal=None, mask=None, *, title: str = "", caption: str = "",
                         width: int = 320, status: str = "edited", thermal_label: str = "thermal",
                         thermal_range: tuple[float, float] | None = None, out_dir=None,
-                        name: str = "sample") -> str:
+                        name: str = "sample", store: Callable[[str, bytes], str] | None = None) -> str:
     """HTML of one sample panel: RGB, thermal and the mask over the thermal view, side by side.
 
     The same template (``templates/panel.html``) lays out the views of the review app's pair view.
@@ -182,7 +188,10 @@ def render_sample_panel(rgb=None, thermal=None, mask=None, *, title: str = "", c
         and link them by file name (relative to the page, so put the page in ``out_dir`` or prefix
         the names yourself); default: embed them as ``data:`` URIs (a self-contained page).
     name : str
-        File-name stem for ``out_dir`` (letters, digits, ``_``, ``-``).
+        File-name stem for ``out_dir`` and ``store`` (letters, digits, ``_``, ``-``).
+    store : callable, optional
+        ``store(file_name, data) -> src``: keeps an image's bytes somewhere (a release's file writer)
+        and returns the ``src`` to link it by; overrides ``out_dir``.
 
     Returns
     -------
@@ -190,9 +199,8 @@ def render_sample_panel(rgb=None, thermal=None, mask=None, *, title: str = "", c
         An HTML fragment (``<figure class="gasdb-panel">``) styled by ``static/panel.css``, whose
         rules :func:`panel_css` also returns for a page without the app's stylesheet.
     """
-    from gasdb_tools.workspace import check_id
-
-    check_id(name, what="sample name")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ValueError(f"name must be letters, digits, '_' and '-' (a file-name stem), got {name!r}")
     views = []
     rgb_img = None if rgb is None else resize_to_width(as_rgb8(_load(rgb)), width)
     th_img = None
@@ -213,8 +221,10 @@ def render_sample_panel(rgb=None, thermal=None, mask=None, *, title: str = "", c
                       overlay(base, m, colour=STATUS_COLOURS.get(status, STATUS_COLOURS["edited"])), True))
     items = []
     for key, label, img, png in views:
-        if out_dir is not None:
-            fname = f"{name}_{key}.{'png' if png else 'jpg'}"
+        fname = f"{name}_{key}.{'png' if png else 'jpg'}"
+        if store is not None:
+            src = store(fname, encode_png(img) if png else encode_jpeg(img, quality=88))
+        elif out_dir is not None:
             from gasdb_tools.fsutil import atomic_write_bytes
 
             atomic_write_bytes(Path(out_dir) / fname, encode_png(img) if png else encode_jpeg(img, quality=88))
@@ -227,6 +237,8 @@ def render_sample_panel(rgb=None, thermal=None, mask=None, *, title: str = "", c
 
 
 def panel_css() -> str:
-    """The stylesheet rules of a sample panel (``static/panel.css``), to inline into a static page."""
-    return (Path(__file__).parent / "static" / "panel.css").read_text(encoding="utf-8")
+    """The stylesheet rules of a sample panel (the review app's ``panel.css``), to inline into a static page."""
+    from gasdb_tools.resources import page_stylesheet
+
+    return page_stylesheet("panel.css")
 
