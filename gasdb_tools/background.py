@@ -60,7 +60,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, fields
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 import cv2
 import numpy as np
@@ -73,6 +73,7 @@ __all__ = [
     "GasParams",
     "DEFAULT_LEAD_IN",
     "preset",
+    "method_params",
     "OPENCV_DEFAULTS",
     "preset_params",
     "blur",
@@ -1260,27 +1261,44 @@ def gas_masks(frames: Iterable[np.ndarray], *, method: str = "gas", preset: "str
     >>> len(masks), bool(masks[5].any()), bool(masks[-1][20, 30])
     (40, False, True)
     """
+    params = dict(params)
+    lead_in = params.pop("lead_in", DEFAULT_LEAD_IN) if method == "gas" else None
+    settings = method_params(method, params, preset)
+    if method in ("mog2", "knn"):
+        return _opencv_masks(frames, OpenCVSubtractor(method, **params))
+    if not isinstance(lead_in, (int, np.integer)) or isinstance(lead_in, bool) or lead_in < 0:
+        raise ValueError(f"lead_in must be an integer number of frames >= 0, got {lead_in!r}")
+    return _gas_masks(frames, GasSubtractor(params=settings), int(lead_in))
+
+
+def method_params(method: str, params: Mapping, preset_name: "str | GasParams | None" = None):
+    """The checked settings of a background ``method``: a :class:`GasParams` (the preset with
+    ``params`` on top) for ``gas``, the full keyword dict of :class:`OpenCVSubtractor` for
+    ``mog2``/``knn``.
+
+    Raises ValueError for an unknown method, a preset with an OpenCV method or a bad value, and
+    TypeError for an unknown parameter.
+
+    >>> method_params("gas", {"k": 5.0}, "extent").k
+    5.0
+    >>> method_params("mog2", {"history": 50})["history"]
+    50
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method in ("mog2", "knn"):
-        if preset is not None:
+        if preset_name is not None:
             raise ValueError(f"presets are parameter sets of the gas pipeline, not of method {method!r}")
         unknown = sorted(set(params) - set(OPENCV_DEFAULTS))
         if unknown:
             raise TypeError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(OPENCV_DEFAULTS)}")
-        return _opencv_masks(frames, OpenCVSubtractor(method, **params))
-    params = dict(params)
-    lead_in = params.pop("lead_in", DEFAULT_LEAD_IN)
+        full = {**OPENCV_DEFAULTS, **params}
+        OpenCVSubtractor(method, **full)  # checks every knob
+        return full
     unknown = sorted(set(params) - set(GasParams.names()))
     if unknown:
-        raise TypeError(f"unknown parameter(s) {unknown} for method {method!r}; known: "
-                        f"{sorted(DEFAULTS)}")
-    if not isinstance(lead_in, (int, np.integer)) or isinstance(lead_in, bool) or lead_in < 0:
-        raise ValueError(f"lead_in must be an integer number of frames >= 0, got {lead_in!r}")
-    return _gas_masks(frames, GasSubtractor(params=preset_(preset).replace(**params)), int(lead_in))
-
-
-preset_ = preset  # gas_masks's argument shadows the function
+        raise TypeError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(DEFAULTS)}")
+    return preset(preset_name).replace(**params)
 
 
 def _opencv_masks(frames, sub: OpenCVSubtractor) -> Iterator[np.ndarray]:

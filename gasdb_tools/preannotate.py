@@ -72,8 +72,7 @@ import numpy as np
 
 from gasdb_tools import __version__, dense, labelme_format, provenance, review, video, views
 from gasdb_tools.align import Geometry, annotation_frame, parse_size
-from gasdb_tools.background import (METHODS, OPENCV_DEFAULTS, POLARITIES, GasParams, GasSubtractor,
-                                    OpenCVSubtractor, preset as preset_of)
+from gasdb_tools.background import POLARITIES, GasParams, GasSubtractor, OpenCVSubtractor, method_params
 from gasdb_tools.errors import FormatError, VideoError, WorkspaceError
 from gasdb_tools.fsutil import atomic_write_bytes
 from gasdb_tools.imaging import write_image
@@ -125,23 +124,13 @@ def recording_polarity(row) -> str | None:
 
 def _effective_params(method: str, params: dict, preset: str | None = None) -> dict:
     """The full parameter set of ``method`` (the preset, then ``params``), JSON-ready, checked."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if "lead_in" in params:
         raise ValueError("give the gas-free lead-in in seconds (lead_in_s), not frames")
-    if method in ("mog2", "knn"):
-        if preset is not None:
-            raise ValueError(f"presets are parameter sets of the gas pipeline, not of method {method!r}")
-        unknown = sorted(set(params) - set(OPENCV_DEFAULTS))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(OPENCV_DEFAULTS)}")
-        full = {**OPENCV_DEFAULTS, **params}
-        OpenCVSubtractor(method, **full)  # checks every knob
-        return full
     try:
-        return preset_of(preset).replace(**params).to_dict()
+        settings = method_params(method, params, preset)
     except TypeError as exc:
         raise ValueError(str(exc)) from None
+    return settings.to_dict() if isinstance(settings, GasParams) else settings
 
 
 def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | None = None, force: bool = False,

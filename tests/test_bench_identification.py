@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from _torch_threads import one_torch_thread  # noqa: E402,F401 (autouse fixture)
 
 from click.testing import CliRunner  # noqa: E402
 
@@ -26,14 +27,6 @@ from gasdb_tools.bench.identify import (IdentifyConfig, classification_scores, e
 from gasdb_tools.cli import main  # noqa: E402
 from gasdb_tools.errors import FormatError, ModelError  # noqa: E402
 from gasdb_tools.fsutil import sha256_file  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from _torch_threads import one_torch_thread  # noqa: E402,F401 (autouse fixture)
+
 from gasdb_tools.bench import count_parameters, create_model, get_spec, list_models  # noqa: E402
 from gasdb_tools.bench.evaluate import forward_heads, load_checkpoint  # noqa: E402
 from gasdb_tools.bench.losses import dice_loss, joint_loss, soft_cross_entropy, total_loss  # noqa: E402
@@ -18,15 +20,6 @@ from gasdb_tools.bench.models.eaefnet import EAEF  # noqa: E402
 from gasdb_tools.bench.models.rtcan import GCM, RCA, AggregationInit, GasSegNet  # noqa: E402
 from gasdb_tools.bench.speed import count_flops  # noqa: E402
 from gasdb_tools.errors import ModelError  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CI machine has 2 shared cores: one intra-op thread is faster and steadier there."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _n(module) -> int:

@@ -11,6 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from _torch_threads import one_torch_thread  # noqa: E402,F401 (autouse fixture)
+
 from _bench_gasdb import make_gasdb  # noqa: E402
 from gasdb_tools.bench import count_parameters, create_model, list_models  # noqa: E402
 from gasdb_tools.bench.data import Augment, GasDBFolder, split_names  # noqa: E402
@@ -22,14 +24,6 @@ from gasdb_tools.bench.saliency import (NEIGHBOURHOODS, confidence_targets, fine
 from gasdb_tools.bench.speed import benchmark, has_deploy_form, markdown_table  # noqa: E402
 from gasdb_tools.bench.train import TrainConfig, train  # noqa: E402
 from gasdb_tools.errors import ModelError  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _randomise_bn(model, seed=0):

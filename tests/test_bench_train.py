@@ -10,6 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from _torch_threads import one_torch_thread  # noqa: E402,F401 (autouse fixture)
+
 from click.testing import CliRunner  # noqa: E402
 
 from _bench_gasdb import make_gasdb  # noqa: E402
@@ -22,14 +24,6 @@ from gasdb_tools.cli import main  # noqa: E402
 from gasdb_tools.errors import FormatError, ModelError  # noqa: E402
 from gasdb_tools.metrics import confusion  # noqa: E402
 from gasdb_tools.resources import bench_config, bench_configs  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

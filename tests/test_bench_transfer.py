@@ -11,6 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from _torch_threads import one_torch_thread  # noqa: E402,F401 (autouse fixture)
+
 from click.testing import CliRunner  # noqa: E402
 
 from _bench_gasdb import make_gasdb  # noqa: E402
@@ -26,14 +28,6 @@ from gasdb_tools.imaging import read_image, write_image  # noqa: E402
 from gasdb_tools.synth import render_visible_smoke  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 # -- the simulator's visible smoke --------------------------------------------------------------

@@ -416,7 +416,7 @@ def test_path_traversal_in_every_url_parameter_is_refused(client, app, ws, bad):
     urls = [f"/pair/{bad}", f"/img/thumb/{bad}", f"/img/{bad}/{pid}", f"/api/pair/{bad}",
             f"/?recording={bad}", f"/?scene={bad}", f"/?status={bad}", f"/?sort={bad}", f"/?stale={bad}",
             f"/?area_min={bad}", f"/?page={bad}", f"/pair/{pid}?recording={bad}", f"/static/{bad}",
-            f"/static/..%2F..%2Fcli%2F__init__.py", f"/static/../app.py"]
+            "/static/..%2F..%2Fcli%2F__init__.py", "/static/../app.py"]
     for url in urls:
         r = get(client, url, follow_redirects=True)
         assert r.status_code in (400, 404, 405), (url, r.status_code)
@@ -446,7 +446,7 @@ def test_nothing_outside_the_workspace_is_read_or_written(tmp_path, ws):
     try:
         for url in ["/", "/?status=pending&sort=area", f"/pair/{pid}", f"/img/thumb/{pid}", f"/img/thermal/{pid}",
                     f"/img/mask/{pid}", f"/img/boundary/{pid}", "/api/pairs", f"/pair/..%2F..%2F{outside.name}",
-                    f"/img/thumb/..%2Foutside.txt", "/static/app.css"]:
+                    "/img/thumb/..%2Foutside.txt", "/static/app.css"]:
             get(client, url)
         post(client, app, f"/api/pair/{pid}/approve", {})
         post(client, app, f"/api/pair/{pid}/blacklist", {"reason": "x"})

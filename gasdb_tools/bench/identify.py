@@ -24,7 +24,6 @@ a second, a plot about half of one), ``test_metrics.json``.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import random
@@ -39,8 +38,7 @@ from gasdb_tools.errors import ModelError
 from gasdb_tools.fsutil import atomic_write_bytes, read_json, write_json
 
 __all__ = ["IdentifyConfig", "classification_scores", "IdentificationDataset", "train_identification",
-           "load_id_checkpoint", "evaluate_identification", "resolve_modalities", "is_id_checkpoint",
-           "load_identify_config"]
+           "load_id_checkpoint", "evaluate_identification", "resolve_modalities", "is_id_checkpoint"]
 
 _SELECT = ("macro_f1", "accuracy")
 
@@ -498,15 +496,3 @@ def evaluate_identification(checkpoint, data, *, split: str = "test", device="au
     return result
 
 
-def load_identify_config(data: dict, *, path=None, **overrides) -> IdentifyConfig:
-    """An :class:`IdentifyConfig` from a config dict (``_`` keys are notes; unknown keys are an error)."""
-    data = {k: v for k, v in data.items() if not k.startswith("_")}
-    known = {f.name for f in dataclasses.fields(IdentifyConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ModelError(f"unknown config keys {unknown}", file=path, fix=f"use only {sorted(known)}")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return IdentifyConfig(**data)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(str(exc), file=path) from None

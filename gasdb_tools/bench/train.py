@@ -133,22 +133,22 @@ def load_config(path, **overrides):
     data = read_json(path, error=ModelError)
     if not isinstance(data, dict):
         raise ModelError("a config must be a JSON object", file=path)
-    if data.get("task") == "identification":
-        from gasdb_tools.bench.identify import load_identify_config
-
-        return load_identify_config(data, path=path, **overrides)
-    if data.get("task", "segmentation") != "segmentation":
-        raise ModelError(f"unknown task {data['task']!r}", file=path, field="task",
+    task = data.pop("task", "segmentation")
+    if task == "identification":
+        from gasdb_tools.bench.identify import IdentifyConfig as cls
+    elif task == "segmentation":
+        cls = TrainConfig
+    else:
+        raise ModelError(f"unknown task {task!r}", file=path, field="task",
                          fix="segmentation (default) or identification")
-    data.pop("task", None)
     data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys are notes
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ModelError(f"unknown config keys {unknown}", file=path, fix=f"use only {sorted(known)}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return TrainConfig(**data)
+        return cls(**data)
     except (TypeError, ValueError) as exc:
         raise ModelError(str(exc), file=path) from None
 

@@ -229,20 +229,12 @@ def train(model_name, config_path, data, out, epochs, batch_size, lr, seed, work
         _train_identification(model_name, config_path, data, out, epochs, batch_size, lr, seed, workers, size,
                               resume, force, model_args, device, as_json)
         return
-    from gasdb_tools.bench.train import TrainConfig, load_config
+    from gasdb_tools.bench.train import TrainConfig
 
     overrides = {"model": model_name, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                  "num_workers": workers, "size": list(size) if size else None, "imagenet_weights": imagenet_weights,
                  "amp": amp, "init_from": init_from, "init_strict": init_strict, "data_format": data_format}
-    if config_path is not None:
-        config = load_config(config_path, **overrides)
-    else:
-        try:
-            config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-    if model_args:
-        config.model_kwargs = {**config.model_kwargs, **model_args}
+    config = _training_config(TrainConfig, config_path, overrides, model_args)
     out = out or Path("runs") / config.model
 
     def show(record):
@@ -281,19 +273,10 @@ def train(model_name, config_path, data, out, epochs, batch_size, lr, seed, work
 def _train_identification(model_name, config_path, data, out, epochs, batch_size, lr, seed, workers, size, resume,
                           force, model_args, device, as_json) -> None:
     from gasdb_tools.bench.identify import IdentifyConfig, train_identification
-    from gasdb_tools.bench.train import load_config
 
     overrides = {"model": model_name, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                  "num_workers": workers, "thermal_size": list(size) if size else None}
-    if config_path is not None:
-        config = load_config(config_path, **overrides)
-    else:
-        try:
-            config = IdentifyConfig(**{k: v for k, v in overrides.items() if v is not None})
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-    if model_args:
-        config.model_kwargs = {**config.model_kwargs, **model_args}
+    config = _training_config(IdentifyConfig, config_path, overrides, model_args)
     out = out or Path("runs") / config.model
 
     def show(record):
@@ -595,3 +578,20 @@ def id_release(source, out, thermal, seed, force, as_json) -> None:
     splits = ", ".join(f"{k} {v}" for k, v in manifest["splits"].items())
     click.echo(f"{out}: {state}; {manifest['n_samples']} samples ({splits}), classes {', '.join(manifest['classes'])}, "
                f"thermal images: {'yes' if manifest['thermal'] else 'no'}; split: {manifest['split_source']}")
+
+
+def _training_config(cls, config_path, overrides: dict, model_args: dict):
+    """A training config: the file's (``--config``, its task deciding the class) or ``cls``'s defaults,
+    with the options given on the command line on top, and ``--model-arg`` values merged in."""
+    from gasdb_tools.bench.train import load_config
+
+    if config_path is not None:
+        config = load_config(config_path, **overrides)
+    else:
+        try:
+            config = cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    if model_args:
+        config.model_kwargs = {**config.model_kwargs, **model_args}
+    return config
