@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 import time
 from collections import deque
@@ -524,17 +525,19 @@ class _RecordingJob:
         """(offset_s, "estimated", confidence) from the two streams' motion energies, or a VideoError."""
         if th.energy.size < 2 or rgb.energy.size < 2:
             raise VideoError("too few frames to estimate the start offset", file=th_path if th.energy.size < 2
-                             else rgb_path, fix="pass the offset: gasdb extract WS --offset SECONDS")
+                             else rgb_path, fix=f"pass the offset: gasdb extract {shlex.quote(str(self.ws.root))} --recording {self.rec_id} "
+                                 "--offset SECONDS")
         est = sync.estimate_offset(th.times, th.energy, rgb.times, rgb.energy)
         if not math.isfinite(est.offset_s):
             raise VideoError("cannot estimate the start offset: one stream shows no motion, or the streams overlap "
                              "too little", file=th_path, field="offset_s",
-                             fix="pass it: gasdb extract WS --offset SECONDS (t_rgb = t_thermal + offset)")
+                             fix=f"pass it: gasdb extract {shlex.quote(str(self.ws.root))} --recording {self.rec_id} "
+                                 "--offset SECONDS (t_rgb = t_thermal + offset)")
         if est.confidence < self.min_confidence:
             raise VideoError(f"the estimated start offset {est.offset_s:+.3f} s is unreliable (confidence "
                              f"{est.confidence:.2f} < {self.min_confidence:.2f})", file=th_path, field="offset_s",
                              fix=f"check it (a clap or flash seen by both cameras) and pass it: "
-                                 f"gasdb extract WS --recording {self.rec_id} --offset SECONDS")
+                                 f"gasdb extract {shlex.quote(str(self.ws.root))} --recording {self.rec_id} --offset SECONDS")
         return round(float(est.offset_s), 6) + 0.0, "estimated", float(est.confidence)
 
     def _period(self, head, path, scan) -> float:

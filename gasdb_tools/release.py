@@ -163,7 +163,7 @@ def plan_release(ws, *, split: str = "default", require_reviewed: bool = False) 
     if stale:
         more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
         raise WorkspaceError(f"the split is stale: {', '.join(stale[:5])}{more}", file=path,
-                             fix="re-run `gasdb split WS --force` with the same seed")
+                             fix=f"re-run `gasdb split {ws.root} --force` with the same seed")
     ids = sorted(split_of)
     if not ids:
         raise WorkspaceError("the split holds no pairs", file=path, fix="label pairs, then re-run `gasdb split`")
@@ -182,7 +182,8 @@ def plan_release(ws, *, split: str = "default", require_reviewed: bool = False) 
         todo = [p for p in ids if states[p].status in _UNREVIEWED or states[p].recheck]
         if todo:
             raise WorkspaceError(f"{len(todo)} of {len(ids)} released masks are not reviewed (pending drafts or "
-                                 f"marked for a recheck), e.g. {todo[0]}", file=path,
+                                 f"marked for a recheck), e.g. {todo[0]}",
+                                 file=ws.path(pairs[todo[0]]["label"]) if pairs[todo[0]].get("label") else path,
                                  fix="review them (gasdb label / gasdb review --approve), or release without "
                                      "--require-reviewed")
     frames = {}
@@ -952,6 +953,11 @@ def verify_release(path) -> VerifyReport:
     report = VerifyReport(path=str(root))
     if not root.is_dir():
         report.add(str(root), "missing", "the release folder does not exist")
+        return report
+    if not any((root / name).exists() or (root / name).is_symlink() for name in (_MANIFEST, _SUMS)):
+        what = "a gasdb workspace" if (root / "gasdb.json").is_file() else "a folder"
+        report.add(str(root), "missing", f"not a release: {what} with neither {_MANIFEST} nor {_SUMS} "
+                                         "(pass the folder `gasdb release` wrote)")
         return report
     sums = _read_sums(root / _SUMS, report)
     bad = set()

@@ -346,14 +346,16 @@ def _review_action(ws: Workspace, pair_ids, action: str, *, by: str | None, note
             review.setdefault("history", []).append(
                 {"action": action, "by": by, "at": _now(), **({"note": note} if note else {})})
             review["status"] = "approved" if action == "approve" else "pending"
-            review["content_sha256"] = content_hash(doc)
             if note is not None:
                 review["note"] = note
+            else:  # the note belongs to the latest action; earlier ones stay in the history
+                review.pop("note", None)
+            review["content_sha256"] = content_hash(doc)
             if write_document(ws, path, doc, expected=raw_digest(data)):
                 out.append({"pair_id": pid, "action": action, "status": review["status"], "by": by})
                 break
         else:
-            raise WorkspaceError(f"pair {pid}: the document kept changing while it was being {action}d",
+            raise WorkspaceError(f"pair {pid}: the document kept changing while it was being {action.rstrip('e')}ed",
                                  file=path, fix="close the editor that is saving it, then try again")
     return out
 

@@ -859,8 +859,8 @@ def make_split(pairs: Sequence[Mapping], *, method: str = "video", ratios="0.8,0
         word = "recording" if all(len({r["recording"] for r in v}) == 1 for v in by_unit.values()) else "group"
         if units < len(names):
             raise ValueError(f"a split by recording needs at least {len(names)} recordings for {names}, got "
-                             f"{units} {word}s; add recordings, drop val, group less, or use method='random' "
-                             "(which leaks)")
+                             f"{units} {word}s; add recordings, drop val, group less, or split single frames "
+                             "(`--strategy random`, which leaks)")
         sizes = {u: len(v) for u, v in by_unit.items()}
         strata = None
         if method == "scene-stratified":
@@ -1117,7 +1117,7 @@ def load_split(ws, name: str = "default") -> Split:
     if not path.exists():
         known = sorted(p.stem for p in (ws.root / "splits").glob("*.json")) if (ws.root / "splits").is_dir() else []
         raise WorkspaceError(f"no split named {name!r} (known: {', '.join(known) or 'none'})", file=path,
-                             fix="run `gasdb split WS` first")
+                             fix=f"run `gasdb split {ws.root}` first")
     return Split.from_dict(read_json(path, error=FormatError), file=path)
 
 
@@ -1150,8 +1150,10 @@ class LeakReport:
 def _pair_frames(ws, pair: Mapping) -> dict[str, np.ndarray]:
     from gasdb_tools.imaging import read_image
 
-    thermal = pair.get("aligned") or pair["thermal"]
-    return {"rgb": read_image(ws.path(pair["rgb"])), "thermal": read_image(ws.path(thermal))}
+    thermal = read_image(ws.path(pair.get("aligned") or pair["thermal"]))
+    if not pair.get("rgb"):  # a thermal camera alone: black RGB, as the release packs it
+        return {"rgb": np.zeros((*thermal.shape[:2], 3), np.uint8), "thermal": thermal}
+    return {"rgb": read_image(ws.path(pair["rgb"])), "thermal": thermal}
 
 
 class FrameAudit:

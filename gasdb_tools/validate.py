@@ -207,7 +207,7 @@ def validate_document(doc: Mapping, *, file=None, class_names: Sequence[str] = l
             labels_ok = False
             out.append(Problem("label", f"label {shape['label']!r} is not in the label list", file=file,
                                field=f"shapes[{i}].label",
-                               fix=f"use one of {[n for n in class_names if n != labelme_format.IGNORE_LABEL]}"))
+                               fix=f"use one of {list(class_names)} (__ignore__: pixels that are not scored)"))
         out.extend(_shape_problems(shape, i, h, w, file))
     if check_empty_gas and labels_ok and gas_label in table and marked_as_gas(doc, recording):
         cls = labelme_format.rasterize(doc, class_names, file=file)

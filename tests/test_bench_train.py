@@ -264,3 +264,17 @@ def test_cuda_amp_training_and_event_timing(gasdb_dir, tmp_path):
                   amp=True, channels_last=True)
     assert r["latency"]["timer"] == "cuda-events" and r["latency"]["precision"] == "fp16 autocast"
     assert r["env"]["gpu"] and "not measured" not in markdown_table([r])
+
+
+def test_a_cuda_device_always_names_its_index(monkeypatch):
+    """torch.cuda.set_device refuses a bare 'cuda' device (seen on a GPU: "Expected a torch.device
+    with a specified index"); resolve_device gives it the current device's index."""
+    from gasdb_tools.bench.evaluate import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert resolve_device("cuda") == torch.device("cuda", 3)
+    assert resolve_device("auto") == torch.device("cuda", 3)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")

@@ -221,6 +221,13 @@ def test_verify_passes_on_fresh_release(built):
     assert report.version == "1.0.0" and report.files_checked > 20
 
 
+def test_verify_of_a_workspace_says_it_is_not_a_release(built):
+    """A workspace passed by mistake gets one line, not an 'extra' line per frame."""
+    res = CliRunner().invoke(main, ["verify", str(built[0].root)])
+    assert res.exit_code == 1 and "not a release: a gasdb workspace" in res.output
+    assert "extra" not in res.output and "FAILED: 1 problem(s)" in res.output
+
+
 def test_verify_names_a_flipped_byte_in_the_hdf5(built, tmp_path):
     rel = _copy(built[1], tmp_path)
     data = bytearray((rel / "gasdb.h5").read_bytes())

@@ -250,12 +250,12 @@ def test_score_leaves_ignore_out_by_default_and_count_ignore_is_rtcans(mixed, tm
         write_image(tmp_path / "sub" / f"{name}.png", pred)
         total += confusion(label, pred, ignore_index=None)  # RT-CAN: 0/1 labels, nothing ignored
     runner = CliRunner()
-    res = runner.invoke(main, ["score", str(out), str(tmp_path / "sub"), "--json", "-"])
+    res = runner.invoke(main, ["score", str(out), str(tmp_path / "sub"), "--json"])
     assert res.exit_code == 0, res.output
     default = json.loads(res.stdout)
     assert default["percent"]["gas"]["iou"] == 100.0 and default["metrics"]["gas"]["iou"] == 1.0
     assert default["ground_truth"]["ignore"] == "excluded (ignore/ masks)"
-    res = runner.invoke(main, ["score", str(out), str(tmp_path / "sub"), "--json", "-", "--count-ignore"])
+    res = runner.invoke(main, ["score", str(out), str(tmp_path / "sub"), "--json", "--count-ignore"])
     official = json.loads(res.stdout)
     expected = scores(total)["gas"]["iou"]
     assert official["metrics"]["gas"]["iou"] == pytest.approx(expected, rel=0, abs=0)

@@ -537,6 +537,18 @@ def test_cli_actions_and_counts_still_work(ws):
     assert json.loads(res.output)["total"]["approved"] == 4
     res = runner.invoke(main, ["review", str(ws.root), "--reject", pending[1]])
     assert res.exit_code == 2 and "--note" in res.output
+    # rejected: back to pending (not 'edited') with the note; approved later: the note is gone from
+    # the review block (it belonged to the rejection) and stays in the history
+    res = runner.invoke(main, ["review", str(ws.root), "--reject", pending[0], "--note", "edge missing"])
+    assert res.exit_code == 0 and "1 pair rejected" in res.output, res.output
+    state = review.read_states(ws, pairs=[pending[0]])[pending[0]]
+    assert state.status == "pending"
+    res = runner.invoke(main, ["review", str(ws.root), "--approve", pending[0]])
+    assert res.exit_code == 0 and "1 pair approved" in res.output, res.output
+    block = labelme_format.read(review.label_path(ws, ws.read_index().pairs[pending[0]]))["gasdb"]["review"]
+    assert block["status"] == "approved" and "note" not in block
+    assert [h["action"] for h in block["history"]] == ["approve", "reject", "approve"]
+    assert block["history"][1]["note"] == "edge missing"
     res = runner.invoke(main, ["review", str(ws.root), "--approve", "--recording", "rec01", "--json"])
     assert res.exit_code == 0 and len(json.loads(res.output)["pairs"]) == 3  # rec01's 4th pair has no document
     res = runner.invoke(main, ["review", "--help"])

@@ -238,12 +238,12 @@ def test_cli_table_json_and_formats(hand_release, tmp_path):
     sub = _write_sub(tmp_path / "sub", {"a1": P1, "a2": P2, "a3": P3})
     runner = CliRunner()
     res = runner.invoke(main, ["score", str(hand_release), str(sub), "--by", "scene",
-                               "--json", str(tmp_path / "r.json")])
+                               "--out", str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.output
     assert "Acc(recall)" in res.output and "sunny" in res.output
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["confusion"] == HAND
-    res = runner.invoke(main, ["score", str(hand_release), str(sub), "--json", "-"])
+    res = runner.invoke(main, ["score", str(hand_release), str(sub), "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["confusion"] == HAND
     res = runner.invoke(main, ["score", str(hand_release), str(sub), "--format", "codalab"])
     assert res.exit_code == 0 and res.output.startswith("acc: 75.0000\n")
@@ -266,7 +266,7 @@ def test_cli_jobs_give_byte_identical_json(tmp_path):
     outs = []
     for jobs in ("1", "3"):
         res = CliRunner().invoke(main, ["score", str(release), str(sub), "--by", "scene", "--by", "recording",
-                                        "--per-image", "--jobs", jobs, "--json", str(tmp_path / f"j{jobs}.json")])
+                                        "--per-image", "--jobs", jobs, "--out", str(tmp_path / f"j{jobs}.json")])
         assert res.exit_code == 0, res.output
         outs.append((tmp_path / f"j{jobs}.json").read_bytes())
     assert outs[0] == outs[1]
@@ -277,7 +277,7 @@ def test_cli_jobs_give_byte_identical_json(tmp_path):
 
 def test_cli_invalid_submission_exits_1_with_the_full_report(hand_release, tmp_path):
     sub = _write_sub(tmp_path / "sub", {"a1": np.array(P1) * 255, "a2": P2})
-    res = CliRunner().invoke(main, ["score", str(hand_release), str(sub), "--json", str(tmp_path / "report.json")])
+    res = CliRunner().invoke(main, ["score", str(hand_release), str(sub), "--out", str(tmp_path / "report.json")])
     assert res.exit_code == 1
     assert "invalid submission: 2 problems" in res.output
     assert "a1.png: values {255} outside {0, 1}" in res.output and "missing mask for id 'a3'" in res.output
@@ -324,7 +324,7 @@ def test_score_demo_perfect_and_degraded(random_release, tmp_path):
 def test_cli_fatal_submission_error_also_writes_the_report(hand_release, tmp_path):
     (tmp_path / "broken.zip").write_bytes(b"not a zip at all")
     res = CliRunner().invoke(main, ["score", str(hand_release), str(tmp_path / "broken.zip"),
-                                    "--json", str(tmp_path / "report.json")])
+                                    "--out", str(tmp_path / "report.json")])
     assert res.exit_code == 1 and "not a readable zip file" in res.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["valid"] is False and "not a readable zip" in report["errors"][0]["message"]

@@ -323,3 +323,23 @@ def test_cli_split_and_check(ws):
     assert res.exit_code == 2 and "sum to 1" in res.output
     res = runner.invoke(main, ["split", str(ws.root), "--check", "--name", "absent"])
     assert res.exit_code == 1 and "no split named" in res.output
+
+
+def test_check_audits_a_thermal_camera_alone_and_names_missing_pairs(tmp_path):
+    """A workspace with a thermal-only recording is audited (black RGB, as the release packs it);
+    a split whose pairs went missing is not called leaky, and the CLI says what to do."""
+    from _release_ws import add_thermal_only
+
+    w = build_workspace(tmp_path / "w", recordings=3, pairs_per=2, size=(64, 64))
+    add_thermal_only(w, "th00", pairs=3, size=(64, 64))
+    split_workspace(w, seed=0)
+    report = check_split(w)
+    assert report.ok and report.pairs == 9
+    res = CliRunner().invoke(main, ["split", str(w.root), "--check"])
+    assert res.exit_code == 0 and res.output.rstrip().endswith(": ok"), res.output
+    gone = load_split(w, "default").pairs["train"][0]
+    with w.transaction() as index:
+        del index.pairs[gone]
+    res = CliRunner().invoke(main, ["split", str(w.root), "--check"])
+    assert res.exit_code == 1 and "LEAKS" not in res.output and "1 pair(s) missing" in res.output
+    assert f"gasdb split {w.root} --force" in res.output

@@ -244,11 +244,17 @@ def evaluate_checkpoint(checkpoint, data, *, split: str = "test", model_name: st
 
 
 def resolve_device(device) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise ``torch.device(device)`` (checked)."""
+    """``auto`` → CUDA when available, else CPU; otherwise ``torch.device(device)`` (checked).
+
+    A CUDA device always carries its index (``cuda`` → ``cuda:<current>``): ``torch.cuda.set_device``
+    and the RNG state functions refuse one without.
+    """
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError("CUDA was requested but torch sees no GPU", field="device",
                          fix="use --device cpu, or install a CUDA build of torch")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     return dev

@@ -293,7 +293,7 @@ def _timing_note(r: dict) -> str:
     if lat.get("tf32") is not None:
         cuda_flags = f", tf32={lat['tf32']}, cudnn.benchmark={lat['cudnn_benchmark']}"
     return (f"{lat['label']}, {lat['precision']}, channels_last={lat['channels_last']}, compile={lat['compile']}"
-            f"{cuda_flags}; {lat['warmup_iters_run']} warm-up iterations, {lat['iters']} timed × "
+            f"{cuda_flags}; warm-up, then {lat['iters']} timed × "
             f"{len(lat['repeats'])} repeat(s), timer {lat['timer']}. Environment: torch {env.get('torch')}, "
             f"{env.get('cpu')}, {env.get('threads')} thread(s)"
             + (f", GPU {env.get('gpu')}, driver {env.get('driver')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}"
@@ -301,10 +301,15 @@ def _timing_note(r: dict) -> str:
 
 
 def _conditions(rows: list[dict]) -> str:
-    """Load average and measurement time of a group of results, as recorded (ranges when they differ)."""
+    """Warm-up iterations run, load average and measurement time of a group of results, as recorded
+    (ranges when they differ)."""
+    warm = [r["latency"]["warmup_iters_run"] for r in rows if (r.get("latency") or {}).get("warmup_iters_run") is not None]
     loads = [r["env"]["load_avg_1min"] for r in rows if r.get("env", {}).get("load_avg_1min") is not None]
     times = sorted(r["env"]["measured_at"] for r in rows if r.get("env", {}).get("measured_at"))
     parts = []
+    if warm:
+        lo, hi = min(warm), max(warm)
+        parts.append(f"{lo} warm-up iterations" if lo == hi else f"{lo}-{hi} warm-up iterations")
     if loads:
         lo, hi = min(loads), max(loads)
         parts.append(f"load average {lo}" if lo == hi else f"load average {lo}-{hi}")
@@ -331,8 +336,6 @@ def markdown_table(results: list[dict], *, title: str | None = None) -> str:
     marked ¹, ², ... and each group's timing note (with the load average and time recorded, when
     there are) is listed under the table.
     """
-    lat = next((r["latency"] for r in results if r.get("latency")), None)
-    label = lat["label"] if lat else "latency"
     notes: list[str] = []
     for r in results:
         note = _timing_note(r)
@@ -342,8 +345,8 @@ def markdown_table(results: list[dict], *, title: str | None = None) -> str:
     if title:
         lines += [f"## {title}", ""]
     shape = "×".join(str(v) for v in results[0]["input_shape"]) if results else ""
-    lines += [f"| model | heads | params | ref. params | GFLOPs @{shape} | GMACs | {label} median ms | p90 ms | FPS |"
-              " GPU latency / FPS |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| model | heads | params | ref. params | GFLOPs @{shape} | GMACs | CPU latency median ms | CPU p90 ms |"
+              " CPU FPS | GPU latency median / FPS |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         la = r.get("latency") or {}
         gpu = "not measured" if la.get("timer") != "cuda-events" else f"{la['median_ms']:.2f} ms / {la['fps']:.1f}"

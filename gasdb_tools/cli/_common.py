@@ -85,3 +85,15 @@ def fail(message: str | None = None) -> None:
     if message:
         click.echo(message, err=True)
     raise click.exceptions.Exit(1)
+
+
+def check_pair_ids(names, known, *, allowed=()) -> None:
+    """A usage error (exit 2) for the first of ``names`` that is neither a pair of ``known`` nor in
+    ``allowed``, with the closest pair ids as a hint."""
+    import difflib
+
+    for name in names:
+        if name not in known and name not in allowed:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise click.BadParameter(f"no pair {name!r} in the workspace{hint}", param_hint="PAIR_ID")

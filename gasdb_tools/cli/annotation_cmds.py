@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import click
 
-from gasdb_tools.cli._common import emit_json, fail, json_option, workspace_argument
+from gasdb_tools.cli._common import check_pair_ids, emit_json, fail, json_option, workspace_argument
 from gasdb_tools.workspace import Workspace
 
 _FORMATS = ("masks", "coco", "gasdb")
@@ -78,13 +77,8 @@ def blacklist(workspace: Workspace, names: tuple[str, ...], reason: str | None, 
       gasdb blacklist my-dataset rec01_00012000 --remove
     """
     if names:
-        known = set(workspace.read_index().pairs)
         entries = workspace.blacklist()
-        for name in names:
-            if name not in known and not (remove and name in entries):
-                close = difflib.get_close_matches(name, sorted(known), n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise click.BadParameter(f"no pair {name!r} in the workspace{hint}", param_hint="PAIR_ID")
+        check_pair_ids(names, workspace.read_index().pairs, allowed=entries if remove else ())
         if remove:
             if reason:
                 raise click.UsageError("--reason goes with adding entries, not with --remove")

@@ -134,9 +134,12 @@ def _print_check(report, workspace) -> None:
             click.echo(f"  {kind}: {d['a']} ({d['split_a']}) ~ {d['b']} ({d['split_b']})")
         if len(items) > _SHOW:
             click.echo(f"  ... and {len(items) - _SHOW} more {kind} pairs")
+    leaks = bool(report.shared_groups or report.identical or report.near_identical)
+    verdict = "LEAKS" if leaks else ("ok" if report.ok else
+                                     f"no leak, but {len(report.missing)} pair(s) missing: split again "
+                                     f"(`gasdb split {shlex.quote(str(workspace.root))} --force`)")
     click.echo(f"{len(report.shared_groups)} shared recordings, {len(report.identical)} identical and "
-               f"{len(report.near_identical)} near-identical frame pairs across splits: "
-               f"{'ok' if report.ok else 'LEAKS'}")
+               f"{len(report.near_identical)} near-identical frame pairs across splits: {verdict}")
     if report.fix:
         for members in report.linked:
             click.echo(f"recordings {', '.join(members)} share (near-)identical frames (a shared background?)")

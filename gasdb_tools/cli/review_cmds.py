@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gasdb_tools.cli._common import emit_json, json_option, workspace_argument
+from gasdb_tools.cli._common import check_pair_ids, emit_json, json_option, workspace_argument
 from gasdb_tools.workspace import Workspace
 
 
@@ -90,8 +90,9 @@ def review(workspace: Workspace, pairs: tuple[str, ...], action: str | None, rec
     if action == "reject" and not (note and note.strip()):
         raise click.UsageError('--reject needs --note "what to fix"')
     ids = list(pairs)
+    index = workspace.read_index()
+    check_pair_ids(ids, index.pairs)
     if recordings:
-        index = workspace.read_index()
         workspace.select_recordings(recordings, index=index)
         ids += [p["pair_id"] for rec in recordings for p in index.pairs_of(rec)
                 if rv.label_path(workspace, p).is_file()]
@@ -103,4 +104,4 @@ def review(workspace: Workspace, pairs: tuple[str, ...], action: str | None, rec
     if as_json:
         emit_json({"workspace": str(workspace.root), "action": action, "pairs": done})
     else:
-        click.echo(f"{len(done)} pair{'s' if len(done) != 1 else ''} {action}d")
+        click.echo(f"{len(done)} pair{'s' if len(done) != 1 else ''} {action.rstrip('e')}ed")

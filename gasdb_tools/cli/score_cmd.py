@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from gasdb_tools import progress
-from gasdb_tools.cli._common import fail
+from gasdb_tools.cli._common import fail, json_option
 from gasdb_tools.errors import SubmissionError
 from gasdb_tools.fsutil import dumps_json, write_json
 from gasdb_tools.scoring import (BY_COLUMNS, SCHEMA, SCHEMA_VERSION, format_table, score as score_submission,
@@ -18,21 +18,12 @@ from gasdb_tools.submission import InvalidSubmissionError
 FORMATS = ("table", "json", "codalab", "codabench", "evalai")
 
 
-def _write(out: Path | None, obj) -> None:
-    if out is None:
-        return
-    if str(out) == "-":
-        click.echo(dumps_json(obj), nl=False)
-    else:
-        write_json(out, obj)
-
-
 @click.command()
 @click.argument("gt", metavar="GT", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("submission", metavar="SUBMISSION", type=click.Path(exists=True, path_type=Path))
 @click.option("--split", default="test", show_default=True, help="Split list of the release to score.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), metavar="OUT",
-              help="Write the full JSON result (or the error report) to OUT ('-' for stdout).")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also write the full JSON result (or the error report) to FILE.")
 @click.option("--per-image", is_flag=True, help="Add per-image rows and per-image means (secondary).")
 @click.option("--by", "by", multiple=True, type=click.Choice(BY_COLUMNS),
               help="Break the result down by an index.csv column (repeatable).")
@@ -46,8 +37,10 @@ def _write(out: Path | None, obj) -> None:
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, metavar="N",
               help="Threads reading, decoding and counting masks (default: every core); the result is "
                    "byte-identical for any N.")
-def score(gt: Path, submission: Path, split: str, json_out: Path | None, per_image: bool, by: tuple[str, ...],
-          binary_255: bool, allow_missing: bool, fmt: str, count_ignore: bool, jobs: int | None) -> None:
+@json_option
+def score(gt: Path, submission: Path, split: str, out: Path | None, per_image: bool, by: tuple[str, ...],
+          binary_255: bool, allow_missing: bool, fmt: str, count_ignore: bool, jobs: int | None,
+          as_json: bool) -> None:
     """Score SUBMISSION (a folder or .zip of <id>.png masks, 0/1) against the ground truth GT.
 
     GT is a release folder (gasdb/labels, gasdb/test.txt, index.csv) or a folder of ground-truth
@@ -59,12 +52,12 @@ def score(gt: Path, submission: Path, split: str, json_out: Path | None, per_ima
 
     \b
     Example:
-      gasdb score release-v1 predictions.zip --by scene --json score.json
+      gasdb score release-v1 predictions.zip --by scene -o score.json
       gasdb score release-v1 predictions/ --format codalab > output/scores.txt
       gasdb score release-v1 predictions.zip --count-ignore    # RT-CAN's official protocol
-      gasdb score release-v1 predictions.zip --jobs 1 --json -
+      gasdb score release-v1 predictions.zip --jobs 1 --json
     """
-    if json_out is not None and str(json_out) == "-" or fmt != "table":
+    if fmt != "table":
         progress.set_enabled(False)
     try:
         result = score_submission(gt, submission, split=split, per_image=per_image, by=by or None,
@@ -73,16 +66,18 @@ def score(gt: Path, submission: Path, split: str, json_out: Path | None, per_ima
     except SubmissionError as exc:
         report = exc.report if isinstance(exc, InvalidSubmissionError) else {
             "valid": False, "n_errors": 1, "errors": [exc.to_dict()], "warnings": []}
-        _write(json_out, {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "submission": submission.name,
-                          **report})
+        doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "submission": submission.name, **report}
+        if out is not None:
+            write_json(out, doc)
+        if as_json:
+            click.echo(dumps_json(doc), nl=False)
         fail(f"Error: {exc}" + "".join(f"\nwarning: {w}" for w in report["warnings"]))
-    _write(json_out, result)
-    if json_out is not None and str(json_out) == "-":
-        return
-    if fmt == "table":
-        click.echo(format_table(result), nl=False)
-    elif fmt == "json":
+    if out is not None:
+        write_json(out, result)
+    if as_json or fmt == "json":
         click.echo(dumps_json(result), nl=False)
+    elif fmt == "table":
+        click.echo(format_table(result), nl=False)
     elif fmt == "codalab":
         click.echo(to_codalab(result), nl=False)
     elif fmt == "codabench":
