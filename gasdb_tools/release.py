@@ -727,9 +727,10 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, p
                 "name": name, "split_name": split}
     changes = None
     if parent_dir is not None:
-        from gasdb_tools.release_diff import diff_releases
+        from gasdb_tools.release_diff import diff_releases, version_check
 
         changes = diff_releases(parent_dir, root, check_b=False)
+        meta_doc["versioning"] = version_check(changes, changes["a"]["version"], version)
     figures = release_docs.figures(root, plan, per, files)
     hf_card = hf_export.dataset_card(meta_doc, summary, {s: len(ids) for s, ids in plan.splits.items()},
                                      {rel: size for rel, (size, _) in shards.items()})
@@ -763,6 +764,7 @@ def _build_into(ws, plan: ReleasePlan, root: Path, *, version, parent_version, p
         "leakage_audit": summary["leakage_audit"],
         "exclusions": plan.excluded,
         "changes": changes,
+        "versioning": meta_doc.get("versioning"),
         "links": {"datasheet": "DATASHEET.md", "page": "index.html", "checksums": _SUMS, "index": "index.csv",
                   "hdf5": H5_NAME, "gasdb_layout": "gasdb/", "coco": "coco/annotations/", "hf": "hf/",
                   "croissant": "croissant.json"},

@@ -17,7 +17,7 @@ import numpy as np
 
 from gasdb_tools.errors import FormatError
 
-__all__ = ["diff_releases", "diff_rows", "format_diff"]
+__all__ = ["diff_releases", "diff_rows", "format_diff", "version_check"]
 
 _IGNORE = 255
 
@@ -159,3 +159,34 @@ def format_diff(d: dict) -> str:
     rows = diff_rows(d)
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     return "".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}".rstrip() + "\n" for r in rows)
+
+
+_LEVELS = ("patch", "minor", "major")
+
+
+def version_check(changes: dict, old_version: str, new_version: str) -> dict:
+    """Compare a release's version bump with what its changes against the parent call for.
+
+    The policy (Croissant 1.1): PATCH repackages the same records, MINOR adds records, MAJOR
+    changes, removes or moves records between splits. Returns ``{"given", "needed", "reasons",
+    "ok"}`` (levels ``patch`` / ``minor`` / ``major``).
+
+    >>> d = {"added": ["a"], "removed": [], "moved": [], "masks_changed": [{"pair_id": "b"}]}
+    >>> version_check(d, "1.0.0", "1.1.0")["needed"], version_check(d, "1.0.0", "1.1.0")["ok"]
+    ('major', False)
+    >>> version_check({"added": ["a"], "removed": [], "moved": [], "masks_changed": []}, "1.0.0", "1.1.0")["ok"]
+    True
+    """
+    reasons = {"major": [], "minor": []}
+    for key, words in (("removed", "pair(s) removed"), ("moved", "pair(s) moved between splits"),
+                       ("masks_changed", "mask(s) changed")):
+        if changes.get(key):
+            reasons["major"].append(f"{len(changes[key])} {words}")
+    if changes.get("added"):
+        reasons["minor"].append(f"{len(changes['added'])} pair(s) added")
+    needed = "major" if reasons["major"] else "minor" if reasons["minor"] else "patch"
+    old = [int(v) for v in str(old_version).split("-")[0].split(".")[:3]]
+    new = [int(v) for v in str(new_version).split("-")[0].split(".")[:3]]
+    given = "major" if new[0] != old[0] else "minor" if new[1] != old[1] else "patch"
+    return {"given": given, "needed": needed, "ok": _LEVELS.index(given) >= _LEVELS.index(needed),
+            "reasons": reasons["major"] + reasons["minor"]}

@@ -414,6 +414,17 @@ def limits(plan, summary: dict) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # the datasheet
 # ---------------------------------------------------------------------------------------------
+def _versioning_sentence(check, parent) -> str:
+    """What the bump against the parent release says, when a parent was given."""
+    if not check:
+        return ""
+    what = "; ".join(check["reasons"]) or "no record changed"
+    if check["ok"]:
+        return f" Against {parent}: {what} ({check['given'].upper()} bump)."
+    return (f" **Against {parent}: {what}, which calls for a {check['needed'].upper()} bump; this release is a "
+            f"{check['given'].upper()} bump.**")
+
+
 def datasheet(plan, summary: dict, meta: dict) -> str:
     """``DATASHEET.md``: Gebru et al.'s sections, filled with what the tool recorded."""
     c = summary["counts"]
@@ -532,7 +543,8 @@ def datasheet(plan, summary: dict, meta: dict) -> str:
         "## Maintenance",
         "",
         "- Versioning: PATCH repackages the same data, MINOR adds records, MAJOR changes, removes or "
-        "reshuffles records across splits. `gasdb diff OLD NEW` lists what changed.",
+        "reshuffles records across splits. `gasdb diff OLD NEW` lists what changed."
+        + _versioning_sentence(meta.get("versioning"), meta.get("parent_version")),
         "- Contact, erratum process: *maintainers*.",
         "",
         "## Known limits",

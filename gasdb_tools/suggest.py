@@ -9,14 +9,15 @@ its neighbours most (:mod:`gasdb_tools.propagate` carries it along the video, an
 model learns the scene), so a pair far from every corrected pair is worth more than one next to
 a correction. Per pending pair ``i`` of a recording:
 
-    u_i   = uncertainty_i / max(uncertainty over the recording's pending pairs)   (0 when all are 0)
+    u_i   = uncertainty_i / max(uncertainty over all pending pairs)   (0 when all are 0)
     d_i   = disagreement_i                                                        (0 when not recorded)
     c_i   = min(1, gap_i / (span / 4))    gap: seconds to the nearest corrected (or already chosen) pair
     score = (0.02 + u_i + d_i) * c_i ** 2
 
 Pairs are chosen greedily over the whole workspace: the best score, then the scores of that
 recording are recomputed with the chosen pair counted as corrected, and so on, so the choices
-spread over time. Ties go to the smaller pair id: the order is a function of the workspace's
+spread over time. The uncertainty is scaled by the workspace's largest, so the drafts of a recording
+that holds no plume (all sure) rank below the unsure drafts of another. Ties go to the smaller pair id: the order is a function of the workspace's
 documents only. Reading only the documents, it needs no video and takes a second.
 """
 
@@ -59,8 +60,7 @@ class Candidate:
         return d
 
 
-def _scores(cands: list[Candidate], anchors: list[float], span: float) -> np.ndarray:
-    top = max((c.uncertainty for c in cands), default=0.0)
+def _scores(cands: list[Candidate], anchors: list[float], span: float, top: float) -> np.ndarray:
     u = np.array([c.uncertainty / top if top > 0 else 0.0 for c in cands])
     d = np.array([c.disagreement for c in cands])
     t = np.array([c.t for c in cands])
@@ -100,6 +100,9 @@ def rank(candidates, corrected: dict, n: int, *, spans: dict | None = None) -> l
     ['p4', 'p5', 'p0', 'p8']
     >>> [c.pair_id for c in rank(pairs(), {"r": [4.5]}, 3)]   # p4 and p5 are next to a correction now
     ['p0', 'p7', 'p2']
+    >>> sure = [Candidate(f"q{k}", "quiet", float(k), uncertainty=0.01) for k in range(5)]
+    >>> [c.pair_id for c in rank(pairs() + sure, {}, 3)]   # a recording with sure drafts waits
+    ['p4', 'p5', 'p0']
     """
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")
@@ -112,6 +115,7 @@ def rank(candidates, corrected: dict, n: int, *, spans: dict | None = None) -> l
         if rec not in spans:
             ts = [c.t for c in cands] + anchors[rec]
             spans[rec] = max(ts) - min(ts) if ts else 0.0
+    top = max((c.uncertainty for cands in by_rec.values() for c in cands), default=0.0)
     chosen: list[Candidate] = []
     while len(chosen) < n and any(by_rec.values()):
         best = None
@@ -119,7 +123,7 @@ def rank(candidates, corrected: dict, n: int, *, spans: dict | None = None) -> l
             cands = by_rec[rec]
             if not cands:
                 continue
-            scores, gaps = _scores(cands, anchors[rec], spans[rec])
+            scores, gaps = _scores(cands, anchors[rec], spans[rec], top)
             j = int(np.argmax(scores))  # the first of equals: the smallest pair id
             key = (-scores[j], cands[j].pair_id)
             if best is None or key < best[0]:

@@ -275,8 +275,8 @@ def test_diff_and_release_parent(tmp_path):
     doc["shapes"].append(labelme_format.make_shape([[2, 2], [30, 2], [30, 30], [2, 30]], label="gas"))
     labelme_format.write(doc, ws.path(edited["label"]))
     split_workspace(ws, ratios="0.5,0.5", seed=1, force=True)
-    res = CliRunner().invoke(main, ["release", str(ws.root), str(tmp_path / "v2"), "--version", "1.1.0",
-                                    "--parent", str(v1), "--json"])
+    res = res_v2 = CliRunner().invoke(main, ["release", str(ws.root), str(tmp_path / "v2"), "--version", "1.1.0",
+                                             "--parent", str(v1), "--json"])
     assert res.exit_code == 0, res.output
     v2 = tmp_path / "v2"
     manifest = json.loads((v2 / "manifest.json").read_text())
@@ -307,6 +307,16 @@ def test_diff_and_release_parent(tmp_path):
     assert "Changes since 1.0.0" in page and victim in page
     res = CliRunner().invoke(main, ["diff", str(v1), str(ws.root)])
     assert res.exit_code == 1 and "not a release" in res.output
+    # 1.1.0 removed a pair and changed a mask: MAJOR by the stated policy, so it is warned about
+    check = manifest["versioning"]
+    assert (check["given"], check["needed"], check["ok"]) == ("minor", "major", False)
+    assert "1 pair(s) removed" in check["reasons"] and "1 mask(s) changed" in check["reasons"]
+    assert "WARNING: version 1.1.0 is a MINOR bump" in res_v2.stderr
+    assert "calls for a MAJOR bump; this release is a MINOR bump" in (v2 / "DATASHEET.md").read_text()
+    v3 = build_release(ws, tmp_path / "v3", version="2.0.0", parent=v2, created=CREATED)
+    check = json.loads((v3 / "manifest.json").read_text())["versioning"]
+    assert check == {"given": "major", "needed": "patch", "ok": True, "reasons": []}
+    assert "no record changed (MAJOR bump)" in (v3 / "DATASHEET.md").read_text()
 
 
 # -- failures leave nothing behind -------------------------------------------------------------------
