@@ -491,10 +491,12 @@ def datasheet(plan, summary: dict, meta: dict) -> str:
     made = _inline_counts(ann["preannotation"])
     drafted = ", ".join(f"the {k} frame: {v}" for k, v in ann["drafted_on"].items()) or "none recorded"
     lines += [
-        f"- Masks: {made} (method/preset of each document's pre-annotation; {ann['refined']} refined). Drafts were "
+        f"- Masks: {made} (method/preset of the pre-annotation each document started from, whether or not a person "
+        f"changed it later; {ann['refined']} refined). Drafts were "
         f"made on {drafted}. Masks are rasterised with LabelMe's own conventions.",
         f"- Review (read from each LabelMe document): {pending} pending ({ann['untouched_drafts']} untouched drafts), "
-        f"{edited} edited by a person, {approved} approved; {ann['recheck']} marked for a recheck.",
+        f"{edited} edited by a person and not yet approved, {approved} approved by a reviewer (corrected or accepted "
+        f"as drafted: the documents do not tell which); {ann['recheck']} marked for a recheck.",
         f"- Annotators saw: {_inline_counts(ann['annotators_saw'])} (document: the image the LabelMe file opens; "
         "stretch: the thermal frame through the recording's contrast stretch). `coco/images/` holds those images.",
         f"- Excluded pairs ({len(plan.excluded)}; listed with reasons in `exclusions.csv`): "

@@ -71,3 +71,35 @@ def test_key_value_options_parse_json_values_and_reject_bad_items():
         "k": 4, "lead_in": 0.5, "name": "abc", "flag": True}
     with pytest.raises(click.BadParameter, match="KEY=VALUE"):
         key_values(None, None, ["novalue"])
+
+
+def test_add_a_folder_says_how_to_pack_an_image_sequence(tmp_path):
+    """An image sequence is a folder: the usage error gives the lossless packing command, and a
+    16-bit sequence packed that way extracts to the very same pixels."""
+    import shutil
+    import subprocess
+
+    import cv2
+
+    from gasdb_tools.workspace import Workspace
+
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    frames = [(np.random.default_rng(k).random((24, 32)) * 60000).astype(np.uint16) for k in range(10)]
+    for k, a in enumerate(frames):
+        cv2.imwrite(str(seq / f"{k:04d}.png"), a)
+    runner = CliRunner()
+    assert runner.invoke(main, ["init", str(tmp_path / "ws")]).exit_code == 0
+    res = runner.invoke(main, ["add", str(tmp_path / "ws"), "--thermal", str(seq), "--scene", "far"])
+    assert res.exit_code == 2 and "is a folder" in res.output and "-c:v ffv1" in res.output
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    if shutil.which(imageio_ffmpeg.get_ffmpeg_exe()) is None:
+        pytest.skip("no ffmpeg binary")
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-framerate", "25", "-pattern_type", "glob",
+                    "-i", f"{seq}/*.png", "-c:v", "ffv1", str(tmp_path / "seq.mkv")], check=True)
+    assert runner.invoke(main, ["add", str(tmp_path / "ws"), "--thermal", str(tmp_path / "seq.mkv"),
+                                "--scene", "far"]).exit_code == 0
+    assert runner.invoke(main, ["extract", str(tmp_path / "ws"), "--every", "0.04"]).exit_code == 0
+    ws = Workspace.open(tmp_path / "ws")
+    got = [cv2.imread(str(ws.path(p["thermal"])), cv2.IMREAD_UNCHANGED) for p in ws.pairs()]
+    assert len(got) == 10 and all(np.array_equal(a, b) for a, b in zip(got, frames))

@@ -188,7 +188,7 @@ def test_manifest_and_sha256sums(built):
                     "Maintenance", "Known limits", "Splits"):
         assert f"## {section}" in text
     assert "water spray, not gas" in text and "| total | 13 |  | 100.0% | 5 |" in text
-    assert "4 pending (4 untouched drafts), 4 edited by a person, 5 approved" in text
+    assert "4 pending (4 untouched drafts), 4 edited by a person and not yet approved, 5 approved by a reviewer" in text
     assert "corrected in LabelMe" not in text and "on the enhanced thermal" not in text  # nothing it did not record
     assert "**4 of 13 masks were not reviewed by a person**" in text
 

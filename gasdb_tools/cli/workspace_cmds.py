@@ -33,11 +33,21 @@ def init(path: Path, name: str | None, rig: str) -> None:
     click.echo(f"created workspace {ws.root} (LabelMe config in {ws.root / 'annotation'})")
 
 
+def _video_file(ctx, param, value):
+    """A video file; a folder (an image sequence) gets the command that packs it into one."""
+    if value is not None and value.is_dir():
+        raise click.BadParameter(
+            f"{value} is a folder; gasdb add takes video files. Pack an image sequence into a lossless video "
+            f"first, keeping its frame rate, e.g. ffmpeg -framerate 25 -pattern_type glob -i '{value}/*.png' "
+            f"-c:v ffv1 {value.name}.mkv", param=param)
+    return value
+
+
 @click.command()
 @workspace_argument
-@click.option("--thermal", "thermal", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--thermal", "thermal", required=True, type=click.Path(path_type=Path), callback=_video_file,
               help="Thermal video file.")
-@click.option("--rgb", "rgb", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--rgb", "rgb", type=click.Path(path_type=Path), callback=_video_file,
               help="RGB video file of the same take (leave it out for a thermal camera alone).")
 @click.option("--scene", required=True, type=click.Choice(SCENES), help="Scene type (Gas-DB's types, or other).")
 @click.option("--id", "recording_id", help="Recording id (default: derived from the file names).")
