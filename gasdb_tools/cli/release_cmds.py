@@ -92,11 +92,6 @@ def split(workspace, strategy, ratios, val, seed, group_by, together, name, chec
                      "use --strategy video for a leak-free split.")
     if result.warning:
         notes.append(f"split off target: {result.warning}")
-    check = manifest.get("versioning")
-    if check and not check["ok"]:
-        notes.append(f"version {manifest['version']} is a {check['given'].upper()} bump over {manifest['parent_version']}, "
-                     f"but {'; '.join(check['reasons'])} call(s) for {check['needed'].upper()} (Croissant's policy; "
-                     "the datasheet says so). Rebuild with the right --version and --force if it is wrong.")
     for note in notes:
         click.secho(f"WARNING: {note}", fg="red", bold=True, err=True)
     if as_json:
