@@ -1,8 +1,9 @@
 """``gasdb demo``: the whole pipeline on simulated recordings, end to end.
 
 The demo plays every role: it records (the rig simulator), curates (every stage), annotates
-(a perfect annotator who corrects the pre-annotation drafts to the simulator's exact gas masks,
-warped into the RGB frame), releases, scores (the drafts themselves, plus a perfect and a degraded
+(a perfect annotator who first corrects and approves the pairs ``gasdb suggest`` lists, lets
+``gasdb preannotate --refine`` redraw the others, reports how much closer to the truth they came,
+then corrects the rest to the simulator's exact gas masks, warped into the RGB frame), releases, scores (the drafts themselves, plus a perfect and a degraded
 submission) and trains a reference model for one epoch on CPU. Each step's result is listed in
 ``OUT/demo-summary.json``.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gasdb_tools import labelme_format
+from gasdb_tools import labelme_format, review
 from gasdb_tools.errors import WorkspaceError
 from gasdb_tools.fsutil import read_json, write_json
 from gasdb_tools.imaging import read_image, write_image
@@ -29,32 +30,43 @@ __all__ = ["run_demo", "annotate_from_truth"]
 _MARKER = ".gasdb-demo"
 
 
-def annotate_from_truth(ws: Workspace, recordings_dir, *, keep_drafts=None) -> dict:
+def truth_mask(pair: dict, recordings_dir, cache: dict | None = None) -> np.ndarray:
+    """The simulator's exact gas mask of a pair, in the RGB frame (the annotation frame of the demo)."""
+    cache = {} if cache is None else cache
+    rec = pair["recording"]
+    if rec not in cache:
+        cache[rec] = read_json(Path(recordings_dir) / rec / "truth" / "truth.json")
+    truth = cache[rec]
+    k = int(round(float(pair["t_thermal"]) * truth["thermal_fps"]))
+    mask = read_image(Path(recordings_dir) / rec / "truth" / "masks" / f"{k:06d}.png")
+    w, h = truth["size"]
+    H = np.array(truth["homography_thermal_to_rgb"])
+    return cv2.warpPerspective(mask, H, (w, h), flags=cv2.INTER_NEAREST) > 0
+
+
+def annotate_from_truth(ws: Workspace, recordings_dir, *, keep_drafts=None, pair_ids=None,
+                        approve: bool = False) -> dict:
     """Play a perfect annotator: replace each pair's LabelMe shapes by the simulator's exact mask.
 
     The truth mask of the pair's thermal frame is warped into the RGB frame with the rig's true
     homography and converted to polygons with the one mask -> polygon conversion; the JSON keeps
-    everything else (provenance, image path) and its review status becomes ``edited``. When
-    ``keep_drafts`` is a dict, the draft masks (rasterised before the edit) are stored in it by pair id.
+    everything else (provenance, image path) and its review status becomes ``edited`` (with
+    ``approve``, the ``approved`` flag is ticked too). ``pair_ids`` limits it to those pairs; pairs
+    already edited or approved are left alone. When ``keep_drafts`` is a dict, the draft masks
+    (rasterised before the edit) are stored in it by pair id.
     """
     from gasdb_tools.polygons import mask_to_shapes
 
-    recordings_dir = Path(recordings_dir)
     edited = 0
-    pairs = ws.pairs()
-    truths = {}
-    for pair in pairs:
-        if not pair.get("label"):
+    truths: dict = {}
+    wanted = None if pair_ids is None else set(pair_ids)
+    states = review.read_states(ws)
+    for pair in ws.pairs():
+        if not pair.get("label") or (wanted is not None and pair["pair_id"] not in wanted):
             continue
-        rec = pair["recording"]
-        if rec not in truths:
-            truths[rec] = read_json(recordings_dir / rec / "truth" / "truth.json")
-        truth = truths[rec]
-        k = int(round(float(pair["t_thermal"]) * truth["thermal_fps"]))
-        mask = read_image(recordings_dir / rec / "truth" / "masks" / f"{k:06d}.png")
-        w, h = truth["size"]
-        H = np.array(truth["homography_thermal_to_rgb"])
-        mask = cv2.warpPerspective(mask, H, (w, h), flags=cv2.INTER_NEAREST) > 0
+        if pair["pair_id"] in states and states[pair["pair_id"]].status != "pending":
+            continue
+        mask = truth_mask(pair, recordings_dir, truths)
         path = ws.path(pair["label"])
         doc = labelme_format.read(path)
         if keep_drafts is not None:
@@ -62,9 +74,28 @@ def annotate_from_truth(ws: Workspace, recordings_dir, *, keep_drafts=None) -> d
         doc["shapes"] = mask_to_shapes(mask)
         doc.setdefault("gasdb", {}).setdefault("review", {})["status"] = "edited"
         doc["gasdb"]["review"]["annotator"] = "gasdb demo (exact simulator masks)"
+        if approve:
+            doc.setdefault("flags", {})["approved"] = True
         labelme_format.write(doc, path)
         edited += 1
     return {"edited": edited}
+
+
+def _pending_iou(ws: Workspace, recordings_dir) -> tuple[float, int]:
+    """Pooled IoU of the pending drafts against the simulator's truth, and how many there are."""
+    truths: dict = {}
+    inter = union = n = 0
+    states = review.read_states(ws)
+    for pair in ws.pairs():
+        st = states.get(pair["pair_id"])
+        if st is None or st.status != "pending":
+            continue
+        draft = labelme_format.rasterize(labelme_format.read(ws.path(pair["label"]))) == 1
+        truth = truth_mask(pair, recordings_dir, truths)
+        inter += int(np.count_nonzero(draft & truth))
+        union += int(np.count_nonzero(draft | truth))
+        n += 1
+    return (inter / union if union else 1.0), n
 
 
 def _score_drafts(release: Path, drafts: dict, out: Path) -> dict:
@@ -165,8 +196,25 @@ def run_demo(out, *, recordings: int = 3, seconds: float = 4.0, force: bool = Fa
 
     step("enhance", enhance)
     step("preannotate", lambda: _brief(preannotate_workspace(ws)))
-    drafts: dict = {}
-    step("annotate", lambda: f"{annotate_from_truth(ws, rec_dir, keep_drafts=drafts)['edited']} drafts corrected "
+    drafts = {p["pair_id"]: labelme_format.rasterize(labelme_format.read(ws.path(p["label"]))) == 1
+              for p in ws.pairs() if p.get("label")}
+
+    def learn():
+        from gasdb_tools.suggest import suggest_workspace
+
+        before, n = _pending_iou(ws, rec_dir)
+        k = max(len(listing), round(0.1 * n))
+        chosen = [c["pair_id"] for c in suggest_workspace(ws, k)["suggestions"]]
+        annotate_from_truth(ws, rec_dir, pair_ids=chosen, approve=True)
+        same, _ = _pending_iou(ws, rec_dir)
+        report = preannotate_workspace(ws, refine=True)
+        after, left = _pending_iou(ws, rec_dir)
+        return (f"gasdb suggest picked {len(chosen)} of {n} pairs, corrected and approved; the other {left} drafts' "
+                f"IoU against the truth: {100 * same:.1f} % static -> {100 * after:.1f} % after "
+                f"preannotate --refine ({report['written']} rewritten)")
+
+    step("refine", learn)
+    step("annotate", lambda: f"{annotate_from_truth(ws, rec_dir)['edited']} remaining drafts corrected "
                              "to the exact simulated masks (review status 'edited')")
 
     def validate():
