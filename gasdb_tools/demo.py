@@ -44,16 +44,14 @@ def truth_mask(pair: dict, recordings_dir, cache: dict | None = None) -> np.ndar
     return cv2.warpPerspective(mask, H, (w, h), flags=cv2.INTER_NEAREST) > 0
 
 
-def annotate_from_truth(ws: Workspace, recordings_dir, *, keep_drafts=None, pair_ids=None,
-                        approve: bool = False) -> dict:
+def annotate_from_truth(ws: Workspace, recordings_dir, *, pair_ids=None, approve: bool = False) -> dict:
     """Play a perfect annotator: replace each pair's LabelMe shapes by the simulator's exact mask.
 
     The truth mask of the pair's thermal frame is warped into the RGB frame with the rig's true
     homography and converted to polygons with the one mask -> polygon conversion; the JSON keeps
     everything else (provenance, image path) and its review status becomes ``edited`` (with
     ``approve``, the ``approved`` flag is ticked too). ``pair_ids`` limits it to those pairs; pairs
-    already edited or approved are left alone. When ``keep_drafts`` is a dict, the draft masks
-    (rasterised before the edit) are stored in it by pair id.
+    already edited or approved are left alone.
     """
     from gasdb_tools.polygons import mask_to_shapes
 
@@ -69,8 +67,6 @@ def annotate_from_truth(ws: Workspace, recordings_dir, *, keep_drafts=None, pair
         mask = truth_mask(pair, recordings_dir, truths)
         path = ws.path(pair["label"])
         doc = labelme_format.read(path)
-        if keep_drafts is not None:
-            keep_drafts[pair["pair_id"]] = labelme_format.rasterize(doc) == 1
         doc["shapes"] = mask_to_shapes(mask)
         doc.setdefault("gasdb", {}).setdefault("review", {})["status"] = "edited"
         doc["gasdb"]["review"]["annotator"] = "gasdb demo (exact simulator masks)"

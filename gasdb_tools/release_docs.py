@@ -252,7 +252,7 @@ def figures(root: Path, plan, per: Mapping, files) -> list[dict]:
                 picks += [gas[-1], gas[len(gas) // 2]]
             picks += [p for p in ids if per[p]["gas"] == 0][:1]
             picks = list(dict.fromkeys(picks))[:3] or ids[:1]
-            panels, images = [], []
+            panels = []
             for pid in picks:
                 g = f["frames"][per[pid]["block"]]
                 k = per[pid]["row"]
@@ -264,9 +264,7 @@ def figures(root: Path, plan, per: Mapping, files) -> list[dict]:
                     caption=f"{per[pid]['review']} mask: {gas_pct:.1f} % gas"
                             + ("" if rgb is not None else "; thermal camera alone (no RGB)"),
                     width=_PANEL_WIDTH, name=stem, store=store))
-                images += [f"figures/samples/{stem}_{kind}.{ext}" for kind, ext in
-                           ((("rgb", "jpg"),) if rgb is not None else ()) + (("thermal", "jpg"), ("overlay", "png"))]
-            out.append({"file": None, "images": images, "panels": panels, "title": f"Samples: {sc or 'unspecified'}",
+            out.append({"file": None, "panels": panels, "title": f"Samples: {sc or 'unspecified'}",
                         "caption": "RGB, thermal and the mask over the thermal view (gas in the colour of its review "
                                    "status, ignore in blue) of the pair with the most gas, a median gas pair and a "
                                    "gas-free pair of this scene."})
