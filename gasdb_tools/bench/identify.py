@@ -25,7 +25,6 @@ a second, a plot about half of one), ``test_metrics.json``.
 from __future__ import annotations
 
 import io
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gasdb_tools.bench.train import append_log, plot_history
 from gasdb_tools.errors import ModelError
 from gasdb_tools.fsutil import atomic_write_bytes, read_json, write_json
 
@@ -260,33 +260,6 @@ def _save(obj, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _plot(history: list[dict], path: Path, title: str) -> None:
-    from matplotlib.figure import Figure
-
-    epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(9, 3.6), dpi=100)
-    ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(epochs, [h["train_loss"] for h in history], marker=".", label="train loss")
-    ax1.set_xlabel("epoch")
-    ax1.legend(fontsize=8)
-    for key in ("accuracy", "macro_f1"):
-        ax2.plot(epochs, [np.nan if h["val"].get(key) is None else h["val"][key] for h in history], marker=".",
-                 label=f"val {key}")
-    ax2.set_ylim(0, 1)
-    ax2.set_xlabel("epoch")
-    ax2.legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _log(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
-
-
 def is_id_checkpoint(path) -> bool:
     """Whether ``path`` is a harness checkpoint of an identification model."""
     try:
@@ -365,7 +338,7 @@ def train_identification(config: IdentifyConfig, data, out_dir, *, device="auto"
     write_json(out_dir / "config.json", asdict(config))
 
     def emit(record):
-        _log(log_path, record)
+        append_log(log_path, record)
         if log_fn is not None:
             log_fn(record)
 
@@ -420,7 +393,8 @@ def train_identification(config: IdentifyConfig, data, out_dir, *, device="auto"
                "rng": torch.get_rng_state()}, last_path)
         emit(record)
     if history and (start_epoch < config.epochs or not (out_dir / "curves.png").exists()):
-        _plot(history, out_dir / "curves.png", f"{config.model} on {release.root.name}: best epoch {best['epoch']}")
+        plot_history(history, out_dir / "curves.png", f"{config.model} on {release.root.name}: best epoch {best['epoch']}",
+                     loss_label="train loss", metrics=(("accuracy", "val accuracy"), ("macro_f1", "val macro_f1")))
 
     test = None
     if len(release.splits["test"]):

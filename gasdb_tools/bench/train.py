@@ -52,7 +52,8 @@ import torch
 from gasdb_tools.errors import ModelError
 from gasdb_tools.fsutil import atomic_write_bytes, read_json, write_json
 
-__all__ = ["TrainConfig", "train", "load_config", "demo_run", "init_from_checkpoint", "transfer", "CHECKPOINT_FORMAT"]
+__all__ = ["TrainConfig", "train", "load_config", "demo_run", "init_from_checkpoint", "transfer", "plot_history", "append_log",
+           "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "gasdb-bench-checkpoint"
 _SELECT = ("gas.iou", "gas.f2", "gas.acc", "gas.f1", "mean.iou")
@@ -196,17 +197,19 @@ def _metric(scores: dict, key: str):
     return scores[block][name]
 
 
-def _plot(history: list[dict], path: Path, title: str) -> None:
+def plot_history(history: list[dict], path: Path, title: str, *, loss_label: str = "train loss (sum of heads)",
+                 metrics=(("iou", "val gas IoU"), ("acc", "val gas Acc (recall)"), ("f2", "val gas F2"))) -> None:
+    """Training curves of a run as a PNG: the train loss, and the validation ``metrics`` (key, label) per epoch."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(9, 3.6), dpi=100)
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss (sum of heads)")
+    ax1.plot(epochs, [h["train_loss"] for h in history], marker="o", label=loss_label)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
     ax1.legend(fontsize=8)
-    for key, label in (("iou", "val gas IoU"), ("acc", "val gas Acc (recall)"), ("f2", "val gas F2")):
+    for key, label in metrics:
         ys = [np.nan if h["val"].get(key) is None else h["val"][key] for h in history]
         ax2.plot(epochs, ys, marker="o", label=label)
     ax2.set_xlabel("epoch")
@@ -225,7 +228,8 @@ def _save(obj, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _log(path: Path, record: dict) -> None:
+def append_log(path: Path, record: dict) -> None:
+    """Append ``record`` to the JSON-lines log at ``path``."""
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
 
@@ -375,7 +379,7 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
 
     def emit(record):
         if is_main:
-            _log(log_path, record)
+            append_log(log_path, record)
         if log_fn is not None and is_main:
             log_fn(record)
 
@@ -452,7 +456,7 @@ def train(config: TrainConfig, data, out_dir, *, device="auto", resume: bool = T
                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "history": history,
                    "rng": {"torch": torch.get_rng_state(),
                            "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}}, last_path)
-            _plot(history, out_dir / "curves.png", f"{config.model} on {data_dir.name}: best epoch {best['epoch']}")
+            plot_history(history, out_dir / "curves.png", f"{config.model} on {data_dir.name}: best epoch {best['epoch']}")
         emit(record)
 
     # -- the test split, scored once with the selected checkpoint ------------------------------------
