@@ -7,6 +7,11 @@ STAMP  := $(VENV)/.installed-stamp
 CONSTRAINTS := requirements/constraints.txt
 # The newest versions of every dependency (torch excepted: see TORCH), for `make test-latest`.
 LATEST := .venv-latest
+# Datumaro 1.13 pins opencv-python-headless<5, pandas~=2.3 and pillow~=12: it gets its own venv, used
+# only by tests/test_release_formats.py to import a release's COCO folder (GASDB_DATUMARO_PYTHON).
+DATUMARO := .venv-datumaro
+DATUMARO_STAMP := $(DATUMARO)/.installed-stamp
+DATUMARO_CONSTRAINTS := requirements/datumaro-constraints.txt
 DEMO_DIR ?= demo-workspace
 # On these machines torch==2.13.0 is a CPU build; it is named on every install so that `.[bench]`
 # never pulls a CUDA wheel (the pinned install also has it in $(CONSTRAINTS)).
@@ -25,11 +30,16 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --no-build-isolation -e ".[bench,test]"
 	touch $(STAMP)
 
+$(DATUMARO_STAMP): $(DATUMARO_CONSTRAINTS)
+	$(PYTHON) -m venv $(DATUMARO)
+	$(DATUMARO)/bin/python -m pip install --quiet -c $(DATUMARO_CONSTRAINTS) datumaro
+	touch $(DATUMARO_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/gasdb demo $(DEMO_DIR) --force
 
-test: $(STAMP)
-	$(BIN)/python $(PYTEST)
+test: $(STAMP) $(DATUMARO_STAMP)
+	GASDB_DATUMARO_PYTHON=$(abspath $(DATUMARO))/bin/python $(BIN)/python $(PYTEST)
 
 # Not part of the contract: the same suite against today's newest releases (upgraded on every run).
 test-latest:
@@ -46,4 +56,4 @@ constraints: test-latest
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
-	rm -rf $(VENV) $(LATEST) $(DEMO_DIR) build *.egg-info
+	rm -rf $(VENV) $(LATEST) $(DATUMARO) $(DEMO_DIR) build *.egg-info

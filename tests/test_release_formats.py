@@ -218,8 +218,8 @@ def _datumaro_python():
         return exe if exe and shutil.which(exe) or (exe and os.path.isfile(exe)) else None
 
 
-@pytest.mark.skipif(_datumaro_python() is None, reason="needs datumaro (pip install datumaro==1.13.12, or point "
-                                                        "GASDB_DATUMARO_PYTHON at a Python that has it)")
+@pytest.mark.skipif(_datumaro_python() is None, reason="needs datumaro: `make test` installs it into .venv-datumaro "
+                                                        "(or point GASDB_DATUMARO_PYTHON at a Python that has it)")
 def test_coco_imports_in_place_with_datumaro(mixed):
     _, out = mixed
     res = subprocess.run([_datumaro_python(), "-c", _DATUMARO_SCRIPT, str(out / "coco")], capture_output=True,
