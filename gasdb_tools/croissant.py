@@ -18,7 +18,7 @@ MLCommons, "Croissant format specification", version 1.1, https://docs.mlcommons
 
 from __future__ import annotations
 
-__all__ = ["CONFORMS_TO", "CONTEXT", "croissant_document"]
+__all__ = ["CONFORMS_TO", "CONTEXT", "NO_LICENSE", "croissant_document", "licence_sentence"]
 
 CONFORMS_TO = "http://mlcommons.org/croissant/1.1"
 #: The JSON-LD context of the Croissant specification.
@@ -75,6 +75,17 @@ _IMAGES = {"thermal": "The thermal frame in the annotation frame, bit depth kept
            "rgb": "The RGB frame in the annotation frame (PNG); null for a thermal camera alone."}
 
 
+#: SPDX's value for "no licence was stated": a release's default, so no document claims a licence nobody chose.
+NO_LICENSE = "NOASSERTION"
+
+
+def licence_sentence(spdx: str) -> str:
+    """How the datasheet and the page state a release's licence (``NO_LICENSE`` says none was given)."""
+    if spdx == NO_LICENSE:
+        return "no licence stated by the maintainers (SPDX `NOASSERTION`)"
+    return f"licence `{spdx}`"
+
+
 def _license_url(spdx: str) -> str:
     return f"https://spdx.org/licenses/{spdx}.html"
 
@@ -129,7 +140,7 @@ def croissant_document(meta: dict, summary: dict, plan, files: list[dict]) -> di
         "conformsTo": CONFORMS_TO,
         "version": meta["version"],
         "datePublished": meta["created"],
-        "license": _license_url(meta["license"]),
+        **({} if meta["license"] == NO_LICENSE else {"license": _license_url(meta["license"])}),
         "url": "index.html",
         "citeAs": "Datasheet: DATASHEET.md (cite the dataset's creators; see the datasheet)",
         "keywords": ["gas leak", "thermal", "infrared", "segmentation", "Gas-DB"],

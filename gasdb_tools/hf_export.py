@@ -21,6 +21,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from gasdb_tools.croissant import NO_LICENSE
+
 __all__ = ["COLUMNS", "IMAGE_COLUMNS", "ROWS_PER_SHARD", "ShardWriter", "dataset_card", "shard_name"]
 
 #: Value columns and their Arrow types (name -> type name), in file order; then :data:`IMAGE_COLUMNS`.
@@ -147,8 +149,11 @@ def dataset_card(meta: dict, summary: dict, counts: dict, shard_bytes: dict | No
     licence), then a short card pointing at the release's datasheet."""
     counts = {s: n for s, n in counts.items() if n}  # an empty split has no shard to point at
     lic = str(meta["license"]).lower()
-    lines = ["---", f"license: {lic if lic in _HF_LICENSES else 'other'}"]
-    if lic not in _HF_LICENSES:
+    if meta["license"] == NO_LICENSE:
+        lines = ["---", "license: unknown"]  # the hub's value for a dataset whose licence is not known
+    else:
+        lines = ["---", f"license: {lic if lic in _HF_LICENSES else 'other'}"]
+    if lic not in _HF_LICENSES and meta["license"] != NO_LICENSE:
         lines.append(f"license_name: {_yaml_str(meta['license'])}")
     lines += [f"pretty_name: {_yaml_str(meta['name'] + ' ' + meta['version'])}",
               "task_categories:", "- image-segmentation", "tags:", "- thermal", "- gas-leak", "- gasdb",

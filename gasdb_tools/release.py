@@ -49,6 +49,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from gasdb_tools import __version__
+from gasdb_tools.croissant import NO_LICENSE
 from gasdb_tools.errors import FormatError, WorkspaceError
 from gasdb_tools.fsutil import follow_umask, read_json, sha256_file
 
@@ -274,7 +275,7 @@ def _looks_like_release(path: Path) -> bool:
 
 
 def build_release(ws, out, *, version: str, parent_version: str | None = None, parent=None,
-                  license: str = "CC-BY-4.0", split: str = "default", force: bool = False,
+                  license: str = NO_LICENSE, split: str = "default", force: bool = False,
                   created: str | None = None, compression: int = 1, jobs: int | None = None,
                   require_reviewed: bool = False) -> Path:
     """Build a versioned release folder from a workspace and one of its split files.
@@ -296,7 +297,8 @@ def build_release(ws, out, *, version: str, parent_version: str | None = None, p
         the changes since it (:func:`gasdb_tools.release_diff.diff_releases`) go into the manifest
         and the page.
     license : str
-        SPDX licence id of the data (e.g. ``CC-BY-4.0``).
+        SPDX licence id of the data (e.g. ``CC-BY-4.0``). The default, ``NOASSERTION`` (SPDX's "no
+        licence stated"), makes the datasheet, page, card and Croissant file say that none was given.
     split : str
         Name of the split file ``WS/splits/<split>.json`` (make it with ``gasdb split``).
     created : str, optional

@@ -18,6 +18,8 @@ from typing import Mapping
 
 import numpy as np
 
+from gasdb_tools.croissant import licence_sentence
+
 __all__ = ["summary", "figures", "datasheet", "html", "MODALITY_WORDS"]
 
 #: How each modality is named in documents (a thermal camera alone never makes "RGB-thermal pairs").
@@ -537,7 +539,7 @@ def datasheet(plan, summary: dict, meta: dict) -> str:
         "## Distribution",
         "",
         f"- Version {meta['version']}" + (f" (parent {meta['parent_version']})" if meta["parent_version"] else "")
-        + f", created {meta['created']}, licence `{meta['license']}`.",
+        + f", created {meta['created']}, " + licence_sentence(meta["license"]) + ".",
         "- Integrity: `SHA256SUMS` (`sha256sum -c SHA256SUMS`) and `gasdb verify RELEASE`.",
         "",
         "## Maintenance",
@@ -613,7 +615,7 @@ img {{ max-width: 100%; border: 1px solid #ddd; }}
 </head>
 <body>
 <h1>{esc(title)}</h1>
-<p>Licence <code>{esc(meta['license'])}</code>; created {esc(meta['created'])}
+<p>{esc(licence_sentence(meta['license']).capitalize())}; created {esc(meta['created'])}
 {f"; parent version {esc(meta['parent_version'])}" if meta['parent_version'] else ""}.
 Split <code>{esc(str(sd.get('method')))}</code> (seed {esc(str(sd.get('seed')))}, group key
 <code>{esc(str(sd.get('group_key')))}</code>). {esc(_modality_sentence(summary))}.</p>

@@ -38,7 +38,7 @@ def built(tmp_path_factory):
                          blacklist={(0, 2): "water spray, not gas"}, unlabelled=[(1, 1)])
     split_workspace(ws, method="video", ratios="0.6,0.4", seed=0)
     before = tree_state(ws.root)
-    out = build_release(ws, root / "rel", version="1.0.0", created=CREATED)
+    out = build_release(ws, root / "rel", version="1.0.0", created=CREATED, license="CC-BY-4.0")
     return ws, out, before
 
 
@@ -163,6 +163,9 @@ def test_manifest_and_sha256sums(built):
     assert {f["path"] for f in manifest["files"]} == files - {"manifest.json", "SHA256SUMS"}
     assert manifest["version"] == "1.0.0" and manifest["parent_version"] is None
     assert manifest["created"] == CREATED and manifest["license"] == "CC-BY-4.0"
+    assert "licence `CC-BY-4.0`" in (out / "DATASHEET.md").read_text()
+    assert json.loads((out / "croissant.json").read_text())["license"] == "https://spdx.org/licenses/CC-BY-4.0.html"
+    assert "\nlicense: cc-by-4.0\n" in (out / "hf" / "README.md").read_text()
     assert manifest["split"]["method"] == "video" and manifest["split"]["leaks_across_splits"] is False
     counts = manifest["counts"]
     assert counts["total"]["pairs"] == 13 == sum(c["pairs"] for c in counts["splits"].values())
@@ -196,7 +199,8 @@ def test_manifest_and_sha256sums(built):
 def test_rebuild_from_same_inputs_is_byte_identical_whatever_the_threads(built, tmp_path):
     ws, out, _ = built
     for jobs in (1, 3):
-        again = build_release(ws, tmp_path / f"again{jobs}", version="1.0.0", created=CREATED, jobs=jobs)
+        again = build_release(ws, tmp_path / f"again{jobs}", version="1.0.0", created=CREATED, jobs=jobs,
+                              license="CC-BY-4.0")
         assert (again / "SHA256SUMS").read_bytes() == (out / "SHA256SUMS").read_bytes()
 
 

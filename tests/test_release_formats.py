@@ -111,10 +111,15 @@ def test_thermal_only_unreviewed_release_says_so(tmp_path):
     res = CliRunner().invoke(main, ["release", str(ws.root), str(tmp_path / "rel"), "--version", "0.1.0"])
     assert res.exit_code == 0, res.output
     assert "WARNING: 9 of 9 released masks were not reviewed by a person" in res.stderr
+    assert "WARNING: no licence given" in res.stderr  # no --license: nothing claims one
     sheet = (tmp_path / "rel" / "DATASHEET.md").read_text()
     assert "9 thermal frames from 3 thermal-only recording(s) (no RGB camera)" in sheet
     assert "RGB-thermal pairs" not in sheet
     assert "**9 of 9 masks were not reviewed by a person**" in sheet
+    assert "no licence stated by the maintainers (SPDX `NOASSERTION`)" in sheet and "CC-BY" not in sheet
+    assert "No licence stated by the maintainers" in (tmp_path / "rel" / "index.html").read_text()
+    assert "\nlicense: unknown\n" in (tmp_path / "rel" / "hf" / "README.md").read_text()
+    assert "license" not in json.loads((tmp_path / "rel" / "croissant.json").read_text())
     manifest = json.loads((tmp_path / "rel" / "manifest.json").read_text())
     for s, c in manifest["counts"]["splits"].items():
         row = next(line for line in sheet.splitlines() if line.startswith(f"| {s} |"))

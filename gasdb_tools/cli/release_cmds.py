@@ -157,7 +157,9 @@ def _print_check(report, workspace) -> None:
               help="The previous release folder: its version becomes the parent version, and what changed since "
                    "it (gasdb diff) goes into the manifest and index.html.")
 @click.option("--parent-version", help="Version this release derives from (default: --parent's version).")
-@click.option("--license", "license_", default="CC-BY-4.0", show_default=True, help="SPDX licence id of the data.")
+@click.option("--license", "license_", default="NOASSERTION", show_default=True,
+              help="SPDX licence id of the data, e.g. CC-BY-4.0; without it the release states that no licence was "
+                   "given (SPDX NOASSERTION) and warns.")
 @click.option("--split", "split_name", default="default", show_default=True, help="Split file WS/splits/<name>.json.")
 @click.option("--require-reviewed", is_flag=True,
               help="Refuse to release masks nobody reviewed (pending drafts, documents marked for a recheck).")
@@ -183,6 +185,7 @@ def release(workspace, out, version, parent, parent_version, license_, split_nam
       gasdb release my-dataset releases/gasdb-1.1.0 --version 1.1.0 --parent releases/gasdb-1.0.0
     """
     from gasdb_tools.fsutil import read_json
+    from gasdb_tools.croissant import NO_LICENSE
     from gasdb_tools.release import build_release
 
     try:
@@ -205,6 +208,9 @@ def release(workspace, out, version, parent, parent_version, license_, split_nam
         notes.append(f"{len(audit['shared_recordings'])} recordings, {audit['identical_across_splits']} identical and "
                      f"{audit['near_identical_across_splits']} near-identical frame pairs are shared between splits "
                      "(see DATASHEET.md)")
+    if manifest["license"] == NO_LICENSE:
+        notes.append("no licence given: the datasheet, page and cards say so (SPDX NOASSERTION), and users cannot tell on "
+                     "which terms they may use the data; rebuild with --license SPDX-ID (e.g. CC-BY-4.0) and --force")
     check = manifest.get("versioning")
     if check and not check["ok"]:
         notes.append(f"version {manifest['version']} is a {check['given'].upper()} bump over {manifest['parent_version']}, "
