@@ -8,19 +8,23 @@ its scene type, tags and rig.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
-from gasdb_tools.errors import WorkspaceError
+from gasdb_tools.errors import GasdbError, WorkspaceError
 from gasdb_tools.fsutil import sha256_file
 from gasdb_tools.sensors import read_sensor_csv
 from gasdb_tools.video import probe
 from gasdb_tools.workspace import SCENES, Workspace, check_id
 
-__all__ = ["add_recording", "derive_recording_id", "MODALITIES", "modality"]
+__all__ = ["add_recording", "derive_recording_id", "remove_recording", "MODALITIES", "modality", "OUTPUT_AREAS"]
 
 #: What a recording holds: both cameras, or the thermal camera alone.
 MODALITIES = ("rgb+thermal", "thermal")
+#: The workspace folders that hold one recording's outputs as ``WS/<area>/<recording>/``.
+OUTPUT_AREAS = ("frames", "aligned", "enhanced", "labels")
 
 
 def modality(row) -> str:
@@ -134,3 +138,82 @@ def add_recording(ws: Workspace, *, thermal, scene: str, rgb=None, recording_id:
                                      file=rgb or thermal, fix="nothing to do; the recording is in the workspace")
         index.recordings[rec_id] = row
     return row
+
+
+def _free_folder(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that does not exist."""
+    k, out = 1, base
+    while out.exists():
+        k += 1
+        out = base.with_name(f"{base.name}-{k}")
+    return out
+
+
+def remove_recording(ws: Workspace, recording_id: str, *, force: bool = False) -> dict:
+    """Unregister a recording: its rows leave the index and its outputs move to ``WS/removed/<id>/``.
+
+    Nothing is deleted: the recording's folders (:data:`OUTPUT_AREAS`: frames, aligned and enhanced
+    frames, LabelMe documents) and its per-recording calibration are moved, as they are, into
+    ``WS/removed/<id>/`` (``<id>-2``, ... when that exists), so a person can take a document back.
+    The source videos are not touched. A recording whose documents a person edited or approved is
+    refused unless ``force``. Its pairs leave ``blacklist.csv``; split files that list them are
+    reported (rerun ``gasdb split``), not rewritten.
+
+    Returns ``{"id", "pairs", "review", "moved_to", "moved", "stale_splits"}``.
+
+    Raises
+    ------
+    WorkspaceError
+        An unknown id, or people's work in the recording without ``force``.
+    """
+    from gasdb_tools.review import counts, read_states
+    from gasdb_tools.splits import load_split
+
+    rec_id = check_id(recording_id)
+    ws.recording(rec_id)  # raises naming the known ids
+    index = ws.read_index()
+    pids = [p["pair_id"] for p in index.pairs_of(rec_id)]
+    review = counts(read_states(ws, index, pairs=pids), pids)
+    people = review["edited"] + review["approved"]
+    if people and not force:
+        raise WorkspaceError(
+            f"recording {rec_id!r} holds people's work: {review['edited']} edited and {review['approved']} approved "
+            "LabelMe document(s)", file=ws.root / "labels" / rec_id,
+            fix="pass --force to remove it anyway (its documents move to WS/removed/, nothing is deleted), "
+                "or keep the recording")
+    sources = [ws.root / area / rec_id for area in OUTPUT_AREAS]
+    refinement = ws.root / "calibration" / "recordings" / f"{rec_id}.json"
+    sources = [p for p in [*sources, refinement] if p.exists()]
+    target = _free_folder(ws.root / "removed" / rec_id)
+    moved: list[tuple[Path, Path]] = []
+    with ws.transaction() as index:
+        if rec_id not in index.recordings:
+            raise WorkspaceError(f"recording {rec_id!r} was removed meanwhile", file=ws.root / ws.RECORDINGS,
+                                 fix="nothing to do")
+        row = index.recordings.pop(rec_id)
+        for pid in pids:
+            index.pairs.pop(pid, None)
+        try:
+            target.mkdir(parents=True)
+            (target / "recording.json").write_text(json.dumps(row, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            for src in sources:
+                dest = target / ("calibration.json" if src == refinement else src.parent.name)
+                shutil.move(str(src), str(dest))
+                moved.append((src, dest))
+        except OSError:
+            for src, dest in reversed(moved):  # put back what moved; the index is not written
+                shutil.move(str(dest), str(src))
+            raise
+    black = ws.blacklist()
+    if any(pid in black for pid in pids):
+        ws.update_blacklist(remove=pids)
+    gone, stale = set(pids), []
+    for path in sorted((ws.root / "splits").glob("*.json")) if (ws.root / "splits").is_dir() else []:
+        try:
+            split = load_split(ws, path.stem)
+        except GasdbError:  # not a split file this version reads: `gasdb split --check` says more
+            continue
+        if any(gone.intersection(ids) for ids in split.pairs.values()):
+            stale.append(path.stem)
+    return {"id": rec_id, "pairs": len(pids), "review": review, "moved_to": ws.rel(target),
+            "moved": [ws.rel(dest) for _, dest in moved], "stale_splits": stale}

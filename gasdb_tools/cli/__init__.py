@@ -19,6 +19,7 @@ from gasdb_tools.errors import GasdbError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("workspace_cmds", "init", "Create an empty dataset workspace."),
     "add": ("workspace_cmds", "add", "Register a recording (RGB + thermal video, or a thermal camera alone) in a workspace."),
+    "remove": ("workspace_cmds", "remove", "Unregister a recording; its outputs move to WS/removed/<id>/, nothing is deleted."),
     "status": ("workspace_cmds", "status", "Show what each stage has done per recording: done, stale, missing or failed."),
     "synth": ("synth_cmds", "synth", "Simulate rig recordings with exact ground truth."),
     "extract": ("extract_cmd", "extract", "Extract time-synchronised RGB-thermal frame pairs."),

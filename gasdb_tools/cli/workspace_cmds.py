@@ -1,4 +1,4 @@
-"""``gasdb init``, ``gasdb add``, ``gasdb status``."""
+"""``gasdb init``, ``gasdb add``, ``gasdb remove``, ``gasdb status``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from gasdb_tools.cli._common import emit_json, json_option, workspace_argument
-from gasdb_tools.recordings import add_recording
+from gasdb_tools.recordings import add_recording, remove_recording
 from gasdb_tools.workspace import SCENES, Workspace
 
 
@@ -87,6 +87,38 @@ def add(workspace: Workspace, thermal: Path, rgb: Path | None, scene: str, recor
     else:
         what = "thermal camera alone" if not rgb else f"RGB + thermal, rig {row['rig']}"
         click.echo(f"added recording {row['id']} ({scene}; {what})")
+
+
+@click.command()
+@workspace_argument
+@click.argument("recording_id", metavar="RECORDING")
+@click.option("-f", "--force", is_flag=True,
+              help="Remove it even when people edited or approved its LabelMe documents (they move too).")
+@json_option
+def remove(workspace: Workspace, recording_id: str, force: bool, as_json: bool) -> None:
+    """Unregister a recording; its outputs move to WS/removed/<id>/, nothing is deleted.
+
+    The recording's rows leave the index and blacklist.csv; its frames, aligned and enhanced
+    frames, LabelMe documents and per-recording calibration move, as they are, into
+    WS/removed/RECORDING/ (with recording.json, its index row), so a document can be taken back.
+    The source videos are not touched. A recording with edited or approved documents is refused
+    (exit 1) unless --force. Split files that list its pairs are named: rerun `gasdb split`.
+
+    \b
+    Example:
+      gasdb remove my-dataset take07
+      gasdb remove my-dataset take07 --force --json
+    """
+    result = remove_recording(workspace, recording_id, force=force)
+    if as_json:
+        emit_json(result)
+        return
+    rv = result["review"]
+    click.echo(f"removed recording {result['id']} ({result['pairs']} pairs: {rv['pending']} pending, "
+               f"{rv['edited']} edited, {rv['approved']} approved); its outputs are in "
+               f"{workspace.root / result['moved_to']}")
+    for name in result["stale_splits"]:
+        click.echo(f"split {name!r} lists its pairs: rerun `gasdb split {workspace.root} --name {name}`", err=True)
 
 
 @click.command()
