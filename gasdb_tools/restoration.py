@@ -24,6 +24,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -49,7 +50,6 @@ def _scratch(name: str, shape, dtype) -> np.ndarray:
     """
     store = _LOCAL.__dict__
     array = store.get(name)
-    shape = tuple(int(n) for n in shape)
     if array is None or array.shape != shape or array.dtype != dtype:
         array = store[name] = np.empty(shape, dtype)
     return array
@@ -212,40 +212,55 @@ def _rank_codes(src: np.ndarray, sv: int) -> tuple[np.ndarray, np.ndarray] | Non
     Every median of an ``sv × sv`` window lying inside ``src`` is bounded by the ``h``-th smallest
     and the ``h``-th largest value of ``src`` (``h = (sv² + 1) / 2``): the window is a part of
     ``src`` and holds ``h`` values on either side of its median. ``encode`` maps
-    ``y = clip(x, lo, hi) - lo`` to ``16 (y // f) + y % f`` with ``f = ceil((hi - lo + 1) / 16)``:
-    non-decreasing, and one-to-one on ``[lo, hi]``, so the median of the codes decodes to the
-    exact median. None when the bounds already span 241 values or more (no gain).
+    ``y = clip(x, lo, hi) - lo`` to codes whose coarse bin (``code >> 4``) and fine bin
+    (``code & 15``), the two scans of OpenCV's search, stay short where ``y`` is small: the first
+    ``k`` coarse bins hold 4 values each, the others 16, with ``k`` as large as fits ``[lo, hi]``
+    (for medians of deviations ``|W - A|``, mostly below 20, this beat every uniform bin width).
+    Strictly increasing on ``[lo, hi]``, so the median of the codes decodes to the exact median.
+    None when the bounds already span 241 values or more (no gain).
     """
     hist = cv2.calcHist([src], [0], None, [256], [0, 256]).ravel()
     h = (sv * sv + 1) // 2
     lo = int(np.searchsorted(np.cumsum(hist), h))
     hi = 255 - int(np.searchsorted(np.cumsum(hist[::-1]), h))
+    return _codes_for_bounds(lo, hi)
+
+
+@functools.lru_cache(maxsize=1024)
+def _codes_for_bounds(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The tables of :func:`_rank_codes` for medians known to lie in ``[lo, hi]`` (cached: read only)."""
     span = hi - lo + 1
     if lo == 0 and span > 240:
         return None
-    f = max(1, -(-span // 16))
-    y = np.clip(_BYTES, lo, hi) - lo
-    encode = (16 * (y // f) + y % f).astype(np.uint8)
-    decode = np.minimum(lo + (_BYTES >> 4) * f + (_BYTES & 15), 255).astype(np.uint8)
+    f = 4
+    k = min(16, (256 - span) // (16 - f))  # k f + 16 (16 - k) >= span
+    y = np.arange(span)
+    table = np.where(y < k * f, 16 * (y // f) + y % f, 16 * k + (y - k * f)).astype(np.uint8)
+    encode = table[np.clip(_BYTES, lo, hi) - lo]
+    decode = np.zeros(256, np.int64)
+    decode[table] = np.arange(lo, hi + 1)
+    decode = np.maximum.accumulate(decode).astype(np.uint8)  # codes never produced: kept non-decreasing
+    encode.flags.writeable = decode.flags.writeable = False
     return encode, decode
 
 
 def _median_blur(src: np.ndarray, sv: int, recode: bool = False) -> np.ndarray:
-    """``cv2.medianBlur`` of a uint8 image, exact wherever the window lies inside ``src``.
+    """Medians of the ``sv × sv`` windows lying inside the uint8 image ``src`` (``cv2.medianBlur``).
 
-    OpenCV's constant-time median (Perreault–Hébert) finds each median by scanning a 16-bin
-    coarse histogram, then 16 fine bins, from the bottom: its cost grows with the median's code
-    (3 ms for an all-zero 640×512 frame, 7.5 ms for a thermal one). With ``recode`` the values
-    are first recoded by :func:`_rank_codes`: worth its two look-ups and a histogram for
-    deviations ``|W - A|``, whose medians are small (about 15 % faster there), not for the frame
-    itself. Outputs whose window reaches past ``src`` (OpenCV replicates its edges there) are not
-    exact and must be cropped by the caller.
+    The output is ``sv - 1`` rows and columns smaller than ``src``: OpenCV replicates the edges
+    for the windows that reach past them, and those medians are dropped. OpenCV's constant-time
+    median (Perreault–Hébert) finds each median by scanning a 16-bin coarse histogram, then 16
+    fine bins, from the bottom: its cost grows with the median's code (3 ms for an all-zero
+    640×512 frame, 7.5 ms for a thermal one). With ``recode`` the values are first recoded by
+    :func:`_rank_codes`: worth its two look-ups and a histogram for deviations ``|W - A|``, whose
+    medians are small (about 15 % faster there), not for the frame itself.
     """
+    r = sv // 2
     codes = _rank_codes(src, sv) if recode and sv > 5 else None  # sv <= 5: sorting networks, no search
     if codes is None:
-        return cv2.medianBlur(src, sv)
+        return cv2.medianBlur(src, sv)[r:src.shape[0] - r, r:src.shape[1] - r]
     encode, decode = codes
-    return cv2.LUT(cv2.medianBlur(cv2.LUT(src, encode), sv), decode)
+    return cv2.LUT(cv2.medianBlur(cv2.LUT(src, encode), sv)[r:src.shape[0] - r, r:src.shape[1] - r], decode)
 
 
 def _banded(h: int, w: int, work, *, rows: bool = False) -> list:
@@ -255,12 +270,24 @@ def _banded(h: int, w: int, work, *, rows: bool = False) -> list:
     once. For medians, bands of columns cost less halo than bands of rows: about 7 % more work for
     two bands against 10 % (OpenCV's median already works in vertical stripes).
     """
-    n = _workers(h * w)
-    size = h if rows else w
-    if n == 1:
-        return [work(0, size)]
-    cuts = np.linspace(0, size, n + 1).round().astype(int).tolist()
-    return list(_pool(n).map(lambda k: work(cuts[k], cuts[k + 1]), range(n)))
+    return _run_bands(_cuts(h if rows else w, _workers(h * w)), work)
+
+
+def _cuts(size: int, n: int) -> list:
+    """``n + 1`` cuts splitting ``range(size)`` into ``n`` near-equal bands."""
+    return [(k * size + n // 2) // n for k in range(n + 1)]
+
+
+def _run_bands(cuts: list, work) -> list:
+    """``[work(cuts[k], cuts[k + 1]) for k ...]``: the calling thread runs the first band, the pool the others."""
+    if len(cuts) == 2:
+        return [work(cuts[0], cuts[1])]
+    futures = [_pool(len(cuts) - 2).submit(work, a0, a1) for a0, a1 in zip(cuts[1:-1], cuts[2:])]
+    try:
+        first = work(cuts[0], cuts[1])
+    finally:
+        rest = [f.result() for f in futures]  # also waits for them when the first band fails
+    return [first] + rest
 
 
 def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int, recode: bool = False) -> np.ndarray:
@@ -269,7 +296,7 @@ def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int, recode: bool = 
     out = np.empty((h, w), np.uint8)
 
     def work(x0, x1):
-        out[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv, recode)[r:r + h, r:r + x1 - x0]
+        out[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv, recode)
 
     _banded(h, w, work)
     return out
@@ -314,7 +341,7 @@ def _median_int(q: np.ndarray, sv: int, span: int, recode: bool = False) -> np.n
             for x0, x1 in _runs(sel_cols, 2 * r):
                 block = cv2.subtract(qpad[y0:y1 + 2 * r, x0:x1 + 2 * r], int(g) << 8)  # saturates at 0
                 np.minimum(block, 255, out=block)
-                med = _median_blur(block.astype(np.uint8), sv, recode)[r:r + y1 - y0, r:r + x1 - x0]
+                med = _median_blur(block.astype(np.uint8), sv, recode)
                 sel = gs[:, x0:x1] == g
                 out[y0:y1, x0:x1][sel] = (int(g) << 8) + med[sel].astype(np.int32)
 
@@ -357,29 +384,24 @@ def _grid(x: np.ndarray, denominators=_GRID_DENOMINATORS) -> int | None:
     return None
 
 
-def _quantise(x: np.ndarray, method: str, scratch: np.ndarray | None = None):
+def _quantise(x: np.ndarray, method: str):
     """Integer codes of ``x``: ``(q, span, decode)`` with ``decode(q) ≈ x`` (exact on a grid).
 
     ``decode`` maps codes (and medians of codes) back to values; ``span`` is ``q.max()``;
     ``decode.exact`` tells whether ``x`` lies on the grid (``uint8`` also rounds values off it).
-    ``scratch``: a float32 array of the shape of ``x`` that may be overwritten (saves an allocation).
     """
     dtype = x.dtype
     if x.dtype == np.float32 and method != "hist12":
-        # the common case, 8-bit data as float32: round once (|x * 255| to nearest even, as np.rint), then check
-        q = cv2.convertScaleAbs(x, alpha=255.0)
-        flat = x.reshape(-1)
-        step = max(1, flat.size // 4096)
-        t = flat[::step] * np.float32(255)
-        t -= q.reshape(-1)[::step]
-        if np.abs(t).max() <= _GRID_TOL:
-            t = np.multiply(x, np.float32(255), out=scratch if scratch is not None else None)
-            t -= q
-            on_grid = max(-float(t.min()), float(t.max())) <= _GRID_TOL
-        else:
-            on_grid = False
-        if on_grid or method == "uint8":
-            return q, int(q.max()), _Decode(0, 255, None, dtype, on_grid)
+        # the common case, 8-bit data as float32. Rounding 255 x + 0.5 - tol and 255 x - 0.5 + tol
+        # (OpenCV rounds to nearest, |.| is harmless for x >= 0) gives the same integer k exactly
+        # when |255 x - k| <= tol: two passes instead of rounding, then measuring the residue
+        hi = cv2.convertScaleAbs(x, alpha=255.0, beta=0.5 - _GRID_TOL)
+        on_grid = cv2.norm(hi, cv2.convertScaleAbs(x, alpha=255.0, beta=_GRID_TOL - 0.5), cv2.NORM_INF) == 0
+        if on_grid:
+            return hi, int(hi.max()), _Decode(0, 255, None, dtype, True)
+        if method == "uint8":  # |x * 255| rounded to nearest even, as np.rint
+            q = cv2.convertScaleAbs(x, alpha=255.0)
+            return q, int(q.max()), _Decode(0, 255, None, dtype, False)
     n = None if method == "hist12" else _grid(x, (255,) if method == "uint8" else _GRID_DENOMINATORS)
     if n is not None or method == "uint8":
         exact = n is not None
@@ -490,9 +512,10 @@ class _VeilCodes(NamedTuple):
 def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None = None):
     """``c = max(min(q, A - M), 0)`` for 8-bit codes ``q``: ``A = median(q)``, ``M = median(|q - A|)``.
 
-    The second median runs in column bands (:func:`_banded`); ``per_band(x0, x1, c_band)``, when
-    given, runs in each band's thread right after it. ``c``: an array of the shape of ``q`` to
-    fill (else a new one). Returns ``(c, [per_band results])``.
+    Both medians run in the same column bands (:func:`_banded`), the calling thread taking the
+    first; the second waits for the whole of ``A`` (its window reaches into the next band).
+    ``per_band(x0, x1, c_band)``, when given, runs in each band's thread right after it. ``c``: an
+    array of the shape of ``q`` to fill (else a new one). Returns ``(c, [per_band results])``.
     """
     h, w = q.shape
     c = np.empty_like(q) if c is None else c
@@ -500,15 +523,24 @@ def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None =
         c[...] = q
         return c, [per_band(0, w, c)] if per_band else []
     r = sv // 2
-    aq = _median_u8(q, sv)
-    dpad = _pad(cv2.absdiff(q, aq), r)
+    cuts = _cuts(w, _workers(h * w))
+    padded = (h + 2 * r, w + 2 * r)
+    qpad = cv2.copyMakeBorder(q, r, r, r, r, cv2.BORDER_REFLECT, dst=_scratch("veil.qpad", padded, np.uint8))
+    aq = _scratch("veil.a", q.shape, np.uint8)
 
-    def work(x0, x1):
-        m = _median_blur(dpad[:, x0:x1 + 2 * r], sv, recode=True)[r:r + h, r:r + x1 - x0]
+    def first(x0, x1):
+        aq[:, x0:x1] = cv2.medianBlur(qpad[:, x0:x1 + 2 * r], sv)[r:r + h, r:r + x1 - x0]
+
+    _run_bands(cuts, first)
+    d = cv2.absdiff(q, aq, dst=_scratch("veil.d", q.shape, np.uint8))
+    dpad = cv2.copyMakeBorder(d, r, r, r, r, cv2.BORDER_REFLECT, dst=_scratch("veil.dpad", padded, np.uint8))
+
+    def second(x0, x1):
+        m = _median_blur(dpad[:, x0:x1 + 2 * r], sv, recode=True)
         c[:, x0:x1] = cv2.min(q[:, x0:x1], cv2.subtract(aq[:, x0:x1], m))  # saturating: max(., 0)
         return per_band(x0, x1, c[:, x0:x1]) if per_band else None
 
-    return c, _banded(h, w, work)
+    return c, _run_bands(cuts, second)
 
 
 def _veil(w: np.ndarray, sv: int, p: float, method: str, quantised=None):
@@ -841,11 +873,11 @@ def tarel_hautiere(image: np.ndarray, *, sv: int | None = None, p: float = 0.95,
     x, sv, method = _check_args(image, sv, p, smax, balance, median)
     quantised = None
     if x.ndim == 2 and smax == 1 and method != "exact":
-        out = np.empty(x.shape, x.dtype)  # also the scratch of the grid check
-        quantised = _quantise(x, method, scratch=out if x.dtype == np.float32 else None)
+        quantised = _quantise(x, method)
         q, _, decode = quantised
         if decode.exact and q.dtype == np.uint8 and decode.base == 0:
-            out, c = _tarel_codes(q, decode.n, out, sv=sv, p=p, gfactor=gfactor, gamma_rows=gamma_rows)
+            out, c = _tarel_codes(q, decode.n, np.empty(x.shape, x.dtype), sv=sv, p=p, gfactor=gfactor,
+                                  gamma_rows=gamma_rows)
             veil = _VeilCodes(q, c, 0, decode.n).veil(p, x.dtype) if return_veil else None
             out = out[:, :, None] if keep_axis else out
             return (out, veil) if return_veil else out
@@ -873,19 +905,28 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
     rows = reference_rows(h, gamma_rows)
     ranges = [0, 256, 0, 256]
 
+    ref_rows = range(h)[rows]
+    if ref_rows.step == 1:  # the other rows: one pass over the image instead of 1 + 1/3
+        elsewhere = [slice(0, ref_rows.start), slice(ref_rows.stop, h)]
+    else:
+        elsewhere = [slice(0, h)]
+
     def count_pairs(x0, x1, c_band):  # into buffers of this worker and band (one worker may run both bands)
         qb = q[:, x0:x1]
-        return (cv2.calcHist([qb[rows], c_band[rows]], [0, 1], None, [256, 256], ranges,
-                             hist=_scratch(f"th.pairs_in_rows.{x0}", (256, 256), np.float32)),
-                cv2.calcHist([qb, c_band], [0, 1], None, [256, 256], ranges,
-                             hist=_scratch(f"th.pairs.{x0}", (256, 256), np.float32)))
+        counts = [cv2.calcHist([qb[rows], c_band[rows]], [0, 1], None, [256, 256], ranges,
+                               hist=_scratch(f"th.pairs_in_rows.{x0}", (256, 256), np.float32))]
+        other = _scratch(f"th.pairs.{x0}", (256, 256), np.float32)
+        other.fill(0)
+        for part in elsewhere:
+            if part.stop > part.start:
+                cv2.calcHist([qb[part], c_band[part]], [0, 1], None, [256, 256], ranges, hist=other, accumulate=True)
+        return counts + [other]
 
     c, counts = _veil_codes_u8(q, sv, count_pairs, c=_scratch("th.c", q.shape, np.uint8))
-    present = _scratch("th.present", (256, 256), np.int32)  # counts >= 0, so a count is 0 iff its bits are
-    np.copyto(present, counts[0][1].view(np.int32))
-    for _, band in counts[1:]:
-        present |= band.view(np.int32)
-    pairs = np.flatnonzero(present)
+    hists = [hist.view(np.int32) for band in counts for hist in band]  # counts >= 0: 0 iff all bits are
+    present = functools.reduce(lambda a, b: cv2.bitwise_or(a, b, dst=a), hists[1:], hists[0].copy())
+    points = cv2.findNonZero(cv2.compare(present, 0, cv2.CMP_NE)).reshape(-1, 2)  # (c, q), row by row
+    pairs = (points[:, 1].astype(np.int64) << 8) | points[:, 0]  # 256 q + c, increasing
     weights = sum(ref.ravel()[pairs].astype(np.float64) for ref, _ in counts)  # counts in the reference rows
     i = ((pairs >> 8) / n).astype(dtype)
     v = (p * ((pairs & 255) / n)).astype(dtype)

@@ -235,7 +235,7 @@ def test_recoded_median_blur_equals_opencv_inside(seed, lo, width, half, shape):
     src = np.random.default_rng(seed).integers(lo, hi + 1, shape).astype(np.uint8)
     r = sv // 2
     want = cv2.medianBlur(src, sv)[r:-r, r:-r]
-    assert np.array_equal(rs._median_blur(src, sv, recode=True)[r:-r, r:-r], want)
+    assert np.array_equal(rs._median_blur(src, sv, recode=True), want)
 
 
 def test_rank_codes_bounds_every_inside_median():
