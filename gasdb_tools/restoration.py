@@ -209,20 +209,23 @@ def _pool(n: int) -> ThreadPoolExecutor:
 def _rank_codes(src: np.ndarray, sv: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Look-up tables ``(encode, decode)`` that make OpenCV's median search short, or None.
 
-    Every median of an ``sv × sv`` window lying inside ``src`` is bounded by the ``h``-th smallest
-    and the ``h``-th largest value of ``src`` (``h = (sv² + 1) / 2``): the window is a part of
-    ``src`` and holds ``h`` values on either side of its median. ``encode`` maps
-    ``y = clip(x, lo, hi) - lo`` to codes whose coarse bin (``code >> 4``) and fine bin
-    (``code & 15``), the two scans of OpenCV's search, stay short where ``y`` is small: the first
-    ``k`` coarse bins hold 4 values each, the others 16, with ``k`` as large as fits ``[lo, hi]``
-    (for medians of deviations ``|W - A|``, mostly below 20, this beat every uniform bin width).
+    Every median of ``src`` lies in ``[lo, hi]``, its minimum and maximum; when those span more
+    than 208 values, the bounds are tightened to the ``h``-th smallest and the ``h``-th largest
+    value of ``src`` (``h = (sv² + 1) / 2``): every ``sv × sv`` window inside ``src`` holds ``h``
+    values on either side of its median. ``encode`` maps ``y = clip(x, lo, hi) - lo`` to codes
+    whose coarse bin (``code >> 4``) and fine bin (``code & 15``), the two scans of OpenCV's
+    search, stay short where ``y`` is small: the first ``k`` coarse bins hold 4 values each, the
+    others 16, with ``k`` as large as fits ``[lo, hi]`` (for medians of deviations ``|W - A|``,
+    mostly below 20, this beat every uniform bin width, and a few 4-value bins do as well as many).
     Strictly increasing on ``[lo, hi]``, so the median of the codes decodes to the exact median.
-    None when the bounds already span 241 values or more (no gain).
+    None when the bounds span 241 values or more from 0 (no gain).
     """
-    hist = cv2.calcHist([src], [0], None, [256], [0, 256]).ravel()
-    h = (sv * sv + 1) // 2
-    lo = int(np.searchsorted(np.cumsum(hist), h))
-    hi = 255 - int(np.searchsorted(np.cumsum(hist[::-1]), h))
+    lo, hi = (int(v) for v in cv2.minMaxLoc(src)[:2])
+    if hi - lo >= 208:  # fewer than four 4-value bins fit: a histogram pass is worth it
+        hist = cv2.calcHist([src], [0], None, [256], [0, 256]).ravel()
+        h = (sv * sv + 1) // 2
+        lo = int(np.searchsorted(np.cumsum(hist), h))
+        hi = 255 - int(np.searchsorted(np.cumsum(hist[::-1]), h))
     return _codes_for_bounds(lo, hi)
 
 
@@ -524,19 +527,20 @@ def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None =
         return c, [per_band(0, w, c)] if per_band else []
     r = sv // 2
     cuts = _cuts(w, _workers(h * w))
-    padded = (h + 2 * r, w + 2 * r)
-    qpad = cv2.copyMakeBorder(q, r, r, r, r, cv2.BORDER_REFLECT, dst=_scratch("veil.qpad", padded, np.uint8))
+    qpad = cv2.copyMakeBorder(q, r, r, r, r, cv2.BORDER_REFLECT,
+                              dst=_scratch("veil.qpad", (h + 2 * r, w + 2 * r), np.uint8))
     aq = _scratch("veil.a", q.shape, np.uint8)
 
     def first(x0, x1):
-        aq[:, x0:x1] = cv2.medianBlur(qpad[:, x0:x1 + 2 * r], sv)[r:r + h, r:r + x1 - x0]
+        aq[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv)
 
     _run_bands(cuts, first)
-    d = cv2.absdiff(q, aq, dst=_scratch("veil.d", q.shape, np.uint8))
-    dpad = cv2.copyMakeBorder(d, r, r, r, r, cv2.BORDER_REFLECT, dst=_scratch("veil.dpad", padded, np.uint8))
 
-    def second(x0, x1):
-        m = _median_blur(dpad[:, x0:x1 + 2 * r], sv, recode=True)
+    def second(x0, x1):  # |q - A| over the band and its halo, mirrored where the halo leaves the image
+        a0, a1 = max(0, x0 - r), min(w, x1 + r)
+        dpad = cv2.copyMakeBorder(cv2.absdiff(q[:, a0:a1], aq[:, a0:a1]), r, r, r - (x0 - a0), x1 + r - a1,
+                                  cv2.BORDER_REFLECT)
+        m = _median_blur(dpad, sv, recode=True)
         c[:, x0:x1] = cv2.min(q[:, x0:x1], cv2.subtract(aq[:, x0:x1], m))  # saturating: max(., 0)
         return per_band(x0, x1, c[:, x0:x1]) if per_band else None
 
@@ -920,12 +924,13 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
         for part in elsewhere:
             if part.stop > part.start:
                 cv2.calcHist([qb[part], c_band[part]], [0, 1], None, [256, 256], ranges, hist=other, accumulate=True)
-        return counts + [other]
+        # counts >= 0, so a count is 0 iff all its bits are
+        present = cv2.compare(cv2.bitwise_or(counts[0].view(np.int32), other.view(np.int32)), 0, cv2.CMP_NE)
+        return counts[0], present
 
     c, counts = _veil_codes_u8(q, sv, count_pairs, c=_scratch("th.c", q.shape, np.uint8))
-    hists = [hist.view(np.int32) for band in counts for hist in band]  # counts >= 0: 0 iff all bits are
-    present = functools.reduce(lambda a, b: cv2.bitwise_or(a, b, dst=a), hists[1:], hists[0].copy())
-    points = cv2.findNonZero(cv2.compare(present, 0, cv2.CMP_NE)).reshape(-1, 2)  # (c, q), row by row
+    present = functools.reduce(cv2.bitwise_or, [band for _, band in counts])
+    points = cv2.findNonZero(present).reshape(-1, 2)  # (c, q), row by row
     pairs = (points[:, 1].astype(np.int64) << 8) | points[:, 0]  # 256 q + c, increasing
     weights = sum(ref.ravel()[pairs].astype(np.float64) for ref, _ in counts)  # counts in the reference rows
     i = ((pairs >> 8) / n).astype(dtype)

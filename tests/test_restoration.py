@@ -452,3 +452,16 @@ def test_medians_work_in_a_forked_child():
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         cv2.setNumThreads(threads)
+
+
+@pytest.mark.parametrize("bands", [2, 3, 4])
+def test_bands_narrower_than_the_window_equal_serial(monkeypatch, bands):
+    """Column bands narrower than the window's half-width still see the mirrored halo right."""
+    x = _rng_image(14, (60, 30), levels=255).astype(np.float32)
+    want_out, want_veil = rs.tarel_hautiere(x, sv=21, gfactor=1.0, return_veil=True)  # one band: too small to split
+    want_rest = rs.restore_visibility(x, sv=21)
+    monkeypatch.setattr(rs, "_workers", lambda pixels: bands)
+    out, veil = rs.tarel_hautiere(x, sv=21, gfactor=1.0, return_veil=True)
+    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_array_equal(veil, want_veil)
+    np.testing.assert_array_equal(rs.restore_visibility(x, sv=21).restored, want_rest.restored)
