@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -84,6 +85,7 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
 _BYTES = np.arange(256)
 _CPUS = os.cpu_count() or 1  # os.cpu_count() reads /sys on every call
+_SPLITS: dict = {}  # key -> cuts that balanced the threads on the last call (see _balanced_bands)
 
 
 class Restoration(NamedTuple):
@@ -279,6 +281,47 @@ def _banded(h: int, w: int, work, *, rows: bool = False) -> list:
 def _cuts(size: int, n: int) -> list:
     """``n + 1`` cuts splitting ``range(size)`` into ``n`` near-equal bands."""
     return [(k * size + n // 2) // n for k in range(n + 1)]
+
+
+def _balanced_bands(key: tuple, size: int, n: int, work) -> list:
+    """:func:`_run_bands` over ``n`` bands of ``range(size)``, cut where the last call with this ``key`` balanced.
+
+    A band's cost depends on its content (OpenCV's median search grows with the median), so equal
+    widths leave one thread waiting for the other. Each band's CPU time is measured, and the next
+    call with the same ``key`` (image size, window, ...) cuts where those costs, spread evenly over
+    each band, would have been equal: frames of one sequence differ little. Half a step at a time,
+    at most a quarter of a band from the equal split. The cuts only decide who computes what: the
+    output does not depend on them.
+    """
+    even = _cuts(size, n)
+    if n == 1:
+        return _run_bands(even, work)
+    cuts = _SPLITS.get(key, even)
+    spent = {}
+
+    def timed(a0, a1):
+        start = time.thread_time()
+        try:
+            return work(a0, a1)
+        finally:
+            spent[a0] = time.thread_time() - start
+
+    out = _run_bands(cuts, timed)
+    costs = [spent[a0] for a0 in cuts[:-1]]
+    total = sum(costs)
+    if min(costs) > 0:  # plain Python: a few bands, and numpy's overhead would be most of the cost
+        new, done, k = [0], 0.0, 0
+        for j in range(1, n):  # where the cumulative cost, linear inside each band, reaches j / n of it
+            while done + costs[k] < total * j / n:
+                done += costs[k]
+                k += 1
+            x = cuts[k] + (total * j / n - done) / costs[k] * (cuts[k + 1] - cuts[k])
+            x = (x + cuts[j]) / 2  # half a step
+            new.append(round(min(max(x, even[j] - size / n / 4), even[j] + size / n / 4)))
+        new.append(size)
+        if all(b > a for a, b in zip(new, new[1:])):
+            _SPLITS[key] = new
+    return out
 
 
 def _run_bands(cuts: list, work) -> list:
@@ -526,7 +569,7 @@ def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None =
         c[...] = q
         return c, [per_band(0, w, c)] if per_band else []
     r = sv // 2
-    cuts = _cuts(w, _workers(h * w))
+    n = _workers(h * w)
     qpad = cv2.copyMakeBorder(q, r, r, r, r, cv2.BORDER_REFLECT,
                               dst=_scratch("veil.qpad", (h + 2 * r, w + 2 * r), np.uint8))
     aq = _scratch("veil.a", q.shape, np.uint8)
@@ -534,7 +577,7 @@ def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None =
     def first(x0, x1):
         aq[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv)
 
-    _run_bands(cuts, first)
+    _balanced_bands(("median", h, w, sv), w, n, first)
 
     def second(x0, x1):  # |q - A| over the band and its halo, mirrored where the halo leaves the image
         a0, a1 = max(0, x0 - r), min(w, x1 + r)
@@ -544,7 +587,7 @@ def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None =
         c[:, x0:x1] = cv2.min(q[:, x0:x1], cv2.subtract(aq[:, x0:x1], m))  # saturating: max(., 0)
         return per_band(x0, x1, c[:, x0:x1]) if per_band else None
 
-    return c, _run_bands(cuts, second)
+    return c, _balanced_bands(("deviation median", h, w, sv, per_band is None), w, n, second)
 
 
 def _veil(w: np.ndarray, sv: int, p: float, method: str, quantised=None):
@@ -936,7 +979,8 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
     i = ((pairs >> 8) / n).astype(dtype)
     v = (p * ((pairs & 255) / n)).astype(dtype)
     r, _ = _koschmieder(i, v)
-    lo = np.log(i.astype(np.float64) + 0.5 / 255)
+    levels = (np.arange(256) / n).astype(dtype)  # I takes at most 256 values: its log once per value
+    lo = np.log(levels.astype(np.float64) + 0.5 / 255)[pairs >> 8]
     lr = np.log(r.astype(np.float64) + 0.5 / 255)
     fit = _gamma_from_logs(lo, lr, gfactor, weights)
     table = _scratch("th.table", (65536,), dtype)  # only the pairs present are ever looked up
@@ -944,7 +988,7 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
 
     def look_up(y0, y1):  # bands of rows: each writes a contiguous part of ``out`` in place
         index = _pair_index(q[y0:y1], c[y0:y1], _scratch("th.index", (y1 - y0, w, 2), np.uint8))
-        np.take(table, index, out=out[y0:y1], mode="clip")  # indices < 65536
+        np.take(table, index, out=out[y0:y1], mode="wrap")  # indices < 65536: "wrap" skips the clipping
 
     _banded(h, w, look_up, rows=True)
     return out, c
