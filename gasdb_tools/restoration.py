@@ -13,8 +13,15 @@ large-window medians are the cost; :func:`median_filter` computes them with Open
 integer grids (or to 12 bits on arbitrary floats) by threshold decomposition. The deviations
 ``|W - A|`` are recoded first so that OpenCV's histogram search stays short, and medians of large
 images are split into bands of columns over OpenCV's thread count (``cv2.setNumThreads(1)``
-keeps them serial). On the 8-bit grid the veil is an exact integer, and a gray frame's remaining steps are
-evaluated once per pair (value, veil) present instead of once per pixel.
+keeps them serial), the calling thread taking the first band; for the veil, both medians and the
+work between them run in the same bands, cut where the threads' CPU times balanced on the last
+frame of the same size. On the 8-bit grid the veil is an exact integer, and a gray frame's
+remaining steps are evaluated once per pair (value, veil) present instead of once per pixel.
+
+On a 640×512 thermal frame (sv = 51) the two medians are about 85 % of the CPU time and cannot be
+split over two threads without recomputing a ``sv - 1`` column halo (about 7 % each);
+``benchmarks/bench_restoration.py`` reports the CPU time along the longest chain of threaded work
+next to the wall time.
 
 References
 ----------
@@ -975,12 +982,13 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
     present = functools.reduce(cv2.bitwise_or, [band for _, band in counts])
     points = cv2.findNonZero(present).reshape(-1, 2)  # (c, q), row by row
     pairs = (points[:, 1].astype(np.int64) << 8) | points[:, 0]  # 256 q + c, increasing
-    weights = sum(ref.ravel()[pairs].astype(np.float64) for ref, _ in counts)  # counts in the reference rows
-    i = ((pairs >> 8) / n).astype(dtype)
-    v = (p * ((pairs & 255) / n)).astype(dtype)
+    refs = functools.reduce(cv2.add, [ref for ref, _ in counts])  # counts in the reference rows (exact in float32)
+    weights = refs.ravel()[pairs].astype(np.float64)
+    levels = np.arange(256) / n  # I and V take at most 256 values each: computed once per value
+    i = levels.astype(dtype)[pairs >> 8]
+    v = (p * levels).astype(dtype)[pairs & 255]
     r, _ = _koschmieder(i, v)
-    levels = (np.arange(256) / n).astype(dtype)  # I takes at most 256 values: its log once per value
-    lo = np.log(levels.astype(np.float64) + 0.5 / 255)[pairs >> 8]
+    lo = np.log(levels.astype(dtype).astype(np.float64) + 0.5 / 255)[pairs >> 8]
     lr = np.log(r.astype(np.float64) + 0.5 / 255)
     fit = _gamma_from_logs(lo, lr, gfactor, weights)
     table = _scratch("th.table", (65536,), dtype)  # only the pairs present are ever looked up

@@ -465,3 +465,20 @@ def test_bands_narrower_than_the_window_equal_serial(monkeypatch, bands):
     np.testing.assert_array_equal(out, want_out)
     np.testing.assert_array_equal(veil, want_veil)
     np.testing.assert_array_equal(rs.restore_visibility(x, sv=21).restored, want_rest.restored)
+
+
+def test_balanced_bands_move_the_cut_towards_the_costlier_band(monkeypatch):
+    """The next call gives less width to the band that took more CPU time (half a step, clamped)."""
+    monkeypatch.setattr(rs, "_SPLITS", {})
+    data = np.random.default_rng(0).random(400_000)
+
+    def work(a0, a1):  # the left half costs three times as much per column
+        for _ in range(3 if a0 == 0 else 1):
+            np.sort(data[: (a1 - a0) * 400])
+        return a0, a1
+
+    assert rs._balanced_bands(("test",), 1000, 2, work) == [(0, 500), (500, 1000)]
+    cut = rs._SPLITS[("test",)][1]
+    assert 250 <= cut < 460  # balanced would be near 250; half a step from 500, at most a quarter band away
+    results = rs._balanced_bands(("test",), 1000, 2, work)
+    assert results == [(0, cut), (cut, 1000)]
