@@ -332,15 +332,25 @@ def _balanced_bands(key: tuple, size: int, n: int, work) -> list:
 
 
 def _run_bands(cuts: list, work) -> list:
-    """``[work(cuts[k], cuts[k + 1]) for k ...]``: the calling thread runs the first band, the pool the others."""
-    if len(cuts) == 2:
-        return [work(cuts[0], cuts[1])]
-    futures = [_pool(len(cuts) - 2).submit(work, a0, a1) for a0, a1 in zip(cuts[1:-1], cuts[2:])]
+    """``[work(cuts[k], cuts[k + 1]) for k ...]``: the calling thread runs the first band, the pool the others.
+
+    A band the pool has not started by the time the calling thread is free (on a busy machine the
+    other cores may be taken) is run by the calling thread instead of waited for.
+    """
+    bands = list(zip(cuts[:-1], cuts[1:]))
+    if len(bands) == 1:
+        return [work(*bands[0])]
+    futures = [_pool(len(bands) - 1).submit(work, a0, a1) for a0, a1 in bands[1:]]
     try:
-        first = work(cuts[0], cuts[1])
-    finally:
-        rest = [f.result() for f in futures]  # also waits for them when the first band fails
-    return [first] + rest
+        results = [work(*bands[0])]
+    except BaseException:
+        for future in futures:
+            if not future.cancel():
+                future.exception()  # wait: no band may still be writing once this call has returned
+        raise
+    for future, band in zip(futures, bands[1:]):
+        results.append(work(*band) if future.cancel() else future.result())
+    return results
 
 
 def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int, recode: bool = False) -> np.ndarray:
@@ -965,18 +975,16 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
     else:
         elsewhere = [slice(0, h)]
 
-    def count_pairs(x0, x1, c_band):  # into buffers of this worker and band (one worker may run both bands)
+    def count_pairs(x0, x1, c_band):  # returns new arrays: one thread may run several bands
         qb = q[:, x0:x1]
-        counts = [cv2.calcHist([qb[rows], c_band[rows]], [0, 1], None, [256, 256], ranges,
-                               hist=_scratch(f"th.pairs_in_rows.{x0}", (256, 256), np.float32))]
-        other = _scratch(f"th.pairs.{x0}", (256, 256), np.float32)
+        ref = cv2.calcHist([qb[rows], c_band[rows]], [0, 1], None, [256, 256], ranges)
+        other = _scratch("th.pairs", (256, 256), np.float32)  # only used inside this band
         other.fill(0)
         for part in elsewhere:
             if part.stop > part.start:
                 cv2.calcHist([qb[part], c_band[part]], [0, 1], None, [256, 256], ranges, hist=other, accumulate=True)
         # counts >= 0, so a count is 0 iff all its bits are
-        present = cv2.compare(cv2.bitwise_or(counts[0].view(np.int32), other.view(np.int32)), 0, cv2.CMP_NE)
-        return counts[0], present
+        return ref, cv2.compare(cv2.bitwise_or(ref.view(np.int32), other.view(np.int32)), 0, cv2.CMP_NE)
 
     c, counts = _veil_codes_u8(q, sv, count_pairs, c=_scratch("th.c", q.shape, np.uint8))
     present = functools.reduce(cv2.bitwise_or, [band for _, band in counts])

@@ -482,3 +482,26 @@ def test_balanced_bands_move_the_cut_towards_the_costlier_band(monkeypatch):
     assert 250 <= cut < 460  # balanced would be near 250; half a step from 500, at most a quarter band away
     results = rs._balanced_bands(("test",), 1000, 2, work)
     assert results == [(0, cut), (cut, 1000)]
+
+
+def test_bands_the_pool_has_not_started_run_on_the_calling_thread(monkeypatch):
+    """A pool whose only thread is busy elsewhere: the caller runs every band itself instead of waiting."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = _rng_image(15, (120, 90), levels=255).astype(np.float32)
+    serial = rs.tarel_hautiere(x, sv=21, gfactor=1.0)
+    busy = ThreadPoolExecutor(max_workers=1)
+    release = threading.Event()
+    busy.submit(release.wait, 30)  # occupies the pool's thread
+    monkeypatch.setattr(rs, "_workers", lambda pixels: 2)
+    monkeypatch.setattr(rs, "_pool", lambda n: busy)
+    try:
+        start = time.monotonic()
+        out = rs.tarel_hautiere(x, sv=21, gfactor=1.0)
+        assert time.monotonic() - start < 20  # did not wait for the busy thread
+    finally:
+        release.set()
+        busy.shutdown()
+    np.testing.assert_array_equal(out, serial)
