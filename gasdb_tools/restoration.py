@@ -13,8 +13,8 @@ large-window medians are the cost; :func:`median_filter` computes them with Open
 integer grids (or to 12 bits on arbitrary floats) by threshold decomposition. The deviations
 ``|W - A|`` are recoded first so that OpenCV's histogram search stays short, and medians of large
 images are split into bands of columns over OpenCV's thread count (``cv2.setNumThreads(1)``
-keeps them serial), the calling thread taking the first band; for the veil, both medians and the
-work between them run in the same bands, cut where the threads' CPU times balanced on the last
+keeps them serial), the calling thread taking the first band; the veil's two medians, each with
+the work that follows it, run in bands cut where the threads' CPU times balanced on the last
 frame of the same size. On the 8-bit grid the veil is an exact integer, and a gray frame's
 remaining steps are evaluated once per pair (value, veil) present instead of once per pixel.
 
@@ -303,6 +303,7 @@ def _balanced_bands(key: tuple, size: int, n: int, work) -> list:
     even = _cuts(size, n)
     if n == 1:
         return _run_bands(even, work)
+    key = key + (size, n)
     cuts = _SPLITS.get(key, even)
     spent = {}
 
@@ -575,7 +576,7 @@ class _VeilCodes(NamedTuple):
 def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None = None):
     """``c = max(min(q, A - M), 0)`` for 8-bit codes ``q``: ``A = median(q)``, ``M = median(|q - A|)``.
 
-    Both medians run in the same column bands (:func:`_banded`), the calling thread taking the
+    Each median runs in column bands (:func:`_balanced_bands`), the calling thread taking the
     first; the second waits for the whole of ``A`` (its window reaches into the next band).
     ``per_band(x0, x1, c_band)``, when given, runs in each band's thread right after it. ``c``: an
     array of the shape of ``q`` to fill (else a new one). Returns ``(c, [per_band results])``.

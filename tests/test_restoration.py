@@ -478,7 +478,9 @@ def test_balanced_bands_move_the_cut_towards_the_costlier_band(monkeypatch):
         return a0, a1
 
     assert rs._balanced_bands(("test",), 1000, 2, work) == [(0, 500), (500, 1000)]
-    cut = rs._SPLITS[("test",)][1]
+    (cut_key, cuts), = rs._SPLITS.items()
+    assert cut_key[0] == "test" and cuts[0] == 0 and cuts[2] == 1000
+    cut = cuts[1]
     assert 250 <= cut < 460  # balanced would be near 250; half a step from 500, at most a quarter band away
     results = rs._balanced_bands(("test",), 1000, 2, work)
     assert results == [(0, cut), (cut, 1000)]
@@ -505,3 +507,12 @@ def test_bands_the_pool_has_not_started_run_on_the_calling_thread(monkeypatch):
         release.set()
         busy.shutdown()
     np.testing.assert_array_equal(out, serial)
+
+
+def test_thread_count_changing_between_frames_keeps_outputs(monkeypatch):
+    """Cuts balanced for one thread count are not reused for another (frames of one size)."""
+    x = _rng_image(16, (80, 64), levels=255).astype(np.float32)
+    want = rs.tarel_hautiere(x, sv=15, gfactor=1.0)
+    for bands in (2, 4, 3, 2, 4):
+        monkeypatch.setattr(rs, "_workers", lambda pixels, n=bands: n)
+        np.testing.assert_array_equal(rs.tarel_hautiere(x, sv=15, gfactor=1.0), want)
