@@ -13,6 +13,12 @@ a simulated rig frame), sv = 51, p = 0.95, gfactor = 1.0, no white balance, bott
   this frame), one thread: what a careful direct port does.
 * **median floor**: the port's two ``cv2.medianBlur`` calls alone, one after the other (the
   second median needs the first): no exact implementation built on OpenCV's median does less work.
+  Ours is quoted against it as a ratio of CPU times, which a shared machine disturbs least.
+* **critical path** (CPU): ours again, with each thread's CPU time recorded: the calling thread's
+  own work plus, for every parallel phase, its slowest band. On an idle machine with a core per
+  band that is the wall time, less thread hand-offs and memory contention; on a busy shared
+  machine, where the wall time of two threads mostly measures the other users, it is the figure to
+  compare with the target.
 * **float baseline** (one run, slow): the authors' steps in float64 with
   ``scipy.ndimage.median_filter(mode="reflect")``, for the agreement figures.
 * **conformance**: PSNR of ours against the authors' own outputs (``visibresto.m`` under GNU
@@ -53,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from gasdb_tools import __version__  # noqa: E402
 from gasdb_tools.fsutil import write_json  # noqa: E402
 from gasdb_tools.imaging import read_image  # noqa: E402
+from gasdb_tools import restoration  # noqa: E402
 from gasdb_tools.restoration import tarel_hautiere  # noqa: E402
 
 SHARED = Path(os.environ.get("GASDB_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -159,6 +166,45 @@ def interleaved(funcs: dict, rounds: int, warmup: int = 3) -> tuple[dict, float 
     return stats, idle
 
 
+class CriticalPath:
+    """Wraps a threaded call: records the CPU time along its longest chain of work (``self.ms``).
+
+    ``restoration._run_bands`` runs every parallel phase (the calling thread takes the first band);
+    while the wrapped call runs, each band's ``time.thread_time`` is recorded. The chain is the
+    calling thread's CPU time outside its bands plus the slowest band of each phase.
+    """
+
+    def __init__(self, func):
+        self.func, self.ms = func, []
+
+    def __call__(self):
+        phases, original = [], restoration._run_bands
+
+        def run_bands(cuts, work):
+            spent = {}
+
+            def timed_band(a0, a1):
+                start = time.thread_time()
+                try:
+                    return work(a0, a1)
+                finally:
+                    spent[a0] = time.thread_time() - start
+
+            out = original(cuts, timed_band)
+            phases.append([spent[a0] for a0 in cuts[:-1]])
+            return out
+
+        restoration._run_bands = run_bands
+        start = time.thread_time()
+        try:
+            out = self.func()
+        finally:
+            restoration._run_bands = original
+        own = time.thread_time() - start - sum(bands[0] for bands in phases)
+        self.ms.append(1000 * (own + sum(max(bands) for bands in phases)))
+        return out
+
+
 def timed(func, repeats: int) -> dict:
     return interleaved({"f": func}, repeats, warmup=0)[0]["f"]
 
@@ -204,14 +250,19 @@ def main(argv=None) -> int:
         finally:
             cv2.setNumThreads(threads)
 
+    critical = CriticalPath(lambda: tarel_hautiere(x, sv=SV, p=P, gfactor=GFACTOR))
     load_before = os.getloadavg()[0]
     rows, idle = interleaved({
         "ours": lambda: tarel_hautiere(x, sv=SV, p=P, gfactor=GFACTOR),
         "ours, 1 thread": one_thread,
         "plain OpenCV port": lambda: opencv_port(x),
         "median floor (2 x cv2.medianBlur)": lambda: (_median_u8(q, SV), _median_u8(d, SV)),
+        "ours, critical path": critical,
     }, args.rounds)
     load_after = os.getloadavg()[0]
+    critical_ms = critical.ms[-args.rounds:]  # the timed rounds, not the warm-up
+    rows["ours, critical path"].update(median_critical_ms=statistics.median(critical_ms),
+                                       min_critical_ms=min(critical_ms), critical_ms=critical_ms)
     print("float baseline (scipy medians) ...", flush=True)
     rows["float baseline"] = timed(lambda: baseline(x), args.baseline_repeats)
     base = rows["float baseline"]["output"]
@@ -254,6 +305,14 @@ def main(argv=None) -> int:
     worst_db = min(authors.values()) if authors else None
     met = ours_ms <= TARGET_MS and (worst_db is None or worst_db >= TARGET_DB)
     floor = rows["median floor (2 x cv2.medianBlur)"]
+    crit = rows["ours, critical path"]
+    cpu_ratios = {"ours_cpu_over_floor_cpu": rows["ours"]["median_cpu_ms"] / floor["median_cpu_ms"],
+                  "ours_1_thread_cpu_over_floor_cpu": rows["ours, 1 thread"]["median_cpu_ms"] / floor["median_cpu_ms"],
+                  "critical_path_over_floor_cpu": crit["median_critical_ms"] / floor["median_cpu_ms"]}
+    print(f"critical path of ours: {crit['median_critical_ms']:.2f} ms CPU median ({crit['min_critical_ms']:.2f} min) "
+          f"= {cpu_ratios['critical_path_over_floor_cpu']:.2f} x the two medians' CPU; ours on 1 thread: "
+          f"{cpu_ratios['ours_1_thread_cpu_over_floor_cpu']:.2f} x; target {TARGET_MS:g} ms = "
+          f"{TARGET_MS / floor['median_cpu_ms']:.2f} x of this run's floor")
     print(f"\nours {ours_ms:.2f} ms median ({rows['ours']['min_wall_ms']:.2f} min) vs plain port "
           f"{port['median_wall_ms']:.2f} ms: {port['median_wall_ms'] / ours_ms:.2f}x; the two medians alone take "
           f"{floor['median_cpu_ms']:.2f} ms of CPU; target <= {TARGET_MS:g} ms at >= {TARGET_DB:g} dB: "
@@ -273,6 +332,7 @@ def main(argv=None) -> int:
         "baseline": "plain OpenCV port",
         "ratio_port_over_ours": port["median_wall_ms"] / ours_ms,
         "cpu_ratio_port_over_ours": port["median_cpu_ms"] / rows["ours"]["median_cpu_ms"],
+        "cpu_ratios_vs_median_floor": cpu_ratios,
         "ratio_float_baseline_over_ours": rows["float baseline"]["median_wall_ms"] / ours_ms,
         "psnr_vs_float_baseline_db": agreement,
         "psnr_vs_authors_db": authors,

@@ -13,8 +13,15 @@ large-window medians are the cost; :func:`median_filter` computes them with Open
 integer grids (or to 12 bits on arbitrary floats) by threshold decomposition. The deviations
 ``|W - A|`` are recoded first so that OpenCV's histogram search stays short, and medians of large
 images are split into bands of columns over OpenCV's thread count (``cv2.setNumThreads(1)``
-keeps them serial). On the 8-bit grid the veil is an exact integer, and a gray frame's remaining steps are
-evaluated once per pair (value, veil) present instead of once per pixel.
+keeps them serial), the calling thread taking the first band; the veil's two medians, each with
+the work that follows it, run in bands cut where the threads' CPU times balanced on the last
+frame of the same size. On the 8-bit grid the veil is an exact integer, and a gray frame's
+remaining steps are evaluated once per pair (value, veil) present instead of once per pixel.
+
+On a 640×512 thermal frame (sv = 51) the two medians are about 85 % of the CPU time and cannot be
+split over two threads without recomputing a ``sv - 1`` column halo (about 7 % each);
+``benchmarks/bench_restoration.py`` reports the CPU time along the longest chain of threaded work
+next to the wall time.
 
 References
 ----------
@@ -24,10 +31,12 @@ References
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -49,7 +58,6 @@ def _scratch(name: str, shape, dtype) -> np.ndarray:
     """
     store = _LOCAL.__dict__
     array = store.get(name)
-    shape = tuple(int(n) for n in shape)
     if array is None or array.shape != shape or array.dtype != dtype:
         array = store[name] = np.empty(shape, dtype)
     return array
@@ -84,6 +92,7 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
 _BYTES = np.arange(256)
 _CPUS = os.cpu_count() or 1  # os.cpu_count() reads /sys on every call
+_SPLITS: dict = {}  # key -> cuts that balanced the threads on the last call (see _balanced_bands)
 
 
 class Restoration(NamedTuple):
@@ -209,43 +218,61 @@ def _pool(n: int) -> ThreadPoolExecutor:
 def _rank_codes(src: np.ndarray, sv: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Look-up tables ``(encode, decode)`` that make OpenCV's median search short, or None.
 
-    Every median of an ``sv × sv`` window lying inside ``src`` is bounded by the ``h``-th smallest
-    and the ``h``-th largest value of ``src`` (``h = (sv² + 1) / 2``): the window is a part of
-    ``src`` and holds ``h`` values on either side of its median. ``encode`` maps
-    ``y = clip(x, lo, hi) - lo`` to ``16 (y // f) + y % f`` with ``f = ceil((hi - lo + 1) / 16)``:
-    non-decreasing, and one-to-one on ``[lo, hi]``, so the median of the codes decodes to the
-    exact median. None when the bounds already span 241 values or more (no gain).
+    Every median of ``src`` lies in ``[lo, hi]``, its minimum and maximum; when those span more
+    than 208 values, the bounds are tightened to the ``h``-th smallest and the ``h``-th largest
+    value of ``src`` (``h = (sv² + 1) / 2``): every ``sv × sv`` window inside ``src`` holds ``h``
+    values on either side of its median. ``encode`` maps ``y = clip(x, lo, hi) - lo`` to codes
+    whose coarse bin (``code >> 4``) and fine bin (``code & 15``), the two scans of OpenCV's
+    search, stay short where ``y`` is small: the first ``k`` coarse bins hold 4 values each, the
+    others 16, with ``k`` as large as fits ``[lo, hi]`` (for medians of deviations ``|W - A|``,
+    mostly below 20, this beat every uniform bin width, and a few 4-value bins do as well as many).
+    Strictly increasing on ``[lo, hi]``, so the median of the codes decodes to the exact median.
+    None when the bounds span 241 values or more from 0 (no gain).
     """
-    hist = cv2.calcHist([src], [0], None, [256], [0, 256]).ravel()
-    h = (sv * sv + 1) // 2
-    lo = int(np.searchsorted(np.cumsum(hist), h))
-    hi = 255 - int(np.searchsorted(np.cumsum(hist[::-1]), h))
+    lo, hi = (int(v) for v in cv2.minMaxLoc(src)[:2])
+    if hi - lo >= 208:  # fewer than four 4-value bins fit: a histogram pass is worth it
+        hist = cv2.calcHist([src], [0], None, [256], [0, 256]).ravel()
+        h = (sv * sv + 1) // 2
+        lo = int(np.searchsorted(np.cumsum(hist), h))
+        hi = 255 - int(np.searchsorted(np.cumsum(hist[::-1]), h))
+    return _codes_for_bounds(lo, hi)
+
+
+@functools.lru_cache(maxsize=1024)
+def _codes_for_bounds(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The tables of :func:`_rank_codes` for medians known to lie in ``[lo, hi]`` (cached: read only)."""
     span = hi - lo + 1
     if lo == 0 and span > 240:
         return None
-    f = max(1, -(-span // 16))
-    y = np.clip(_BYTES, lo, hi) - lo
-    encode = (16 * (y // f) + y % f).astype(np.uint8)
-    decode = np.minimum(lo + (_BYTES >> 4) * f + (_BYTES & 15), 255).astype(np.uint8)
+    f = 4
+    k = min(16, (256 - span) // (16 - f))  # k f + 16 (16 - k) >= span
+    y = np.arange(span)
+    table = np.where(y < k * f, 16 * (y // f) + y % f, 16 * k + (y - k * f)).astype(np.uint8)
+    encode = table[np.clip(_BYTES, lo, hi) - lo]
+    decode = np.zeros(256, np.int64)
+    decode[table] = np.arange(lo, hi + 1)
+    decode = np.maximum.accumulate(decode).astype(np.uint8)  # codes never produced: kept non-decreasing
+    encode.flags.writeable = decode.flags.writeable = False
     return encode, decode
 
 
 def _median_blur(src: np.ndarray, sv: int, recode: bool = False) -> np.ndarray:
-    """``cv2.medianBlur`` of a uint8 image, exact wherever the window lies inside ``src``.
+    """Medians of the ``sv × sv`` windows lying inside the uint8 image ``src`` (``cv2.medianBlur``).
 
-    OpenCV's constant-time median (Perreault–Hébert) finds each median by scanning a 16-bin
-    coarse histogram, then 16 fine bins, from the bottom: its cost grows with the median's code
-    (3 ms for an all-zero 640×512 frame, 7.5 ms for a thermal one). With ``recode`` the values
-    are first recoded by :func:`_rank_codes`: worth its two look-ups and a histogram for
-    deviations ``|W - A|``, whose medians are small (about 15 % faster there), not for the frame
-    itself. Outputs whose window reaches past ``src`` (OpenCV replicates its edges there) are not
-    exact and must be cropped by the caller.
+    The output is ``sv - 1`` rows and columns smaller than ``src``: OpenCV replicates the edges
+    for the windows that reach past them, and those medians are dropped. OpenCV's constant-time
+    median (Perreault–Hébert) finds each median by scanning a 16-bin coarse histogram, then 16
+    fine bins, from the bottom: its cost grows with the median's code (3 ms for an all-zero
+    640×512 frame, 7.5 ms for a thermal one). With ``recode`` the values are first recoded by
+    :func:`_rank_codes`: worth its two look-ups and a histogram for deviations ``|W - A|``, whose
+    medians are small (about 15 % faster there), not for the frame itself.
     """
+    r = sv // 2
     codes = _rank_codes(src, sv) if recode and sv > 5 else None  # sv <= 5: sorting networks, no search
     if codes is None:
-        return cv2.medianBlur(src, sv)
+        return cv2.medianBlur(src, sv)[r:src.shape[0] - r, r:src.shape[1] - r]
     encode, decode = codes
-    return cv2.LUT(cv2.medianBlur(cv2.LUT(src, encode), sv), decode)
+    return cv2.LUT(cv2.medianBlur(cv2.LUT(src, encode), sv)[r:src.shape[0] - r, r:src.shape[1] - r], decode)
 
 
 def _banded(h: int, w: int, work, *, rows: bool = False) -> list:
@@ -255,12 +282,76 @@ def _banded(h: int, w: int, work, *, rows: bool = False) -> list:
     once. For medians, bands of columns cost less halo than bands of rows: about 7 % more work for
     two bands against 10 % (OpenCV's median already works in vertical stripes).
     """
-    n = _workers(h * w)
-    size = h if rows else w
+    return _run_bands(_cuts(h if rows else w, _workers(h * w)), work)
+
+
+def _cuts(size: int, n: int) -> list:
+    """``n + 1`` cuts splitting ``range(size)`` into ``n`` near-equal bands."""
+    return [(k * size + n // 2) // n for k in range(n + 1)]
+
+
+def _balanced_bands(key: tuple, size: int, n: int, work) -> list:
+    """:func:`_run_bands` over ``n`` bands of ``range(size)``, cut where the last call with this ``key`` balanced.
+
+    A band's cost depends on its content (OpenCV's median search grows with the median), so equal
+    widths leave one thread waiting for the other. Each band's CPU time is measured, and the next
+    call with the same ``key`` (image size, window, ...) cuts where those costs, spread evenly over
+    each band, would have been equal: frames of one sequence differ little. Half a step at a time,
+    at most a quarter of a band from the equal split. The cuts only decide who computes what: the
+    output does not depend on them.
+    """
+    even = _cuts(size, n)
     if n == 1:
-        return [work(0, size)]
-    cuts = np.linspace(0, size, n + 1).round().astype(int).tolist()
-    return list(_pool(n).map(lambda k: work(cuts[k], cuts[k + 1]), range(n)))
+        return _run_bands(even, work)
+    key = key + (size, n)
+    cuts = _SPLITS.get(key, even)
+    spent = {}
+
+    def timed(a0, a1):
+        start = time.thread_time()
+        try:
+            return work(a0, a1)
+        finally:
+            spent[a0] = time.thread_time() - start
+
+    out = _run_bands(cuts, timed)
+    costs = [spent[a0] for a0 in cuts[:-1]]
+    total = sum(costs)
+    if min(costs) > 0:  # plain Python: a few bands, and numpy's overhead would be most of the cost
+        new, done, k = [0], 0.0, 0
+        for j in range(1, n):  # where the cumulative cost, linear inside each band, reaches j / n of it
+            while done + costs[k] < total * j / n:
+                done += costs[k]
+                k += 1
+            x = cuts[k] + (total * j / n - done) / costs[k] * (cuts[k + 1] - cuts[k])
+            x = (x + cuts[j]) / 2  # half a step
+            new.append(round(min(max(x, even[j] - size / n / 4), even[j] + size / n / 4)))
+        new.append(size)
+        if all(b > a for a, b in zip(new, new[1:])):
+            _SPLITS[key] = new
+    return out
+
+
+def _run_bands(cuts: list, work) -> list:
+    """``[work(cuts[k], cuts[k + 1]) for k ...]``: the calling thread runs the first band, the pool the others.
+
+    A band the pool has not started by the time the calling thread is free (on a busy machine the
+    other cores may be taken) is run by the calling thread instead of waited for.
+    """
+    bands = list(zip(cuts[:-1], cuts[1:]))
+    if len(bands) == 1:
+        return [work(*bands[0])]
+    futures = [_pool(len(bands) - 1).submit(work, a0, a1) for a0, a1 in bands[1:]]
+    try:
+        results = [work(*bands[0])]
+    except BaseException:
+        for future in futures:
+            if not future.cancel():
+                future.exception()  # wait: no band may still be writing once this call has returned
+        raise
+    for future, band in zip(futures, bands[1:]):
+        results.append(work(*band) if future.cancel() else future.result())
+    return results
 
 
 def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int, recode: bool = False) -> np.ndarray:
@@ -269,7 +360,7 @@ def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int, recode: bool = 
     out = np.empty((h, w), np.uint8)
 
     def work(x0, x1):
-        out[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv, recode)[r:r + h, r:r + x1 - x0]
+        out[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv, recode)
 
     _banded(h, w, work)
     return out
@@ -314,7 +405,7 @@ def _median_int(q: np.ndarray, sv: int, span: int, recode: bool = False) -> np.n
             for x0, x1 in _runs(sel_cols, 2 * r):
                 block = cv2.subtract(qpad[y0:y1 + 2 * r, x0:x1 + 2 * r], int(g) << 8)  # saturates at 0
                 np.minimum(block, 255, out=block)
-                med = _median_blur(block.astype(np.uint8), sv, recode)[r:r + y1 - y0, r:r + x1 - x0]
+                med = _median_blur(block.astype(np.uint8), sv, recode)
                 sel = gs[:, x0:x1] == g
                 out[y0:y1, x0:x1][sel] = (int(g) << 8) + med[sel].astype(np.int32)
 
@@ -357,29 +448,24 @@ def _grid(x: np.ndarray, denominators=_GRID_DENOMINATORS) -> int | None:
     return None
 
 
-def _quantise(x: np.ndarray, method: str, scratch: np.ndarray | None = None):
+def _quantise(x: np.ndarray, method: str):
     """Integer codes of ``x``: ``(q, span, decode)`` with ``decode(q) ≈ x`` (exact on a grid).
 
     ``decode`` maps codes (and medians of codes) back to values; ``span`` is ``q.max()``;
     ``decode.exact`` tells whether ``x`` lies on the grid (``uint8`` also rounds values off it).
-    ``scratch``: a float32 array of the shape of ``x`` that may be overwritten (saves an allocation).
     """
     dtype = x.dtype
     if x.dtype == np.float32 and method != "hist12":
-        # the common case, 8-bit data as float32: round once (|x * 255| to nearest even, as np.rint), then check
-        q = cv2.convertScaleAbs(x, alpha=255.0)
-        flat = x.reshape(-1)
-        step = max(1, flat.size // 4096)
-        t = flat[::step] * np.float32(255)
-        t -= q.reshape(-1)[::step]
-        if np.abs(t).max() <= _GRID_TOL:
-            t = np.multiply(x, np.float32(255), out=scratch if scratch is not None else None)
-            t -= q
-            on_grid = max(-float(t.min()), float(t.max())) <= _GRID_TOL
-        else:
-            on_grid = False
-        if on_grid or method == "uint8":
-            return q, int(q.max()), _Decode(0, 255, None, dtype, on_grid)
+        # the common case, 8-bit data as float32. Rounding 255 x + 0.5 - tol and 255 x - 0.5 + tol
+        # (OpenCV rounds to nearest, |.| is harmless for x >= 0) gives the same integer k exactly
+        # when |255 x - k| <= tol: two passes instead of rounding, then measuring the residue
+        hi = cv2.convertScaleAbs(x, alpha=255.0, beta=0.5 - _GRID_TOL)
+        on_grid = cv2.norm(hi, cv2.convertScaleAbs(x, alpha=255.0, beta=_GRID_TOL - 0.5), cv2.NORM_INF) == 0
+        if on_grid:
+            return hi, int(hi.max()), _Decode(0, 255, None, dtype, True)
+        if method == "uint8":  # |x * 255| rounded to nearest even, as np.rint
+            q = cv2.convertScaleAbs(x, alpha=255.0)
+            return q, int(q.max()), _Decode(0, 255, None, dtype, False)
     n = None if method == "hist12" else _grid(x, (255,) if method == "uint8" else _GRID_DENOMINATORS)
     if n is not None or method == "uint8":
         exact = n is not None
@@ -490,9 +576,10 @@ class _VeilCodes(NamedTuple):
 def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None = None):
     """``c = max(min(q, A - M), 0)`` for 8-bit codes ``q``: ``A = median(q)``, ``M = median(|q - A|)``.
 
-    The second median runs in column bands (:func:`_banded`); ``per_band(x0, x1, c_band)``, when
-    given, runs in each band's thread right after it. ``c``: an array of the shape of ``q`` to
-    fill (else a new one). Returns ``(c, [per_band results])``.
+    Each median runs in column bands (:func:`_balanced_bands`), the calling thread taking the
+    first; the second waits for the whole of ``A`` (its window reaches into the next band).
+    ``per_band(x0, x1, c_band)``, when given, runs in each band's thread right after it. ``c``: an
+    array of the shape of ``q`` to fill (else a new one). Returns ``(c, [per_band results])``.
     """
     h, w = q.shape
     c = np.empty_like(q) if c is None else c
@@ -500,15 +587,25 @@ def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None =
         c[...] = q
         return c, [per_band(0, w, c)] if per_band else []
     r = sv // 2
-    aq = _median_u8(q, sv)
-    dpad = _pad(cv2.absdiff(q, aq), r)
+    n = _workers(h * w)
+    qpad = cv2.copyMakeBorder(q, r, r, r, r, cv2.BORDER_REFLECT,
+                              dst=_scratch("veil.qpad", (h + 2 * r, w + 2 * r), np.uint8))
+    aq = _scratch("veil.a", q.shape, np.uint8)
 
-    def work(x0, x1):
-        m = _median_blur(dpad[:, x0:x1 + 2 * r], sv, recode=True)[r:r + h, r:r + x1 - x0]
+    def first(x0, x1):
+        aq[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv)
+
+    _balanced_bands(("median", h, w, sv), w, n, first)
+
+    def second(x0, x1):  # |q - A| over the band and its halo, mirrored where the halo leaves the image
+        a0, a1 = max(0, x0 - r), min(w, x1 + r)
+        dpad = cv2.copyMakeBorder(cv2.absdiff(q[:, a0:a1], aq[:, a0:a1]), r, r, r - (x0 - a0), x1 + r - a1,
+                                  cv2.BORDER_REFLECT)
+        m = _median_blur(dpad, sv, recode=True)
         c[:, x0:x1] = cv2.min(q[:, x0:x1], cv2.subtract(aq[:, x0:x1], m))  # saturating: max(., 0)
         return per_band(x0, x1, c[:, x0:x1]) if per_band else None
 
-    return c, _banded(h, w, work)
+    return c, _balanced_bands(("deviation median", h, w, sv, per_band is None), w, n, second)
 
 
 def _veil(w: np.ndarray, sv: int, p: float, method: str, quantised=None):
@@ -841,11 +938,11 @@ def tarel_hautiere(image: np.ndarray, *, sv: int | None = None, p: float = 0.95,
     x, sv, method = _check_args(image, sv, p, smax, balance, median)
     quantised = None
     if x.ndim == 2 and smax == 1 and method != "exact":
-        out = np.empty(x.shape, x.dtype)  # also the scratch of the grid check
-        quantised = _quantise(x, method, scratch=out if x.dtype == np.float32 else None)
+        quantised = _quantise(x, method)
         q, _, decode = quantised
         if decode.exact and q.dtype == np.uint8 and decode.base == 0:
-            out, c = _tarel_codes(q, decode.n, out, sv=sv, p=p, gfactor=gfactor, gamma_rows=gamma_rows)
+            out, c = _tarel_codes(q, decode.n, np.empty(x.shape, x.dtype), sv=sv, p=p, gfactor=gfactor,
+                                  gamma_rows=gamma_rows)
             veil = _VeilCodes(q, c, 0, decode.n).veil(p, x.dtype) if return_veil else None
             out = out[:, :, None] if keep_axis else out
             return (out, veil) if return_veil else out
@@ -873,24 +970,34 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
     rows = reference_rows(h, gamma_rows)
     ranges = [0, 256, 0, 256]
 
-    def count_pairs(x0, x1, c_band):  # into buffers of this worker and band (one worker may run both bands)
+    ref_rows = range(h)[rows]
+    if ref_rows.step == 1:  # the other rows: one pass over the image instead of 1 + 1/3
+        elsewhere = [slice(0, ref_rows.start), slice(ref_rows.stop, h)]
+    else:
+        elsewhere = [slice(0, h)]
+
+    def count_pairs(x0, x1, c_band):  # returns new arrays: one thread may run several bands
         qb = q[:, x0:x1]
-        return (cv2.calcHist([qb[rows], c_band[rows]], [0, 1], None, [256, 256], ranges,
-                             hist=_scratch(f"th.pairs_in_rows.{x0}", (256, 256), np.float32)),
-                cv2.calcHist([qb, c_band], [0, 1], None, [256, 256], ranges,
-                             hist=_scratch(f"th.pairs.{x0}", (256, 256), np.float32)))
+        ref = cv2.calcHist([qb[rows], c_band[rows]], [0, 1], None, [256, 256], ranges)
+        other = _scratch("th.pairs", (256, 256), np.float32)  # only used inside this band
+        other.fill(0)
+        for part in elsewhere:
+            if part.stop > part.start:
+                cv2.calcHist([qb[part], c_band[part]], [0, 1], None, [256, 256], ranges, hist=other, accumulate=True)
+        # counts >= 0, so a count is 0 iff all its bits are
+        return ref, cv2.compare(cv2.bitwise_or(ref.view(np.int32), other.view(np.int32)), 0, cv2.CMP_NE)
 
     c, counts = _veil_codes_u8(q, sv, count_pairs, c=_scratch("th.c", q.shape, np.uint8))
-    present = _scratch("th.present", (256, 256), np.int32)  # counts >= 0, so a count is 0 iff its bits are
-    np.copyto(present, counts[0][1].view(np.int32))
-    for _, band in counts[1:]:
-        present |= band.view(np.int32)
-    pairs = np.flatnonzero(present)
-    weights = sum(ref.ravel()[pairs].astype(np.float64) for ref, _ in counts)  # counts in the reference rows
-    i = ((pairs >> 8) / n).astype(dtype)
-    v = (p * ((pairs & 255) / n)).astype(dtype)
+    present = functools.reduce(cv2.bitwise_or, [band for _, band in counts])
+    points = cv2.findNonZero(present).reshape(-1, 2)  # (c, q), row by row
+    pairs = (points[:, 1].astype(np.int64) << 8) | points[:, 0]  # 256 q + c, increasing
+    refs = functools.reduce(cv2.add, [ref for ref, _ in counts])  # counts in the reference rows (exact in float32)
+    weights = refs.ravel()[pairs].astype(np.float64)
+    levels = np.arange(256) / n  # I and V take at most 256 values each: computed once per value
+    i = levels.astype(dtype)[pairs >> 8]
+    v = (p * levels).astype(dtype)[pairs & 255]
     r, _ = _koschmieder(i, v)
-    lo = np.log(i.astype(np.float64) + 0.5 / 255)
+    lo = np.log(levels.astype(dtype).astype(np.float64) + 0.5 / 255)[pairs >> 8]
     lr = np.log(r.astype(np.float64) + 0.5 / 255)
     fit = _gamma_from_logs(lo, lr, gfactor, weights)
     table = _scratch("th.table", (65536,), dtype)  # only the pairs present are ever looked up
@@ -898,7 +1005,7 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
 
     def look_up(y0, y1):  # bands of rows: each writes a contiguous part of ``out`` in place
         index = _pair_index(q[y0:y1], c[y0:y1], _scratch("th.index", (y1 - y0, w, 2), np.uint8))
-        np.take(table, index, out=out[y0:y1], mode="clip")  # indices < 65536
+        np.take(table, index, out=out[y0:y1], mode="wrap")  # indices < 65536: "wrap" skips the clipping
 
     _banded(h, w, look_up, rows=True)
     return out, c

@@ -235,7 +235,7 @@ def test_recoded_median_blur_equals_opencv_inside(seed, lo, width, half, shape):
     src = np.random.default_rng(seed).integers(lo, hi + 1, shape).astype(np.uint8)
     r = sv // 2
     want = cv2.medianBlur(src, sv)[r:-r, r:-r]
-    assert np.array_equal(rs._median_blur(src, sv, recode=True)[r:-r, r:-r], want)
+    assert np.array_equal(rs._median_blur(src, sv, recode=True), want)
 
 
 def test_rank_codes_bounds_every_inside_median():
@@ -452,3 +452,67 @@ def test_medians_work_in_a_forked_child():
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         cv2.setNumThreads(threads)
+
+
+@pytest.mark.parametrize("bands", [2, 3, 4])
+def test_bands_narrower_than_the_window_equal_serial(monkeypatch, bands):
+    """Column bands narrower than the window's half-width still see the mirrored halo right."""
+    x = _rng_image(14, (60, 30), levels=255).astype(np.float32)
+    want_out, want_veil = rs.tarel_hautiere(x, sv=21, gfactor=1.0, return_veil=True)  # one band: too small to split
+    want_rest = rs.restore_visibility(x, sv=21)
+    monkeypatch.setattr(rs, "_workers", lambda pixels: bands)
+    out, veil = rs.tarel_hautiere(x, sv=21, gfactor=1.0, return_veil=True)
+    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_array_equal(veil, want_veil)
+    np.testing.assert_array_equal(rs.restore_visibility(x, sv=21).restored, want_rest.restored)
+
+
+def test_balanced_bands_move_the_cut_towards_the_costlier_band(monkeypatch):
+    """The next call gives less width to the band that took more CPU time (half a step, clamped)."""
+    monkeypatch.setattr(rs, "_SPLITS", {})
+    data = np.random.default_rng(0).random(400_000)
+
+    def work(a0, a1):  # the left half costs three times as much per column
+        for _ in range(3 if a0 == 0 else 1):
+            np.sort(data[: (a1 - a0) * 400])
+        return a0, a1
+
+    assert rs._balanced_bands(("test",), 1000, 2, work) == [(0, 500), (500, 1000)]
+    (cut_key, cuts), = rs._SPLITS.items()
+    assert cut_key[0] == "test" and cuts[0] == 0 and cuts[2] == 1000
+    cut = cuts[1]
+    assert 250 <= cut < 460  # balanced would be near 250; half a step from 500, at most a quarter band away
+    results = rs._balanced_bands(("test",), 1000, 2, work)
+    assert results == [(0, cut), (cut, 1000)]
+
+
+def test_bands_the_pool_has_not_started_run_on_the_calling_thread(monkeypatch):
+    """A pool whose only thread is busy elsewhere: the caller runs every band itself instead of waiting."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = _rng_image(15, (120, 90), levels=255).astype(np.float32)
+    serial = rs.tarel_hautiere(x, sv=21, gfactor=1.0)
+    busy = ThreadPoolExecutor(max_workers=1)
+    release = threading.Event()
+    busy.submit(release.wait, 30)  # occupies the pool's thread
+    monkeypatch.setattr(rs, "_workers", lambda pixels: 2)
+    monkeypatch.setattr(rs, "_pool", lambda n: busy)
+    try:
+        start = time.monotonic()
+        out = rs.tarel_hautiere(x, sv=21, gfactor=1.0)
+        assert time.monotonic() - start < 20  # did not wait for the busy thread
+    finally:
+        release.set()
+        busy.shutdown()
+    np.testing.assert_array_equal(out, serial)
+
+
+def test_thread_count_changing_between_frames_keeps_outputs(monkeypatch):
+    """Cuts balanced for one thread count are not reused for another (frames of one size)."""
+    x = _rng_image(16, (80, 64), levels=255).astype(np.float32)
+    want = rs.tarel_hautiere(x, sv=15, gfactor=1.0)
+    for bands in (2, 4, 3, 2, 4):
+        monkeypatch.setattr(rs, "_workers", lambda pixels, n=bands: n)
+        np.testing.assert_array_equal(rs.tarel_hautiere(x, sv=15, gfactor=1.0), want)
