@@ -49,7 +49,8 @@ from gasdb_tools.errors import FormatError, SubmissionError
 from gasdb_tools.fsutil import atomic_write_bytes, sha256_bytes
 from gasdb_tools.imaging import decode_image, encode_png
 from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
-from gasdb_tools.submission import InvalidSubmissionError, SubmissionLimits, decode_mask, open_submission
+from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, decode_png_gray8,
+                                   open_submission)
 
 __all__ = [
     "SCHEMA",
@@ -393,7 +394,7 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore
         return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
                                              fix="check the release with `gasdb verify`")
     try:
-        gt_mask = decode_image(gt_bytes, name=gt_path)
+        gt_mask = _decode_truth(gt_bytes, gt_path)
     except FormatError as exc:
         return None, None, None, exc
     if gt_mask.ndim != 2:
@@ -406,7 +407,7 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore
         try:
             with open(ignore_path, "rb") as fh:
                 ignore_bytes = fh.read()
-            ignore = decode_image(ignore_bytes, name=ignore_path)
+            ignore = _decode_truth(ignore_bytes, ignore_path)
         except (OSError, FormatError):
             return None, None, None, FormatError("ignore mask missing or unreadable", file=ignore_path,
                                                  fix="check the release with `gasdb verify`, or score with "
@@ -431,6 +432,12 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore
     except (ValueError, TypeError) as exc:
         return None, None, None, FormatError(f"bad ground-truth mask: {exc}", file=gt_path)
     return cm, gt_sha, sub_sha, None
+
+
+def _decode_truth(data: bytes, name: str) -> np.ndarray:
+    """A ground-truth (or ignore) mask PNG: the fast path for plain 8-bit gray, else OpenCV."""
+    mask = decode_png_gray8(data)
+    return decode_image(data, name=name) if mask is None else mask
 
 
 def default_workers() -> int:
