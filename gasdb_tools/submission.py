@@ -154,7 +154,7 @@ def png_header(data: bytes) -> tuple[int, int, int, int]:
     return height, width, bit_depth, colour_type
 
 
-def decode_png_gray8(data) -> np.ndarray | None:
+def decode_png_gray8(data, *, out: np.ndarray | None = None) -> np.ndarray | None:
     """Decode a plain 8-bit grayscale PNG in one inflate call, or return ``None`` to leave it to libpng.
 
     The fast path of mask decoding: one zlib inflate of the whole image (libdeflate when the
@@ -171,6 +171,9 @@ def decode_png_gray8(data) -> np.ndarray | None:
     ----------
     data : bytes-like
         A PNG file's content.
+    out : ndarray, optional
+        A C-contiguous uint8 array to decode into when it has the image's shape (a reused buffer:
+        fresh frame-sized arrays cost page faults each time); otherwise a new array is returned.
 
     Returns
     -------
@@ -202,7 +205,11 @@ def decode_png_gray8(data) -> np.ndarray | None:
             return None
         pos = stop
     raw = _inflate(idat[0] if len(idat) == 1 else b"".join(idat), height * (width + 1))
-    return None if raw is None else _unfilter(raw, height, width)
+    if raw is None:
+        return None
+    if out is None or out.shape != (height, width) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        out = np.empty((height, width), np.uint8)
+    return _unfilter(raw, out)
 
 
 def _inflate(stream, size: int) -> bytes | None:
@@ -220,18 +227,19 @@ def _inflate(stream, size: int) -> bytes | None:
     return out if len(out) == size else None
 
 
-def _unfilter(raw: bytes, height: int, width: int) -> np.ndarray | None:
+def _unfilter(raw: bytes, image: np.ndarray) -> np.ndarray | None:
     """Undo the PNG row filters None (0), Sub (1) and Up (2) of a 1-byte-per-pixel image.
 
     Sub rows are prefix sums along the row and Up rows prefix sums down the column, restarting at
     every row that is not Up; all arithmetic is modulo 256, as in the PNG specification. ``None``
     for Average (3) and Paeth (4) rows (sequential along the row) and invalid filter types.
+    ``image`` (H, W) receives the pixels.
     """
+    height, width = image.shape
     rows = np.frombuffer(raw, np.uint8).reshape(height, width + 1)
     kinds, pixels = rows[:, 0], rows[:, 1:]
     if int(kinds.max()) > 2:
         return None
-    image = np.empty((height, width), np.uint8)
     sub = kinds == 1
     up = kinds == 2
     up[0] = False  # Up on the first row adds zeros
@@ -284,8 +292,8 @@ def _prefix_sum(src: np.ndarray, axis: int, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", binary_255: bool = False
-                ) -> np.ndarray:
+def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", binary_255: bool = False,
+                out: np.ndarray | None = None) -> np.ndarray:
     """Check and decode one submitted mask PNG into a ``uint8`` array of 0/1.
 
     Parameters
@@ -298,6 +306,9 @@ def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", b
         Shown in error messages.
     binary_255 : bool
         Accept values {0, 255} (255 → 1) instead of {0, 1}.
+    out : ndarray, optional
+        A reused (H, W) uint8 buffer the mask may be decoded into (see :func:`decode_png_gray8`);
+        use the returned array, which is ``out`` or a new one.
 
     Returns
     -------
@@ -334,7 +345,7 @@ def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", b
         if colour_type == 3 or bit_depth == 1:
             mask = _decode_indices(data)
         else:
-            mask = decode_png_gray8(data)
+            mask = decode_png_gray8(data, out=out)
             if mask is None:
                 mask = decode_image(data, mode="unchanged", name=name)
     except Exception:  # noqa: BLE001 - any decoder failure is the file's problem
@@ -548,29 +559,29 @@ def _walk_folder(root: Path, sub: Submission, cap: int) -> list[tuple[str, int]]
     """(relative posix path, size) of every regular file; symlinks are errors."""
     entries: list[tuple[str, int]] = []
     count = 0
-    stack = [root]
+    stack = [(str(root), "")]  # (folder, its path relative to root + "/"): strings, not pathlib (~1293 files)
     while stack:
-        folder = stack.pop()
+        folder, prefix = stack.pop()
         try:
             with os.scandir(folder) as it:
                 items = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            raise _err(f"cannot list folder ({exc.strerror})", str(folder)) from None
+            raise _err(f"cannot list folder ({exc.strerror})", folder) from None
         for entry in items:
             count += 1
             if count > cap:
                 raise _err(f"more than {cap} entries", str(sub.path),
                            "submit only the <id>.png masks of the split")
-            rel = PurePosixPath(Path(entry.path).relative_to(root).as_posix())
-            if _is_ignored(rel.parts):
+            rel = prefix + entry.name
+            if _is_ignored(tuple(rel.split("/"))):
                 continue
             if entry.is_symlink():
                 sub.errors.append(_err("symlink (not followed)", str(sub.path / rel),
                                        "replace the link by the file itself"))
             elif entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
+                stack.append((entry.path, rel + "/"))
             elif entry.is_file(follow_symlinks=False):
-                entries.append((rel.as_posix(), entry.stat(follow_symlinks=False).st_size))
+                entries.append((rel, entry.stat(follow_symlinks=False).st_size))
             else:
                 sub.errors.append(_err("not a regular file", str(sub.path / rel)))
     return entries
