@@ -6,10 +6,11 @@ one int64 total (:func:`gasdb_tools.metrics.confusion`); the metrics come from t
 (``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Reading, decoding, hashing and
 counting run on a thread pool; the result is the same for any number of threads. Plain 8-bit
 gray mask PNGs (rows filtered None, Sub or Up: ours, OpenCV's default) are decoded by
-:func:`gasdb_tools.submission.decode_png_gray8` in one inflate call (libdeflate when the
-``deflate`` package is installed) into per-thread buffers; any other PNG goes to OpenCV as before,
-with the same pixels and verdicts. Inflating is the cost that matters: zlib 1.2's inflate, which
-libpng calls row by row, takes most of the time of ``cv2.imdecode`` on masks.
+:func:`gasdb_tools.submission.decode_png_gray8` in one inflate call into per-thread buffers: the
+ground truth always (zlib, or libdeflate when the ``deflate`` package is installed), submitted
+masks with libdeflate only; any other PNG goes to OpenCV as before, with the same pixels and
+verdicts. Inflating is the cost that matters: zlib 1.2's inflate, which libpng calls row by row,
+takes most of the time of ``cv2.imdecode`` on masks.
 
 The result is a deterministic JSON-ready dict (no wall-clock data, sorted keys when dumped):
 schema and tool versions, the confusion matrix, metrics at full precision and a 2-decimal percent

@@ -307,8 +307,9 @@ def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", b
     binary_255 : bool
         Accept values {0, 255} (255 → 1) instead of {0, 1}.
     out : ndarray, optional
-        A reused (H, W) uint8 buffer the mask may be decoded into (see :func:`decode_png_gray8`);
-        use the returned array, which is ``out`` or a new one.
+        A reused (H, W) uint8 buffer the mask may be decoded into (see :func:`decode_png_gray8`,
+        used for submitted masks when libdeflate is installed); use the returned array, which is
+        ``out`` or a new one.
 
     Returns
     -------
@@ -345,7 +346,9 @@ def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", b
         if colour_type == 3 or bit_depth == 1:
             mask = _decode_indices(data)
         else:
-            mask = decode_png_gray8(data, out=out)
+            # Any writer's file: tried only with libdeflate, where one it leaves to OpenCV (Pillow's
+            # Paeth rows) costs ~30 us; with zlib that would be a whole wasted inflate.
+            mask = decode_png_gray8(data, out=out) if _libdeflate is not None else None
             if mask is None:
                 mask = decode_image(data, mode="unchanged", name=name)
     except Exception:  # noqa: BLE001 - any decoder failure is the file's problem
