@@ -392,7 +392,7 @@ def _score_chunk(ids: list, *, truth: GroundTruth, sub, binary_255: bool, count_
 _buffers = threading.local()  # per scoring thread: two frame buffers the masks are decoded into
 
 
-_MAX_BUFFER_PIXELS = 1 << 26  # larger (or headerless) masks are decoded into fresh arrays
+_MAX_BUFFER_PIXELS = 1 << 22  # larger (or headerless) masks are decoded into fresh arrays (a thread keeps <= 8 MB)
 
 
 def _frame_buffers(shape: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -260,6 +260,7 @@ def _unfilter(raw: bytes, image: np.ndarray) -> np.ndarray | None:
 
 
 _scratch = threading.local()
+_MAX_SCRATCH = 1 << 22  # bytes of scratch a thread keeps between images
 
 
 def _prefix_sum(src: np.ndarray, axis: int, out: np.ndarray) -> np.ndarray:
@@ -276,7 +277,9 @@ def _prefix_sum(src: np.ndarray, axis: int, out: np.ndarray) -> np.ndarray:
         return out
     scratch = getattr(_scratch, "buffer", None)
     if scratch is None or scratch.size < out.size:
-        scratch = _scratch.buffer = np.empty(out.size, np.uint8)
+        scratch = np.empty(out.size, np.uint8)
+        if out.size <= _MAX_SCRATCH:  # kept for the next image of this thread
+            _scratch.buffer = scratch
     scratch = scratch[:out.size].reshape(out.shape)
     buffers = (out, scratch) if passes % 2 else (scratch, out)  # the last pass writes to out
     current, k, i = src, 1, 0
