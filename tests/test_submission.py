@@ -519,3 +519,18 @@ def test_folder_file_over_the_size_cap_is_an_error(tmp_path):
         assert len(sub.read(IDS[1])) < 4000
         with pytest.raises(SubmissionError, match="file larger than 4000 bytes"):
             sub.read(IDS[0])
+
+
+def test_idat_oddities_that_libpng_accepts_decode_alike(inflater):
+    m = _mask(8)
+    h, w = m.shape
+    stream = zlib.compress(_filtered_rows(m, [2] * h))
+
+    def png(*idats: bytes) -> bytes:
+        return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + b"".join(_chunk(b"IDAT", c) for c in idats) + _chunk(b"IEND", b""))
+
+    for data in (png(stream + b"\x00\x01\x02"), png(stream, b""), png(stream, b"junk"), png(b"", stream)):
+        expected = _opencv(data)  # libpng: at most a warning
+        assert expected is not None and np.array_equal(expected, m)
+        assert np.array_equal(decode_png_gray8(data), expected)
