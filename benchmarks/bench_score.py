@@ -5,7 +5,10 @@ included on every side, in one run:
 
 * **ours**: :func:`gasdb_tools.scoring.score` on a release folder + a submission folder (and a zip),
   with every check of the submission spec, sha256 hashing and the thread pool (every core; also
-  timed with one thread and with ``--by scene,recording --per-image``);
+  timed with one thread and with ``--by scene,recording --per-image``). Masks written by our
+  ``encode_png`` (Up rows) take the one-inflate path (libdeflate when the ``deflate`` package is
+  installed, else zlib: the header line says which); the same masks written by Pillow (adaptive
+  filters with Paeth rows, which go to OpenCV) are timed too;
 * **plain loop** (the baseline the ratio is quoted against): ``cv2.imdecode`` of both masks and
   :func:`gasdb_tools.metrics.confusion` per image on one thread, no validation, no hashing;
 * **sklearn loop**: what RT-CAN's ``test.py`` does per image: ``cv2.imread`` both masks, then
@@ -42,6 +45,7 @@ from gasdb_tools.fsutil import write_json  # noqa: E402
 from gasdb_tools.imaging import write_image  # noqa: E402
 from gasdb_tools.metrics import confusion  # noqa: E402
 from gasdb_tools.scoring import default_workers, score, write_example_submission  # noqa: E402
+from gasdb_tools.submission import _libdeflate  # noqa: E402
 
 N_IMAGES = 1293
 SIZE = (512, 640)  # (H, W)
@@ -67,6 +71,28 @@ def make_release(root: Path, seed: int = 0) -> Path:
         f"{n},rec{k // 100:02d}_{n},rec{k // 100:02d},{('sunny', 'rainy', 'far', 'near')[k % 4]},test\n"
         for k, n in enumerate(names)))
     return root
+
+
+def inflate_backend() -> str:
+    """Which inflate the fast PNG path uses here."""
+    import zlib
+
+    if _libdeflate is not None:
+        from importlib.metadata import version
+
+        return f"libdeflate (deflate {version('deflate')})"
+    return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
+
+
+def write_pillow_submission(sub_dir: Path, out: Path) -> Path:
+    """The same masks saved by Pillow (its adaptive row filters include Paeth: the OpenCV path)."""
+    from PIL import Image
+
+    out.mkdir()
+    for path in sorted(sub_dir.glob("*.png")):
+        mask = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
+        Image.fromarray(mask).save(out / path.name, "PNG")
+    return out
 
 
 def sklearn_loop(label_dir: Path, sub_dir: Path, names: list[str]) -> np.ndarray:
@@ -140,6 +166,7 @@ def main() -> int:
         release = make_release(tmp / "release")
         sub_dir = write_example_submission(release, tmp / "sub", shift=3)
         sub_zip = write_example_submission(release, tmp / "sub.zip", shift=3, as_zip=True)
+        sub_pil = write_pillow_submission(sub_dir, tmp / "sub_pillow")
         setup_s = time.perf_counter() - t0
         label_dir = release / "gasdb" / "labels"
         names = sorted(p.stem for p in label_dir.glob("*.png"))
@@ -149,6 +176,7 @@ def main() -> int:
             "ours (folder)": lambda: score(release, sub_dir),
             "ours (zip)": lambda: score(release, sub_zip),
             "ours (folder, 1 thread)": lambda: score(release, sub_dir, workers=1),
+            "ours (folder written by Pillow: Paeth rows, OpenCV path)": lambda: score(release, sub_pil),
             "ours (folder, --by scene,recording --per-image)": lambda: score(release, sub_dir,
                                                                             by=("scene", "recording"), per_image=True),
             "plain loop: cv2.imdecode + metrics.confusion, 1 thread": lambda: plain_loop(label_dir, sub_dir, names),
@@ -162,7 +190,8 @@ def main() -> int:
         sk, sk_out, _ = interleaved({"sk": lambda: sklearn_loop(label_dir, sub_dir, subset)}, 1)
         label = "sklearn loop: cv2.imread + confusion_matrix, 1 thread" + (" (scaled from 200)" if args.quick else "")
         rows[label] = tuple(v * scale for v in sk["sk"])
-        for name in ("ours (zip)", "ours (folder, 1 thread)", "ours (folder, --by scene,recording --per-image)"):
+        for name in ("ours (zip)", "ours (folder, 1 thread)", "ours (folder, --by scene,recording --per-image)",
+                     "ours (folder written by Pillow: Paeth rows, OpenCV path)"):
             assert outs[name]["confusion_matrix"] == result["confusion_matrix"], name
         assert plain_cm.tolist() == result["confusion_matrix"], "the plain loop disagrees"
         if not args.quick:
@@ -175,7 +204,7 @@ def main() -> int:
     width = max(len(k) for k in rows)
     print(f"scoring {len(names)} masks of {SIZE[1]}x{SIZE[0]} (PNG decoding included); {os.cpu_count()} CPUs, {_scheduling()}; "
           f"load average {load_before:.2f} -> {load_after:.2f}, idle CPU during the rounds "
-          f"{'n/a' if idle is None else f'{100 * idle:.0f} %'}; setup {setup_s:.1f} s")
+          f"{'n/a' if idle is None else f'{100 * idle:.0f} %'}; setup {setup_s:.1f} s; inflate: {inflate_backend()}")
     print(f"{'method':<{width}}  {'best s':>8}  {'median s':>8}  {'CPU s':>8}")
     for k, (b, m, c) in rows.items():
         print(f"{k:<{width}}  {b:8.3f}  {m:8.3f}  {c:8.3f}")
@@ -190,6 +219,7 @@ def main() -> int:
         "size": [SIZE[1], SIZE[0]],
         "cpus": os.cpu_count(),
         "workers": default_workers(),
+        "inflate": inflate_backend(),
         "load_avg_1min_before": round(load_before, 2),
         "load_avg_1min_after": round(load_after, 2),
         "idle_cpu_share_during_rounds": None if idle is None else round(idle, 3),

@@ -3,10 +3,14 @@
 For each ground-truth id in sorted order, the submitted mask is checked and decoded
 (:mod:`gasdb_tools.submission`) and its 2×2 confusion matrix against the ground truth is added to
 one int64 total (:func:`gasdb_tools.metrics.confusion`); the metrics come from that total
-(``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Reading, decoding (one
-``cv2.imdecode`` per mask: a single long call without the GIL, which scales across threads where
-several short ones do not), hashing and counting run on a thread pool; the result is the same
-for any number of threads.
+(``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Reading, decoding, hashing and
+counting run on a thread pool; the result is the same for any number of threads. Plain 8-bit
+gray mask PNGs (rows filtered None, Sub or Up: ours, OpenCV's default) are decoded by
+:func:`gasdb_tools.submission.decode_png_gray8` in one inflate call into per-thread buffers: the
+ground truth always (zlib, or libdeflate when the ``deflate`` package is installed), submitted
+masks with libdeflate only; any other PNG goes to OpenCV as before, with the same pixels and
+verdicts. Inflating is the cost that matters: zlib 1.2's inflate, which libpng calls row by row,
+takes most of the time of ``cv2.imdecode`` on masks.
 
 The result is a deterministic JSON-ready dict (no wall-clock data, sorted keys when dumped):
 schema and tool versions, the confusion matrix, metrics at full precision and a 2-decimal percent
@@ -37,6 +41,7 @@ import csv
 import hashlib
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -49,7 +54,8 @@ from gasdb_tools.errors import FormatError, SubmissionError
 from gasdb_tools.fsutil import atomic_write_bytes, sha256_bytes
 from gasdb_tools.imaging import decode_image, encode_png
 from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
-from gasdb_tools.submission import InvalidSubmissionError, SubmissionLimits, decode_mask, open_submission
+from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, decode_png_gray8,
+                                   open_submission, png_header)
 
 __all__ = [
     "SCHEMA",
@@ -383,30 +389,53 @@ def _score_chunk(ids: list, *, truth: GroundTruth, sub, binary_255: bool, count_
     return [_score_one(id_, truth, sub, binary_255, count_ignore) for id_ in ids]
 
 
+_buffers = threading.local()  # per scoring thread: two frame buffers the masks are decoded into
+
+
+_MAX_BUFFER_PIXELS = 1 << 22  # larger (or headerless) masks are decoded into fresh arrays (a thread keeps <= 8 MB)
+
+
+def _frame_buffers(shape: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """This thread's (ground truth, prediction) buffers of ``shape``, reused from mask to mask.
+
+    Fresh frame-sized arrays cost more than decoding into them: the allocator hands their pages
+    back to the system when they are freed, and every new one faults them in again.
+    """
+    if not 0 < shape[0] * shape[1] <= _MAX_BUFFER_PIXELS:
+        return None, None
+    pair = getattr(_buffers, "pair", None)
+    if pair is None or pair[0].shape != shape:
+        pair = _buffers.pair = (np.empty(shape, np.uint8), np.empty(shape, np.uint8))
+    return pair
+
+
 def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore: bool):
-    """``(confusion, gt sha256, submission sha256 or its SubmissionError, ground-truth error)`` of one id."""
+    """``(confusion, gt sha256, submission sha256 or its SubmissionError, ground-truth error)`` of one id.
+
+    The masks live in this thread's reused buffers until the confusion is counted: no mask
+    outlives the call.
+    """
     gt_path = os.path.join(truth.label_dir, f"{id_}.png")  # == str(truth.label_path(id_)), without pathlib's cost
     try:
-        with open(gt_path, "rb") as fh:
-            gt_bytes = fh.read()
+        gt_bytes = _read_file(gt_path)
     except OSError:
         return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
                                              fix="check the release with `gasdb verify`")
+    gt_buffer, pred_buffer = _frame_buffers(_png_size(gt_bytes))
     try:
-        gt_mask = decode_image(gt_bytes, name=gt_path)
+        gt_mask = _decode_truth(gt_bytes, gt_path, out=gt_buffer)
     except FormatError as exc:
         return None, None, None, exc
     if gt_mask.ndim != 2:
         return None, None, None, FormatError(f"ground-truth mask has shape {gt_mask.shape}, expected 2-D",
                                              file=gt_path)
     if count_ignore:
-        gt_mask = np.where(gt_mask == 255, 0, gt_mask).astype(gt_mask.dtype)
+        np.putmask(gt_mask, gt_mask == 255, 0)
     elif truth.ignore_dir is not None:
         ignore_path = os.path.join(truth.ignore_dir, f"{id_}.png")
         try:
-            with open(ignore_path, "rb") as fh:
-                ignore_bytes = fh.read()
-            ignore = decode_image(ignore_bytes, name=ignore_path)
+            ignore_bytes = _read_file(ignore_path)
+            ignore = _decode_truth(ignore_bytes, ignore_path)
         except (OSError, FormatError):
             return None, None, None, FormatError("ignore mask missing or unreadable", file=ignore_path,
                                                  fix="check the release with `gasdb verify`, or score with "
@@ -414,13 +443,14 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore
         if ignore.shape != gt_mask.shape:
             return None, None, None, FormatError(f"ignore mask {ignore.shape} differs from the label "
                                                  f"{gt_mask.shape}", file=ignore_path)
-        gt_mask = np.where(ignore != 0, 255, gt_mask).astype(gt_mask.dtype)
+        np.putmask(gt_mask, ignore != 0, 255)
         gt_bytes = gt_bytes + ignore_bytes
     gt_sha = sha256_bytes(gt_bytes)
     if id_ in sub.files:
         try:
             data = sub.read(id_)
-            pred = decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255)
+            pred = decode_mask(data, shape=gt_mask.shape, name=sub.display_name(id_), binary_255=binary_255,
+                               out=pred_buffer)
         except SubmissionError as exc:
             return None, gt_sha, exc, None
         sub_sha = sha256_bytes(data)
@@ -431,6 +461,35 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore
     except (ValueError, TypeError) as exc:
         return None, None, None, FormatError(f"bad ground-truth mask: {exc}", file=gt_path)
     return cm, gt_sha, sub_sha, None
+
+
+def _decode_truth(data: bytes, name: str, out: np.ndarray | None = None) -> np.ndarray:
+    """A ground-truth (or ignore) mask PNG: the fast path for plain 8-bit gray, else OpenCV."""
+    mask = decode_png_gray8(data, out=out)
+    return decode_image(data, name=name) if mask is None else mask
+
+
+def _read_file(path: str) -> bytes:
+    """A whole (small) file, read without the buffered-IO layer of ``open().read()`` (fewer system calls)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        parts = []
+        block = os.read(fd, os.fstat(fd).st_size + 1)
+        while block:
+            parts.append(block)
+            block = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    return b"".join(parts)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from a PNG's IHDR, (0, 0) when it has none (the decoder reports why)."""
+    try:
+        height, width = png_header(data)[:2]
+    except ValueError:
+        return 0, 0
+    return height, width
 
 
 def default_workers() -> int:

@@ -328,3 +328,53 @@ def test_cli_fatal_submission_error_also_writes_the_report(hand_release, tmp_pat
     assert res.exit_code == 1 and "not a readable zip file" in res.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["valid"] is False and "not a readable zip" in report["errors"][0]["message"]
+
+
+def test_fast_png_path_scores_exactly_like_opencv(tmp_path, monkeypatch):
+    """Every result field is the same whether masks take the one-inflate path or libpng (OpenCV)."""
+    import io
+
+    import cv2
+    from PIL import Image
+
+    import gasdb_tools.scoring as scoring_module
+    import gasdb_tools.submission as submission_module
+    from gasdb_tools.imaging import encode_png
+
+    rng = np.random.default_rng(3)
+    masks, rows, preds = {}, [], {}
+    for k in range(9):
+        name = f"{k:05d}"
+        m = (cv2.resize(rng.standard_normal((5, 6)).astype(np.float32), (61, 47)) > 0.4).astype(np.uint8)
+        masks[name] = m
+        rows.append((name, f"rec{k % 2}", ("near", "far", "mid")[k % 3]))
+        p = np.roll(m, k % 4, axis=1)
+        # the writers users have: ours (Up), OpenCV's default (Sub), Pillow (adaptive, Paeth rows)
+        if k % 3 == 0:
+            preds[name] = encode_png(p)
+        elif k % 3 == 1:
+            preds[name] = cv2.imencode(".png", p)[1].tobytes()
+        else:
+            buf = io.BytesIO()
+            Image.fromarray(p).save(buf, "PNG")
+            preds[name] = buf.getvalue()
+    release = _make_release(tmp_path / "rel", masks, index_rows=rows)
+    for k, name in enumerate(masks):  # ignore masks beside the labels, as a release has them
+        ignore = np.zeros_like(masks[name])
+        ignore[:, : k + 1] = 1
+        write_image(release / "gasdb" / "ignore" / f"{name}.png", ignore)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    for name, data in preds.items():
+        (sub / f"{name}.png").write_bytes(data)
+
+    def run():
+        return [score(release, sub, by=("scene", "recording"), per_image=True, workers=w, count_ignore=c)
+                for w in (1, 2) for c in (False, True)]
+
+    fast = run()
+    assert fast[0]["ground_truth"]["ignore"] == "excluded (ignore/ masks)"
+    assert fast[0]["n_pixels"] < fast[1]["n_pixels"]  # ignore pixels left out by default
+    monkeypatch.setattr(submission_module, "decode_png_gray8", lambda data, out=None: None)
+    monkeypatch.setattr(scoring_module, "decode_png_gray8", lambda data, out=None: None)
+    assert run() == fast

@@ -8,18 +8,22 @@ import stat
 import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+import gasdb_tools.submission as submission_module
 from conftest import shared_data
 from gasdb_tools.errors import SubmissionError
 from gasdb_tools.imaging import encode_png, write_image
 from gasdb_tools.scoring import score
-from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, open_submission,
-                                    png_header)
+from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, decode_png_gray8,
+                                    open_submission, png_header)
 
 SHAPE = (24, 32)  # (H, W)
 IDS = ["00001", "00002", "00003"]
@@ -346,3 +350,187 @@ def test_every_problem_is_collected_then_reported_once(release, tmp_path):
     assert [e.message.split(" ")[0] for e in err.errors] == ["16-bit", "multi-channel", "missing"]
     assert "invalid submission: 3 problems" in str(err)
     assert err.warnings and "extra.png" in err.warnings[0]
+
+
+# --------------------------------------------------------------------------- the fast PNG path
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _filtered_rows(image: np.ndarray, filters) -> bytes:
+    """PNG 1.2 §6 row filters (1 byte per pixel), written out here independently of any library."""
+    out, prev = [], np.zeros(image.shape[1], np.int32)
+    for row, kind in zip(image.astype(np.int32), filters):
+        a = np.concatenate([[0], row[:-1]])  # left
+        c = np.concatenate([[0], prev[:-1]])  # up-left
+        b = prev
+        if kind == 0:
+            d = row
+        elif kind == 1:
+            d = row - a
+        elif kind == 2:
+            d = row - b
+        elif kind == 3:
+            d = row - (a + b) // 2
+        else:
+            pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
+            d = row - np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        out.append(bytes([kind]) + (d % 256).astype(np.uint8).tobytes())
+        prev = row
+    return b"".join(out)
+
+
+def _hand_png(image: np.ndarray, filters, *, level: int = 6, split_idat: int = 0, interlace: int = 0,
+              before_idat: bytes = b"", trailing: bytes = b"") -> bytes:
+    h, w = image.shape
+    stream = zlib.compress(_filtered_rows(image, filters), level)
+    parts = [stream[k:k + split_idat] for k in range(0, len(stream), split_idat)] if split_idat else [stream]
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, interlace))
+            + before_idat + b"".join(_chunk(b"IDAT", p) for p in parts) + _chunk(b"IEND", b"") + trailing)
+
+
+def _opencv(data: bytes):
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+@pytest.fixture(params=["zlib", "libdeflate"])
+def inflater(request, monkeypatch):
+    """Run the test with each inflate back end (libdeflate only where the deflate package is installed)."""
+    if request.param == "libdeflate":
+        monkeypatch.setattr(submission_module, "_libdeflate", pytest.importorskip("deflate"))
+    else:
+        monkeypatch.setattr(submission_module, "_libdeflate", None)
+    return request.param
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(h=st.integers(1, 40), w=st.integers(1, 40), seed=st.integers(0, 2**31), binary=st.booleans(),
+       level=st.integers(0, 9), split=st.sampled_from([0, 1, 7]))
+def test_fast_path_pixels_equal_libpng_for_any_mix_of_none_sub_up_rows(inflater, h, w, seed, binary, level, split):
+    rng = np.random.default_rng(seed)
+    image = (rng.random((h, w)) < rng.random()).astype(np.uint8) if binary else \
+        rng.integers(0, 256, (h, w), dtype=np.uint8)
+    filters = rng.integers(0, 3, h)  # restarts of the column sums at every None or Sub row
+    data = _hand_png(image, filters, level=level, split_idat=split)
+    fast = decode_png_gray8(data)
+    assert fast is not None, "a plain None/Sub/Up PNG must take the fast path"
+    assert fast.dtype == np.uint8 and fast.shape == (h, w)
+    assert np.array_equal(fast, _opencv(data))
+    assert np.array_equal(fast, image)
+
+
+@pytest.mark.parametrize("png_filter", ["none", "sub", "up", "avg", "paeth", "all"])
+def test_fast_path_matches_opencv_on_the_encoders_users_have(inflater, png_filter):
+    m = _mask(5, (37, 53))
+    for data in (encode_png(m, png_filter=png_filter, compression=1), encode_png(m * 200, png_filter=png_filter)):
+        fast = decode_png_gray8(data)
+        if png_filter in ("none", "sub", "up"):
+            assert fast is not None
+        if fast is not None:
+            assert np.array_equal(fast, _opencv(data))
+    # OpenCV's own default (Sub rows) and Pillow's adaptive filters (Paeth rows: left to libpng)
+    assert np.array_equal(decode_png_gray8(cv2.imencode(".png", m)[1].tobytes()), m)
+    assert np.array_equal(decode_mask(_pil_png(m, "L"), shape=m.shape), m)
+
+
+def _corrupt(data: bytes, at: int) -> bytes:
+    b = bytearray(data)
+    b[at] ^= 0x01
+    return bytes(b)
+
+
+def test_anything_unusual_is_left_to_libpng_and_scored_alike(inflater):
+    m = _mask(6)
+    good = _hand_png(m, [2] * SHAPE[0])
+    idat_crc = good.index(b"IEND") - 8  # last byte of the IDAT CRC
+    cases = {
+        "Average rows": _hand_png(m, [3] * SHAPE[0]),
+        "Paeth rows": _hand_png(m, [4] * SHAPE[0]),
+        "ancillary chunk": _hand_png(m, [2] * SHAPE[0], before_idat=_chunk(b"tEXt", b"k\x00v")),
+        "unknown critical chunk": _hand_png(m, [2] * SHAPE[0], before_idat=_chunk(b"ABCD", b"")),
+        "bytes after IEND": _hand_png(m, [2] * SHAPE[0], trailing=b"\x00"),
+        "interlaced": _hand_png(m, [2] * SHAPE[0], interlace=1),
+        "bad IDAT CRC": _corrupt(good, idat_crc),
+        "bad IHDR CRC": _corrupt(good, 32),
+        "truncated": good[:-20],
+        "bad filter type": _hand_png(m, [5] * SHAPE[0]),
+        "bad Adler-32": _bad_adler(m),
+        "stream too short": _short_stream(m),
+    }
+    for name, data in cases.items():
+        assert decode_png_gray8(data) is None, name
+        try:  # the verdict and pixels are libpng's, as before the fast path existed
+            expected = _opencv(data)
+        except cv2.error:
+            expected = None
+        if expected is None:
+            with pytest.raises(SubmissionError, match="corrupt or truncated"):
+                decode_mask(data, shape=SHAPE, name="x.png")
+        else:
+            assert np.array_equal(decode_mask(data, shape=SHAPE, name="x.png"), expected), name
+
+
+def _bad_adler(m: np.ndarray) -> bytes:
+    stream = bytearray(zlib.compress(_filtered_rows(m, [2] * m.shape[0])))
+    stream[-1] ^= 0xFF
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", m.shape[1], m.shape[0], 8, 0, 0, 0, 0))
+            + _chunk(b"IDAT", bytes(stream)) + _chunk(b"IEND", b""))
+
+
+def _short_stream(m: np.ndarray) -> bytes:
+    rows = _filtered_rows(m, [0] * m.shape[0])[:-(m.shape[1] + 1)]  # one row missing
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", m.shape[1], m.shape[0], 8, 0, 0, 0, 0))
+            + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
+
+
+def test_a_small_png_inflating_to_gigabytes_is_not_inflated(inflater):
+    import tracemalloc
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 0, 0, 0, 0))
+            + _chunk(b"IDAT", zlib.compress(bytes(200 << 20), 9)) + _chunk(b"IEND", b""))
+    tracemalloc.start()
+    try:
+        assert decode_png_gray8(bomb) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # at most the 20 bytes the header declares (+ 1), never the 200 MB
+
+
+def test_decoding_into_a_reused_buffer(inflater):
+    m = _mask(7)
+    data = encode_png(m)
+    buffer = np.full(SHAPE, 9, np.uint8)
+    out = decode_png_gray8(data, out=buffer)
+    assert out is buffer and np.array_equal(buffer, m)
+    out = decode_mask(data, shape=SHAPE, out=buffer)  # submitted masks take the fast path with libdeflate only
+    assert np.array_equal(out, m) and (out is buffer) == (inflater == "libdeflate")
+    other = np.zeros((SHAPE[0], SHAPE[1] + 1), np.uint8)  # wrong shape: a new array, the buffer untouched
+    out = decode_png_gray8(data, out=other)
+    assert out is not other and np.array_equal(out, m) and not other.any()
+
+
+def test_folder_file_over_the_size_cap_is_an_error(tmp_path):
+    folder = _write_folder(tmp_path / "sub")
+    (folder / f"{IDS[0]}.png").write_bytes(encode_png(_mask(0)) + bytes(5000))
+    with open_submission(folder, ids=IDS, limits=SubmissionLimits(max_member_bytes=4000)) as sub:
+        assert len(sub.read(IDS[1])) < 4000
+        with pytest.raises(SubmissionError, match="file larger than 4000 bytes"):
+            sub.read(IDS[0])
+
+
+def test_idat_oddities_that_libpng_accepts_decode_alike(inflater):
+    m = _mask(8)
+    h, w = m.shape
+    stream = zlib.compress(_filtered_rows(m, [2] * h))
+
+    def png(*idats: bytes) -> bytes:
+        return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + b"".join(_chunk(b"IDAT", c) for c in idats) + _chunk(b"IEND", b""))
+
+    for data in (png(stream + b"\x00\x01\x02"), png(stream, b""), png(stream, b"junk"), png(b"", stream)):
+        expected = _opencv(data)  # libpng: at most a warning
+        assert expected is not None and np.array_equal(expected, m)
+        assert np.array_equal(decode_png_gray8(data), expected)
