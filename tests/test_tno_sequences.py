@@ -92,16 +92,15 @@ def test_calibrate_keeps_the_flag_down_and_says_why(auto_calibration):
         assert r["model_requested"] == "auto"
 
 
-@pytest.mark.parametrize("seq", [
-    "tree",
-    pytest.param("duine", marks=pytest.mark.xfail(strict=False, reason=(
-        "Duine's visual and thermal frames share few edges (edge correlation 0.15-0.17 at the result): its "
-        "calibration moves by up to 2.7 px with the video encoder's rounding (libx264 output differs by a few "
-        "grey levels between runs), so the 1.5 px check passes in some runs (0.40 px) and not in others"))),
-])
+@pytest.mark.parametrize("seq", ["tree", "duine"])
 def test_calibrate_recovers_the_known_warp(tno_workspace, auto_calibration, seq):
     """calibration(warped) @ W = calibration(unwarped), both with the model chosen for the warped
-    recording (the warp needs a rotation and a scale that the pre-registered pair alone may not)."""
+    recording (the warp needs a rotation and a scale that the pre-registered pair alone may not).
+
+    Duine's frames share few edges (edge correlation 0.15-0.17): its joint cost is flat to 0.1 %
+    over a few pixels, and before the flat-cost start of the joint refinement (the vertex of a
+    quadratic over a similarity grid, every pixel sampled) the result moved by up to 3.3 px with
+    the encoder's rounding (libx264 output differs by a few grey levels between runs)."""
     ws, warp, _, _, runner = tno_workspace
     warped = auto_calibration[seq + "-warped"]
     again = runner.invoke(main, ["calibrate", str(ws.root), "--rig", seq, "--model", warped["model"], "--force",

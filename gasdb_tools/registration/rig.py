@@ -158,7 +158,10 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
        ``max(outlier_px, 3 x median deviation)`` from it are dropped and the median retaken.
     3. With ``refine``, one transform is refined **jointly** over all used frames (one photometric
        gain and bias per frame and channel) on the two finest pyramid levels, from the median.
-       The joint result is kept only when it raises the summed ECC score.
+       The joint result is kept only when it raises the summed ECC score. When the per-frame
+       estimates scatter (median deviation above ``FLAT_SCATTER_PX``: few shared edges, a flat
+       joint cost), the refinement starts from the broad minimum of the joint cost near the
+       median (:func:`_broad_minimum`) and samples every pixel.
     4. QA: per frame, its own estimate's corner deviation from the result and its score at the
        result; per 3x3 block of the thermal frame, the median over frames of the local residual
        shift (:func:`block_residuals`, +-12 px, clear matches only) where a third of the frames
@@ -279,6 +282,11 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
     used_preps = [prepared[k] for k in used]
     # the joint steps share one budget of samples (each frame keeps at least 5,000)
     budget = max(5000, min(opts.max_pixels, _JOINT_SAMPLES // len(used_preps)))
+    # scattered per-frame estimates: a flat joint cost, whose broad minimum the median may miss
+    # (:func:`_broad_minimum`); there every pixel counts (on a flat cost the sampling grid moves the optimum)
+    flat = refine and np.median([dev[k] for k in used]) > FLAT_SCATTER_PX
+    if flat:
+        budget = max(budget, used_preps[0].thermal_size[0] * used_preps[0].thermal_size[1])
     joint = dict(max_pixels=budget, max_iter=opts.max_iter, perspective_prior=opts.perspective_prior)
     choice = None
     chosen = fit
@@ -291,12 +299,8 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
                               models=[m for m in MODELS if m != "translation" or np.allclose(pre, np.eye(3))])
         chosen = choice.model
         combined = normalise_matrix(np.linalg.inv(pre) @ choice.matrices[chosen])
-    flat = refine and np.median([dev[k] for k in used]) > FLAT_SCATTER_PX
-    if flat:  # scattered per-frame estimates: a flat joint cost, whose broad minimum the median may miss
+    if flat:
         combined = _broad_minimum(used_preps, combined, chosen, budget=budget)
-        # and every pixel in the joint refinement: on a flat cost the sampling grid moves the optimum
-        th_w, th_h = used_preps[0].thermal_size
-        joint["max_pixels"] = max(joint["max_pixels"], th_w * th_h)
     if refine:  # from the choice's half-resolution fit straight to full resolution; the median needs both levels
         combined, refined = joint_refine(used_preps, combined, chosen, **joint)
     # QA
