@@ -283,6 +283,33 @@ def test_register_pairs_synth_rig():
     assert out.block_shifts.shape == (3, 3, 2)
 
 
+def test_broad_minimum_is_bounded_and_keeps_the_joint_optimum():
+    """The flat-cost start of the joint refinement (vertex of a quadratic over a similarity grid)
+    moves at most two grid steps, keeps a start it cannot improve, and on a sharp cost (the
+    simulated rig) the joint refinement from it reaches the same optimum as from the truth."""
+    from gasdb_tools.registration import rig as rigmod
+    from gasdb_tools.registration.pair import make_options, prepare
+    from gasdb_tools.registration.refine import joint_refine
+
+    rig = SynthRig(seed=8, size=(320, 256))
+    preps = [prepare(rig.rgb(t + rig.offset_s), rig.thermal(t)[0], make_options("similarity", {}))
+             for t in (1.0, 2.5)]
+    corners = reg.image_corners(rig.size)
+    truth = reg.fit_model(corners, reg.transform_points(rig.homography, corners), "similarity")
+    joint = dict(max_pixels=40_000, max_iter=30, perspective_prior=2.0)
+    ref, _ = joint_refine(preps, truth, "similarity", **joint)
+    for deg, dx, dy in ((0.6, 2.5, -2.0), (-1.2, -5.0, 2.0)):
+        a = np.deg2rad(deg)
+        off = ref @ np.array([[np.cos(a), -np.sin(a), dx], [np.sin(a), np.cos(a), dy], [0, 0, 1.0]])
+        start = rigmod._broad_minimum(preps, off, "similarity", budget=40_000)
+        # two steps of every similarity parameter move the corners by at most 2 * 4 * (1 + 1 + 1) px
+        assert reg.corner_error(start, off, rig.size, reduce="max") <= 6 * rigmod._BROAD_STEP_PX + 1e-6
+        end, _ = joint_refine(preps, start, "similarity", **joint)
+        assert reg.corner_error(end, ref, rig.size) < 0.05
+    far = ref @ np.array([[1.0, 0, 40.0], [0, 1.0, 0], [0, 0, 1.0]])  # no minimum within reach: kept
+    assert np.allclose(rigmod._broad_minimum(preps, far, "similarity", budget=40_000), far)
+
+
 def test_register_pairs_flags_a_moved_camera_and_keeps_failures_out():
     """Two set-ups (different homographies) in one calibration are flagged; a black frame is left out."""
     a, b = SynthRig(seed=21, size=(320, 256)), SynthRig(seed=22, size=(320, 256))

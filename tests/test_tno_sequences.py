@@ -3,8 +3,8 @@
 Each sequence is packed as two videos (RGB 5 fps, thermal 10 fps, thermal starting 0.2 s later),
 once as it is and once with the thermal stream warped by a known transform W. ``gasdb extract``
 must find the offset within one frame period at a confidence above the threshold, or refuse it
-when the motion cannot tell (the Duine visual stream is a uniform pan; the extract message gives
-the fix, passing the offset); ``gasdb calibrate`` must recover W: calibration(warped) @ W equals
+when the motion cannot tell (Duine: see below; the extract message gives the fix, passing the
+offset); ``gasdb calibrate`` must recover W: calibration(warped) @ W equals
 calibration(unwarped) within 1.5 px (mean corner error; TNO's own registration is approximate,
 so the score is this consistency), with the consistency flag down.
 """
@@ -54,7 +54,13 @@ def test_extract_finds_the_offset_or_refuses_it(tno_workspace):
         assert r["status"] == "extracted", r
         assert abs(r["offset_s"] - _tno.OFFSET_S) < 1 / _tno.SCENE_FPS, r
         assert r["offset_confidence"] > DEFAULT_MIN_CONFIDENCE
-    for rec in ("duine", "duine-warped"):  # the visual stream is a uniform pan: refused, never guessed
+    # Duine shares no motion event between the streams: the person walks at a constant speed, the
+    # camera's one shake precedes the thermal stream, and the thermal camera's own +-2 px vertical
+    # jitter is absent from the visual stream. Every motion signal tried (raw energy, the energy
+    # left after removing each stream's global shift, the global-shift trajectory, the residual's
+    # 99th percentile) peaks at a wrong lag (about -0.8 s; correlation at the true 0.2 s: 0.67 raw
+    # against 0.88 at the peak, 0.44 against 0.64 compensated): refused, never guessed
+    for rec in ("duine", "duine-warped"):
         r = extract[rec]
         assert r["status"] == "failed" and "unreliable" in r["error"] and "--offset" in r["error"], r
     assert code == 1
@@ -86,16 +92,15 @@ def test_calibrate_keeps_the_flag_down_and_says_why(auto_calibration):
         assert r["model_requested"] == "auto"
 
 
-@pytest.mark.parametrize("seq", [
-    "tree",
-    pytest.param("duine", marks=pytest.mark.xfail(strict=False, reason=(
-        "Duine's visual and thermal frames share few edges (edge correlation 0.15-0.17 at the result): its "
-        "calibration moves by up to 2.7 px with the video encoder's rounding (libx264 output differs by a few "
-        "grey levels between runs), so the 1.5 px check passes in some runs (0.40 px) and not in others"))),
-])
+@pytest.mark.parametrize("seq", ["tree", "duine"])
 def test_calibrate_recovers_the_known_warp(tno_workspace, auto_calibration, seq):
     """calibration(warped) @ W = calibration(unwarped), both with the model chosen for the warped
-    recording (the warp needs a rotation and a scale that the pre-registered pair alone may not)."""
+    recording (the warp needs a rotation and a scale that the pre-registered pair alone may not).
+
+    Duine's frames share few edges (edge correlation 0.15-0.17): its joint cost is flat to 0.1 %
+    over a few pixels, and before the flat-cost start of the joint refinement (the vertex of a
+    quadratic over a similarity grid, every pixel sampled) the result moved by up to 3.3 px with
+    the encoder's rounding (libx264 output differs by a few grey levels between runs)."""
     ws, warp, _, _, runner = tno_workspace
     warped = auto_calibration[seq + "-warped"]
     again = runner.invoke(main, ["calibrate", str(ws.root), "--rig", seq, "--model", warped["model"], "--force",

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from gasdb_tools.errors import CalibrationError
-from gasdb_tools.registration.features import masked_ncc, warp_features
+from gasdb_tools.registration.features import full_size, masked_ncc, warp_features
 from gasdb_tools.registration.geometry import (MODELS, check_matrix, closest_model, corner_error, default_initial,
                                                fit_model, image_corners, local_scale, normalise_matrix,
                                                transform_points)
 from gasdb_tools.registration.pair import estimate_prepared, finish, make_options, prepare
-from gasdb_tools.registration.refine import SolverFrame, joint_refine
+from gasdb_tools.registration.refine import SolverFrame, joint_refine, level_cost
 from gasdb_tools.registration.selection import ModelChoice, select_model
 from gasdb_tools.registration.residuals import block_shifts
 
@@ -157,7 +158,10 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
        ``max(outlier_px, 3 x median deviation)`` from it are dropped and the median retaken.
     3. With ``refine``, one transform is refined **jointly** over all used frames (one photometric
        gain and bias per frame and channel) on the two finest pyramid levels, from the median.
-       The joint result is kept only when it raises the summed ECC score.
+       The joint result is kept only when it raises the summed ECC score. When the per-frame
+       estimates scatter (median deviation above ``FLAT_SCATTER_PX``: few shared edges, a flat
+       joint cost), the refinement starts from the broad minimum of the joint cost near the
+       median (:func:`_broad_minimum`) and samples every pixel.
     4. QA: per frame, its own estimate's corner deviation from the result and its score at the
        result; per 3x3 block of the thermal frame, the median over frames of the local residual
        shift (:func:`block_residuals`, +-12 px, clear matches only) where a third of the frames
@@ -278,6 +282,11 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
     used_preps = [prepared[k] for k in used]
     # the joint steps share one budget of samples (each frame keeps at least 5,000)
     budget = max(5000, min(opts.max_pixels, _JOINT_SAMPLES // len(used_preps)))
+    # scattered per-frame estimates: a flat joint cost, whose broad minimum the median may miss
+    # (:func:`_broad_minimum`); there every pixel counts (on a flat cost the sampling grid moves the optimum)
+    flat = refine and np.median([dev[k] for k in used]) > FLAT_SCATTER_PX
+    if flat:
+        budget = max(budget, used_preps[0].thermal_size[0] * used_preps[0].thermal_size[1])
     joint = dict(max_pixels=budget, max_iter=opts.max_iter, perspective_prior=opts.perspective_prior)
     choice = None
     chosen = fit
@@ -290,6 +299,8 @@ def register_pairs(pairs: Iterable, *, model: str = "auto", initial=None, refine
                               models=[m for m in MODELS if m != "translation" or np.allclose(pre, np.eye(3))])
         chosen = choice.model
         combined = normalise_matrix(np.linalg.inv(pre) @ choice.matrices[chosen])
+    if flat:
+        combined = _broad_minimum(used_preps, combined, chosen, budget=budget)
     if refine:  # from the choice's half-resolution fit straight to full resolution; the median needs both levels
         combined, refined = joint_refine(used_preps, combined, chosen, **joint)
     # QA
@@ -377,6 +388,62 @@ _CONSENSUS_FRAMES = 3
 
 #: Samples per pyramid level that the joint refinement and the model choice spread over the frames.
 _JOINT_SAMPLES = 200_000
+
+
+#: Median corner deviation (px) of the per-frame estimates from their median above which the joint
+#: cost is taken as flat (:func:`_broad_minimum`; well-textured frames agree within a few tenths).
+FLAT_SCATTER_PX = 1.0
+#: Step (px of corner motion) of the similarity grid of :func:`_broad_minimum`.
+_BROAD_STEP_PX = 4.0
+
+
+def _broad_minimum(preps, combined, model, *, budget):
+    """Start of the joint refinement on a flat cost: the vertex of a quadratic fitted to the joint cost
+    on a 3^4 similarity grid about the median (shift, rotation and scale of the thermal frame about
+    its centre, each moving the corners by ``_BROAD_STEP_PX``), on the half-resolution level.
+
+    On real cross-modal frames with few shared edges (the TNO ``Duine`` sequence: dunes and a
+    track) the per-frame estimates scatter by 1-3 px and the joint ECC cost is flat to 0.1 % over
+    a few pixels, with shallow local minima whose positions move with encoder noise and with the
+    warp of the frames. A quadratic fitted over a grid wider than those ripples finds the broad
+    minimum they sit in (response-surface fitting, the coarse-scale analogue of the Gauss-Newton
+    model); the joint refinement then only descends into the nearest ripple. The grid costs 81
+    cost evaluations (no Jacobians). The median is kept when the fit has no minimum or its vertex
+    lies beyond two grid steps.
+    """
+    pre = preps[0].prescale
+    lev = min(1, min(len(p.th_levels) for p in preps) - 1)
+    frames = [SolverFrame(p.th_levels[lev], p.rgb_levels[lev], budget, phase=k) for k, p in enumerate(preps)]
+    size = full_size(frames[0].th)
+    th_w, th_h = size
+    half_diag = 0.5 * float(np.hypot(th_w, th_h))
+    step = _BROAD_STEP_PX * pre[0, 0]
+    centre = np.array([[1.0, 0, (th_w - 1) / 2], [0, 1.0, (th_h - 1) / 2], [0, 0, 1.0]])
+    m0 = closest_model(pre @ combined, model, size)
+
+    def moved(q):
+        dx, dy, rot, sc = np.asarray(q) * step
+        a, k = rot / half_diag, 1.0 + sc / half_diag
+        r = np.array([[k * np.cos(a), -k * np.sin(a), dx], [k * np.sin(a), k * np.cos(a), dy], [0, 0, 1.0]])
+        return m0 @ centre @ r @ np.linalg.inv(centre)
+
+    qs = np.array(list(itertools.product((-1.0, 0.0, 1.0), repeat=4)))
+    costs = np.array([level_cost(frames, moved(q)) for q in qs])
+    iu = np.triu_indices(4)
+    design = np.column_stack([np.ones(len(qs)), qs, qs[:, iu[0]] * qs[:, iu[1]]])
+    coef = np.linalg.lstsq(design, costs, rcond=None)[0]
+    hess = np.zeros((4, 4))
+    hess[iu] = coef[5:]
+    hess = hess + hess.T  # diagonal doubled: d2/dq2 of c q^2 is 2c
+    try:
+        if np.linalg.eigvalsh(hess).min() <= 0:
+            return combined
+        q = -np.linalg.solve(hess, coef[1:5])
+    except np.linalg.LinAlgError:
+        return combined
+    if not np.all(np.isfinite(q)) or np.abs(q).max() > 2.0:
+        return combined
+    return normalise_matrix(np.linalg.inv(pre) @ closest_model(moved(q), model, size))
 
 
 def _start(prep, initial, done, opts):
