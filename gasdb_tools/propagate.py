@@ -20,7 +20,8 @@ plume's contrast depends on the temperature behind it; the recent maximum of the
 flicker; the threshold allowance on the scene's edges; the background model's own mask, so the
 fusion can always fall back on it; the carried masks) go through
 a logistic model fitted on the corrected frames (L2-regularised Newton/IRLS). Its decision
-threshold is chosen to maximise IoU on those frames. :mod:`gasdb_tools.refine` fits it and judges
+threshold is chosen to maximise IoU on those frames (by :mod:`gasdb_tools.refine` on the finished
+drafts of those frames). :mod:`gasdb_tools.refine` fits it and judges
 it by held-out IoU.
 
 References

@@ -17,7 +17,9 @@ output stage (smallest blob, hold) share one run.
 evidence and of the corrected masks carried to the pair by optical flow, fitted on pixels
 sampled from the corrected pairs (all gas pixels up to 4000 per pair, 8000 others; each sample
 weighted by the inverse of its sampling rate), its probability map smoothed, thresholded and
-cleaned like the background model's masks (:func:`fusion_mask`).
+cleaned like the background model's masks (:func:`fusion_mask`); the threshold is the one whose
+drafts of the corrected pairs have the best IoU (:data:`THRESHOLDS`; a fold's on its own training
+frames only).
 
 **Judged on held-out frames.** Each candidate is scored by leave-one-out IoU over the corrected
 pairs: for every corrected pair, the parameters (or the logistic model) are chosen (fitted) on
@@ -75,6 +77,9 @@ SEARCH_WINDOW_S = 4.0
 BLOCK = 32
 #: A corrected pair "shows gas" (counts towards leave-one-pair-out) from this fraction of its pixels.
 GAS_PAIR_FRACTION = 0.005
+#: Decision thresholds tried on the fusion's drafts (:func:`_fusion_held_out`).
+THRESHOLDS = tuple(round(0.2 + 0.05 * j, 2) for j in range(13))
+_DEFAULT_THRESHOLD = 0.5
 _POS_SAMPLES = 4000
 _NEG_SAMPLES = 8000
 
@@ -448,8 +453,8 @@ def refine(open_stream: Callable[[], Iterable], times, supervision: Supervision,
         if model is None:
             note = "no fusion model: the corrected pairs need both gas and background pixels"
         else:
-            scores["fusion"] = _fusion_held_out(open_stream, times, supervision, base, folds, lead_in_s, window_s,
-                                                levels)
+            scores["fusion"], model.threshold = _fusion_held_out(open_stream, times, supervision, base, folds, model,
+                                                                 lead_in_s, window_s, levels)
     choice = "base"
     top = scores["base"]
     if search and scores["params"] is not None and scores["params"] > top + 1e-9:
@@ -478,17 +483,28 @@ def _fit_fusion(samples: dict, n_units: int) -> tuple[LogisticFusion | None, lis
     return fit(np.ones(len(y), bool)), folds
 
 
-def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasParams, folds: list, lead_in_s: float,
-                     window_s: float, levels) -> float:
-    """Pooled IoU of every unit's pixels under the fold model fitted without them (the base
-    parameters' mask where that fold could not be fitted), on the whole corrected pairs."""
+def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasParams, folds: list, model,
+                     lead_in_s: float, window_s: float, levels) -> tuple[float, float]:
+    """Held-out IoU of the fusion and the final model's threshold, both on the drafts' own output.
+
+    Every model (each fold's and the final one) draws the whole corrected pairs with its
+    probability map through :func:`fusion_mask` at each of :data:`THRESHOLDS`. A fold's threshold
+    is the one with the best IoU on its training units (never the unit it leaves out), which
+    it is then scored on; the pooled confusions give the held-out IoU (the base parameters' mask
+    where a fold could not be fitted). The final model's threshold is the best over all units.
+    Choosing it on the smoothed, cleaned and seeded drafts rather than on sampled pixels removes
+    the bias the clean-up adds (a plume drawn too large or too small by a few pixels all round).
+    """
     units = supervision.units()
+    n_units = len(folds)
+    models = list(folds) + [model]
     corrected = {i: k for k, i in enumerate(supervision.indices)}
     clock = PairTimes(times)
     sub, frames = _primed(open_stream, base, lead_in_s)
     state = FeatureState()
     carrier = Carrier([times[i] for i in supervision.indices], window_s=window_s, levels=levels)
-    pooled = np.zeros(3, np.int64)
+    conf = np.zeros((len(models), n_units, len(THRESHOLDS), 3), np.int64)
+    base_conf = np.zeros((n_units, 3), np.int64)
 
     def score(items):
         for key, payload, carried in items:
@@ -497,15 +513,16 @@ def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasPara
                 continue
             k, partials, base_mask = payload
             truth, counted = supervision.masks[k], supervision.counted[k]
-            for u, um in enumerate(_units_of(counted, units)):
-                fold = k if units == "frames" else u
-                model = folds[fold]
-                if model is None:
-                    pred = base_mask
-                else:
-                    seed = _seed(base_mask, carried, near, window_s)
-                    pred = fusion_mask(model.complete(partials[fold], carried), base, model.threshold, seed=seed)
-                pooled[:] += _confusion(pred, truth, um)
+            seed = _seed(base_mask, carried, near, window_s)
+            unit_masks = list(enumerate(_units_of(counted, units)))
+            for u, um in unit_masks:
+                base_conf[k if units == "frames" else u] += _confusion(base_mask, truth, um)
+            for m, partial in partials.items():
+                prob = models[m].complete(partial, carried)
+                for j, thr in enumerate(THRESHOLDS):
+                    pred = fusion_mask(prob, base, thr, seed=seed)
+                    for u, um in unit_masks:
+                        conf[m, k if units == "frames" else u, j] += _confusion(pred, truth, um)
 
     for t, _, blurred in frames:
         base_mask = sub.apply(blurred, blurred=True)
@@ -520,11 +537,22 @@ def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasPara
         k = corrected[i]
         maps = state.maps(sub, blurred, base_mask)
         flat = maps.reshape(-1, maps.shape[-1])
-        wanted = [k] if units == "frames" else [0, 1]
-        partials = {f: folds[f].partial(flat).reshape(maps.shape[:2]) for f in wanted if folds[f] is not None}
+        partials = {m: mod.partial(flat).reshape(maps.shape[:2]) for m, mod in enumerate(models) if mod is not None}
         carrier.pair(i, payload=(k, partials, base_mask), correction=supervision.masks[k].astype(np.float32))
     score(carrier.finish())
-    return _iou(pooled)
+
+    def best(c):  # c: (thresholds, 3) -> index of the best IoU (ties: the first)
+        return int(np.argmax([_iou(row) for row in c]))
+
+    pooled = np.zeros(3, np.int64)
+    for f in range(n_units):
+        if folds[f] is None:
+            pooled += base_conf[f]
+            continue
+        training = [u for u in range(n_units) if u != f]
+        j = best(conf[f, training].sum(axis=0)) if training else THRESHOLDS.index(_DEFAULT_THRESHOLD)
+        pooled += conf[f, f, j]
+    return _iou(pooled), float(THRESHOLDS[best(conf[-1].sum(axis=0))])
 
 
 def disagreement(mask: np.ndarray, other: np.ndarray) -> float:
