@@ -20,7 +20,8 @@ plume's contrast depends on the temperature behind it; the recent maximum of the
 flicker; the threshold allowance on the scene's edges; the background model's own mask, so the
 fusion can always fall back on it; the carried masks) go through
 a logistic model fitted on the corrected frames (L2-regularised Newton/IRLS). Its decision
-threshold is chosen to maximise IoU on those frames. :mod:`gasdb_tools.refine` fits it and judges
+threshold is chosen to maximise IoU on those frames (by :mod:`gasdb_tools.refine` on the finished
+drafts of those frames). :mod:`gasdb_tools.refine` fits it and judges
 it by held-out IoU.
 
 References
@@ -42,8 +43,10 @@ __all__ = [
     "FEATURES",
     "WINDOW_S",
     "flow_image",
+    "BLEND_TAU_S",
     "carry",
     "Carrier",
+    "blend",
     "FeatureState",
     "LogisticFusion",
 ]
@@ -59,6 +62,8 @@ FEATURES = (
 
 #: Default reach of a carried mask, in seconds.
 WINDOW_S = 2.0
+#: Decay time (seconds) of a carried mask's weight in a pending pair's draft (:func:`blend`).
+BLEND_TAU_S = 0.5
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,6 +147,8 @@ class Carrier:
         self._forward: tuple[float, np.ndarray] | None = None  # (time of its correction, carried mask)
         self._flows: deque = deque()  # (t, flow from the previous frame to the frame at t)
         self._waiting: deque = deque()  # [t, key, payload, forward (dt, mask) or None, backward or None]
+        #: ``{key: seconds to the nearest correction that reached it}`` for the pairs released with a mask
+        self.reach: dict = {}
 
     def _near_correction(self, t: float) -> bool:
         i = int(np.searchsorted(self.times, t))
@@ -208,8 +215,35 @@ class Carrier:
             if parts:
                 total = sum(a for a, _ in parts)
                 carried = sum(a * m for a, m in parts) * np.float32(max(a for a, _ in parts) / total)
+                near = min(dt for dt, m in (forward or (0, None), backward or (0, None)) if m is not None and dt > 0)
+                self.reach[key] = float(near)
             out.append((key, payload, carried))
         return out
+
+
+def blend(prob: np.ndarray, carried: np.ndarray | None, near_s: float | None, *, window_s: float = WINDOW_S,
+          tau_s: float = BLEND_TAU_S) -> np.ndarray:
+    """A pending pair's gas probability pulled towards the corrected masks carried to it.
+
+    ``carried`` is what :class:`Carrier` releases (the closeness-weighted mean of the carried
+    masks, times ``1 / (1 + near_s / window_s)``); it is brought back to [0, 1] and mixed in with
+    the weight ``exp(-near_s / tau_s)``: a pair next to a correction mostly keeps the person's
+    outline, moved by the flow, a pair a few ``tau_s`` away keeps the fusion's. The decay is a
+    prior, not a fit: between sparse corrections no corrected pair is close enough to another to
+    measure it on.
+
+    >>> p = np.array([0.0, 0.5, 1.0], np.float32); c = np.array([1.0, 1.0, 0.0], np.float32) * 0.8
+    >>> [round(float(v), 3) for v in blend(p, c, 0.5, window_s=2.0, tau_s=0.5)]   # weight exp(-1)
+    [0.368, 0.684, 0.632]
+    >>> blend(p, None, None).tolist() == p.tolist()
+    True
+    """
+    prob = np.asarray(prob, np.float32)
+    if carried is None or near_s is None or not tau_s > 0:
+        return prob
+    soft = np.clip(np.asarray(carried, np.float32) * np.float32(1.0 + near_s / window_s), 0.0, 1.0)
+    lam = np.float32(np.exp(-float(near_s) / float(tau_s)))
+    return (1 - lam) * prob + lam * soft
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ output stage (smallest blob, hold) share one run.
 evidence and of the corrected masks carried to the pair by optical flow, fitted on pixels
 sampled from the corrected pairs (all gas pixels up to 4000 per pair, 8000 others; each sample
 weighted by the inverse of its sampling rate), its probability map smoothed, thresholded and
-cleaned like the background model's masks (:func:`fusion_mask`).
+cleaned like the background model's masks (:func:`fusion_mask`); the threshold is the one whose
+drafts of the corrected pairs have the best IoU (:data:`THRESHOLDS`; a fold's on its own training
+frames only).
 
 **Judged on held-out frames.** Each candidate is scored by leave-one-out IoU over the corrected
 pairs: for every corrected pair, the parameters (or the logistic model) are chosen (fitted) on
@@ -30,6 +32,14 @@ one pair with a plume would leave nothing to learn a plume from. The drafts then
 come from whichever of *current parameters*, *fitted parameters* and *fusion* has the best
 held-out IoU (ties: the simpler one), so a fit that only memorises the corrected frames is not
 used. :func:`refined_masks` reads the stream once more and yields the drafts.
+
+**Where the fusion may draw.** A fusion fitted on a few corrected frames has seen the noise of
+few gas-free frames; left alone it fires on the noise of the gas-free frames nobody corrected.
+Its blobs are therefore kept only where they touch the background model's own mask or a
+corrected mask carried to the frame (:func:`fusion_mask` with a seed: the fusion draws the
+outline, evidence it was not fitted on says whether there is a plume), in the held-out scoring
+as in the drafts. Next to a correction, the carried mask is also blended into the fusion's
+probability with a weight decaying with the time to it (:func:`~gasdb_tools.propagate.blend`).
 
 Nothing here reads or writes a workspace (:mod:`gasdb_tools.preannotate` does).
 """
@@ -46,7 +56,7 @@ import numpy as np
 from gasdb_tools import provenance
 from gasdb_tools.background import PRESETS, GasParams, GasSubtractor, TemporalHold, clean_mask, remove_small_blobs
 from gasdb_tools.dense import PairTimes, draft_stats, prime, static_probability
-from gasdb_tools.propagate import FEATURES, WINDOW_S, Carrier, FeatureState, LogisticFusion
+from gasdb_tools.propagate import BLEND_TAU_S, FEATURES, WINDOW_S, Carrier, FeatureState, LogisticFusion, blend
 
 __all__ = [
     "SEARCH_WINDOW_S",
@@ -67,6 +77,9 @@ SEARCH_WINDOW_S = 4.0
 BLOCK = 32
 #: A corrected pair "shows gas" (counts towards leave-one-pair-out) from this fraction of its pixels.
 GAS_PAIR_FRACTION = 0.005
+#: Decision thresholds tried on the fusion's drafts (:func:`_fusion_held_out`).
+THRESHOLDS = tuple(round(0.2 + 0.05 * j, 2) for j in range(13))
+_DEFAULT_THRESHOLD = 0.5
 _POS_SAMPLES = 4000
 _NEG_SAMPLES = 8000
 
@@ -307,12 +320,39 @@ def _primed(open_stream, params: GasParams, lead_in_s: float):
     return sub, primed.frames
 
 
-def fusion_mask(prob: np.ndarray, base: GasParams, threshold: float) -> np.ndarray:
+def fusion_mask(prob: np.ndarray, base: GasParams, threshold: float, seed: np.ndarray | None = None) -> np.ndarray:
     """The fusion's draft: the probability map smoothed (sigma 1 px), thresholded, and cleaned with the
-    base parameters' morphology and smallest blob (:func:`~gasdb_tools.background.clean_mask`)."""
+    base parameters' morphology and smallest blob (:func:`~gasdb_tools.background.clean_mask`).
+
+    With ``seed`` (the background model's own mask, or a carried correction), only the blobs that
+    touch it are kept (hysteresis on blobs: the fusion draws the outline, the evidence the fusion
+    was not fitted on says where a plume is): a fusion fitted on a few corrected frames may fire
+    on the noise of the gas-free frames nobody corrected, where the background model sees nothing.
+
+    >>> p = np.zeros((40, 40), np.float32); p[5:15, 5:15] = 0.9; p[25:35, 25:35] = 0.9
+    >>> seed = np.zeros((40, 40), bool); seed[8, 8] = True
+    >>> m = fusion_mask(p, GasParams(), 0.5, seed=seed)
+    >>> bool(m[10, 10]), bool(m[30, 30]), bool(fusion_mask(p, GasParams(), 0.5)[30, 30])
+    (True, False, True)
+    """
     smooth = cv2.GaussianBlur(np.asarray(prob, np.float32), (0, 0), 1.0)
-    return clean_mask(smooth > np.float32(threshold), open_size=base.open_size, close_size=base.close_size,
+    mask = clean_mask(smooth > np.float32(threshold), open_size=base.open_size, close_size=base.close_size,
                       min_area_frac=base.min_area_frac)
+    if seed is None or not mask.any():
+        return mask
+    n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(labels[np.asarray(seed, bool) & mask])] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def _seed(base_mask: np.ndarray, carried: np.ndarray | None, near_s: float | None, window_s: float) -> np.ndarray:
+    """What a fusion blob must touch to be kept (:func:`fusion_mask`): the background model's mask
+    and the corrected masks carried to the frame (brought back to [0, 1], over one half)."""
+    if carried is None or near_s is None:
+        return base_mask
+    return base_mask | (np.asarray(carried, np.float32) * np.float32(1.0 + near_s / window_s) > 0.5)
 
 
 def refine(open_stream: Callable[[], Iterable], times, supervision: Supervision, *, base: GasParams,
@@ -413,8 +453,8 @@ def refine(open_stream: Callable[[], Iterable], times, supervision: Supervision,
         if model is None:
             note = "no fusion model: the corrected pairs need both gas and background pixels"
         else:
-            scores["fusion"] = _fusion_held_out(open_stream, times, supervision, base, folds, lead_in_s, window_s,
-                                                levels)
+            scores["fusion"], model.threshold = _fusion_held_out(open_stream, times, supervision, base, folds, model,
+                                                                 lead_in_s, window_s, levels)
     choice = "base"
     top = scores["base"]
     if search and scores["params"] is not None and scores["params"] > top + 1e-9:
@@ -443,32 +483,46 @@ def _fit_fusion(samples: dict, n_units: int) -> tuple[LogisticFusion | None, lis
     return fit(np.ones(len(y), bool)), folds
 
 
-def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasParams, folds: list, lead_in_s: float,
-                     window_s: float, levels) -> float:
-    """Pooled IoU of every unit's pixels under the fold model fitted without them (the base
-    parameters' mask where that fold could not be fitted), on the whole corrected pairs."""
+def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasParams, folds: list, model,
+                     lead_in_s: float, window_s: float, levels) -> tuple[float, float]:
+    """Held-out IoU of the fusion and the final model's threshold, both on the drafts' own output.
+
+    Every model (each fold's and the final one) draws the whole corrected pairs with its
+    probability map through :func:`fusion_mask` at each of :data:`THRESHOLDS`. A fold's threshold
+    is the one with the best IoU on its training units (never the unit it leaves out), which
+    it is then scored on; the pooled confusions give the held-out IoU (the base parameters' mask
+    where a fold could not be fitted). The final model's threshold is the best over all units.
+    Choosing it on the smoothed, cleaned and seeded drafts rather than on sampled pixels removes
+    the bias the clean-up adds (a plume drawn too large or too small by a few pixels all round).
+    """
     units = supervision.units()
+    n_units = len(folds)
+    models = list(folds) + [model]
     corrected = {i: k for k, i in enumerate(supervision.indices)}
     clock = PairTimes(times)
     sub, frames = _primed(open_stream, base, lead_in_s)
     state = FeatureState()
     carrier = Carrier([times[i] for i in supervision.indices], window_s=window_s, levels=levels)
-    pooled = np.zeros(3, np.int64)
+    conf = np.zeros((len(models), n_units, len(THRESHOLDS), 3), np.int64)
+    base_conf = np.zeros((n_units, 3), np.int64)
 
     def score(items):
-        for _, payload, carried in items:
+        for key, payload, carried in items:
+            near = carrier.reach.pop(key, None)
             if payload is None:
                 continue
             k, partials, base_mask = payload
             truth, counted = supervision.masks[k], supervision.counted[k]
-            for u, um in enumerate(_units_of(counted, units)):
-                fold = k if units == "frames" else u
-                model = folds[fold]
-                if model is None:
-                    pred = base_mask
-                else:
-                    pred = fusion_mask(model.complete(partials[fold], carried), base, model.threshold)
-                pooled[:] += _confusion(pred, truth, um)
+            seed = _seed(base_mask, carried, near, window_s)
+            unit_masks = list(enumerate(_units_of(counted, units)))
+            for u, um in unit_masks:
+                base_conf[k if units == "frames" else u] += _confusion(base_mask, truth, um)
+            for m, partial in partials.items():
+                prob = models[m].complete(partial, carried)
+                for j, thr in enumerate(THRESHOLDS):
+                    pred = fusion_mask(prob, base, thr, seed=seed)
+                    for u, um in unit_masks:
+                        conf[m, k if units == "frames" else u, j] += _confusion(pred, truth, um)
 
     for t, _, blurred in frames:
         base_mask = sub.apply(blurred, blurred=True)
@@ -483,18 +537,45 @@ def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasPara
         k = corrected[i]
         maps = state.maps(sub, blurred, base_mask)
         flat = maps.reshape(-1, maps.shape[-1])
-        wanted = [k] if units == "frames" else [0, 1]
-        partials = {f: folds[f].partial(flat).reshape(maps.shape[:2]) for f in wanted if folds[f] is not None}
+        partials = {m: mod.partial(flat).reshape(maps.shape[:2]) for m, mod in enumerate(models) if mod is not None}
         carrier.pair(i, payload=(k, partials, base_mask), correction=supervision.masks[k].astype(np.float32))
     score(carrier.finish())
-    return _iou(pooled)
+
+    def best(c):  # c: (thresholds, 3) -> index of the best IoU (ties: the first)
+        return int(np.argmax([_iou(row) for row in c]))
+
+    pooled = np.zeros(3, np.int64)
+    for f in range(n_units):
+        if folds[f] is None:
+            pooled += base_conf[f]
+            continue
+        training = [u for u in range(n_units) if u != f]
+        j = best(conf[f, training].sum(axis=0)) if training else THRESHOLDS.index(_DEFAULT_THRESHOLD)
+        pooled += conf[f, f, j]
+    return _iou(pooled), float(THRESHOLDS[best(conf[-1].sum(axis=0))])
+
+
+def disagreement(mask: np.ndarray, other: np.ndarray) -> float:
+    """How much a refined draft and the background model's own mask disagree, for ``gasdb suggest``:
+    the pixels in one but not the other over their union, the union counted as at least
+    :data:`GAS_PAIR_FRACTION` of the frame, so a stray blob in a gas-free frame is a small
+    disagreement, not a total one.
+
+    >>> a = np.zeros((100, 100), bool); b = a.copy(); b[:5, :5] = True      # 25 stray pixels
+    >>> disagreement(a, b), round(disagreement(b, np.zeros_like(b) | True), 4)
+    (0.5, 0.9975)
+    """
+    mask, other = np.asarray(mask, bool), np.asarray(other, bool)
+    union = max(np.count_nonzero(mask | other), GAS_PAIR_FRACTION * mask.size)
+    return round(float(np.count_nonzero(mask ^ other)) / float(union), 6) if union else 0.0
 
 
 # ----------------------------------------------------------------------------------------------
 # pass 2: the drafts
 # ----------------------------------------------------------------------------------------------
 def refined_masks(open_stream: Callable[[], Iterable], times, refinement: Refinement, supervision: Supervision, *,
-                  lead_in_s: float = 1.0, levels=(0.0, 255.0)) -> Iterator[tuple[int, np.ndarray, dict]]:
+                  lead_in_s: float = 1.0, levels=(0.0, 255.0),
+                  tau_s: float = BLEND_TAU_S) -> Iterator[tuple[int, np.ndarray, dict]]:
     """``(pair index, mask, stats)`` for every pair that is not corrected.
 
     The masks come from the refinement's choice: the fitted (or current) parameters, or the
@@ -519,9 +600,11 @@ def refined_masks(open_stream: Callable[[], Iterable], times, refinement: Refine
             if payload is None:  # a corrected pair
                 continue
             partial, base_mask = payload
-            prob = model.complete(partial, carried)
-            mask = fusion_mask(prob, params, model.threshold)
-            yield i, mask, draft_stats(mask, prob, base_mask)
+            near = carrier.reach.pop(i, None)
+            prob = blend(model.complete(partial, carried), carried, near, window_s=refinement.window_s, tau_s=tau_s)
+            seed = _seed(base_mask, carried, near, refinement.window_s)
+            mask = fusion_mask(prob, params, model.threshold, seed=seed)
+            yield i, mask, {**draft_stats(mask, prob), "disagreement": disagreement(mask, base_mask)}
 
     for t, _, blurred in frames:
         mask = sub.apply(blurred, blurred=True)

@@ -4,7 +4,9 @@
 (``gasdb.preannot.stats``: :func:`gasdb_tools.dense.draft_stats`): the mean per-pixel entropy of
 its gas probability within 15 px of the drafted plume (``uncertainty``) and, for refined drafts,
 how much the fusion with the corrected masks disagrees with the background model alone
-(``disagreement``). :func:`rank` combines them with **coverage over time**: a correction teaches
+(``disagreement``: :func:`gasdb_tools.refine.disagreement`, the pixels drawn by one only over
+their union, counted as at least 0.5 % of the frame, so that a stray blob in a gas-free frame
+does not outrank a plume). :func:`rank` combines them with **coverage over time**: a correction teaches
 its neighbours most (:mod:`gasdb_tools.propagate` carries it along the video, and the refined
 model learns the scene), so a pair far from every corrected pair is worth more than one next to
 a correction. Per pending pair ``i`` of a recording:

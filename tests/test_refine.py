@@ -17,8 +17,8 @@ from gasdb_tools.cli import main
 from gasdb_tools.metrics import confusion, scores
 from gasdb_tools.polygons import mask_to_shapes
 from gasdb_tools.preannotate import preannotate_workspace
-from gasdb_tools.propagate import FEATURES, Carrier, LogisticFusion, carry
-from gasdb_tools.refine import candidates, held_out_choice
+from gasdb_tools.propagate import FEATURES, Carrier, LogisticFusion, blend, carry
+from gasdb_tools.refine import candidates, disagreement, fusion_mask, held_out_choice
 from gasdb_tools.status import workspace_status
 from gasdb_tools.suggest import Candidate, rank, suggest_workspace
 from test_preannotate import N_FRAMES, _draft_mask, _make_workspace
@@ -262,6 +262,47 @@ def test_carry_pulls_along_the_flow():
     flow = np.zeros((5, 5, 2), np.float32)
     flow[..., 1] = -1  # every pixel comes from the row above
     assert carry(m, flow)[3, 2] == 1 and carry(m, flow)[2, 2] == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.0, 10.0), st.floats(0.05, 3.0), st.integers(0, 2**31 - 1))
+def test_blend_moves_from_the_carried_mask_to_the_fusion_with_time(near_s, tau_s, seed):
+    rng = np.random.default_rng(seed)
+    prob = rng.random((6, 7)).astype(np.float32)
+    mask = rng.random((6, 7)) > 0.5
+    carried = mask.astype(np.float32) / np.float32(1.0 + near_s / 2.0)  # as Carrier releases it
+    out = blend(prob, carried, near_s, window_s=2.0, tau_s=tau_s)
+    lam = np.exp(-near_s / tau_s)
+    assert out.dtype == np.float32 and ((out >= 0) & (out <= 1)).all()
+    np.testing.assert_allclose(out, (1 - lam) * prob + lam * mask, atol=1e-5)
+    assert (blend(prob, None, None) == prob).all() and (blend(prob, carried, near_s, tau_s=0.0) == prob).all()
+
+
+def test_fusion_blobs_are_kept_only_where_a_seed_touches_them():
+    prob = np.zeros((60, 80), np.float32)
+    prob[10:25, 10:30] = 0.95  # the plume, where the background model also fires
+    prob[40:52, 50:70] = 0.95  # the fusion alone: noise of a frame nobody corrected
+    seed = np.zeros(prob.shape, bool)
+    seed[15, 15] = True
+    free = fusion_mask(prob, GasParams(), 0.5)
+    kept = fusion_mask(prob, GasParams(), 0.5, seed=seed)
+    assert free[45, 60] and not kept[45, 60]
+    assert (kept == (free & (np.indices(prob.shape)[0] < 30))).all()  # the plume keeps its whole outline
+    assert not fusion_mask(prob, GasParams(), 0.5, seed=np.zeros_like(seed)).any()
+
+
+def test_disagreement_of_a_stray_blob_is_small_and_of_a_missed_plume_total():
+    empty = np.zeros((240, 320), bool)
+    blob = empty.copy()
+    blob[100:106, 100:107] = True  # 42 pixels in a gas-free frame
+    plume = empty.copy()
+    plume[50:110, 60:160] = True
+    assert disagreement(empty, empty) == 0.0
+    assert disagreement(empty, blob) == pytest.approx(42 / (0.005 * 240 * 320))
+    assert disagreement(empty, plume) == 1.0 and disagreement(plume, empty) == 1.0
+    half = empty.copy()
+    half[50:110, 60:110] = True
+    assert disagreement(half, plume) == pytest.approx(0.5)
 
 
 # ------------------------------------------------------------------------------------------
