@@ -296,7 +296,7 @@ def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s,
     entry["frame"] = kind
     refinement = sup = None
     if refine is not None:
-        refinement, sup, note = _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, refine)
+        refinement, sup, note = _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, refine, sink.threads)
         entry["refined"] = refinement.to_dict() if refinement is not None else {"note": note}
         if refinement is not None:
             draft = {**draft, "refined": refinement.to_dict()}
@@ -363,9 +363,15 @@ def expected_inputs(ws: Workspace, rec_row: dict, rows) -> str | None:
 # ------------------------------------------------------------------------------------------
 # the thermal stream, and masks between the thermal and the annotation frame
 # ------------------------------------------------------------------------------------------
-def thermal_stream(ws: Workspace, rec_row: dict):
-    """``(t, frame)`` for every frame of a recording's thermal video (gray; 16 bits kept), decoded
-    ahead in a thread.
+def thermal_stream(ws: Workspace, rec_row: dict, *, threads: int | None = None):
+    """``(t, frame)`` for every frame of a recording's thermal video (gray; 16 bits kept).
+
+    ``threads`` is the caller's share of the cores (:attr:`gasdb_tools.stages.Sink.threads`;
+    ``--jobs`` counts cores): 1 decodes in the calling thread, without FFmpeg threads, so a
+    recording keeps one core busy and ``--jobs N`` runs N recordings side by side on N cores;
+    ``n >= 2`` decodes ahead in a thread of its own (:func:`gasdb_tools.dense.prefetch`) with
+    ``n - 1`` FFmpeg threads, beside the background model. None (default): decoded ahead, FFmpeg
+    picks its threads (a caller alone on the machine). The frames are the same in every case.
 
     Raises
     ------
@@ -378,7 +384,11 @@ def thermal_stream(ws: Workspace, rec_row: dict):
         raise WorkspaceError(f"recording {rec_row['id']}: thermal video not found; drafts are computed from every "
                              "frame of it", file=path or ws.root / ws.RECORDINGS, field="thermal",
                              fix="put the video back at this path (or register the recording again with `gasdb add`)")
-    return dense.prefetch((t, video.frame_to_array(f, gray=True)) for t, f in video.iter_av_frames(path))
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads!r}")
+    decode = True if threads is None else max(1, threads - 1)
+    frames = ((t, video.frame_to_array(f, gray=True)) for t, f in video.iter_av_frames(path, threads=decode))
+    return frames if threads == 1 else dense.prefetch(frames)
 
 
 def to_annotation_frame(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -452,7 +462,7 @@ def _levels(stretch) -> tuple[float, float]:
     return (float(stretch.lo), float(stretch.hi)) if stretch is not None else (0.0, 255.0)
 
 
-def _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, options):
+def _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, options, threads=None):
     """(Refinement or None, Supervision, note)."""
     from gasdb_tools import refine as refine_mod
 
@@ -461,7 +471,7 @@ def _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, options):
         return None, sup, "no corrected pairs (edited or approved) to learn from: plain drafts"
     params = {k: v for k, v in draft["params"].items() if k != "lead_in_s"}
     stretch, _ = views.recording_stretch(ws, rec_row, rows)
-    refinement = refine_mod.refine(lambda: thermal_stream(ws, rec_row), [float(r["t_thermal"]) for r in rows], sup,
+    refinement = refine_mod.refine(lambda: thermal_stream(ws, rec_row, threads=threads), [float(r["t_thermal"]) for r in rows], sup,
                                    base=GasParams(**params), lead_in_s=lead_in_s, search=options["search"],
                                    window_s=options["window_s"], levels=_levels(stretch))
     return refinement, sup, ""
@@ -566,13 +576,13 @@ class _Tap:
             yield t, frame
 
 
-def _masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model=None, device="auto"):
+def _masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model=None, device="auto", threads=None):
     """``(pair index, thermal-frame mask, stats)`` from the dense stream (plain, refined or by the model)."""
     times = [float(r["t_thermal"]) for r in rows]
 
     def stream():
         tap.frames = 0
-        return tap(thermal_stream(ws, rec_row))
+        return tap(thermal_stream(ws, rec_row, threads=threads))
 
     if model is not None:
         stretch, _ = views.recording_stretch(ws, rec_row, rows)
@@ -613,7 +623,8 @@ def _write_drafts(ws, rec, rows, kind, geometry, plan, provenance_, recipe, lead
     first = next(r for r in rows if plan[r["pair_id"]][0] == "write")
     tap = _Tap(float(first["t_thermal"]))
     checked = False
-    for i, mask, stats in progress(_masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model, device),
+    for i, mask, stats in progress(_masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model, device,
+                                          sink.threads),
                                    total=len(rows), desc=f"preannotate {rec}", unit="pair"):
         r = rows[i]
         pid = r["pair_id"]

@@ -540,6 +540,32 @@ def test_drafts_do_not_depend_on_how_sparsely_pairs_were_extracted(tmp_path):
         assert np.array_equal(_draft_mask(sparse_ws, pid), _draft_mask(dense_ws, pid)), pid
 
 
+def test_thermal_stream_keeps_to_its_thread_budget(tmp_path):
+    """One thread: decoded in the caller's thread (a recording keeps one core busy, --jobs N uses N
+    cores); more: decoded ahead beside the model. The frames are the same."""
+    import threading
+
+    from gasdb_tools.preannotate import thermal_stream
+
+    ws, _ = _make_workspace(tmp_path)
+    rec = ws.read_index().recordings["rec1"]
+    runs = {}
+    for threads in (1, 2, None):
+        before = threading.active_count()
+        out, peak = [], 0
+        for t, frame in thermal_stream(ws, rec, threads=threads):
+            out.append((t, frame))
+            peak = max(peak, threading.active_count())
+        runs[threads] = out
+        assert (peak == before) == (threads == 1), threads
+    assert len(runs[1]) == N_FRAMES
+    for threads in (2, None):
+        assert [t for t, _ in runs[threads]] == [t for t, _ in runs[1]]
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(runs[threads], runs[1]))
+    with pytest.raises(ValueError, match="threads"):
+        thermal_stream(ws, rec, threads=0)
+
+
 def test_recipe_names_the_video_the_pair_times_and_the_geometry(tmp_path):
     from gasdb_tools.status import workspace_status
 
