@@ -664,7 +664,7 @@ class _RecordingJob:
         for row in rows:
             row["extract_digest"] = self._digest(row["pair_id"], row)
         pairs = {row["pair_id"]: row for row in rows}
-        defaults = {pid: self._restored(row) for pid, row in pairs.items()}
+        defaults = {pid: restored for pid, row in pairs.items() if (restored := self._restored(row))}
         if self.existing_digests:
             self.committed.update(pairs)
         if self.rec.get("sensors"):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from gasdb_tools import __version__
 from gasdb_tools.errors import WorkspaceError
-from gasdb_tools.fsutil import atomic_write_text, file_lock, read_json, write_json
+from gasdb_tools.fsutil import atomic_write_bytes, file_lock, read_json, write_json
 from gasdb_tools.scenes import SCENES  # the scene column's vocabulary (part of this module's API)
 
 __all__ = [
@@ -152,12 +152,14 @@ def _read_csv(path: Path, check=None) -> tuple[list[str], list[dict]]:
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="raise")
+    buf = io.BytesIO()  # encoded as it is written: one copy of the file in memory, not three
+    text = io.TextIOWrapper(buf, encoding="utf-8", newline="", write_through=False)
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n", extrasaction="raise")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _cell(row.get(k, "")) for k in columns})
-    atomic_write_text(path, buf.getvalue())
+    text.flush()
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _cell(value) -> str:

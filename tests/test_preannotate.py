@@ -91,6 +91,12 @@ def _states(ws):
     return review.read_states(ws)
 
 
+def _read_back_counts(ws):
+    """Review counts from the documents on disk (what the report counts without reading them back)."""
+    ids = sorted(ws.read_index().pairs)
+    return review.counts(review.read_states(ws, pairs=ids), ids)
+
+
 def _draft_mask(ws, pid):
     row = ws.read_index().pairs[pid]
     doc = labelme_format.read(ws.path(row["label"]))
@@ -156,9 +162,12 @@ def test_edits_are_never_overwritten_with_or_without_force(tmp_path):
 
     rerun = preannotate_workspace(ws)  # resumable: nothing to do
     assert rerun["written"] == 0 and rerun["kept_edited"] == 2
+    assert rerun["review"] == _read_back_counts(ws) == {"pending": N_FRAMES - 2, "edited": 2, "approved": 0,
+                                                         "recheck": 0, "unlabelled": 0}
     assert rerun["recordings"][0]["skipped"] == N_FRAMES - 2
     forced = preannotate_workspace(ws, force=True, k=3.0)  # replaces untouched drafts only
     assert forced["written"] == N_FRAMES - 2 and forced["kept_edited"] == 2
+    assert forced["review"] == _read_back_counts(ws)
     assert path.read_bytes() == edited_bytes and path2.read_bytes() == flagged_bytes
     redone = labelme_format.read(untouched)
     assert redone["gasdb"]["preannot"]["params"]["k"] == 3.0 and untouched.read_bytes() != untouched_bytes
@@ -266,6 +275,7 @@ def test_recalibration_reprojects_edited_documents_exactly(tmp_path):
     _set_geometry(ws, new)
     report = preannotate_workspace(ws)
     assert report["reprojected"] == 2
+    assert report["review"] == _read_back_counts(ws) and report["review"]["recheck"] == 2
     change = new.matrix @ np.linalg.inv(old.matrix)
     expected = np.c_[poly, np.ones(4)] @ change.T
     states = _states(ws)
