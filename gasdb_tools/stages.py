@@ -582,9 +582,10 @@ class _WorkerDied:
         self.reason, self.retry = reason, retry
 
 
-#: The modules of the per-recording stages (their ``work`` functions).
+#: The modules of the per-recording stages (their ``work`` functions), and modules they import
+#: only when they run (PyAV on the first video opened, the draft propagation's window).
 _STAGE_MODULES = ("gasdb_tools.extract", "gasdb_tools.calibration", "gasdb_tools.align", "gasdb_tools.enhance",
-                 "gasdb_tools.preannotate")
+                  "gasdb_tools.preannotate", "gasdb_tools.propagate", "av")
 
 
 def _preload(module: str | None) -> list[str]:
@@ -594,6 +595,8 @@ def _preload(module: str | None) -> list[str]:
     not in every worker of every later stage; the server is started by the first stage that
     needs it and kept)."""
     names = ["gasdb_tools.stages"] + ([module] if module else [])
+    if module in ("gasdb_tools.extract", "gasdb_tools.preannotate"):
+        names.append("av")  # they decode videos in every worker (PyAV is imported on the first one)
     return list(dict.fromkeys(names + [m for m in _STAGE_MODULES if m in sys.modules]))
 
 
