@@ -49,6 +49,7 @@ import os
 import shlex
 import shutil
 import time
+from array import array
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain, islice
@@ -212,11 +213,11 @@ def _peek(iterator, n: int):
 
 
 class _Counter:
-    """Pass (t, frame) items through, remembering every timestamp (for the summary)."""
+    """Pass (t, frame) items through, remembering every timestamp (for the summary; 8 bytes a frame)."""
 
     def __init__(self, items):
         self.items = items
-        self.times: list[float] = []
+        self.times = array("d")
 
     def __iter__(self):
         for item in self.items:
@@ -234,8 +235,12 @@ class _RecordingJob:
         self.compression, self.checkpoint, self.pool = compression, checkpoint, pool
         self.inflight: deque[Future] = deque()
         self.digests: dict[str, list] = {}  # pair id -> [rgb future or digest, thermal future or digest]
-        self.committed: set[str] = set()
-        self.pair_times: dict[str, str] = {}  # pair id -> t_thermal of every pair committed
+        # What grows with a recording's length is kept to a few bytes a frame (timestamps and
+        # motion energies in arrays, staged digests in a bytearray): the pair ids committed only
+        # when a resumed run must drop the interrupted run's leftovers, their times only when
+        # sensor readings are attached.
+        self.committed: set[str] = set()  # pair ids committed, when resuming (else left empty)
+        self.pair_times: dict[str, str] = {}  # pair id -> t_thermal, with a sensor stream
         self.rec: dict = {}
         self.stash: dict[str, dict] = {}  # downstream columns of pairs replaced by --force, by pair id
         self.existing_digests: dict[str, str] = {}  # pair id -> extract_digest of a resumed run
@@ -360,7 +365,7 @@ class _RecordingJob:
         sampler = sync.TimeSampler(every)
         dup = sync.DuplicateFilter(threshold=self.dedup_threshold) if self.dedup else None
         pending_rows: list[dict] = []
-        seen: set[str] = set()
+        last_pid = None
         kept = paired = 0
         max_dt = 0.0
         for pair in pairs:
@@ -377,9 +382,9 @@ class _RecordingJob:
                     self.result["dedup_skipped"] += 1
                     continue
             pid = make_pair_id(self.rec_id, pair.t_rgb if pair.t_rgb is not None else pair.t_thermal)
-            if pid in seen:  # two frames within 0.5 ms of each other: keep the first
+            if pid == last_pid:  # two frames within 0.5 ms of each other (pairs come in time order): keep the first
                 continue
-            seen.add(pid)
+            last_pid = pid
             kept += 1
             max_dt = max(max_dt, abs(pair.dt))
             th_rel = f"frames/{self.rec_id}/thermal/{pid}.png"
@@ -422,8 +427,7 @@ class _RecordingJob:
         """The reading nearest in time for each pair of the recording's gas-sensor stream
         (:mod:`gasdb_tools.sensors`), and what was not attached, in the index and the summary."""
         stream = read_sensor_csv(self.ws.path(self.rec["sensors"]), offset_s=float(self.rec.get("sensor_offset_s") or 0))
-        rows = [{"pair_id": pid, "t_thermal": t} for pid, t in sorted(self.pair_times.items())
-                if pid in self.committed]
+        rows = [{"pair_id": pid, "t_thermal": t} for pid, t in sorted(self.pair_times.items())]
         report = attach_report(stream, [float(r["t_thermal"]) for r in rows], video_span)
         self.sink.commit(IndexOps(pairs=pair_columns(stream, rows),
                                   recording={self.rec_id: {"sensor_report": json.dumps(report, sort_keys=True)}}))
@@ -449,21 +453,18 @@ class _RecordingJob:
         docstring). An interrupted pass resumes: frames already staged are not encoded again."""
         staging = self._staging(rec)
         meters = {"rgb": video.MotionMeter(), "thermal": video.MotionMeter()}
-        staged: dict[str, list] = {"rgb": [], "thermal": []}
+        staged = {"rgb": _Staged(), "thermal": _Staged()}
         total = sum(filter(None, (video.probe(p, decode_first=False).frames_declared for p in (rgb_path, th_path))))
         streams = {"rgb": _Prefetch(video.iter_av_frames(rgb_path)), "thermal": _Prefetch(video.iter_av_frames(th_path))}
         try:
             for kind, t, frame in progress(_merge_by_time(streams), total=total or None,
                                            desc=f"extract {self.rec_id}", unit="frame"):
                 meters[kind].add(t, frame)
-                k = len(staged[kind])
-                out = staging / kind / f"{k:08d}.png"
+                out = staging / kind / f"{len(staged[kind]):08d}.png"
                 if out.is_file():
-                    staged[kind].append(out)  # from an interrupted pass: hashed when it is used
+                    staged[kind].add(None)  # from an interrupted pass: hashed when it is used
                 else:
-                    fut = self._submit(out, frame, kind == "thermal")
-                    staged[kind].append(fut)
-                    fut.add_done_callback(_settle(staged[kind], k))
+                    staged[kind].add(self._submit(out, frame, kind == "thermal"))
         finally:
             for it in streams.values():
                 it.close()
@@ -483,12 +484,13 @@ class _RecordingJob:
             (self.ws.root / "frames" / self.rec_id / kind).mkdir(parents=True, exist_ok=True)
 
         def place(pair, rgb_out, th_out, _gray):
-            return [_move(staging / "rgb" / f"{pair.rgb:08d}.png", staged["rgb"][pair.rgb], rgb_out),
-                    _move(staging / "thermal" / f"{pair.thermal:08d}.png", staged["thermal"][pair.thermal], th_out)]
+            return [_move(staging / "rgb" / f"{pair.rgb:08d}.png", staged["rgb"].digest(pair.rgb), rgb_out),
+                    _move(staging / "thermal" / f"{pair.thermal:08d}.png", staged["thermal"].digest(pair.thermal),
+                          th_out)]
 
         outcome = self._keep_pairs(pairs, None, existing, meta, place)
-        self._finish(list(rgb.frame_times), list(th.frame_times), offset_s, tolerance, rgb_path, th_path, outcome,
-                     meta, paired_streams=True)
+        self._finish(rgb.frame_times, th.frame_times, offset_s, tolerance, rgb_path, th_path, outcome, meta,
+                     paired_streams=True)
         shutil.rmtree(staging, ignore_errors=True)
 
     def _staging(self, rec: dict) -> Path:
@@ -659,14 +661,19 @@ class _RecordingJob:
     def _commit(self, rows: list[dict], meta: dict, *, final: bool = False) -> None:
         self._drain()
         os.sync()  # frames are written without per-file fsync; make them durable before indexing them
-        pairs = {row["pair_id"]: {**row, "extract_digest": self._digest(row["pair_id"], row)} for row in rows}
-        defaults = {pid: self._restored(row) for pid, row in pairs.items()}
-        self.committed.update(pairs)
-        self.pair_times.update({pid: row["t_thermal"] for pid, row in pairs.items()})
+        for row in rows:
+            row["extract_digest"] = self._digest(row["pair_id"], row)
+        pairs = {row["pair_id"]: row for row in rows}
+        defaults = {pid: restored for pid, row in pairs.items() if (restored := self._restored(row))}
+        if self.existing_digests:
+            self.committed.update(pairs)
+        if self.rec.get("sensors"):
+            self.pair_times.update({pid: row["t_thermal"] for pid, row in pairs.items()})
         ops = IndexOps(pairs=pairs, recording={self.rec_id: meta}, create=True, new_pairs_defaults=defaults,
-                       drop_pairs_of={self.rec_id: set(self.committed)} if final else {})
+                       drop_pairs_of={self.rec_id: set(self.committed)} if final and self.existing_digests else {})
         # pairs left from an interrupted run with the same settings but not produced now are dropped
-        # (``drop_pairs_of`` is applied before the rows, so this commit's rows stay)
+        # (``drop_pairs_of`` is applied before the rows, so this commit's rows stay); a run that did
+        # not resume started from an index without pairs of the recording (:meth:`_prepare`)
         self.sink.commit(ops)
         if final:
             self._stash_path().unlink(missing_ok=True)
@@ -679,8 +686,8 @@ class _RecordingJob:
         return max(sum(lo <= t <= hi for t in th_times) - paired, 0)
 
     def _no_overlap_error(self, rgb_times, th_times, offset_s, tolerance, rgb_path, th_path) -> VideoError:
-        if rgb_path is None or not rgb_times or not th_times:
-            return VideoError("a stream has no frames", file=th_path if rgb_path is None or not th_times else rgb_path,
+        if rgb_path is None or not len(rgb_times) or not len(th_times):
+            return VideoError("a stream has no frames", file=th_path if rgb_path is None or not len(th_times) else rgb_path,
                               fix="re-export the recording")
         return VideoError(
             f"the streams do not overlap in time: thermal covers {th_times[0] + offset_s:.2f}-"
@@ -787,20 +794,45 @@ def _merge_by_time(streams: dict):
         yield name, t, frame
 
 
-def _settle(items: list, k: int):
-    """A done-callback that replaces the future at ``items[k]`` by its digest (futures are heavy)."""
-    def done(fut: Future) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            items[k] = fut.result()
-    return done
+class _Staged:
+    """The digests of a stream's staged frames, in order: 16 bytes a frame (a 24-minute recording
+    at 25 fps: 0.6 MB), the writers' futures only while they run."""
+
+    _SIZE = provenance.DIGEST_CHARS // 2
+    _UNKNOWN = bytes(_SIZE)  # staged by an interrupted pass: hashed from the file when used
+
+    def __init__(self):
+        self.digests = bytearray()
+        self.running: dict[int, Future] = {}
+
+    def __len__(self) -> int:
+        return len(self.digests) // self._SIZE
+
+    def add(self, fut: Future | None) -> None:
+        k = len(self)
+        self.digests += self._UNKNOWN
+        if fut is not None:
+            self.running[k] = fut
+        if len(self.running) > 64:  # settle the finished ones (the writers hold at most a few frames)
+            for j in [j for j, f in self.running.items() if f.done()]:
+                self._settle(j)
+
+    def _settle(self, k: int) -> None:
+        digest = self.running.pop(k).result()
+        self.digests[k * self._SIZE:(k + 1) * self._SIZE] = bytes.fromhex(digest)
+
+    def digest(self, k: int) -> str | None:
+        """Frame ``k``'s digest, or None when it must be hashed from its file."""
+        if k in self.running:
+            self._settle(k)
+        raw = bytes(self.digests[k * self._SIZE:(k + 1) * self._SIZE])
+        return None if raw == self._UNKNOWN else raw.hex()
 
 
-def _move(src: Path, item, out: Path) -> str:
+def _move(src: Path, digest: str | None, out: Path) -> str:
     """Move a staged frame to its pair name; returns its digest (known, or hashed when staged earlier)."""
     os.replace(src, out)
-    if isinstance(item, Future):
-        return item.result()
-    return item if isinstance(item, str) else _file_digest(out)
+    return digest if digest is not None else _file_digest(out)
 
 
 def _file_digest(path: Path) -> str:

@@ -102,6 +102,8 @@ REVIEW_STATUSES = review.REVIEW_STATUSES
 #: Image-level flags every draft carries (all false), as in the shipped LabelMe config
 #: (``gasdb_tools/annotation/labelme.yaml``).
 FLAGS = review.FLAGS
+#: Drafts written between two index commits of a recording.
+CHECKPOINT = 500
 
 
 # ------------------------------------------------------------------------------------------
@@ -193,10 +195,13 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
         The stage runner's summary plus ``method, preset, params, written, kept_edited,
         reprojected, changed_meanwhile, review``; each recording has ``id, pairs, frame
         ('aligned'|'thermal'), polarity, written, skipped, kept_edited, reprojected,
-        changed_meanwhile, empty, frames_decoded, error`` and, with ``refine``, ``refined``
+        changed_meanwhile, empty, frames_decoded, review, error`` and, with ``refine``, ``refined``
         (:meth:`gasdb_tools.refine.Refinement.to_dict`, or a ``note`` saying why not). With
         ``model``, ``model`` describes the trained network (checkpoint path and sha256, pairs,
-        held-out IoU, seconds, device).
+        held-out IoU, seconds, device). ``review`` counts the documents by review status
+        (:func:`gasdb_tools.review.counts`) as the run leaves them: each recording counts its own
+        as it plans and writes them (the documents are not read back: memory stays flat with the
+        number of pairs); a failed recording's are read from the files.
 
     Raises
     ------
@@ -240,15 +245,42 @@ def preannotate_workspace(ws: Workspace, *, method: str = "gas", preset: str | N
                                  "kept_edited": 0, "reprojected": 0, "changed_meanwhile": 0, "empty": 0,
                                  "frames_decoded": 0})
     recs = report["recordings"]
-    index = ws.read_index()
-    wanted = [r["id"] for r in recs]
-    ids = [p for p in index.pairs if index.pairs[p]["recording"] in wanted]
+    counts = _sum_counts([r["review"] for r in recs if r.get("review") is not None])
+    unknown = {r["id"] for r in recs if r.get("review") is None}  # failed: read their documents
+    if unknown:
+        index = ws.read_index()
+        ids = [p for p in index.pairs if index.pairs[p]["recording"] in unknown]
+        counts = _sum_counts([counts, review.counts(review.read_states(ws, index, pairs=ids), ids)])
     return {**report, "method": method, "preset": provenance_["preset"], "params": provenance_["params"],
             "refine": bool(refine), "model": trained,
             "written": sum(r["written"] for r in recs), "kept_edited": sum(r["kept_edited"] for r in recs),
             "reprojected": sum(r["reprojected"] for r in recs),
-            "changed_meanwhile": sum(r["changed_meanwhile"] for r in recs),
-            "review": review.counts(review.read_states(ws, index, pairs=ids), ids)}
+            "changed_meanwhile": sum(r["changed_meanwhile"] for r in recs), "review": counts}
+
+
+def _sum_counts(parts) -> dict:
+    """Review counts (:func:`gasdb_tools.review.counts`) added up."""
+    keys = (*REVIEW_STATUSES, "recheck", "unlabelled")
+    return {k: sum(p.get(k, 0) for p in parts) for k in keys}
+
+
+def _count(entry: dict, state) -> None:
+    """Count one pair's document state (None: no document) in the recording's review counts."""
+    counts = entry["review"]
+    if state is None:
+        counts["unlabelled"] += 1
+        return
+    counts[state.status] += 1
+    counts["recheck"] += bool(state.recheck)
+
+
+def _count_file(entry: dict, path: Path, pid: str) -> None:
+    """Count the state of the document now on disk (after someone saved it meanwhile)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = None
+    _count(entry, _state_of(data, path, pid))
 
 
 def draft_geometry(ws: Workspace, rec: dict, rows) -> tuple[str, Geometry]:
@@ -285,9 +317,10 @@ def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s,
     index = ws.read_index()
     rec_row = index.recordings[rec]
     rows = _sorted_rows(index.pairs_of(rec))
+    del index  # only this recording's rows are kept (memory: a workspace of many long recordings)
     entry = {"pairs": len(rows), "frame": None, "polarity": draft["params"].get("polarity"), "written": 0,
              "skipped": 0, "kept_edited": 0, "reprojected": 0, "changed_meanwhile": 0, "empty": 0,
-             "frames_decoded": 0}
+             "frames_decoded": 0, "review": _sum_counts([])}
     draft = _with_polarity(draft, rec_row, explicit_polarity)
     entry["polarity"] = draft["params"].get("polarity")
     if not rows:
@@ -296,7 +329,7 @@ def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s,
     entry["frame"] = kind
     refinement = sup = None
     if refine is not None:
-        refinement, sup, note = _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, refine)
+        refinement, sup, note = _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, refine, sink.threads)
         entry["refined"] = refinement.to_dict() if refinement is not None else {"note": note}
         if refinement is not None:
             draft = {**draft, "refined": refinement.to_dict()}
@@ -323,6 +356,8 @@ def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s,
             plan[pid] = ("reproject", raw)
         else:
             plan[pid] = ("keep", raw)
+        if plan[pid][0] in ("skip", "keep"):
+            _count(entry, state)  # the review counts: what the documents are when this run ends
     entry["skipped"] = sum(1 for a, _ in plan.values() if a == "skip")
     entry["kept_edited"] = sum(1 for a, _ in plan.values() if a in ("keep", "reproject"))
     updates: dict[str, dict] = {r["pair_id"]: {"label": ws.rel(_label_path(ws, rec, r["pair_id"]))}
@@ -330,6 +365,7 @@ def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s,
     for r in rows:
         if plan[r["pair_id"]][0] == "reproject":
             _reproject(ws, rec, r, geometry, kind, plan[r["pair_id"]][1], entry, updates)
+            _count_file(entry, _label_path(ws, rec, r["pair_id"]), r["pair_id"])
     if any(a == "write" for a, _ in plan.values()):
         _write_drafts(ws, rec, rows, kind, geometry, plan, draft, recipe, lead_in_s, entry, updates, rec_row, sink,
                       refinement, sup, model=model, device=device)
@@ -363,9 +399,15 @@ def expected_inputs(ws: Workspace, rec_row: dict, rows) -> str | None:
 # ------------------------------------------------------------------------------------------
 # the thermal stream, and masks between the thermal and the annotation frame
 # ------------------------------------------------------------------------------------------
-def thermal_stream(ws: Workspace, rec_row: dict):
-    """``(t, frame)`` for every frame of a recording's thermal video (gray; 16 bits kept), decoded
-    ahead in a thread.
+def thermal_stream(ws: Workspace, rec_row: dict, *, threads: int | None = None):
+    """``(t, frame)`` for every frame of a recording's thermal video (gray; 16 bits kept).
+
+    ``threads`` is the caller's share of the cores (:attr:`gasdb_tools.stages.Sink.threads`;
+    ``--jobs`` counts cores): 1 decodes in the calling thread, without FFmpeg threads, so a
+    recording keeps one core busy and ``--jobs N`` runs N recordings side by side on N cores;
+    ``n >= 2`` decodes ahead in a thread of its own (:func:`gasdb_tools.dense.prefetch`) with
+    ``n - 1`` FFmpeg threads, beside the background model. None (default): decoded ahead, FFmpeg
+    picks its threads (a caller alone on the machine). The frames are the same in every case.
 
     Raises
     ------
@@ -378,7 +420,11 @@ def thermal_stream(ws: Workspace, rec_row: dict):
         raise WorkspaceError(f"recording {rec_row['id']}: thermal video not found; drafts are computed from every "
                              "frame of it", file=path or ws.root / ws.RECORDINGS, field="thermal",
                              fix="put the video back at this path (or register the recording again with `gasdb add`)")
-    return dense.prefetch((t, video.frame_to_array(f, gray=True)) for t, f in video.iter_av_frames(path))
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads!r}")
+    decode = True if threads is None else max(1, threads - 1)
+    frames = ((t, video.frame_to_array(f, gray=True)) for t, f in video.iter_av_frames(path, threads=decode))
+    return frames if threads == 1 else dense.prefetch(frames)
 
 
 def to_annotation_frame(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -452,7 +498,7 @@ def _levels(stretch) -> tuple[float, float]:
     return (float(stretch.lo), float(stretch.hi)) if stretch is not None else (0.0, 255.0)
 
 
-def _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, options):
+def _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, options, threads=None):
     """(Refinement or None, Supervision, note)."""
     from gasdb_tools import refine as refine_mod
 
@@ -461,7 +507,7 @@ def _refine(ws, rec_row, rows, kind, geometry, draft, lead_in_s, options):
         return None, sup, "no corrected pairs (edited or approved) to learn from: plain drafts"
     params = {k: v for k, v in draft["params"].items() if k != "lead_in_s"}
     stretch, _ = views.recording_stretch(ws, rec_row, rows)
-    refinement = refine_mod.refine(lambda: thermal_stream(ws, rec_row), [float(r["t_thermal"]) for r in rows], sup,
+    refinement = refine_mod.refine(lambda: thermal_stream(ws, rec_row, threads=threads), [float(r["t_thermal"]) for r in rows], sup,
                                    base=GasParams(**params), lead_in_s=lead_in_s, search=options["search"],
                                    window_s=options["window_s"], levels=_levels(stretch))
     return refinement, sup, ""
@@ -566,13 +612,13 @@ class _Tap:
             yield t, frame
 
 
-def _masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model=None, device="auto"):
+def _masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model=None, device="auto", threads=None):
     """``(pair index, thermal-frame mask, stats)`` from the dense stream (plain, refined or by the model)."""
     times = [float(r["t_thermal"]) for r in rows]
 
     def stream():
         tap.frames = 0
-        return tap(thermal_stream(ws, rec_row))
+        return tap(thermal_stream(ws, rec_row, threads=threads))
 
     if model is not None:
         stretch, _ = views.recording_stretch(ws, rec_row, rows)
@@ -613,7 +659,8 @@ def _write_drafts(ws, rec, rows, kind, geometry, plan, provenance_, recipe, lead
     first = next(r for r in rows if plan[r["pair_id"]][0] == "write")
     tap = _Tap(float(first["t_thermal"]))
     checked = False
-    for i, mask, stats in progress(_masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model, device),
+    for i, mask, stats in progress(_masks(ws, rec_row, rows, provenance_, lead_in_s, refinement, sup, tap, model, device,
+                                          sink.threads),
                                    total=len(rows), desc=f"preannotate {rec}", unit="pair"):
         r = rows[i]
         pid = r["pair_id"]
@@ -647,10 +694,15 @@ def _write_drafts(ws, rec, rows, kind, geometry, plan, provenance_, recipe, lead
         if review.write_document(ws, path, doc, expected=planned):
             entry["written"] += 1
             entry["empty"] += not shapes
+            entry["review"]["pending"] += 1  # a fresh draft
             updates[pid] = {"label": ws.rel(path), "preannotate_inputs": recipe}
         else:
             entry["changed_meanwhile"] += 1
+            _count_file(entry, path, pid)
             updates[pid] = {"label": ws.rel(path)}
+        if len(updates) >= CHECKPOINT:  # drafts on disk reach the index as they come (bounded memory)
+            sink.commit(IndexOps(pairs=dict(updates)))
+            updates.clear()
     entry["frames_decoded"] = tap.frames
 
 

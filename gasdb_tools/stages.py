@@ -28,8 +28,9 @@ The runner owns what the stages share:
   attempt committed (each stage skips work whose recipe holds). On a cluster the scheduler
   reschedules the task (Dask's ``distributed.scheduler.allowed-failures``, default 3);
 * the **summary** -- ``{"workspace", "stage", "jobs", "scheduler", "recordings": [...], "done",
-  "failed"}``; each recording's entry is what the stage returned plus ``id``, ``error``, ``seconds``
-  and ``attempts``.
+  "failed"}``; each recording's entry is what the stage returned plus ``id``, ``error``, ``seconds``,
+  ``cpu_seconds`` (CPU time of the process that ran it, its threads included, while it ran: with
+  ``seconds``, how many cores the recording kept busy) and ``attempts``.
 
 Stopping this process at any moment (Ctrl-C, ``kill -9``) leaves a valid index: every change is an
 atomic rewrite of the index files, done here only. A rerun resumes.
@@ -114,8 +115,9 @@ def apply_ops(index: Index, ops: IndexOps) -> None:
     for pid, columns in ops.pairs.items():
         if pid in index.pairs:
             index.pairs[pid].update(columns)
-        elif ops.create:
-            index.pairs[pid] = {**ops.new_pairs_defaults.get(pid, {}), **columns}
+        elif ops.create:  # the new row is the ops' own dict when there are no defaults (no copy: ops are spent)
+            defaults = ops.new_pairs_defaults.get(pid)
+            index.pairs[pid] = {**defaults, **columns} if defaults else columns
     for rec, columns in ops.recording.items():
         if rec in index.recordings:
             index.recordings[rec].update(columns)
@@ -245,7 +247,7 @@ def _run_one(root, stage: str, work, rec_id: str, options: dict, defaults: dict,
              threads: int = 1, key=None, committer: Committer | None = None) -> dict:
     ws = Workspace(root)
     sink = Sink(ws, channel, threads=threads, key=key, committer=committer)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         result = dict(work(ws, rec_id, sink, **options) or {})
         error = ""
@@ -257,7 +259,8 @@ def _run_one(root, stage: str, work, rec_id: str, options: dict, defaults: dict,
         log.info("%s %s failed: %s", stage, rec_id, error)
     sink.commit(recording={rec_id: {f"{stage}_error": error}})
     result.setdefault("status", "failed" if error else "done")
-    return {"id": rec_id, **result, "error": error or None, "seconds": round(time.perf_counter() - t0, 3)}
+    return {"id": rec_id, **result, "error": error or None, "seconds": round(time.perf_counter() - t0, 3),
+            "cpu_seconds": round(time.process_time() - c0, 3)}
 
 
 def _task(root, stage: str, work, rec_id: str, options: dict, defaults: dict, channel_spec, threads: int,
@@ -579,6 +582,24 @@ class _WorkerDied:
         self.reason, self.retry = reason, retry
 
 
+#: The modules of the per-recording stages (their ``work`` functions), and modules they import
+#: only when they run (PyAV on the first video opened, the draft propagation's window).
+_STAGE_MODULES = ("gasdb_tools.extract", "gasdb_tools.calibration", "gasdb_tools.align", "gasdb_tools.enhance",
+                  "gasdb_tools.preannotate", "gasdb_tools.propagate", "av")
+
+
+def _preload(module: str | None) -> list[str]:
+    """What the fork server imports once for all its workers: this module, the stage's, and every
+    stage module this process has imported already (a process that runs several stages, such as
+    a benchmark or a pipeline script, pays their imports, about 0.2-0.35 s of CPU each, once and
+    not in every worker of every later stage; the server is started by the first stage that
+    needs it and kept)."""
+    names = ["gasdb_tools.stages"] + ([module] if module else [])
+    if module in ("gasdb_tools.extract", "gasdb_tools.preannotate"):
+        names.append("av")  # they decode videos in every worker (PyAV is imported on the first one)
+    return list(dict.fromkeys(names + [m for m in _STAGE_MODULES if m in sys.modules]))
+
+
 def _start_forkserver() -> None:
     """Start the fork server (once per process) with this process's ``sys.path``: it imports the
     preloaded modules before its children learn the parent's path, so a path set at run time
@@ -602,15 +623,15 @@ class _LocalBackend:
 
     Workers are forked from a *fork server* (a clean process that imported the stage's modules
     once, before any thread exists), never from this process: OpenCV and BLAS threads do not
-    survive a fork, and a server saves each worker the imports (about 0.4 s of CPU). Where there
-    is no fork server (Windows), they are spawned."""
+    survive a fork, and a server saves each worker the imports (about 0.4 s of CPU, see
+    :func:`_preload`). Where there is no fork server (Windows), they are spawned."""
 
     def __init__(self, jobs: int, n: int, module: str | None = None):
         self.procs = min(jobs, n)
         self.threads = max(1, jobs // self.procs)
         if "forkserver" in multiprocessing.get_all_start_methods():
             self.ctx = multiprocessing.get_context("forkserver")
-            self.ctx.set_forkserver_preload(["gasdb_tools.stages"] + ([module] if module else []))
+            self.ctx.set_forkserver_preload(_preload(module))
             _start_forkserver()
         else:
             self.ctx = multiprocessing.get_context("spawn")

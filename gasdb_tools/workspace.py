@@ -33,7 +33,7 @@ from pathlib import Path
 
 from gasdb_tools import __version__
 from gasdb_tools.errors import WorkspaceError
-from gasdb_tools.fsutil import atomic_write_text, file_lock, read_json, write_json
+from gasdb_tools.fsutil import atomic_write_bytes, file_lock, read_json, write_json
 from gasdb_tools.scenes import SCENES  # the scene column's vocabulary (part of this module's API)
 
 __all__ = [
@@ -135,7 +135,8 @@ def _read_csv(path: Path, check=None) -> tuple[list[str], list[dict]]:
                              field=f"line {line}",
                              fix="save the file as UTF-8 (in Excel: 'CSV UTF-8'); gasdb does not guess encodings"
                              ) from None
-    reader = csv.DictReader(io.StringIO(text))
+    del text  # checked; parsed from the bytes as a stream (a StringIO copy would take 4 bytes a character)
+    reader = csv.DictReader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
     header = list(reader.fieldnames or [])
     rows = []
     for row in reader:
@@ -151,12 +152,14 @@ def _read_csv(path: Path, check=None) -> tuple[list[str], list[dict]]:
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="raise")
+    buf = io.BytesIO()  # encoded as it is written: one copy of the file in memory, not three
+    text = io.TextIOWrapper(buf, encoding="utf-8", newline="", write_through=False)
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n", extrasaction="raise")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _cell(row.get(k, "")) for k in columns})
-    atomic_write_text(path, buf.getvalue())
+    text.flush()
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _cell(value) -> str:

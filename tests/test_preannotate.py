@@ -91,6 +91,12 @@ def _states(ws):
     return review.read_states(ws)
 
 
+def _read_back_counts(ws):
+    """Review counts from the documents on disk (what the report counts without reading them back)."""
+    ids = sorted(ws.read_index().pairs)
+    return review.counts(review.read_states(ws, pairs=ids), ids)
+
+
 def _draft_mask(ws, pid):
     row = ws.read_index().pairs[pid]
     doc = labelme_format.read(ws.path(row["label"]))
@@ -156,9 +162,12 @@ def test_edits_are_never_overwritten_with_or_without_force(tmp_path):
 
     rerun = preannotate_workspace(ws)  # resumable: nothing to do
     assert rerun["written"] == 0 and rerun["kept_edited"] == 2
+    assert rerun["review"] == _read_back_counts(ws) == {"pending": N_FRAMES - 2, "edited": 2, "approved": 0,
+                                                         "recheck": 0, "unlabelled": 0}
     assert rerun["recordings"][0]["skipped"] == N_FRAMES - 2
     forced = preannotate_workspace(ws, force=True, k=3.0)  # replaces untouched drafts only
     assert forced["written"] == N_FRAMES - 2 and forced["kept_edited"] == 2
+    assert forced["review"] == _read_back_counts(ws)
     assert path.read_bytes() == edited_bytes and path2.read_bytes() == flagged_bytes
     redone = labelme_format.read(untouched)
     assert redone["gasdb"]["preannot"]["params"]["k"] == 3.0 and untouched.read_bytes() != untouched_bytes
@@ -266,6 +275,7 @@ def test_recalibration_reprojects_edited_documents_exactly(tmp_path):
     _set_geometry(ws, new)
     report = preannotate_workspace(ws)
     assert report["reprojected"] == 2
+    assert report["review"] == _read_back_counts(ws) and report["review"]["recheck"] == 2
     change = new.matrix @ np.linalg.inv(old.matrix)
     expected = np.c_[poly, np.ones(4)] @ change.T
     states = _states(ws)
@@ -538,6 +548,32 @@ def test_drafts_do_not_depend_on_how_sparsely_pairs_were_extracted(tmp_path):
     assert any(truth[p].any() for p in truth)
     for pid in truth:
         assert np.array_equal(_draft_mask(sparse_ws, pid), _draft_mask(dense_ws, pid)), pid
+
+
+def test_thermal_stream_keeps_to_its_thread_budget(tmp_path):
+    """One thread: decoded in the caller's thread (a recording keeps one core busy, --jobs N uses N
+    cores); more: decoded ahead beside the model. The frames are the same."""
+    import threading
+
+    from gasdb_tools.preannotate import thermal_stream
+
+    ws, _ = _make_workspace(tmp_path)
+    rec = ws.read_index().recordings["rec1"]
+    runs = {}
+    for threads in (1, 2, None):
+        before = threading.active_count()
+        out, peak = [], 0
+        for t, frame in thermal_stream(ws, rec, threads=threads):
+            out.append((t, frame))
+            peak = max(peak, threading.active_count())
+        runs[threads] = out
+        assert (peak == before) == (threads == 1), threads
+    assert len(runs[1]) == N_FRAMES
+    for threads in (2, None):
+        assert [t for t, _ in runs[threads]] == [t for t, _ in runs[1]]
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(runs[threads], runs[1]))
+    with pytest.raises(ValueError, match="threads"):
+        thermal_stream(ws, rec, threads=0)
 
 
 def test_recipe_names_the_video_the_pair_times_and_the_geometry(tmp_path):

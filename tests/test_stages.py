@@ -464,3 +464,19 @@ def test_cli_scheduler_option_and_unreachable_scheduler(template, tmp_path):
     assert result.exit_code == 1 and "cannot reach the Dask scheduler" in result.output
     result = CliRunner().invoke(main, ["align", str(ws.root)], env={stages.SCHEDULER_ENV: "tcp://127.0.0.1:9"})
     assert result.exit_code == 1 and "tcp://127.0.0.1:9" in result.output
+
+
+def test_fork_server_preloads_the_stage_and_what_this_process_imported():
+    """Workers fork from a server that imported the stage's module, PyAV for the video stages, and
+    the other stage modules this process already imported (their imports are not paid per worker)."""
+    import sys
+
+    from gasdb_tools.stages import _preload
+
+    import gasdb_tools.enhance  # noqa: F401  (imported here: preloaded for every later stage)
+
+    names = _preload("gasdb_tools.preannotate")
+    assert names[:2] == ["gasdb_tools.stages", "gasdb_tools.preannotate"] and "av" in names
+    assert "gasdb_tools.enhance" in names and len(names) == len(set(names))
+    assert ("av" in _preload("gasdb_tools.enhance")) == ("av" in sys.modules)  # enhance decodes no video
+    assert "gasdb_tools.align" not in _preload("gasdb_tools.enhance") or "gasdb_tools.align" in sys.modules

@@ -44,6 +44,54 @@ def test_vfr_gaps_and_nonzero_start_are_kept_relative_to_the_stream_start(tmp_pa
             np.testing.assert_array_equal(image, frame)
 
 
+@pytest.mark.parametrize("codec,suffix", [("libx264", ".mp4"), ("mpeg4", ".mp4"), ("ffv1", ".mkv")])
+def test_decoder_threads_change_nothing_but_the_threads(tmp_path, codec, suffix):
+    """A caller's thread budget (1, 2, FFmpeg's choice) gives the same frames and times; 1 starts no
+    decoder thread."""
+    import threading
+
+    path = tmp_path / f"v{suffix}"
+    write_video(path, _noise(40, shape=(96, 128), seed=5), fps=25, codec=codec)
+    runs = {}
+    for threads in (True, False, 1, 2, 3):
+        before = threading.active_count()
+        out, peak = [], 0
+        for t, frame in iter_av_frames(path, threads=threads):
+            out.append((t, frame_to_array(frame, gray=True)))
+            peak = max(peak, threading.active_count())
+        runs[threads] = out
+        assert peak == before  # FFmpeg's threads are not Python threads: none of ours either
+    ref = runs[True]
+    for threads, out in runs.items():
+        assert [t for t, _ in out] == [t for t, _ in ref], threads
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(out, ref)), threads
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="threads"):
+            next(iter_av_frames(path, threads=bad))
+
+
+def _decoder_threads(path, threads) -> int:
+    """Threads of this process while a stream decodes with ``threads`` (Linux: /proc/self/task)."""
+    import os
+
+    gen = iter_av_frames(path, threads=threads)
+    most = 0
+    for _ in gen:
+        most = max(most, len(os.listdir("/proc/self/task")))
+    return most
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"), reason="needs /proc (Linux)")
+def test_a_budget_of_one_thread_starts_no_decoder_thread(tmp_path):
+    import os
+
+    path = tmp_path / "v.mp4"
+    write_video(path, _noise(30, shape=(96, 128), seed=6), fps=25)
+    alone = len(os.listdir("/proc/self/task"))
+    assert _decoder_threads(path, 1) == alone
+    assert _decoder_threads(path, 3) > alone  # frame threads when asked for
+
+
 def test_time_order_restores_locally_shuffled_timestamps():
     rng = np.random.default_rng(3)
     times = np.arange(200) * 0.04
