@@ -163,7 +163,7 @@ def decode_png_gray8(data, *, out: np.ndarray | None = None) -> np.ndarray | Non
     same pixels without a warning: signature, IHDR (8-bit, grayscale, not interlaced, standard
     compression and filter method), then only IDAT chunks and an empty IEND ending the file, every
     chunk's CRC right, one complete zlib stream (Adler-32 checked) of exactly the image's size, and
-    rows filtered with None, Sub or Up (PNG 1.2 §6). For anything else (Average or Paeth rows,
+    rows filtered with None, Sub or Up (PNG specification 1.2, section 6). For anything else (Average or Paeth rows,
     ancillary chunks, a damaged file) it returns ``None`` and the caller decodes with OpenCV as
     before, so what is accepted or rejected, and the pixels, do not depend on this path.
 

@@ -360,7 +360,7 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def _filtered_rows(image: np.ndarray, filters) -> bytes:
-    """PNG 1.2 §6 row filters (1 byte per pixel), written out here independently of any library."""
+    """PNG specification 1.2 (section 6) row filters (1 byte per pixel), written out here independently of any library."""
     out, prev = [], np.zeros(image.shape[1], np.int32)
     for row, kind in zip(image.astype(np.int32), filters):
         a = np.concatenate([[0], row[:-1]])  # left
