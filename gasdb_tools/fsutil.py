@@ -26,6 +26,7 @@ __all__ = [
     "dumps_json",
     "write_json",
     "read_json",
+    "read_file",
     "sha256_file",
     "sha256_bytes",
     "file_lock",
@@ -103,6 +104,32 @@ def read_json(path, *, error=WorkspaceError):
                     fix="repair the file or restore it from a backup") from None
     except UnicodeDecodeError:
         raise error("not UTF-8 text", file=path, fix="save the file as UTF-8") from None
+
+
+def read_file(path, *, cap: int | None = None, follow_links: bool = True) -> bytes:
+    """A whole (small) file's bytes, read with few system calls (no buffered-IO layer).
+
+    Asks for the size ``fstat`` gives, then reads on to the end, so a file that grows meanwhile is
+    still read whole. With ``cap``, at most ``cap + 1`` bytes are read (one more tells the caller
+    the file is too large). ``follow_links=False`` opens with ``O_NOFOLLOW``: a symlink raises
+    :class:`OSError` instead of being followed.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(path, flags)
+    try:
+        limit = None if cap is None else cap + 1
+        request = os.fstat(fd).st_size + 1
+        parts, total = [], 0
+        while limit is None or total < limit:
+            block = os.read(fd, request if limit is None else min(request, limit - total))
+            if not block:
+                break
+            parts.append(block)
+            total += len(block)
+            request = 1 << 16
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -8,13 +8,12 @@ its scene type, tags and rig.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 
 from gasdb_tools.errors import GasdbError, WorkspaceError
-from gasdb_tools.fsutil import sha256_file
+from gasdb_tools.fsutil import sha256_file, write_json
 from gasdb_tools.sensors import read_sensor_csv
 from gasdb_tools.video import probe
 from gasdb_tools.workspace import SCENES, Workspace, check_id
@@ -170,8 +169,8 @@ def remove_recording(ws: Workspace, recording_id: str, *, force: bool = False) -
     from gasdb_tools.splits import load_split
 
     rec_id = check_id(recording_id)
-    ws.recording(rec_id)  # raises naming the known ids
     index = ws.read_index()
+    ws.select_recordings([rec_id], index=index)  # raises naming the known ids
     pids = [p["pair_id"] for p in index.pairs_of(rec_id)]
     review = counts(read_states(ws, index, pairs=pids), pids)
     people = review["edited"] + review["approved"]
@@ -195,7 +194,7 @@ def remove_recording(ws: Workspace, recording_id: str, *, force: bool = False) -
             index.pairs.pop(pid, None)
         try:
             target.mkdir(parents=True)
-            (target / "recording.json").write_text(json.dumps(row, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            write_json(target / "recording.json", row)
             for src in sources:
                 dest = target / ("calibration.json" if src == refinement else src.parent.name)
                 shutil.move(str(src), str(dest))

@@ -51,7 +51,7 @@ import numpy as np
 
 from gasdb_tools import __version__
 from gasdb_tools.errors import FormatError, SubmissionError
-from gasdb_tools.fsutil import atomic_write_bytes, sha256_bytes
+from gasdb_tools.fsutil import atomic_write_bytes, read_file, sha256_bytes
 from gasdb_tools.imaging import decode_image, encode_png
 from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
 from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, decode_png_gray8,
@@ -417,7 +417,7 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore
     """
     gt_path = os.path.join(truth.label_dir, f"{id_}.png")  # == str(truth.label_path(id_)), without pathlib's cost
     try:
-        gt_bytes = _read_file(gt_path)
+        gt_bytes = read_file(gt_path)
     except OSError:
         return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
                                              fix="check the release with `gasdb verify`")
@@ -434,7 +434,7 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore
     elif truth.ignore_dir is not None:
         ignore_path = os.path.join(truth.ignore_dir, f"{id_}.png")
         try:
-            ignore_bytes = _read_file(ignore_path)
+            ignore_bytes = read_file(ignore_path)
             ignore = _decode_truth(ignore_bytes, ignore_path)
         except (OSError, FormatError):
             return None, None, None, FormatError("ignore mask missing or unreadable", file=ignore_path,
@@ -467,20 +467,6 @@ def _decode_truth(data: bytes, name: str, out: np.ndarray | None = None) -> np.n
     """A ground-truth (or ignore) mask PNG: the fast path for plain 8-bit gray, else OpenCV."""
     mask = decode_png_gray8(data, out=out)
     return decode_image(data, name=name) if mask is None else mask
-
-
-def _read_file(path: str) -> bytes:
-    """A whole (small) file, read without the buffered-IO layer of ``open().read()`` (fewer system calls)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    try:
-        parts = []
-        block = os.read(fd, os.fstat(fd).st_size + 1)
-        while block:
-            parts.append(block)
-            block = os.read(fd, 1 << 20)
-    finally:
-        os.close(fd)
-    return b"".join(parts)
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

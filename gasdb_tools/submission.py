@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from gasdb_tools.errors import SubmissionError
+from gasdb_tools.fsutil import read_file
 from gasdb_tools.imaging import decode_image
 
 try:  # libdeflate inflates PNG data 4-6x faster than zlib 1.2 (optional: ``pip install deflate``)
@@ -457,7 +458,7 @@ class Submission:
                 with self._lock, self._zip.open(info) as fh:
                     data = fh.read(min(info.file_size, cap) + 1)
             else:  # O_NOFOLLOW: a file swapped for a symlink after the walk is still not followed
-                data = _read_capped(os.path.join(self.path, self.files[id_]), cap)
+                data = read_file(os.path.join(self.path, self.files[id_]), cap=cap, follow_links=False)
         except (OSError, zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as exc:
             raise _err(f"unreadable file ({exc})", name, "re-create the file or the zip") from None
         if len(data) > cap:
@@ -474,29 +475,6 @@ class Submission:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _read_capped(path: str, cap: int) -> bytes:
-    """A file's bytes, at most ``cap + 1`` of them (one more tells it is too large), links not followed.
-
-    Asks for the size ``fstat`` gives (a 64 MiB ``read(cap + 1)`` request costs a large allocation
-    per file), then reads on to the end of the file, so a file that grows meanwhile is still read
-    and bounded.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
-    try:
-        parts, total = [], 0
-        request = min(os.fstat(fd).st_size, cap) + 1
-        while total <= cap:
-            block = os.read(fd, min(request, cap + 1 - total))
-            if not block:
-                break
-            parts.append(block)
-            total += len(block)
-            request = 1 << 16
-    finally:
-        os.close(fd)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _is_ignored(parts: tuple[str, ...]) -> bool:

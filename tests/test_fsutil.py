@@ -5,7 +5,7 @@ import time
 import pytest
 
 from gasdb_tools.errors import GasdbError, WorkspaceError
-from gasdb_tools.fsutil import dumps_json, file_lock, read_json, sha256_file, write_json
+from gasdb_tools.fsutil import dumps_json, file_lock, read_file, read_json, sha256_file, write_json
 
 
 def test_json_is_deterministic_and_refuses_nan(tmp_path):
@@ -53,3 +53,20 @@ def test_error_message_format():
     e = GasdbError("bad", file="f.json", field="shapes[0]", fix="redraw")
     assert str(e) == "f.json: shapes[0]: bad -> redraw"
     assert json.loads(json.dumps(e.to_dict()))["fix"] == "redraw"
+
+
+def test_read_file_reads_whole_files_caps_and_refuses_links_on_request(tmp_path):
+    import os
+
+    data = os.urandom(200_000)  # larger than one follow-up block
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    assert read_file(path) == data
+    assert read_file(path, cap=10) == data[:11]  # cap + 1: the caller sees it is too large
+    assert read_file(path, cap=len(data)) == data
+    (tmp_path / "empty").write_bytes(b"")
+    assert read_file(tmp_path / "empty") == b""
+    os.symlink(path, tmp_path / "link")
+    assert read_file(tmp_path / "link") == data
+    with pytest.raises(OSError):
+        read_file(tmp_path / "link", follow_links=False)
