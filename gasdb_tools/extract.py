@@ -18,10 +18,10 @@ Per recording:
    period of the faster stream), sampled on a time grid (``every``, and ``max_pairs`` spread over
    the overlap), optionally near-duplicate filtered (``dedup``), and handed to a thread pool that
    converts and writes lossless PNGs (thermal keeps 16 bits when the source has them) through
-   :func:`gasdb_tools.imaging.write_image`: colour converted by swscale straight to OpenCV's
-   order, PNG filter "up" and zlib's RLE strategy (:data:`PNG_FORMAT`; on real camera frames
-   17-26 % less CPU than the default strategy at level 1, and smaller on four of five sets). PNG encoding is the
-   bottleneck (methods §D.1) and OpenCV/swscale release the GIL, so the pool scales with cores.
+   :func:`gasdb_tools.imaging.write_image`: colour converted by swscale straight to RGB, PNG
+   filter "up" deflated by ISA-L (:data:`PNG_FORMAT`; on real camera frames 0.24-0.41x the CPU
+   of zlib's RLE strategy at level 1, for files 0.91-1.20x its size). PNG encoding is the
+   bottleneck (methods §D.1) and numpy/ISA-L/swscale release the GIL, so the pool scales with cores.
 3. **Index.** Pair rows are committed through :meth:`Workspace.transaction` only after their files
    are on disk, in checkpoints, so an interrupted run leaves a valid index and the next run
    resumes the recording (same settings) where it stopped. A recording is finished when its row
@@ -68,8 +68,9 @@ __all__ = ["extract_workspace", "extract_recording", "extract_recipe", "DEFAULT_
 
 #: Offset estimates below this peak correlation are refused (pass the offset instead).
 DEFAULT_MIN_CONFIDENCE = 0.2
-#: How frames are written: PNG row filter "up", zlib strategy RLE (see :func:`gasdb_tools.imaging.encode_png`).
-PNG_FORMAT = "up/rle"
+#: How frames are written: PNG row filter "up", deflated by ISA-L (``deflate="isal"`` of
+#: :func:`gasdb_tools.imaging.encode_png`).
+PNG_FORMAT = "up/isal"
 #: The offset is estimated in the writing pass when the RGB rate is at most this many times the thermal
 #: rate (then at least 1/this of the RGB frames written are kept; the rest is cheaper than a second decode).
 ONE_PASS_MAX_RATE_RATIO = 1.5
@@ -109,7 +110,7 @@ def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: i
     workers : int, optional
         Threads converting and writing PNGs (default: the recording's share of ``jobs``).
     compression : int
-        PNG zlib level (0-9); 1 is about twice as fast as 3 for ~5-10 % bigger files.
+        PNG deflate level (0-9; 1-3 by ISA-L, 0 and 4-9 by zlib, :data:`PNG_FORMAT`).
     checkpoint : int
         Commit pair rows to the index every this many pairs (resume granularity).
     jobs : int
@@ -701,12 +702,9 @@ class _RecordingJob:
 def _write_frame(path: Path, frame, gray: bool, compression: int) -> str:
     """Worker: convert a decoded frame (or take a gray array), write it as PNG atomically; returns its digest.
 
-    Colour frames are converted by swscale straight to OpenCV's BGR order (no extra pass)."""
-    if hasattr(frame, "dtype"):
-        image, order = frame, "rgb"
-    else:
-        image, order = video.frame_to_array(frame, gray=gray, channel_order="bgr"), "bgr"
-    _, sha = write_image(path, image, compression=compression, png_filter="up", strategy="rle", channel_order=order,
+    Colour frames are converted by swscale straight to RGB, the order PNG stores (no extra pass)."""
+    image = frame if hasattr(frame, "dtype") else video.frame_to_array(frame, gray=gray)
+    _, sha = write_image(path, image, compression=compression, png_filter="up", deflate="isal",
                          sync=False, digest=True)  # one os.sync() per commit
     return sha
 

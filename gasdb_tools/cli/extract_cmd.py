@@ -33,7 +33,7 @@ def _fmt(value, spec: str) -> str:
               help="Refuse estimated offsets with a lower peak correlation.")
 @click.option("--workers", type=click.IntRange(min=1), help="PNG writer threads per recording (default: its share of --jobs).")
 @click.option("--png-compression", type=click.IntRange(0, 9), default=1, show_default=True,
-              help="zlib level of the PNG frames (higher: smaller, slower).")
+              help="Deflate level of the PNG frames (1-3: ISA-L, 0 and 4-9: zlib; higher: smaller, slower).")
 @jobs_option
 @json_option
 def extract(workspace: Workspace, every, max_pairs, offset, dedup, dedup_threshold, recordings, force, min_confidence,
