@@ -456,11 +456,12 @@ class _RecordingJob:
         meters = {"rgb": video.MotionMeter(), "thermal": video.MotionMeter()}
         staged = {"rgb": _Staged(), "thermal": _Staged()}
         total = sum(filter(None, (video.probe(p, decode_first=False).frames_declared for p in (rgb_path, th_path))))
-        streams = {"rgb": _Prefetch(video.iter_av_frames(rgb_path)), "thermal": _Prefetch(video.iter_av_frames(th_path))}
+        # each stream's energies are measured in its decoding thread, beside the writers
+        streams = {kind: _Prefetch(_metered(video.iter_av_frames(path), meters[kind]))
+                   for kind, path in (("rgb", rgb_path), ("thermal", th_path))}
         try:
             for kind, t, frame in progress(_merge_by_time(streams), total=total or None,
                                            desc=f"extract {self.rec_id}", unit="frame"):
-                meters[kind].add(t, frame)
                 out = staging / kind / f"{len(staged[kind]):08d}.png"
                 if out.is_file():
                     staged[kind].add(None)  # from an interrupted pass: hashed when it is used
@@ -707,6 +708,16 @@ def _write_frame(path: Path, frame, gray: bool, compression: int) -> str:
     _, sha = write_image(path, image, compression=compression, png_filter="up", deflate="isal",
                          sync=False, digest=True)  # one os.sync() per commit
     return sha
+
+
+def _metered(frames, meter):
+    """``(t, frame)`` from ``frames``, each also measured by ``meter`` (a :class:`video.MotionMeter`) first."""
+    try:
+        for t, frame in frames:
+            meter.add(t, frame)
+            yield t, frame
+    finally:
+        frames.close()
 
 
 class _Prefetch:
