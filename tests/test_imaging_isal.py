@@ -12,6 +12,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from gasdb_tools.imaging import decode_image, encode_png, read_image, write_image
+from gasdb_tools.submission import decode_png_gray8
 
 SHAPES = st.one_of(st.tuples(st.integers(1, 17), st.integers(1, 17)),
                    st.tuples(st.integers(1, 17), st.integers(1, 17), st.sampled_from([3, 4])))
@@ -65,6 +66,16 @@ def test_isal_png_reads_the_same_in_pillow(shape, dtype):
     image = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
     data = encode_png(image, compression=1, deflate="isal")
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))).astype(dtype), image)
+
+
+def test_isal_gray_png_passes_the_strict_one_call_decoder():
+    """The scoring's strict decoder (CRCs, one complete zlib stream with Adler-32, None/Sub/Up rows)
+    takes our gray frames and reads the same pixels."""
+    image = np.random.default_rng(3).integers(0, 256, (31, 45), np.uint8)
+    for png_filter in ("up", "none"):
+        back = decode_png_gray8(encode_png(image, compression=1, png_filter=png_filter, deflate="isal"))
+        assert back is not None
+        np.testing.assert_array_equal(back, image)
 
 
 def test_isal_png_bgr_input_and_determinism(tmp_path):
