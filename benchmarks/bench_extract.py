@@ -1,13 +1,14 @@
 """Benchmark ``gasdb extract`` against the ffmpeg command line doing the same decode + PNG write.
 
 Input: one simulated rig recording (:mod:`gasdb_tools.synth`), 640x512, RGB and thermal both at
-25 fps with a zero offset, so every frame pairs and both sides write exactly the same PNGs: N RGB
-frames (8-bit RGB) and N thermal frames (8-bit gray), at the same zlib level (1). ``--input CLIP``
+25 fps with a zero offset, so every frame pairs and both sides write PNGs of the same pixels: N RGB
+frames (8-bit RGB) and N thermal frames (8-bit gray), at the same deflate level (1; ffmpeg deflates
+with zlib, ours with ISA-L, so the bytes differ and the sizes are reported). ``--input CLIP``
 uses a real clip as both streams instead (e.g. the GasVid clip of the shared data).
 
 * **ours**: :func:`gasdb_tools.extract.extract_workspace` on a fresh workspace (offset given):
   decode both streams with PyAV, pair by timestamp, convert and write PNGs atomically (temp file,
-  rename; PNG row filter "up" deflated by ISA-L at the same level; one ``os.sync`` per index commit instead of a
+  rename; PNG row filter "up" deflated by ISA-L; one ``os.sync`` per index commit instead of a
   per-file fsync) on a thread pool of one worker per CPU, update the index;
 * **ours, estimated offset**: the same with the offset estimated. Every frame is kept, so the
   motion energies are measured in the writing pass itself (each stream decoded once; frames
