@@ -403,9 +403,16 @@ def _planes_small(frame, size: tuple[int, int], chroma: bool) -> list[np.ndarray
 
 
 def _change(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute change between two small planes, ignoring a global level change."""
-    d = b - a
-    return float(np.abs(d - np.median(d)).mean())
+    """Mean absolute change between two small planes, ignoring a global level change.
+
+    The median is ``np.median``'s, from one partition (without its per-call overhead, a third
+    of this function's time on 80×64 planes)."""
+    d = (b - a).reshape(-1)
+    k = d.size // 2
+    part = np.partition(d, (k - 1, k))
+    med = part[k - 1:k + 1].mean() if d.size % 2 == 0 else part[k]
+    d -= med
+    return float(np.abs(d, out=d).mean())
 
 
 def motion_energy(path, *, size: tuple[int, int] = (80, 64), chroma: bool = True,
