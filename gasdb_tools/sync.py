@@ -55,7 +55,10 @@ class OffsetEstimate(NamedTuple):
     offset_s : float
         Estimated start offset (``t_rgb = t_thermal + offset_s``); NaN when no estimate exists.
     confidence : float
-        How unambiguous the peak is, in [0, 1]: ``(peak - rival) / (1 - rival)``, where ``rival``
+        How unambiguous the peak is, in [0, 1]: ``(peak - rival) / (1 - rival)`` (for
+        ``method="co-location"`` the plain margin ``peak - rival``: two views of the same moving
+        things can correlate near 1 at every period of a repeated motion, where the ratio would
+        magnify a margin of thousandths), where ``rival``
         is the strongest alternative, ``max(second_peak, peak * periodicity, 0)``, raised by
         ``kappa`` standard errors of a correlation measured on ``independent_samples`` samples
         (Fisher's z). 1 for two identical signals; 0.8-0.95 for one sharp event both cameras see
@@ -350,7 +353,7 @@ def _best_lag(a: np.ndarray, ia0: int, b: np.ndarray, jb0: int, *, rate_hz: floa
     measured = min(_count_within(times_a, t0, t1), _count_within(times_b, t0 + offset, t1 + offset))
     n_eff = min(n_eff, measured * (a.size // a.shape[0]))
     peak = float(r[best])
-    confidence = _confidence(peak, second, periodicity, n_eff, kappa)
+    confidence = _confidence(peak, second, periodicity, n_eff, kappa, relative=frame_shape is None)
     return OffsetEstimate(float(offset), confidence, second, lag_samples / rate_hz, r, peak, periodicity,
                           float(n_eff), method)
 
@@ -408,18 +411,21 @@ def _space_time_samples(a: np.ndarray, b: np.ndarray, *, chunk: int = 128) -> fl
     return a.size / c if c > 0 else math.inf
 
 
-def _confidence(peak: float, second: float, periodicity: float, n_eff: float, kappa: float) -> float:
-    """``(peak - rival) / (1 - rival)`` with the rival raised by ``kappa`` standard errors (Fisher z)."""
+def _confidence(peak: float, second: float, periodicity: float, n_eff: float, kappa: float, *,
+                relative: bool = True) -> float:
+    """``(peak - rival) / (1 - rival)`` (``relative``) or ``peak - rival``, with the rival raised by
+    ``kappa`` standard errors (Fisher z)."""
     if not np.isfinite(second) or not n_eff > 3:
         return 0.0  # nothing to compare the peak with, or too few independent samples
-    if peak >= 1.0 - 1e-12:
+    if peak >= 1.0 - 1e-12 and relative:
         return 1.0
     rival = max(second, peak * periodicity if np.isfinite(periodicity) else 0.0, 0.0)
     # the difference of two correlations measured on n_eff independent samples has a standard error
     # of about sqrt(2 / (n_eff - 3)) in Fisher's z: a rival within kappa of them is not beaten
     z = math.atanh(min(rival, 1 - 1e-12)) + kappa * math.sqrt(2.0 / (n_eff - 3.0))
     rival = math.tanh(z)
-    return float(np.clip((peak - rival) / (1.0 - rival), 0.0, 1.0))
+    margin = (peak - rival) / (1.0 - rival) if relative else peak - rival
+    return float(np.clip(margin, 0.0, 1.0))
 
 
 # -- start offset from where things move ---------------------------------------------------------
@@ -443,6 +449,19 @@ def _global_shifts(frames: np.ndarray, *, max_step: float = 0.125) -> np.ndarray
         if math.hypot(dx, dy) > max_step * w or response < 0.1:
             key, key_shift = clipped[k], shifts[k]
     return shifts
+
+
+def _nan_median(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median over axis 0 ignoring NaN, and the number of finite values (median NaN where none)."""
+    n = stack.shape[0]
+    flat = np.ascontiguousarray(stack.reshape(n, -1).T)
+    flat.sort(axis=1)  # NaN sorts last
+    count = np.isfinite(flat).sum(axis=1)
+    rows = np.arange(flat.shape[0])
+    lo = flat[rows, np.maximum(count - 1, 0) // 2]
+    hi = flat[rows, np.minimum(count // 2, n - 1)]
+    median = np.where(count > 0, 0.5 * (lo + hi), np.nan)
+    return median.reshape(stack.shape[1:]), count.reshape(stack.shape[1:])
 
 
 def foreground_maps(times, frames, *, window_s: float = 2.0, neighbours: int = 8, threshold: float = 3.0,
@@ -491,23 +510,14 @@ def foreground_maps(times, frames, *, window_s: float = 2.0, neighbours: int = 8
             m = np.float32([[1, 0, -dx], [0, 1, -dy]])
             moved.append(cv2.warpAffine(stack[j], m, (w, h), flags=cv2.INTER_LINEAR,
                                         borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan))
-        moved = np.stack(moved)
-        enough = np.isfinite(moved).sum(axis=0) >= 3
-        with np.errstate(all="ignore"):
-            import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                background = np.nanmedian(moved, axis=0)
-        residual[k] = np.where(enough, stack[k] - background, np.nan)
+        background, count = _nan_median(np.stack(moved))
+        residual[k] = np.where(count >= 3, stack[k] - background, np.nan)
     out = np.zeros((n, h // cell, w // cell), np.float32)
     if not np.isfinite(residual).any():
         return out
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            noise = _MAD_TO_SIGMA * np.nanmedian(np.abs(residual), axis=0)
-    floor = max(float(np.nanmedian(noise)) if np.isfinite(noise).any() else 0.0, 0.5)
+    noise, count = _nan_median(np.abs(residual))
+    noise = np.where(count > 0, _MAD_TO_SIGMA * noise, np.nan)
+    floor = max(float(np.median(noise[count > 0])) if (count > 0).any() else 0.0, 0.5)
     noise = np.where(np.isfinite(noise), np.maximum(noise, floor), floor)
     z = np.abs(residual) / noise
     for k in range(n):
