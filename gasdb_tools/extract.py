@@ -3,7 +3,10 @@
 Per recording:
 
 1. **Offset.** Given (``offset=``, or ``offset_s`` registered by ``gasdb add --offset``), or
-   estimated by cross-correlating the two streams' motion energies (:func:`gasdb_tools.sync.estimate_offset`).
+   estimated by cross-correlating the two streams' motion energies (:func:`gasdb_tools.sync.estimate_offset`);
+   when that estimate is not confident, from where things move in the first
+   :data:`COLOCATION_SECONDS` of both streams (:func:`gasdb_tools.sync.estimate_offset_colocation`,
+   on the 80x64 luma the energy pass keeps), if that one is.
    The value, its source and confidence go into the recording row (``offset_s``,
    ``offset_source``, ``offset_confidence``). When every frame is kept (no ``every``,
    ``max_pairs`` or ``dedup``, and an RGB rate at most :data:`ONE_PASS_MAX_RATE_RATIO` times the

@@ -7,6 +7,9 @@ stream's start, and the rig's start offset is ``offset_s`` with ``t_rgb = t_ther
 * :func:`estimate_offset` cross-correlates the motion-energy signals of the two streams
   (resampled to 100 Hz, z-normalised, ±5 s; methods §D.3), with a confidence that reflects
   ambiguity (the best peak against its strongest rival and the signals' periodicity).
+* :func:`estimate_offset_colocation` finds it from **where** things move instead: the lag at which
+  the two cameras' moving foreground (:func:`foreground_maps`) falls on the same places, for
+  motion whose energy is the same at every moment (a person walking at a steady speed).
 * :func:`iter_pairs` / :func:`pair_by_time` pair each frame with the nearest frame of the other
   stream after the offset, never by index, and reject pairs further apart than half a frame
   period of the faster stream (:func:`pairing_tolerance`).
@@ -257,7 +260,8 @@ def estimate_offset(t_thermal, e_thermal, t_rgb, e_rgb, *, max_lag_s: float = 5.
         thermal camera's own +-2 px vertical jitter is absent from the visual stream; every motion
         signal tried (this energy, the energy left after removing each stream's global shift by
         phase correlation, the global-shift trajectory, the 99th percentile of the residual)
-        correlates better at a wrong lag (about -0.8 s) than at the true 0.2 s.
+        correlates better at a wrong lag (about -0.8 s) than at the true 0.2 s. Where the walker is
+        in each picture does tell it (:func:`estimate_offset_colocation`).
 
     Returns
     -------

@@ -1,5 +1,6 @@
 """Stream sync: offset estimation, pairing by timestamp, time-based sampling, near-duplicate statistic."""
 
+import json
 import math
 
 import cv2
@@ -425,3 +426,26 @@ def test_change_statistic_arguments_are_checked():
         change_statistic(np.zeros((4, 4)), np.zeros((4, 5)))
     with pytest.raises(ValueError, match="percentile"):
         change_statistic(np.zeros((4, 4)), np.zeros((4, 4)), percentile=10)
+
+
+@pytest.mark.parametrize("kind,offset", [("walk", 0.7), ("slideshow", 0.7), ("flash", -1.3)])
+def test_extract_takes_where_things_move_only_when_the_motion_energy_cannot_tell(tmp_path, kind, offset):
+    """Through ``gasdb extract``: the flash by its motion energy, the steady walker by where it is,
+    the slideshow by neither (refused, the message naming the evidence and the fix)."""
+    from click.testing import CliRunner
+
+    from gasdb_tools.cli import main
+    from gasdb_tools.recordings import add_recording
+    from gasdb_tools.workspace import Workspace
+
+    folder = write_scene(tmp_path / "rec", kind, seed=3, offset_s=offset)
+    ws = Workspace.init(tmp_path / "ws")
+    add_recording(ws, rgb=folder / "rgb.mp4", thermal=folder / "thermal.mp4", scene="other", recording_id="r")
+    result = CliRunner().invoke(main, ["extract", str(ws.root), "--json"])
+    (r,) = json.loads(result.stdout)["recordings"]
+    if kind == "slideshow":
+        assert result.exit_code == 1 and r["status"] == "failed", r
+        assert "unreliable" in r["error"] and "--offset" in r["error"], r
+        return
+    assert result.exit_code == 0 and r["status"] == "extracted", r
+    assert abs(r["offset_s"] - offset) < 1 / 30 and r["offset_confidence"] > DEFAULT_MIN_CONFIDENCE, r
