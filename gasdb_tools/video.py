@@ -80,7 +80,7 @@ class MotionEnergy(NamedTuple):
         Mid-point times of the frame intervals that carry an energy sample (M <= N - 1).
     energy : (M,) float64 ndarray
         Mean absolute luma change per second between consecutive frames (DN/s).
-    thumbnails : (K, h, w) float32 ndarray or None
+    thumbnails : (K, h, w) uint16 ndarray or None
         The downscaled luma of the first K frames (``frame_times[:K]``) when asked for
         (``keep_seconds``): the evidence of :func:`gasdb_tools.sync.estimate_offset_colocation`.
     """
@@ -463,7 +463,7 @@ class MotionMeter:
     ``add(t, frame)`` for every decoded frame in time order, then ``result()``: the same
     :class:`MotionEnergy` as :func:`motion_energy` on the same frames (same planes, same sums).
     Memory: two small planes plus three doubles per frame (24 bytes: 1.7 MB for 24 minutes at 25 fps),
-    plus a 20 kB luma plane per frame of the first ``keep_seconds`` (1.5 MB a second at 25 fps).
+    plus a 10 kB luma plane per frame of the first ``keep_seconds`` (250 kB a second at 25 fps).
 
     Examples
     --------
@@ -491,7 +491,7 @@ class MotionMeter:
         small = _planes_small(frame, self.size, self.chroma)
         if self.keep_seconds > 0 and len(self.thumbnails) == len(self.frame_times) \
                 and t - (self.frame_times[0] if self.frame_times else t) <= self.keep_seconds:
-            self.thumbnails.append(small[0])
+            self.thumbnails.append(small[0].astype(np.uint16))  # area averages of 8/16-bit pixels: integers
         self.frame_times.append(t)
         prev, prev_t = self._prev, self._prev_t
         if prev is not None and t > prev_t and len(prev) == len(small):

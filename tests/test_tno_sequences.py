@@ -73,10 +73,12 @@ def test_extract_finds_the_offset(tno_workspace):
 PACKINGS = [((0, 1), (3, 2)), ((0, 2), (1, 1)), ((5, 1), (0, 3)), ((1, 3), (0, 1)), ((0, 1), (0, 2))]
 
 
+@pytest.mark.parametrize("name", _tno.SEQUENCES)
 @pytest.mark.parametrize("thermal_ids,rgb_ids", PACKINGS)
-def test_extract_finds_duines_offset_in_other_packings(tmp_path, thermal_ids, rgb_ids):
-    """Duine (the walker, no shared motion event) through ``extract``, with the thermal stream warped."""
-    folder = _tno.pack_sequence(shared_data("tno_sequences"), "Duine_sequence", tmp_path / "rec",
+def test_extract_finds_the_offset_in_other_packings(tmp_path, name, thermal_ids, rgb_ids):
+    """Each sequence through ``extract`` with the thermal stream warped (Duine: the walker, no
+    shared motion event, by co-location; Tree by its motion energy or, with few frames, co-location)."""
+    folder = _tno.pack_sequence(shared_data("tno_sequences"), name, tmp_path / "rec",
                                 warp=_tno.known_warp(), thermal_ids=thermal_ids, rgb_ids=rgb_ids)
     ws = Workspace.init(tmp_path / "ws")
     add_recording(ws, rgb=folder / "rgb.mp4", thermal=folder / "thermal.mp4", scene="other", recording_id="d")
