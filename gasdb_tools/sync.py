@@ -468,6 +468,26 @@ def _nan_median(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return median.reshape(stack.shape[1:]), count.reshape(stack.shape[1:])
 
 
+def _shots(stack: np.ndarray, shifts: np.ndarray, max_changed: float, *, z: float = 4.0) -> np.ndarray:
+    """Shot number of each frame: a new shot starts where more than ``max_changed`` of the pixels
+    changed from the previous frame (global motion undone) by more than ``z`` robust noise units
+    of such frame differences (a cut, a new slide, a gain jump)."""
+    n, h, w = stack.shape
+    diffs = np.full(stack.shape, np.nan, np.float32)
+    for k in range(1, n):
+        dx, dy = shifts[k - 1] - shifts[k]
+        prev = cv2.warpAffine(stack[k - 1], np.float32([[1, 0, -dx], [0, 1, -dy]]), (w, h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+        diffs[k] = np.abs(stack[k] - prev)
+    finite = diffs[np.isfinite(diffs)]
+    if finite.size == 0:
+        return np.zeros(n, int)
+    noise = max(_MAD_TO_SIGMA * float(np.median(finite)), 0.5)
+    with np.errstate(invalid="ignore"):
+        changed = [np.mean(d[np.isfinite(d)] > z * noise) if np.isfinite(d).any() else 0.0 for d in diffs]
+    return np.cumsum(np.asarray(changed) > max_changed)
+
+
 def foreground_maps(times, frames, *, window_s: float = 2.0, neighbours: int = 8, threshold: float = 3.0,
                     max_changed: float = 0.25, cell: int = 2) -> np.ndarray:
     """Where something moves in each frame, in the camera's own pixel grid (the evidence of
@@ -476,7 +496,8 @@ def foreground_maps(times, frames, *, window_s: float = 2.0, neighbours: int = 8
     The global motion of the view (a pan, a shaking camera) is removed first
     (:func:`_global_shifts`): for frame ``k`` the background is the per-pixel median of up to
     ``neighbours`` frames within ``window_s`` before and after it (not the nearest ones, so that a
-    slow object is not its own background), each shifted onto frame ``k``. The residual is
+    slow object is not its own background) and in the same shot (:func:`_shots`: no cut, new
+    slide or gain jump between them), each shifted onto frame ``k``. The residual is
     divided by each pixel's robust temporal noise (1.4826 MAD over the stack, at least the median
     of all pixels' noise: a flickering edge or a swaying bush is quiet), soft-thresholded at
     ``threshold`` noise units (``max(z - threshold, 0)``), blurred and area-averaged over
@@ -501,10 +522,11 @@ def foreground_maps(times, frames, *, window_s: float = 2.0, neighbours: int = 8
         raise ValueError(f"frames must be (N, H, W) with one time each, got {stack.shape} and {t.shape}")
     n, h, w = stack.shape
     shifts = _global_shifts(stack)
+    shot = _shots(stack, shifts, max_changed)
     residual = np.full(stack.shape, np.nan, np.float32)
     for k in range(n):
         dt = np.abs(t - t[k])
-        near = np.flatnonzero((dt <= window_s) & (dt >= 0.1 * window_s))
+        near = np.flatnonzero((dt <= window_s) & (dt >= 0.1 * window_s) & (shot == shot[k]))
         if near.size < 3:
             continue
         near = near[np.linspace(0, near.size - 1, min(neighbours * 2, near.size)).round().astype(int)]
