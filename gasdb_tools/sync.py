@@ -85,7 +85,10 @@ class OffsetEstimate(NamedTuple):
     independent_samples : float
         Effective number of independent samples behind the peak: the overlap divided by
         ``1 + 2 sum_j rho_thermal(j) rho_rgb(j)`` (Bartlett's formula for the variance of a
-        cross-correlation of autocorrelated series). Smooth or short signals have few.
+        cross-correlation of autocorrelated series; over space and time for co-location, see
+        :func:`_space_time_samples`), and never more than the measured samples (energy samples,
+        or frames times pixels) in the overlap: a signal resampled to 100 Hz holds no more than
+        it was measured at. Smooth or short signals have few.
     method : str
         The evidence behind the estimate: ``"motion energy"`` (:func:`estimate_offset`) or
         ``"co-location"`` (:func:`estimate_offset_colocation`).
