@@ -3,7 +3,10 @@
 Per recording:
 
 1. **Offset.** Given (``offset=``, or ``offset_s`` registered by ``gasdb add --offset``), or
-   estimated by cross-correlating the two streams' motion energies (:func:`gasdb_tools.sync.estimate_offset`).
+   estimated by cross-correlating the two streams' motion energies (:func:`gasdb_tools.sync.estimate_offset`);
+   when that estimate is not confident, from where things move in the first
+   :data:`COLOCATION_SECONDS` of both streams (:func:`gasdb_tools.sync.estimate_offset_colocation`,
+   on the 80x64 luma the energy pass keeps), if that one is.
    The value, its source and confidence go into the recording row (``offset_s``,
    ``offset_source``, ``offset_confidence``). When every frame is kept (no ``every``,
    ``max_pairs`` or ``dedup``, and an RGB rate at most :data:`ONE_PASS_MAX_RATE_RATIO` times the
@@ -74,6 +77,9 @@ PNG_FORMAT = "up/isal"
 #: The offset is estimated in the writing pass when the RGB rate is at most this many times the thermal
 #: rate (then at least 1/this of the RGB frames written are kept; the rest is cheaper than a second decode).
 ONE_PASS_MAX_RATE_RATIO = 1.5
+#: Seconds at the start of each stream kept as 80x64 thumbnails for the co-location offset estimate
+#: (:func:`gasdb_tools.sync.estimate_offset_colocation`), used when the motion energy is ambiguous.
+COLOCATION_SECONDS = 60.0
 _PEEK = 16  # frames looked at to measure a stream's frame period before pairing
 
 
@@ -453,7 +459,7 @@ class _RecordingJob:
         paired frames to their names (the pairs are those of the two-pass route, see the module
         docstring). An interrupted pass resumes: frames already staged are not encoded again."""
         staging = self._staging(rec)
-        meters = {"rgb": video.MotionMeter(), "thermal": video.MotionMeter()}
+        meters = {k: video.MotionMeter(keep_seconds=COLOCATION_SECONDS) for k in ("rgb", "thermal")}
         staged = {"rgb": _Staged(), "thermal": _Staged()}
         total = sum(filter(None, (video.probe(p, decode_first=False).frames_declared for p in (rgb_path, th_path))))
         # each stream's energies are measured in its decoding thread, beside the writers
@@ -521,8 +527,8 @@ class _RecordingJob:
     def _offset(self, rec, rgb_path, th_path):
         """(offset_s, source, confidence or None, (thermal scan, rgb scan) or None), by a decoding pass
         of its own (the route when not every frame is kept: sampling, ``max_pairs``, ``dedup``)."""
-        th = video.motion_energy(th_path)
-        rgb = video.motion_energy(rgb_path)
+        th = video.motion_energy(th_path, keep_seconds=COLOCATION_SECONDS)
+        rgb = video.motion_energy(rgb_path, keep_seconds=COLOCATION_SECONDS)
         return (*self._estimate(th, rgb, rgb_path, th_path), (th, rgb))
 
     def _estimate(self, th, rgb, rgb_path, th_path):
@@ -531,7 +537,7 @@ class _RecordingJob:
             raise VideoError("too few frames to estimate the start offset", file=th_path if th.energy.size < 2
                              else rgb_path, fix=f"pass the offset: gasdb extract {shlex.quote(str(self.ws.root))} --recording {self.rec_id} "
                                  "--offset SECONDS")
-        est = sync.estimate_offset(th.times, th.energy, rgb.times, rgb.energy)
+        est = self._best_estimate(th, rgb)
         if not math.isfinite(est.offset_s):
             raise VideoError("cannot estimate the start offset: one stream shows no motion, or the streams overlap "
                              "too little", file=th_path, field="offset_s",
@@ -539,10 +545,22 @@ class _RecordingJob:
                                  "--offset SECONDS (t_rgb = t_thermal + offset)")
         if est.confidence < self.min_confidence:
             raise VideoError(f"the estimated start offset {est.offset_s:+.3f} s is unreliable (confidence "
-                             f"{est.confidence:.2f} < {self.min_confidence:.2f})", file=th_path, field="offset_s",
+                             f"{est.confidence:.2f} < {self.min_confidence:.2f}, from the {est.method})", file=th_path, field="offset_s",
                              fix=f"check it (a clap or flash seen by both cameras) and pass it: "
                                  f"gasdb extract {shlex.quote(str(self.ws.root))} --recording {self.rec_id} --offset SECONDS")
         return round(float(est.offset_s), 6) + 0.0, "estimated", float(est.confidence)
+
+    def _best_estimate(self, th, rgb):
+        """The motion-energy estimate when it is confident; else the co-location estimate (where
+        things move, from the thumbnails) when that one is; else the more confident of the two.
+        Energy comes first: a gas plume only the thermal camera sees moves nothing in the RGB view."""
+        est = sync.estimate_offset(th.times, th.energy, rgb.times, rgb.energy)
+        if est.confidence >= self.min_confidence or th.thumbnails is None or rgb.thumbnails is None \
+                or len(th.thumbnails) < 3 or len(rgb.thumbnails) < 3:
+            return est
+        where = sync.estimate_offset_colocation(th.frame_times[:len(th.thumbnails)], th.thumbnails,
+                                                rgb.frame_times[:len(rgb.thumbnails)], rgb.thumbnails)
+        return where if where.confidence > est.confidence else est
 
     def _period(self, head, path, scan) -> float:
         times = scan.frame_times if scan is not None else [t for t, _ in head]

@@ -7,6 +7,9 @@ stream's start, and the rig's start offset is ``offset_s`` with ``t_rgb = t_ther
 * :func:`estimate_offset` cross-correlates the motion-energy signals of the two streams
   (resampled to 100 Hz, z-normalised, ±5 s; methods §D.3), with a confidence that reflects
   ambiguity (the best peak against its strongest rival and the signals' periodicity).
+* :func:`estimate_offset_colocation` finds it from **where** things move instead: the lag at which
+  the two cameras' moving foreground (:func:`foreground_maps`) falls on the same places, for
+  motion whose energy is the same at every moment (a person walking at a steady speed).
 * :func:`iter_pairs` / :func:`pair_by_time` pair each frame with the nearest frame of the other
   stream after the offset, never by index, and reject pairs further apart than half a frame
   period of the faster stream (:func:`pairing_tolerance`).
@@ -31,6 +34,8 @@ __all__ = [
     "Pairs",
     "resample_signal",
     "estimate_offset",
+    "estimate_offset_colocation",
+    "foreground_maps",
     "stream_period",
     "pairing_tolerance",
     "iter_pairs",
@@ -53,7 +58,10 @@ class OffsetEstimate(NamedTuple):
     offset_s : float
         Estimated start offset (``t_rgb = t_thermal + offset_s``); NaN when no estimate exists.
     confidence : float
-        How unambiguous the peak is, in [0, 1]: ``(peak - rival) / (1 - rival)``, where ``rival``
+        How unambiguous the peak is, in [0, 1]: ``(peak - rival) / (1 - rival)`` (for
+        ``method="co-location"`` the plain margin ``peak - rival``: two views of the same moving
+        things can correlate near 1 at every period of a repeated motion, where the ratio would
+        magnify a margin of thousandths), where ``rival``
         is the strongest alternative, ``max(second_peak, peak * periodicity, 0)``, raised by
         ``kappa`` standard errors of a correlation measured on ``independent_samples`` samples
         (Fisher's z). 1 for two identical signals; 0.8-0.95 for one sharp event both cameras see
@@ -77,7 +85,13 @@ class OffsetEstimate(NamedTuple):
     independent_samples : float
         Effective number of independent samples behind the peak: the overlap divided by
         ``1 + 2 sum_j rho_thermal(j) rho_rgb(j)`` (Bartlett's formula for the variance of a
-        cross-correlation of autocorrelated series). Smooth or short signals have few.
+        cross-correlation of autocorrelated series; over space and time for co-location, see
+        :func:`_space_time_samples`), and never more than the measured samples (energy samples,
+        or frames times pixels) in the overlap: a signal resampled to 100 Hz holds no more than
+        it was measured at. Smooth or short signals have few.
+    method : str
+        The evidence behind the estimate: ``"motion energy"`` (:func:`estimate_offset`) or
+        ``"co-location"`` (:func:`estimate_offset_colocation`).
     """
 
     offset_s: float
@@ -88,6 +102,7 @@ class OffsetEstimate(NamedTuple):
     peak: float = math.nan
     periodicity: float = math.nan
     independent_samples: float = math.nan
+    method: str = "motion energy"
 
 
 def resample_signal(times, values, *, rate_hz: float = 100.0) -> tuple[int, np.ndarray]:
@@ -125,38 +140,44 @@ def resample_signal(times, values, *, rate_hz: float = 100.0) -> tuple[int, np.n
     return first, np.interp(grid, t, v)
 
 
-def _window_sums(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sums of ``x`` and ``x**2`` over the index windows ``[lo, hi)`` (vectorised via cumsums)."""
+def _window_sums(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, xx: np.ndarray | None = None):
+    """Sums of ``x`` and ``xx`` (default ``x**2``) over the index windows ``[lo, hi)`` (via cumsums)."""
     c1 = np.concatenate([[0.0], np.cumsum(x)])
-    c2 = np.concatenate([[0.0], np.cumsum(x * x)])
+    c2 = np.concatenate([[0.0], np.cumsum(x * x if xx is None else xx)])
     return c1[hi] - c1[lo], c2[hi] - c2[lo]
 
 
 def _lagged_correlation(a: np.ndarray, b: np.ndarray, shifts: np.ndarray, need: int) -> np.ndarray:
     """Pearson correlation of ``a[i]`` and ``b[i + s]`` over their overlap, for every shift ``s``.
 
-    FFT for the cross products, cumulative sums for the per-shift means and variances; NaN where
-    the overlap is shorter than ``need`` samples or a side is constant there.
+    ``a`` and ``b`` are 1-D signals or (T, P) stacks of P values per time sample (then each lag's
+    correlation pools the P values of every overlapping sample: a space-time correlation). FFT
+    for the cross products, cumulative sums for the per-shift means and variances; NaN where the
+    overlap is shorter than ``need`` samples or a side is constant there.
     """
     from scipy.signal import fftconvolve
 
-    na, nb = a.size, b.size
+    a2 = a.reshape(a.shape[0], -1)
+    b2 = b.reshape(b.shape[0], -1)
+    na, nb, width = a2.shape[0], b2.shape[0], a2.shape[1]
     lo = np.maximum(0, -shifts)
     hi = np.minimum(na, nb - shifts)
     n = hi - lo
     valid = n >= max(need, 3)
     if not valid.any():
         return np.full(shifts.shape, np.nan)
-    cross = fftconvolve(b, a[::-1])  # cross[m] = sum_i a[i] b[i + m - (na - 1)]
+    # cross[m] = sum_i sum_p a[i, p] b[i + m - (na - 1), p]
+    cross = fftconvolve(b2, a2[::-1], axes=0).sum(axis=1) if width > 1 else fftconvolve(b2[:, 0], a2[::-1, 0])
     idx = shifts + na - 1
     inside = (idx >= 0) & (idx < cross.size)
     valid &= inside
     sab = np.where(inside, cross[np.clip(idx, 0, cross.size - 1)], 0.0)
     lo_v, hi_v = np.where(valid, lo, 0), np.where(valid, hi, 0)
-    sa, saa = _window_sums(a, lo_v, hi_v)
-    sb, sbb = _window_sums(b, np.clip(lo_v + shifts, 0, nb), np.clip(hi_v + shifts, 0, nb))
+    sa, saa = _window_sums(a2.sum(axis=1), lo_v, hi_v, (a2 * a2).sum(axis=1))
+    sb, sbb = _window_sums(b2.sum(axis=1), np.clip(lo_v + shifts, 0, nb), np.clip(hi_v + shifts, 0, nb),
+                           (b2 * b2).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        nn = np.maximum(n, 1)
+        nn = np.maximum(n, 1) * width
         cov = sab - sa * sb / nn
         var = (saa - sa * sa / nn) * (sbb - sb * sb / nn)
         return np.where(valid & (var > 1e-12 * nn * nn), cov / np.sqrt(np.abs(var)), np.nan)
@@ -242,7 +263,8 @@ def estimate_offset(t_thermal, e_thermal, t_rgb, e_rgb, *, max_lag_s: float = 5.
         thermal camera's own +-2 px vertical jitter is absent from the visual stream; every motion
         signal tried (this energy, the energy left after removing each stream's global shift by
         phase correlation, the global-shift trajectory, the 99th percentile of the residual)
-        correlates better at a wrong lag (about -0.8 s) than at the true 0.2 s.
+        correlates better at a wrong lag (about -0.8 s) than at the true 0.2 s. Where the walker is
+        in each picture does tell it (:func:`estimate_offset_colocation`).
 
     Returns
     -------
@@ -284,17 +306,31 @@ def estimate_offset(t_thermal, e_thermal, t_rgb, e_rgb, *, max_lag_s: float = 5.
         raise ValueError(f"kappa must be >= 0, got {kappa}")
     ia0, a = resample_signal(t_thermal, e_thermal, rate_hz=rate_hz)
     jb0, b = resample_signal(t_rgb, e_rgb, rate_hz=rate_hz)
+    return _best_lag(a, ia0, b, jb0, rate_hz=rate_hz, max_lag_s=max_lag_s, min_overlap=min_overlap,
+                     exclusion_s=exclusion_s, kappa=kappa, min_samples=int(rate_hz), method="motion energy",
+                     times_a=np.asarray(t_thermal, np.float64), times_b=np.asarray(t_rgb, np.float64))
+
+
+def _best_lag(a: np.ndarray, ia0: int, b: np.ndarray, jb0: int, *, rate_hz: float, max_lag_s: float,
+              min_overlap: float, exclusion_s: float, kappa: float, min_samples: int, method: str,
+              times_a: np.ndarray, times_b: np.ndarray, frame_shape: tuple[int, int] | None = None
+              ) -> OffsetEstimate:
+    """The offset estimate of :func:`estimate_offset` from two signals on the grid ``k / rate_hz``;
+    ``a`` starts at grid index ``ia0`` (thermal clock), ``b`` at ``jb0`` (RGB), resampled from
+    measurements at ``times_a`` and ``times_b`` (s; they bound the independent samples). With ``frame_shape``
+    they are (T, H * W) stacks of maps, and the independent samples are counted in space and time
+    (:func:`_space_time_samples`)."""
     max_lag = int(round(max_lag_s * rate_hz))
     lag_samples = np.arange(-max_lag, max_lag + 1)
     nan = np.full(lag_samples.shape, np.nan)
-    empty = OffsetEstimate(math.nan, 0.0, math.nan, lag_samples / rate_hz, nan)
+    empty = OffsetEstimate(math.nan, 0.0, math.nan, lag_samples / rate_hz, nan, method=method)
     if a.std() == 0 or b.std() == 0:
         return empty
     a = (a - a.mean()) / a.std()
     b = (b - b.mean()) / b.std()
     # thermal sample i (time (ia0 + i)/rate) meets rgb sample j = i + k (time (jb0 + j)/rate);
     # the offset of shift k is (jb0 + k - ia0) / rate.
-    need = max(int(rate_hz), int(min_overlap * min(a.size, b.size)))
+    need = max(min_samples, int(min_overlap * min(a.shape[0], b.shape[0])))
     r = _lagged_correlation(a, b, lag_samples + ia0 - jb0, need)
     if not np.isfinite(r).any():
         return empty
@@ -307,16 +343,26 @@ def estimate_offset(t_thermal, e_thermal, t_rgb, e_rgb, *, max_lag_s: float = 5.
     offset = (lag_samples[best] + delta) / rate_hz
     half = max(1, int(round(exclusion_s * rate_hz)))
     second = _rival(r, best, half)
-    autos = [_lagged_correlation(x, x, lag_samples, max(int(rate_hz), int(min_overlap * x.size))) for x in (a, b)]
+    autos = [_lagged_correlation(x, x, lag_samples, max(min_samples, int(min_overlap * x.shape[0])))
+             for x in (a, b)]
     periodic = [_rival(auto, max_lag, half) if np.isfinite(auto[max_lag]) else math.nan for auto in autos]
     periodicity = min(periodic) if all(np.isfinite(periodic)) else math.nan
     shift = int(lag_samples[best] + ia0 - jb0)
-    overlap = min(a.size, b.size - shift) - max(0, -shift)
-    n_eff = overlap / _correlation_length(autos[0][max_lag:], autos[1][max_lag:])
+    lo = max(0, -shift)
+    overlap = min(a.shape[0], b.shape[0] - shift) - lo
+    if frame_shape is None:
+        n_eff = overlap / _correlation_length(autos[0][max_lag:], autos[1][max_lag:])
+    else:
+        n_eff = _space_time_samples(a[lo:lo + overlap].reshape(overlap, *frame_shape),
+                                    b[lo + shift:lo + shift + overlap].reshape(overlap, *frame_shape))
+    # an interpolated signal holds no more independent samples than it was measured at
+    t0, t1 = (ia0 + lo) / rate_hz, (ia0 + lo + overlap - 1) / rate_hz
+    measured = min(_count_within(times_a, t0, t1), _count_within(times_b, t0 + offset, t1 + offset))
+    n_eff = min(n_eff, measured * (a.size // a.shape[0]))
     peak = float(r[best])
-    confidence = _confidence(peak, second, periodicity, n_eff, kappa)
+    confidence = _confidence(peak, second, periodicity, n_eff, kappa, relative=frame_shape is None)
     return OffsetEstimate(float(offset), confidence, second, lag_samples / rate_hz, r, peak, periodicity,
-                          float(n_eff))
+                          float(n_eff), method)
 
 
 def _correlation_length(auto_a: np.ndarray, auto_b: np.ndarray) -> float:
@@ -331,18 +377,259 @@ def _correlation_length(auto_a: np.ndarray, auto_b: np.ndarray) -> float:
     return 1.0 + 2.0 * float(prod.sum())
 
 
-def _confidence(peak: float, second: float, periodicity: float, n_eff: float, kappa: float) -> float:
-    """``(peak - rival) / (1 - rival)`` with the rival raised by ``kappa`` standard errors (Fisher z)."""
+def _count_within(times: np.ndarray, t0: float, t1: float) -> int:
+    """Number of ``times`` in ``[t0, t1]`` (1 µs slack)."""
+    return int(np.count_nonzero((times >= t0 - 1e-6) & (times <= t1 + 1e-6)))
+
+
+def _space_time_samples(a: np.ndarray, b: np.ndarray, *, chunk: int = 128) -> float:
+    """Effective number of independent samples behind the correlation of two (T, H, W) fields.
+
+    ``1 / var(r)`` with ``var(r) = sum_h rho_a(h) rho_b(h) / N_h`` over the space-time lags ``h``
+    less than half of each extent (``rho``: autocorrelations normalised by the whole field, ``N_h``
+    the number of sample pairs at lag ``h``): the effective sample size of Clifford, Richardson &
+    Hemon (1989, "Assessing the significance of the correlation between two spatial processes",
+    Biometrics 45:123-134), here over space and time; Bartlett's formula of :func:`estimate_offset`
+    is its 1-D case. Long fields are measured on up to four chunks of ``chunk`` time samples
+    (samples per independent sample, averaged) to bound the FFT's memory.
+    """
+    from scipy import fft
+
+    total = a.shape[0]
+    starts = np.unique(np.linspace(0, max(total - chunk, 0), min(4, -(-total // chunk))).round().astype(int))
+    per_sample = []
+    for s0 in starts:
+        pa, pb = a[s0:s0 + chunk], b[s0:s0 + chunk]
+        shape = pa.shape
+        pad = [2 * d for d in shape]
+        autos = []
+        for x in (pa, pb):
+            x = x - x.mean()
+            spec = fft.rfftn(x, pad)
+            autos.append(fft.irfftn(spec * np.conj(spec), pad) / max(float((x * x).sum()), 1e-300))
+        keep = [np.r_[0:(d + 1) // 2, 2 * d - (d - 1) // 2:2 * d] for d in shape]  # |h| < d / 2 (wrapped)
+        prod = (autos[0] * autos[1])[np.ix_(*keep)]
+        pairs = np.ones(prod.shape)
+        for axis, d in enumerate(shape):
+            h = np.r_[0:(d + 1) // 2, -((d - 1) // 2):0]
+            pairs = pairs * (d - np.abs(h)).reshape([-1 if i == axis else 1 for i in range(len(shape))])
+        per_sample.append(float((prod / pairs).sum()) * pa.size)
+    c = float(np.mean(per_sample))
+    return a.size / c if c > 0 else math.inf
+
+
+def _confidence(peak: float, second: float, periodicity: float, n_eff: float, kappa: float, *,
+                relative: bool = True) -> float:
+    """``(peak - rival) / (1 - rival)`` (``relative``) or ``peak - rival``, with the rival raised by
+    ``kappa`` standard errors (Fisher z)."""
     if not np.isfinite(second) or not n_eff > 3:
         return 0.0  # nothing to compare the peak with, or too few independent samples
-    if peak >= 1.0 - 1e-12:
+    if peak >= 1.0 - 1e-12 and relative:
         return 1.0
     rival = max(second, peak * periodicity if np.isfinite(periodicity) else 0.0, 0.0)
     # the difference of two correlations measured on n_eff independent samples has a standard error
     # of about sqrt(2 / (n_eff - 3)) in Fisher's z: a rival within kappa of them is not beaten
     z = math.atanh(min(rival, 1 - 1e-12)) + kappa * math.sqrt(2.0 / (n_eff - 3.0))
     rival = math.tanh(z)
-    return float(np.clip((peak - rival) / (1.0 - rival), 0.0, 1.0))
+    margin = (peak - rival) / (1.0 - rival) if relative else peak - rival
+    return float(np.clip(margin, 0.0, 1.0))
+
+
+# -- start offset from where things move ---------------------------------------------------------
+def _global_shifts(frames: np.ndarray, *, max_step: float = 0.125) -> np.ndarray:
+    """(N, 2) translation of each frame's content against the first frame (px), by phase correlation.
+
+    Each frame is registered to the current key frame (not to its predecessor: chaining adds up the
+    small bias an object moving through the view gives each step); a frame further than
+    ``max_step`` of the frame's width from the key frame, or matching it poorly, becomes the next
+    key frame, so a pan of any length is followed. Frames are clipped to their 2nd-98th
+    percentile first, so a hot or bright object does not dominate the spectrum.
+    """
+    n, h, w = frames.shape
+    window = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    clipped = [np.clip(f, *np.percentile(f, (2, 98))).astype(np.float32) for f in frames]
+    shifts = np.zeros((n, 2))
+    key, key_shift = clipped[0], np.zeros(2)
+    for k in range(1, n):
+        (dx, dy), response = cv2.phaseCorrelate(key, clipped[k], window)
+        shifts[k] = key_shift + (dx, dy)
+        if math.hypot(dx, dy) > max_step * w or response < 0.1:
+            key, key_shift = clipped[k], shifts[k]
+    return shifts
+
+
+def _nan_median(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median over axis 0 ignoring NaN, and the number of finite values (median NaN where none)."""
+    n = stack.shape[0]
+    flat = np.ascontiguousarray(stack.reshape(n, -1).T)
+    flat.sort(axis=1)  # NaN sorts last
+    count = np.isfinite(flat).sum(axis=1)
+    rows = np.arange(flat.shape[0])
+    lo = flat[rows, np.maximum(count - 1, 0) // 2]
+    hi = flat[rows, np.minimum(count // 2, n - 1)]
+    median = np.where(count > 0, 0.5 * (lo + hi), np.nan)
+    return median.reshape(stack.shape[1:]), count.reshape(stack.shape[1:])
+
+
+def _shots(stack: np.ndarray, shifts: np.ndarray, max_changed: float, *, z: float = 4.0) -> np.ndarray:
+    """Shot number of each frame: a new shot starts where more than ``max_changed`` of the pixels
+    changed from the previous frame (global motion undone) by more than ``z`` robust noise units
+    of such frame differences (a cut, a new slide, a gain jump)."""
+    n, h, w = stack.shape
+    diffs = np.full(stack.shape, np.nan, np.float32)
+    for k in range(1, n):
+        dx, dy = shifts[k - 1] - shifts[k]
+        prev = cv2.warpAffine(stack[k - 1], np.float32([[1, 0, -dx], [0, 1, -dy]]), (w, h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+        diffs[k] = np.abs(stack[k] - prev)
+    finite = diffs[np.isfinite(diffs)]
+    if finite.size == 0:
+        return np.zeros(n, int)
+    noise = max(_MAD_TO_SIGMA * float(np.median(finite)), 0.5)
+    with np.errstate(invalid="ignore"):
+        changed = [np.mean(d[np.isfinite(d)] > z * noise) if np.isfinite(d).any() else 0.0 for d in diffs]
+    return np.cumsum(np.asarray(changed) > max_changed)
+
+
+def foreground_maps(times, frames, *, window_s: float = 2.0, neighbours: int = 8, threshold: float = 3.0,
+                    max_changed: float = 0.25, cell: int = 2) -> np.ndarray:
+    """Where something moves in each frame, in the camera's own pixel grid (the evidence of
+    :func:`estimate_offset_colocation`).
+
+    The global motion of the view (a pan, a shaking camera) is removed first
+    (:func:`_global_shifts`): for frame ``k`` the background is the per-pixel median of up to
+    ``neighbours`` frames within ``window_s`` before and after it (not the nearest ones, so that a
+    slow object is not its own background) and in the same shot (:func:`_shots`: no cut, new
+    slide or gain jump between them), each shifted onto frame ``k``. The residual is
+    divided by each pixel's robust temporal noise (1.4826 MAD over the stack, at least the median
+    of all pixels' noise: a flickering edge or a swaying bush is quiet), soft-thresholded at
+    ``threshold`` noise units (``max(z - threshold, 0)``), blurred and area-averaged over
+    ``cell`` x ``cell`` pixels. A frame in which more than ``max_changed`` of the pixels changed
+    (a cut, a new slide, a gain jump) is a global change, not a moving object: its map is zero.
+
+    Parameters
+    ----------
+    times : (N,) array_like
+        Frame times (s), increasing.
+    frames : (N, H, W) array_like
+        Small gray frames (e.g. 80x64, :class:`gasdb_tools.video.MotionMeter`).
+
+    Returns
+    -------
+    (N, H // cell, W // cell) float32 ndarray
+        Foreground strength (0 where nothing moved).
+    """
+    t = np.asarray(times, np.float64)
+    stack = np.asarray(frames, np.float32)
+    if stack.ndim != 3 or t.shape != stack.shape[:1]:
+        raise ValueError(f"frames must be (N, H, W) with one time each, got {stack.shape} and {t.shape}")
+    n, h, w = stack.shape
+    shifts = _global_shifts(stack)
+    shot = _shots(stack, shifts, max_changed)
+    residual = np.full(stack.shape, np.nan, np.float32)
+    for k in range(n):
+        dt = np.abs(t - t[k])
+        near = np.flatnonzero((dt <= window_s) & (dt >= 0.1 * window_s) & (shot == shot[k]))
+        if near.size < 3:
+            continue
+        near = near[np.linspace(0, near.size - 1, min(neighbours * 2, near.size)).round().astype(int)]
+        moved = []
+        for j in near:
+            dx, dy = shifts[j] - shifts[k]
+            m = np.float32([[1, 0, -dx], [0, 1, -dy]])
+            moved.append(cv2.warpAffine(stack[j], m, (w, h), flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan))
+        background, count = _nan_median(np.stack(moved))
+        residual[k] = np.where(count >= 3, stack[k] - background, np.nan)
+    out = np.zeros((n, h // cell, w // cell), np.float32)
+    if not np.isfinite(residual).any():
+        return out
+    noise, count = _nan_median(np.abs(residual))
+    noise = np.where(count > 0, _MAD_TO_SIGMA * noise, np.nan)
+    floor = max(float(np.median(noise[count > 0])) if (count > 0).any() else 0.0, 0.5)
+    noise = np.where(np.isfinite(noise), np.maximum(noise, floor), floor)
+    z = np.abs(residual) / noise
+    for k in range(n):
+        zk = z[k]
+        valid = np.isfinite(zk)
+        if valid.sum() < 0.25 * zk.size or (zk[valid] > threshold).mean() > max_changed:
+            continue
+        f = np.where(valid, np.maximum(zk - threshold, 0), 0).astype(np.float32)
+        f = cv2.GaussianBlur(f, (0, 0), 1.0)
+        out[k] = cv2.resize(f, (w // cell, h // cell), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def _resample_stack(times: np.ndarray, stack: np.ndarray, rate_hz: float) -> tuple[int, np.ndarray]:
+    """:func:`resample_signal` for a (N, ...) stack: linear in time, per element; (first, (M, P) float64)."""
+    flat = stack.reshape(stack.shape[0], -1).astype(np.float64)
+    first, idx = resample_signal(times, np.arange(times.size, dtype=np.float64), rate_hz=rate_hz)
+    lo = np.clip(np.floor(idx).astype(int), 0, times.size - 2)
+    frac = (idx - lo)[:, None]
+    return first, (1 - frac) * flat[lo] + frac * flat[lo + 1]
+
+
+def estimate_offset_colocation(t_thermal, frames_thermal, t_rgb, frames_rgb, *, max_lag_s: float = 5.0,
+                               rate_hz: float | None = None, min_overlap: float = 0.5, exclusion_s: float = 0.25,
+                               kappa: float = 1.0) -> OffsetEstimate:
+    """Estimate the start offset from **where** things move: the lag at which the moving foreground
+    of the two cameras falls on the same places.
+
+    The two cameras of a rig see about the same field of view, so a person or vehicle appears at
+    the same place in both pictures only at the right offset; the motion energy (a 1-D signal)
+    cannot tell a steady walker's moments apart, its position can. Each stream's frames become
+    foreground maps in the camera's own grid (:func:`foreground_maps`: global motion removed,
+    residual against a moving temporal median in noise units), both resampled linearly in time to
+    ``rate_hz`` (between frames the map is interpolated), and for every lag the Pearson
+    correlation of the two space-time volumes over their overlap is computed (FFT over time,
+    pooled over the pixels). The peak, its sub-sample refinement and the confidence (best peak
+    against its strongest rival outside the peak's lobe and the volumes' periodicity, discounted
+    by the standard error on the effective number of independent samples) are those of
+    :func:`estimate_offset`. Both streams' frames must be resized to one grid covering the same
+    view (e.g. 80x64 each); the fields of view need to agree only to a few cells.
+
+    A scene with no local motion (a static scene, a uniform pan once compensated) has no
+    foreground and gives no estimate or a flat curve; one whose whole picture changes (a
+    slideshow, cuts) has its changing frames dropped as global changes; a gas plume only the
+    thermal camera sees lowers the correlation at every lag alike.
+
+    Parameters
+    ----------
+    t_thermal, frames_thermal : (N,), (N, H, W) array_like
+        Frame times (s, thermal clock) and small gray frames of the thermal stream.
+    t_rgb, frames_rgb : (M,), (M, H, W) array_like
+        The same for the RGB stream (RGB clock), same ``H, W``.
+    rate_hz : float, optional
+        Time grid; default twice the faster stream's frame rate (half-frame lags, refined further
+        by the parabola).
+    max_lag_s, min_overlap, exclusion_s, kappa
+        As in :func:`estimate_offset` (an overlap of at least 2 frame periods of the slower stream).
+
+    Returns
+    -------
+    OffsetEstimate
+        With ``method="co-location"``; NaN offset and confidence 0 when either stream has no
+        foreground or the streams overlap too little.
+    """
+    tt, tr = np.asarray(t_thermal, np.float64), np.asarray(t_rgb, np.float64)
+    ft, fr = np.asarray(frames_thermal), np.asarray(frames_rgb)
+    if ft.ndim != 3 or fr.ndim != 3 or ft.shape[1:] != fr.shape[1:]:
+        raise ValueError(f"frames must be (N, H, W) stacks of one size, got {ft.shape} and {fr.shape}")
+    if not max_lag_s > 0:
+        raise ValueError(f"max_lag_s must be > 0, got {max_lag_s}")
+    if not 0 < min_overlap <= 1:
+        raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap}")
+    periods = (stream_period(tt), stream_period(tr))
+    if rate_hz is None:
+        rate_hz = 2.0 / min(periods)
+    if not rate_hz > 0:
+        raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
+    maps_t, maps_r = foreground_maps(tt, ft), foreground_maps(tr, fr)
+    ia0, a = _resample_stack(tt, maps_t, rate_hz)
+    jb0, b = _resample_stack(tr, maps_r, rate_hz)
+    return _best_lag(a, ia0, b, jb0, rate_hz=rate_hz, max_lag_s=max_lag_s, min_overlap=min_overlap,
+                     exclusion_s=exclusion_s, kappa=kappa, min_samples=int(math.ceil(2 * max(periods) * rate_hz)),
+                     method="co-location", times_a=tt, times_b=tr, frame_shape=maps_t.shape[1:])
 
 
 # -- pairing -------------------------------------------------------------------------------------

@@ -80,11 +80,15 @@ class MotionEnergy(NamedTuple):
         Mid-point times of the frame intervals that carry an energy sample (M <= N - 1).
     energy : (M,) float64 ndarray
         Mean absolute luma change per second between consecutive frames (DN/s).
+    thumbnails : (K, h, w) uint16 ndarray or None
+        The downscaled luma of the first K frames (``frame_times[:K]``) when asked for
+        (``keep_seconds``): the evidence of :func:`gasdb_tools.sync.estimate_offset_colocation`.
     """
 
     frame_times: np.ndarray
     times: np.ndarray
     energy: np.ndarray
+    thumbnails: np.ndarray | None = None
 
 
 def _open(path):
@@ -416,7 +420,7 @@ def _change(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def motion_energy(path, *, size: tuple[int, int] = (80, 64), chroma: bool = True,
-                  max_seconds: float | None = None) -> MotionEnergy:
+                  max_seconds: float | None = None, keep_seconds: float = 0.0) -> MotionEnergy:
     """Decode a stream and measure how much its picture changes over time.
 
     For each pair of consecutive frames the energy is the mean absolute difference of the planes
@@ -437,6 +441,8 @@ def motion_energy(path, *, size: tuple[int, int] = (80, 64), chroma: bool = True
         Add the chroma planes' change for planar YUV sources.
     max_seconds : float, optional
         Stop after this many seconds of the stream (the whole stream when ``None``).
+    keep_seconds : float
+        Keep the downscaled luma of the frames in the stream's first ``keep_seconds`` (``thumbnails``).
 
     Returns
     -------
@@ -446,7 +452,7 @@ def motion_energy(path, *, size: tuple[int, int] = (80, 64), chroma: bool = True
     """
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
-    meter = MotionMeter(size=size, chroma=chroma)
+    meter = MotionMeter(size=size, chroma=chroma, keep_seconds=keep_seconds)
     frames = iter_av_frames(path)
     try:
         for t, frame in frames:
@@ -463,7 +469,8 @@ class MotionMeter:
 
     ``add(t, frame)`` for every decoded frame in time order, then ``result()``: the same
     :class:`MotionEnergy` as :func:`motion_energy` on the same frames (same planes, same sums).
-    Memory: two small planes plus three doubles per frame (24 bytes: 1.7 MB for 24 minutes at 25 fps).
+    Memory: two small planes plus three doubles per frame (24 bytes: 1.7 MB for 24 minutes at 25 fps),
+    plus a 10 kB luma plane per frame of the first ``keep_seconds`` (250 kB a second at 25 fps).
 
     Examples
     --------
@@ -477,8 +484,10 @@ class MotionMeter:
     True
     """
 
-    def __init__(self, *, size: tuple[int, int] = (80, 64), chroma: bool = True):
+    def __init__(self, *, size: tuple[int, int] = (80, 64), chroma: bool = True, keep_seconds: float = 0.0):
         self.size, self.chroma = tuple(size), chroma
+        self.keep_seconds = float(keep_seconds)
+        self.thumbnails: list[np.ndarray] = []
         self.frame_times = array("d")
         self.times = array("d")
         self.energy = array("d")
@@ -487,6 +496,9 @@ class MotionMeter:
     def add(self, t: float, frame) -> None:
         """Measure one decoded frame (``av.VideoFrame``) at time ``t`` (s)."""
         small = _planes_small(frame, self.size, self.chroma)
+        if self.keep_seconds > 0 and len(self.thumbnails) == len(self.frame_times) \
+                and t - (self.frame_times[0] if self.frame_times else t) <= self.keep_seconds:
+            self.thumbnails.append(small[0].astype(np.uint16))  # area averages of 8/16-bit pixels: integers
         self.frame_times.append(t)
         prev, prev_t = self._prev, self._prev_t
         if prev is not None and t > prev_t and len(prev) == len(small):
@@ -495,8 +507,9 @@ class MotionMeter:
         self._prev, self._prev_t = small, t
 
     def result(self) -> MotionEnergy:
+        thumbnails = np.stack(self.thumbnails) if self.thumbnails else None
         return MotionEnergy(np.array(self.frame_times, np.float64), np.array(self.times, np.float64),
-                            np.array(self.energy, np.float64))
+                            np.array(self.energy, np.float64), thumbnails)
 
 
 # -- encoding ------------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ Unambiguous (one sharp event both cameras see):
   ``flash``      a lamp on for 0.2 s,
   ``clap``       a hand-sized blob moving fast for 0.4 s,
   ``heat``       a hot object (a heater) on for 1 s.
+Ambiguous to the motion energy, told by where things move (co-location):
+  ``walk``       a person-sized blob crossing the view at a constant speed, with the thermal camera
+                 jittering by up to 2 px on its own (the TNO Duine sequence's situation).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ SIZE = (160, 128)
 START = 1.0
 AMBIGUOUS = ("slideshow", "pan", "static")
 EVENTS = ("flash", "clap", "heat")
+WALKS = ("walk",)
 
 
 def _texture(rng, w, h, blur=3.0):
@@ -50,6 +54,12 @@ def scene(kind: str, seed: int, seconds: float):
     base = _texture(rng, w, h)
     if kind == "static":
         return lambda t: base
+    if kind == "walk":
+        def walker(t):
+            img = base.copy()
+            cv2.ellipse(img, (int(round(10 + 12 * t)), 70), (4, 10), 0, 0, 360, 1.0, -1)
+            return img
+        return walker
     if kind not in EVENTS:
         raise ValueError(f"unknown scene {kind!r}")
 
@@ -77,6 +87,8 @@ def write_scene(folder, kind: str, *, seed: int = 0, offset_s: float = 0.0, seco
         g = world(t)
         if thermal:
             g = 1 - g ** 0.7
+            if kind == "walk":  # the thermal camera's own jitter
+                g = np.roll(g, int(noise.integers(-2, 3)), axis=0)
         g = g + noise.normal(0, 0.02, g.shape)
         return np.clip(g * 255, 0, 255).astype(np.uint8)
 

@@ -63,14 +63,26 @@ def load_sequence(root, name):
     return visual, thermal
 
 
-def pack_sequence(root, name, out, *, warp=None) -> Path:
-    """Write ``out/rgb.mp4`` and ``out/thermal.mp4`` of one sequence (module docstring); returns ``out``."""
+def pack_sequence(root, name, out, *, warp=None, thermal_ids=(START_FRAMES, 1), rgb_ids=(0, 2)) -> Path:
+    """Write ``out/rgb.mp4`` and ``out/thermal.mp4`` of one sequence (module docstring); returns ``out``.
+
+    ``thermal_ids`` / ``rgb_ids`` = (first, step): each stream holds every ``step``-th frame from the
+    ``first``-th on, at ``SCENE_FPS / step``, so ``t_rgb = t_thermal + (first_thermal - first_rgb) / SCENE_FPS``
+    (:func:`packed_offset`). The defaults are the packing of the module docstring.
+    """
     visual, thermal = load_sequence(root, name)
     out = Path(out)
     if warp is not None:
         size = (thermal[0].shape[1], thermal[0].shape[0])
         thermal = [cv2.warpPerspective(f, np.asarray(warp, np.float64), size, flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_REPLICATE) for f in thermal]
-    write_video(out / "thermal.mp4", thermal[START_FRAMES:], fps=SCENE_FPS)
-    write_video(out / "rgb.mp4", [cv2.cvtColor(f, cv2.COLOR_GRAY2RGB) for f in visual[::2]], fps=SCENE_FPS / 2)
+    (t0, t_step), (r0, r_step) = thermal_ids, rgb_ids
+    write_video(out / "thermal.mp4", thermal[t0::t_step], fps=SCENE_FPS / t_step)
+    write_video(out / "rgb.mp4", [cv2.cvtColor(f, cv2.COLOR_GRAY2RGB) for f in visual[r0::r_step]],
+                fps=SCENE_FPS / r_step)
     return out
+
+
+def packed_offset(thermal_ids=(START_FRAMES, 1), rgb_ids=(0, 2)) -> float:
+    """The true ``offset_s`` of a :func:`pack_sequence` packing."""
+    return (thermal_ids[0] - rgb_ids[0]) / SCENE_FPS

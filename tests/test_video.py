@@ -266,6 +266,22 @@ def test_motion_meter_fed_frame_by_frame_equals_motion_energy(tmp_path):
     assert got.energy.size == 11 and got.energy.min() > 0
 
 
+def test_motion_energy_keeps_the_small_luma_of_the_first_seconds(tmp_path):
+    """The thumbnails the co-location offset estimate uses: the 80x64 area-averaged luma of the
+    frames in the first ``keep_seconds``, exactly (uint16), the same fed frame by frame."""
+    frames = [np.kron(np.arange(64 * 80, dtype=np.uint8).reshape(64, 80) + 3 * k, np.ones((2, 2), np.uint8))
+              for k in range(10)]
+    write_video(tmp_path / "g.mkv", frames, fps=10, codec="ffv1")
+    me = motion_energy(tmp_path / "g.mkv", keep_seconds=0.45)
+    assert me.thumbnails.shape == (5, 64, 80) and me.thumbnails.dtype == np.uint16
+    np.testing.assert_array_equal(me.thumbnails, np.stack(frames[:5])[:, ::2, ::2])
+    meter = MotionMeter(keep_seconds=0.45)
+    for t, frame in iter_av_frames(tmp_path / "g.mkv"):
+        meter.add(t, frame)
+    np.testing.assert_array_equal(meter.result().thumbnails, me.thumbnails)
+    assert motion_energy(tmp_path / "g.mkv").thumbnails is None
+
+
 # -- real clips -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("parts", [("gasvid", "MOV_1467_short.mp4"), ("iod_video", "001_wild_static_vague.avi"),
                                    ("simgas", "simgasvid1.mp4")])

@@ -30,7 +30,7 @@ def _fmt(value, spec: str) -> str:
               help="Only this recording (repeat for several).")
 @click.option("--force", is_flag=True, help="Redo recordings already extracted.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CONFIDENCE, show_default=True,
-              help="Refuse estimated offsets with a lower peak correlation.")
+              help="Refuse estimated offsets with a lower confidence (how unambiguous the best lag is).")
 @click.option("--workers", type=click.IntRange(min=1), help="PNG writer threads per recording (default: its share of --jobs).")
 @click.option("--png-compression", type=click.IntRange(0, 9), default=1, show_default=True,
               help="Deflate level of the PNG frames (1-3: ISA-L, 0 and 4-9: zlib; higher: smaller, slower).")
