@@ -532,7 +532,8 @@ class _RecordingJob:
         return (*self._estimate(th, rgb, rgb_path, th_path), (th, rgb))
 
     def _estimate(self, th, rgb, rgb_path, th_path):
-        """(offset_s, "estimated", confidence) from the two streams' motion energies, or a VideoError."""
+        """(offset_s, source, confidence) from the two streams, or a VideoError; ``source`` names the
+        evidence: ``estimated`` (motion energy) or ``estimated-colocation`` (where things move)."""
         if th.energy.size < 2 or rgb.energy.size < 2:
             raise VideoError("too few frames to estimate the start offset", file=th_path if th.energy.size < 2
                              else rgb_path, fix=f"pass the offset: gasdb extract {shlex.quote(str(self.ws.root))} --recording {self.rec_id} "
@@ -548,7 +549,8 @@ class _RecordingJob:
                              f"{est.confidence:.2f} < {self.min_confidence:.2f}, from the {est.method})", file=th_path, field="offset_s",
                              fix=f"check it (a clap or flash seen by both cameras) and pass it: "
                                  f"gasdb extract {shlex.quote(str(self.ws.root))} --recording {self.rec_id} --offset SECONDS")
-        return round(float(est.offset_s), 6) + 0.0, "estimated", float(est.confidence)
+        source = "estimated-colocation" if est.method == "co-location" else "estimated"
+        return round(float(est.offset_s), 6) + 0.0, source, float(est.confidence)
 
     def _best_estimate(self, th, rgb):
         """The motion-energy estimate when it is confident; else the co-location estimate (where

@@ -450,3 +450,6 @@ def test_extract_takes_where_things_move_only_when_the_motion_energy_cannot_tell
         return
     assert result.exit_code == 0 and r["status"] == "extracted", r
     assert abs(r["offset_s"] - offset) < 1 / 30 and r["offset_confidence"] > DEFAULT_MIN_CONFIDENCE, r
+    # the index names the evidence the offset came from
+    assert r["offset_source"] == ws.recording("r")["offset_source"] == \
+        {"walk": "estimated-colocation", "flash": "estimated"}[kind], r
