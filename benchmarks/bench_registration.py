@@ -25,7 +25,8 @@ Sections (every comparison runs in the same process, one side after the other, o
   issue's parallax of a plane at 3 m against one at 20 m; both must be flagged).
 * **TNO sequences** (real paired visual + thermal video, skipped when absent): the packings of
   ``tests/_tno.py`` (RGB 5 fps, thermal 10 fps, thermal 0.2 s later) and five more, offset and
-  confidence from the motion energies (as ``gasdb extract`` computes them) for each; calibration
+  confidence as ``gasdb extract`` chooses them (motion energy, else where things move:
+  ``extract.best_offset_estimate``), with the motion energy's own estimate beside it; calibration
   of the packed recordings with and without a known warp W of the thermal stream:
   ``corner_error(H_warped @ W, H)`` with the model chosen for the warped recording.
 
@@ -57,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 from gasdb_tools import __version__  # noqa: E402
 from gasdb_tools import registration as reg  # noqa: E402
 from gasdb_tools import sync, video  # noqa: E402
-from gasdb_tools.extract import DEFAULT_MIN_CONFIDENCE  # noqa: E402
+from gasdb_tools.extract import COLOCATION_SECONDS, DEFAULT_MIN_CONFIDENCE, best_offset_estimate  # noqa: E402
 from gasdb_tools.fsutil import write_json  # noqa: E402
 from gasdb_tools.synth import SynthRig  # noqa: E402
 
@@ -281,14 +282,18 @@ def tno(tmp):
             video.write_video(d / "thermal.mp4", thermal[s_t::step_t], fps=f / step_t)
             video.write_video(d / "rgb.mp4", [cv2.cvtColor(x, cv2.COLOR_GRAY2RGB) for x in visual[s_r::step_r]],
                               fps=f / step_r)
-            th, rgb = video.motion_energy(d / "thermal.mp4"), video.motion_energy(d / "rgb.mp4")
-            est = sync.estimate_offset(th.times, th.energy, rgb.times, rgb.energy)
+            th = video.motion_energy(d / "thermal.mp4", keep_seconds=COLOCATION_SECONDS)
+            rgb = video.motion_energy(d / "rgb.mp4", keep_seconds=COLOCATION_SECONDS)
+            energy = sync.estimate_offset(th.times, th.energy, rgb.times, rgb.energy)
+            est = best_offset_estimate(th, rgb)  # what extract uses: energy, else co-location
             truth = (s_t - s_r) / f
             period = 1 / max(f / step_t, f / step_r)
             out["sync"].append({"sequence": name, "scene_fps": f, "thermal": f"from {s_t} every {step_t}",
                                 "rgb": f"from {s_r} every {step_r}", "offset_s": round(truth, 3),
                                 "estimate_s": round(est.offset_s, 3), "within_a_frame": abs(est.offset_s - truth) < period,
                                 "confidence": round(est.confidence, 3), "peak": round(est.peak, 3),
+                                "method": est.method, "energy_estimate_s": round(energy.offset_s, 3),
+                                "energy_confidence": round(energy.confidence, 3),
                                 "accepted": est.confidence >= DEFAULT_MIN_CONFIDENCE})
     warp = _tno.known_warp()
     ws = Workspace.init(Path(tmp) / "ws")
@@ -387,7 +392,8 @@ def main(argv=None):
         for r in tno_out["sync"]:
             print(f"  {r['sequence']:<15} {r['scene_fps']:>3} fps thermal {r['thermal']:<14} rgb {r['rgb']:<14} "
                   f"truth {r['offset_s']:+.3f} est {r['estimate_s']:+.3f} conf {r['confidence']:.2f} "
-                  f"{'accepted' if r['accepted'] else 'refused'}")
+                  f"{'accepted' if r['accepted'] else 'refused'} ({r['method']}; energy alone "
+                  f"{r['energy_estimate_s']:+.3f} at {r['energy_confidence']:.2f})")
         print("TNO calibration:", tno_out["calibration"])
     else:
         print(f"\nTNO sequences not found at {TNO}: skipped")

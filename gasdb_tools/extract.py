@@ -67,7 +67,8 @@ from gasdb_tools.sensors import attach_report, pair_columns, read_sensor_csv
 from gasdb_tools.stages import IndexOps, run_stage
 from gasdb_tools.workspace import PAIR_COLUMNS, Workspace, is_thermal_only, make_pair_id
 
-__all__ = ["extract_workspace", "extract_recording", "extract_recipe", "DEFAULT_MIN_CONFIDENCE"]
+__all__ = ["extract_workspace", "extract_recording", "extract_recipe", "best_offset_estimate",
+           "DEFAULT_MIN_CONFIDENCE", "COLOCATION_SECONDS"]
 
 #: Offset estimates below this peak correlation are refused (pass the offset instead).
 DEFAULT_MIN_CONFIDENCE = 0.2
@@ -207,6 +208,20 @@ def extract_recording(ws: Workspace, rec_id: str, *, every: float | None = None,
                             dedup_threshold=dedup_threshold, force=force, min_confidence=min_confidence,
                             compression=compression, checkpoint=checkpoint, pool=pool, workers=workers, sink=sink)
         return job.run()
+
+
+def best_offset_estimate(th, rgb, *, min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+    """The start offset of two scanned streams (``video.motion_energy`` results, thermal then RGB):
+    the motion-energy estimate when it is confident; else the co-location estimate (where things
+    move, from the scans' thumbnails) when that one is; else the more confident of the two.
+    Energy comes first: a gas plume only the thermal camera sees moves nothing in the RGB view."""
+    est = sync.estimate_offset(th.times, th.energy, rgb.times, rgb.energy)
+    if est.confidence >= min_confidence or th.thumbnails is None or rgb.thumbnails is None \
+            or len(th.thumbnails) < 3 or len(rgb.thumbnails) < 3:
+        return est
+    where = sync.estimate_offset_colocation(th.frame_times[:len(th.thumbnails)], th.thumbnails,
+                                            rgb.frame_times[:len(rgb.thumbnails)], rgb.thumbnails)
+    return where if where.confidence > est.confidence else est
 
 
 def _num(x: float) -> str:
@@ -538,7 +553,7 @@ class _RecordingJob:
             raise VideoError("too few frames to estimate the start offset", file=th_path if th.energy.size < 2
                              else rgb_path, fix=f"pass the offset: gasdb extract {shlex.quote(str(self.ws.root))} --recording {self.rec_id} "
                                  "--offset SECONDS")
-        est = self._best_estimate(th, rgb)
+        est = best_offset_estimate(th, rgb, min_confidence=self.min_confidence)
         if not math.isfinite(est.offset_s):
             raise VideoError("cannot estimate the start offset: one stream shows no motion, or the streams overlap "
                              "too little", file=th_path, field="offset_s",
@@ -551,18 +566,6 @@ class _RecordingJob:
                                  f"gasdb extract {shlex.quote(str(self.ws.root))} --recording {self.rec_id} --offset SECONDS")
         source = "estimated-colocation" if est.method == "co-location" else "estimated"
         return round(float(est.offset_s), 6) + 0.0, source, float(est.confidence)
-
-    def _best_estimate(self, th, rgb):
-        """The motion-energy estimate when it is confident; else the co-location estimate (where
-        things move, from the thumbnails) when that one is; else the more confident of the two.
-        Energy comes first: a gas plume only the thermal camera sees moves nothing in the RGB view."""
-        est = sync.estimate_offset(th.times, th.energy, rgb.times, rgb.energy)
-        if est.confidence >= self.min_confidence or th.thumbnails is None or rgb.thumbnails is None \
-                or len(th.thumbnails) < 3 or len(rgb.thumbnails) < 3:
-            return est
-        where = sync.estimate_offset_colocation(th.frame_times[:len(th.thumbnails)], th.thumbnails,
-                                                rgb.frame_times[:len(rgb.thumbnails)], rgb.thumbnails)
-        return where if where.confidence > est.confidence else est
 
     def _period(self, head, path, scan) -> float:
         times = scan.frame_times if scan is not None else [t for t, _ in head]
