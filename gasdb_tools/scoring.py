@@ -53,9 +53,9 @@ from gasdb_tools import __version__
 from gasdb_tools.errors import FormatError, SubmissionError
 from gasdb_tools.fsutil import atomic_write_bytes, read_file, sha256_bytes
 from gasdb_tools.imaging import decode_image, encode_png
-from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
-from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, decode_png_gray8,
-                                   open_submission, png_header)
+from gasdb_tools.metrics import METRICS, confusion, confusion_packed, per_image_means, scores
+from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, decode_png_bits,
+                                   decode_png_gray8, open_submission, png_header)
 
 __all__ = [
     "SCHEMA",
@@ -412,8 +412,9 @@ def _frame_buffers(shape: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarra
 def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore: bool):
     """``(confusion, gt sha256, submission sha256 or its SubmissionError, ground-truth error)`` of one id.
 
-    The masks live in this thread's reused buffers until the confusion is counted: no mask
-    outlives the call.
+    Two-valued masks filtered None or Up (ours) are counted on their packed bits
+    (:func:`gasdb_tools.submission.decode_png_bits`, :func:`gasdb_tools.metrics.confusion_packed`);
+    any other ground truth or ignore mask is decoded whole (:func:`_score_arrays`), with the same counts.
     """
     gt_path = os.path.join(truth.label_dir, f"{id_}.png")  # == str(truth.label_path(id_)), without pathlib's cost
     try:
@@ -421,6 +422,40 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore
     except OSError:
         return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
                                              fix="check the release with `gasdb verify`")
+    ignore_path, ignore_bytes = None, None
+    if not count_ignore and truth.ignore_dir is not None:
+        ignore_path = os.path.join(truth.ignore_dir, f"{id_}.png")
+        try:
+            ignore_bytes = read_file(ignore_path)
+        except OSError:  # reported after the ground truth's own problems, as the whole-mask path does
+            pass
+    shape = _png_size(gt_bytes)
+    gt_bits = decode_png_bits(gt_bytes) if shape[0] * shape[1] else None
+    ignore_bits = None
+    if gt_bits is not None and ignore_bytes is not None:
+        ignore_bits = decode_png_bits(ignore_bytes) if _png_size(ignore_bytes) == shape else None
+    if gt_bits is None or (ignore_path is not None and ignore_bits is None):
+        return _score_arrays(id_, truth, sub, binary_255, count_ignore, gt_path, gt_bytes, ignore_path, ignore_bytes)
+    gt_sha = sha256_bytes(gt_bytes if ignore_bits is None else gt_bytes + ignore_bytes)
+    if id_ in sub.files:
+        try:
+            data = sub.read(id_)
+            pred = decode_mask(data, shape=shape, name=sub.display_name(id_), binary_255=binary_255, packed=True)
+        except SubmissionError as exc:
+            return None, gt_sha, exc, None
+        sub_sha = sha256_bytes(data)
+    else:
+        pred, sub_sha = np.zeros_like(gt_bits), "-"
+    return confusion_packed(gt_bits, pred, n_pixels=shape[0] * shape[1], ignore=ignore_bits), gt_sha, sub_sha, None
+
+
+def _score_arrays(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore: bool, gt_path: str,
+                  gt_bytes: bytes, ignore_path: str | None, ignore_bytes: bytes | None):
+    """:func:`_score_one` on whole decoded masks (any PNG OpenCV reads, 255 = ignored in the ground truth).
+
+    The masks live in this thread's reused buffers until the confusion is counted: no mask
+    outlives the call.
+    """
     gt_buffer, pred_buffer = _frame_buffers(_png_size(gt_bytes))
     try:
         gt_mask = _decode_truth(gt_bytes, gt_path, out=gt_buffer)
@@ -431,12 +466,12 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore
                                              file=gt_path)
     if count_ignore:
         np.putmask(gt_mask, gt_mask == 255, 0)
-    elif truth.ignore_dir is not None:
-        ignore_path = os.path.join(truth.ignore_dir, f"{id_}.png")
+    elif ignore_path is not None:
         try:
-            ignore_bytes = read_file(ignore_path)
+            if ignore_bytes is None:
+                raise FormatError("not readable", file=ignore_path)
             ignore = _decode_truth(ignore_bytes, ignore_path)
-        except (OSError, FormatError):
+        except FormatError:
             return None, None, None, FormatError("ignore mask missing or unreadable", file=ignore_path,
                                                  fix="check the release with `gasdb verify`, or score with "
                                                      "--count-ignore")

@@ -337,7 +337,6 @@ def test_fast_png_path_scores_exactly_like_opencv(tmp_path, monkeypatch):
     import cv2
     from PIL import Image
 
-    import gasdb_tools.scoring as scoring_module
     import gasdb_tools.submission as submission_module
     from gasdb_tools.imaging import encode_png
 
@@ -375,6 +374,63 @@ def test_fast_png_path_scores_exactly_like_opencv(tmp_path, monkeypatch):
     fast = run()
     assert fast[0]["ground_truth"]["ignore"] == "excluded (ignore/ masks)"
     assert fast[0]["n_pixels"] < fast[1]["n_pixels"]  # ignore pixels left out by default
-    monkeypatch.setattr(submission_module, "decode_png_gray8", lambda data, out=None: None)
-    monkeypatch.setattr(scoring_module, "decode_png_gray8", lambda data, out=None: None)
+    monkeypatch.setattr(submission_module, "_png_rows", lambda data: None)  # every fast path off
     assert run() == fast
+
+
+def test_masks_folder_with_ignore_pixels_and_0_255_submissions_score_alike_on_every_path(tmp_path, monkeypatch):
+    """Ground truth with 255 (whole-mask path), 0/1 ground truth with 0/255 predictions (bit path, on = 255),
+    a missing mask, and a prediction with a stray value: the same results (or errors) with the fast paths off."""
+    import gasdb_tools.submission as submission_module
+    from gasdb_tools.imaging import encode_png
+
+    rng = np.random.default_rng(5)
+    gt, sub = tmp_path / "gt", tmp_path / "sub"
+    sub.mkdir()
+    for k in range(8):
+        m = (rng.random((23, 41)) < 0.4).astype(np.uint8)
+        if k % 2:
+            m[rng.random(m.shape) < 0.1] = 255
+        write_image(gt / f"{k:03d}.png", m)
+        if k != 3:
+            (sub / f"{k:03d}.png").write_bytes(encode_png(np.roll(m == 1, k, axis=0).astype(np.uint8) * 255,
+                                                          png_filter=("up", "none", "sub")[k % 3]))
+
+    def run():
+        out = [score(gt, sub, binary_255=True, allow_missing=True, per_image=True, workers=w, count_ignore=c)
+               for w in (1, 2) for c in (False, True)]
+        bad = (rng_bad.random((23, 41)) < 0.4).astype(np.uint8) * 255
+        bad[0, 0] = 9
+        (sub / "001.png").write_bytes(encode_png(bad))
+        with pytest.raises(InvalidSubmissionError) as err:
+            score(gt, sub, binary_255=True, allow_missing=True)
+        (sub / "001.png").write_bytes(good)
+        return out, err.value.report
+
+    good = (sub / "001.png").read_bytes()
+    rng_bad = np.random.default_rng(0)
+    fast = run()
+    assert fast[0][0]["n_pixels"] < fast[0][1]["n_pixels"]
+    assert "values {9} outside" in fast[1]["errors"][0]["message"]
+    monkeypatch.setattr(submission_module, "_png_rows", lambda data: None)  # every fast path off
+    rng_bad = np.random.default_rng(0)
+    assert run() == fast
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_confusion_packed_equals_confusion_on_the_unpacked_masks(seed):
+    from gasdb_tools.metrics import confusion, confusion_packed
+    from gasdb_tools.submission import pack_bits
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(v) for v in rng.integers(1, 90, 2))
+    gt, pred, ignore = ((rng.random(shape) < rng.random()).astype(np.uint8) for _ in range(3))
+    n = gt.size
+    assert np.array_equal(confusion_packed(pack_bits(gt), pack_bits(pred), n_pixels=n), confusion(gt, pred))
+    assert np.array_equal(confusion_packed(np.packbits(gt, axis=1), np.packbits(pred, axis=1), n_pixels=n),
+                          confusion(gt, pred))
+    with_ignore = np.where(ignore == 1, 255, gt)
+    assert np.array_equal(confusion_packed(pack_bits(gt), pack_bits(pred), n_pixels=n, ignore=pack_bits(ignore)),
+                          confusion(with_ignore, pred, ignore_index=255))
+    with pytest.raises(ValueError, match="one shape"):
+        confusion_packed(pack_bits(gt), np.packbits(pred, axis=0), n_pixels=n)
