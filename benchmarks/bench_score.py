@@ -4,11 +4,11 @@ Scores 1293 ground-truth/prediction mask pairs of 640x512 (Gas-DB's size and cou
 included on every side, in one run:
 
 * **ours**: :func:`gasdb_tools.scoring.score` on a release folder + a submission folder (and a zip),
-  with every check of the submission spec, sha256 hashing and the thread pool (every core; also
-  timed with one thread and with ``--by scene,recording --per-image``). Masks written by our
-  ``encode_png`` (Up rows) take the one-inflate path (libdeflate when the ``deflate`` package is
-  installed, else zlib: the header line says which); the same masks written by Pillow (adaptive
-  filters with Paeth rows, which go to OpenCV) are timed too;
+  with every check of the submission spec, sha256 hashing and a process per core (this one and
+  forked ones; also timed in one process and with ``--by scene,recording --per-image``). Masks
+  written by our ``encode_png`` (Up rows) are inflated in one call (libdeflate when the ``deflate``
+  package is installed, else zlib: the header line says which) and counted on packed bits; the
+  same masks written by Pillow (adaptive filters with Paeth rows, which go to OpenCV) are timed too;
 * **plain loop** (the baseline the ratio is quoted against): ``cv2.imdecode`` of both masks and
   :func:`gasdb_tools.metrics.confusion` per image on one thread, no validation, no hashing;
 * **sklearn loop**: what RT-CAN's ``test.py`` does per image: ``cv2.imread`` both masks, then
@@ -17,7 +17,7 @@ included on every side, in one run:
 
 All must give the same confusion matrix. The fast variants run interleaved, round by round, so
 they share the machine's load; the load average and the share of idle CPU during the rounds are
-recorded. Run::
+recorded. CPU seconds include those of the forked scoring processes. Run::
 
     .venv/bin/python benchmarks/bench_score.py            # full run (the sklearn loop takes ~15-30 s)
     .venv/bin/python benchmarks/bench_score.py --quick    # sklearn loop timed on 200 images, scaled
@@ -131,6 +131,12 @@ def _cpu_idle():
     return v[3] + v[4], sum(v)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the forked scoring processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def interleaved(funcs: dict, rounds: int) -> tuple[dict, dict, float | None]:
     """Run every function once per round; (name -> (best wall, median wall, best CPU), outputs, idle share)."""
     walls = {k: [] for k in funcs}
@@ -142,10 +148,10 @@ def interleaved(funcs: dict, rounds: int) -> tuple[dict, dict, float | None]:
         idle0 = None
     for _ in range(rounds):
         for name, fn in funcs.items():
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), _cpu_seconds()
             outs[name] = fn()
             walls[name].append(time.perf_counter() - t0)
-            cpus[name].append(time.process_time() - c0)
+            cpus[name].append(_cpu_seconds() - c0)
     idle = None
     if idle0 is not None:
         idle1 = _cpu_idle()
@@ -175,7 +181,7 @@ def main() -> int:
         rows, outs, idle = interleaved({
             "ours (folder)": lambda: score(release, sub_dir),
             "ours (zip)": lambda: score(release, sub_zip),
-            "ours (folder, 1 thread)": lambda: score(release, sub_dir, workers=1),
+            "ours (folder, 1 process)": lambda: score(release, sub_dir, workers=1),
             "ours (folder written by Pillow: Paeth rows, OpenCV path)": lambda: score(release, sub_pil),
             "ours (folder, --by scene,recording --per-image)": lambda: score(release, sub_dir,
                                                                             by=("scene", "recording"), per_image=True),
@@ -190,7 +196,7 @@ def main() -> int:
         sk, sk_out, _ = interleaved({"sk": lambda: sklearn_loop(label_dir, sub_dir, subset)}, 1)
         label = "sklearn loop: cv2.imread + confusion_matrix, 1 thread" + (" (scaled from 200)" if args.quick else "")
         rows[label] = tuple(v * scale for v in sk["sk"])
-        for name in ("ours (zip)", "ours (folder, 1 thread)", "ours (folder, --by scene,recording --per-image)",
+        for name in ("ours (zip)", "ours (folder, 1 process)", "ours (folder, --by scene,recording --per-image)",
                      "ours (folder written by Pillow: Paeth rows, OpenCV path)"):
             assert outs[name]["confusion_matrix"] == result["confusion_matrix"], name
         assert plain_cm.tolist() == result["confusion_matrix"], "the plain loop disagrees"

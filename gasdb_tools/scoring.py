@@ -4,13 +4,15 @@ For each ground-truth id in sorted order, the submitted mask is checked and deco
 (:mod:`gasdb_tools.submission`) and its 2×2 confusion matrix against the ground truth is added to
 one int64 total (:func:`gasdb_tools.metrics.confusion`); the metrics come from that total
 (``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Reading, decoding, hashing and
-counting run on a thread pool; the result is the same for any number of threads. Plain 8-bit
-gray mask PNGs (rows filtered None, Sub or Up: ours, OpenCV's default) are decoded by
-:func:`gasdb_tools.submission.decode_png_gray8` in one inflate call into per-thread buffers: the
-ground truth always (zlib, or libdeflate when the ``deflate`` package is installed), submitted
-masks with libdeflate only; any other PNG goes to OpenCV as before, with the same pixels and
-verdicts. Inflating is the cost that matters: zlib 1.2's inflate, which libpng calls row by row,
-takes most of the time of ``cv2.imdecode`` on masks.
+counting run in one process per core (this one and forked ones, :func:`_map_chunks`); the result
+is the same for any number of processes. Plain 8-bit gray mask PNGs are inflated in one call
+(zlib, or libdeflate when the ``deflate`` package is installed; submitted masks with libdeflate
+only): two-valued masks whose rows are filtered None or Up (ours) are then counted on packed bits
+(:func:`gasdb_tools.submission.decode_png_bits`, :func:`gasdb_tools.metrics.confusion_packed`,
+no image is built), other None/Sub/Up masks are unfiltered whole
+(:func:`gasdb_tools.submission.decode_png_gray8`), and any other PNG goes to OpenCV as before,
+with the same pixels and verdicts. zlib 1.2's inflate, which libpng calls row by row, takes
+most of the time of ``cv2.imdecode`` on masks.
 
 The result is a deterministic JSON-ready dict (no wall-clock data, sorted keys when dumped):
 schema and tool versions, the confusion matrix, metrics at full precision and a 2-decimal percent
@@ -41,8 +43,8 @@ import csv
 import hashlib
 import os
 import re
+import multiprocessing
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -82,7 +84,8 @@ BY_COLUMNS = ("scene", "recording")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _UNINDEXED = "(not in index.csv)"
-_CHUNK = 16  # ids per thread-pool task
+_CHUNK = 16  # ids per task
+_MIN_FORK_IDS = 128  # fewer ids are scored in one process
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -275,8 +278,10 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
     limits : SubmissionLimits, optional
         Safety caps for the submission.
     workers : int, optional
-        Threads that read, decode and count the masks (default: every core, :func:`default_workers`).
-        The result does not depend on it: counts are exact integers summed in id order.
+        Processes that read, decode and count the masks (default: every core, :func:`default_workers`);
+        one (this process) for fewer than 128 ids, where there is no ``fork`` (Windows), or when
+        this process runs other Python threads. The result does not depend on it: counts are
+        exact integers summed in id order.
     count_ignore : bool
         Score ignore pixels as background (RT-CAN's official protocol, which has no ignore) instead
         of leaving them out (the default).
@@ -323,11 +328,7 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
         n_workers = max(1, min(int(workers or default_workers()), len(wanted) or 1))
         chunks = [wanted[k:k + _CHUNK] for k in range(0, len(wanted), _CHUNK)]
         work = partial(_score_chunk, truth=truth, sub=sub, binary_255=binary_255, count_ignore=count_ignore)
-        if n_workers == 1:
-            results = [r for chunk in chunks for r in work(chunk)]
-        else:  # decoding, hashing and counting release the GIL; results keep the order of ids
-            with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="gasdb-score") as pool:
-                results = [r for part in pool.map(work, chunks) for r in part]
+        results = _map_chunks(work, chunks, n_workers, sub)
 
         gt_errors = [r[3] for r in results if r[3] is not None]
         if gt_errors:
@@ -383,6 +384,52 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
         result["per_image"] = rows
         result["per_image_mean"] = per_image_means(cms)
     return result
+
+
+def _map_chunks(work, chunks: list, n_workers: int, sub) -> list:
+    """``work`` over ``chunks``, flattened in their order, on ``n_workers`` processes (this one and forked ones).
+
+    Processes, not threads: the per-mask work is many short numpy calls, and a thread would wait
+    for the GIL between them (two threads ran no faster than one). The children are forked, so
+    nothing but the ids and the results (small confusion matrices and hashes) cross a pipe; each
+    child opens its own handle on a zip (:meth:`Submission.reopen`). Chunks are dealt round-robin
+    and put back in order, so the result does not depend on ``n_workers``. A child that dies has
+    its share done here. Everything runs in this process where there is no fork (Windows), for
+    fewer than ``_MIN_FORK_IDS`` ids (a fork costs more than it saves), or while this process
+    runs other Python threads (a lock one of them holds would stay locked in a child; Python
+    3.12+ warns about such forks). The library threads of numpy and OpenCV are idle at a fork
+    and never used by a child (PNG decoding is single-threaded), as in ``gasdb release``.
+    """
+    n_ids = sum(len(c) for c in chunks)
+    if (n_workers <= 1 or n_ids < _MIN_FORK_IDS or threading.active_count() > 1
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        return [r for chunk in chunks for r in work(chunk)]
+    ctx = multiprocessing.get_context("fork")
+    n = min(n_workers, len(chunks))
+    shares = [chunks[i::n] for i in range(n)]
+    children = []
+    for share in shares[1:]:
+        receive, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_child, args=(send, work, share, sub), daemon=True)
+        child.start()
+        send.close()
+        children.append((receive, child))
+    parts = [[work(chunk) for chunk in shares[0]]]
+    for (receive, child), share in zip(children, shares[1:]):
+        try:
+            parts.append(receive.recv())
+        except EOFError:  # the child died (killed, out of memory): its share is done here
+            parts.append([work(chunk) for chunk in share])
+        receive.close()
+        child.join()
+    return [r for j in range(len(chunks)) for r in parts[j % n][j // n]]
+
+
+def _child(send, work, share: list, sub) -> None:
+    """A forked scoring process: its share of the chunks, sent back through ``send``."""
+    sub.reopen()
+    send.send([work(chunk) for chunk in share])
+    send.close()
 
 
 def _score_chunk(ids: list, *, truth: GroundTruth, sub, binary_255: bool, count_ignore: bool) -> list:
@@ -514,7 +561,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 def default_workers() -> int:
-    """Threads :func:`score` uses by default: every core this process may run on."""
+    """Processes :func:`score` uses by default: every core this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):

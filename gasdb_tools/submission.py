@@ -586,6 +586,13 @@ class Submission:
             raise _err(f"file larger than {cap} bytes", name, "submit plain mask PNGs")
         return data
 
+    def reopen(self) -> None:
+        """Give this (forked) process its own handle on the zip: one inherited from the parent
+        shares its file offset with every other process, and their reads would mix."""
+        if self._zip is not None:
+            self._zip = zipfile.ZipFile(self.path)
+            self._lock = threading.Lock()
+
     def close(self) -> None:
         if self._zip is not None:
             self._zip.close()

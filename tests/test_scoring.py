@@ -434,3 +434,29 @@ def test_confusion_packed_equals_confusion_on_the_unpacked_masks(seed):
                           confusion(with_ignore, pred, ignore_index=255))
     with pytest.raises(ValueError, match="one shape"):
         confusion_packed(pack_bits(gt), np.packbits(pred, axis=0), n_pixels=n)
+
+
+def test_forked_workers_give_the_same_result_for_a_folder_and_a_zip_and_survive_a_dead_child(tmp_path, monkeypatch):
+    """Scoring in several processes (forked; each opens its own zip handle) equals one process,
+    field for field; a child that dies has its share scored by the parent."""
+    import os
+
+    import gasdb_tools.scoring as scoring_module
+    from gasdb_tools.scoring import write_example_submission
+
+    rng = np.random.default_rng(9)
+    masks = {f"{k:04d}": (rng.random((31, 45)) < 0.3).astype(np.uint8) for k in range(70)}
+    release = _make_release(tmp_path / "rel", masks, index_rows=[(n, f"r{k % 3}", "s") for k, n in enumerate(masks)])
+    folder = write_example_submission(release, tmp_path / "sub", shift=2)
+    archive = write_example_submission(release, tmp_path / "sub.zip", shift=2, as_zip=True)
+    monkeypatch.setattr(scoring_module, "_CHUNK", 4)
+    one = score(release, folder, by="recording", per_image=True, workers=1)
+    monkeypatch.setattr(scoring_module, "_MIN_FORK_IDS", 0)
+    for sub in (folder, archive):
+        for workers in (2, 3):
+            got = score(release, sub, by="recording", per_image=True, workers=workers)
+            assert {k: v for k, v in got.items() if k != "submission"} == \
+                {k: v for k, v in one.items() if k != "submission"}
+            assert got["submission"]["sha256"] == one["submission"]["sha256"]
+    monkeypatch.setattr(scoring_module, "_child", lambda *args: os._exit(1))
+    assert score(release, archive, by="recording", per_image=True, workers=2)["per_image"] == one["per_image"]
