@@ -452,11 +452,31 @@ def test_forked_workers_give_the_same_result_for_a_folder_and_a_zip_and_survive_
     monkeypatch.setattr(scoring_module, "_CHUNK", 4)
     one = score(release, folder, by="recording", per_image=True, workers=1)
     monkeypatch.setattr(scoring_module, "_MIN_FORK_IDS", 0)
+    real_child, marks = scoring_module._child, tmp_path / "children"
+    marks.mkdir()
+
+    def child(*args):  # leaves a mark, so the test knows children did run
+        (marks / str(os.getpid())).touch()
+        real_child(*args)
+
+    monkeypatch.setattr(scoring_module, "_child", child)
     for sub in (folder, archive):
         for workers in (2, 3):
             got = score(release, sub, by="recording", per_image=True, workers=workers)
             assert {k: v for k, v in got.items() if k != "submission"} == \
                 {k: v for k, v in one.items() if k != "submission"}
             assert got["submission"]["sha256"] == one["submission"]["sha256"]
+    assert len(list(marks.iterdir())) == 2 * (1 + 2)  # one child for 2 workers, two for 3, per submission
+    import threading
+
+    release_thread = threading.Event()
+    other = threading.Thread(target=release_thread.wait)
+    other.start()
+    try:  # another Python thread running: no fork, the same result
+        assert score(release, archive, by="recording", per_image=True, workers=2)["per_image"] == one["per_image"]
+    finally:
+        release_thread.set()
+        other.join()
+    assert len(list(marks.iterdir())) == 6
     monkeypatch.setattr(scoring_module, "_child", lambda *args: os._exit(1))
     assert score(release, archive, by="recording", per_image=True, workers=2)["per_image"] == one["per_image"]
