@@ -408,20 +408,25 @@ def _map_chunks(work, chunks: list, n_workers: int, sub) -> list:
     n = min(n_workers, len(chunks))
     shares = [chunks[i::n] for i in range(n)]
     children = []
-    for share in shares[1:]:
-        receive, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_child, args=(send, work, share, sub), daemon=True)
-        child.start()
-        send.close()
-        children.append((receive, child))
-    parts = [[work(chunk) for chunk in shares[0]]]
-    for (receive, child), share in zip(children, shares[1:]):
-        try:
-            parts.append(receive.recv())
-        except EOFError:  # the child died (killed, out of memory): its share is done here
-            parts.append([work(chunk) for chunk in share])
-        receive.close()
-        child.join()
+    try:
+        for share in shares[1:]:
+            receive, send = ctx.Pipe(duplex=False)
+            child = ctx.Process(target=_child, args=(send, work, share, sub), daemon=True)
+            child.start()
+            send.close()
+            children.append((receive, child))
+        parts = [[work(chunk) for chunk in shares[0]]]
+        for (receive, child), share in zip(children, shares[1:]):
+            try:
+                parts.append(receive.recv())
+            except EOFError:  # the child died (killed, out of memory): its share is done here
+                parts.append([work(chunk) for chunk in share])
+    finally:  # on an error here too: no child outlives the call
+        for receive, child in children:
+            receive.close()
+            if child.is_alive():
+                child.terminate()
+            child.join()
     return [r for j in range(len(chunks)) for r in parts[j % n][j // n]]
 
 

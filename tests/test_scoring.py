@@ -467,6 +467,18 @@ def test_forked_workers_give_the_same_result_for_a_folder_and_a_zip_and_survive_
                 {k: v for k, v in one.items() if k != "submission"}
             assert got["submission"]["sha256"] == one["submission"]["sha256"]
     assert len(list(marks.iterdir())) == 2 * (1 + 2)  # one child for 2 workers, two for 3, per submission
+    bad = tmp_path / "bad"  # problems found in children come back, each naming its file
+    bad.mkdir()
+    for k, name in enumerate(masks):
+        mask = (masks[name] * (7 if k in (5, 60) else 1)).astype(np.uint8)
+        write_image(bad / f"{name}.png", mask)
+    reports = []
+    for workers in (1, 2):
+        with pytest.raises(InvalidSubmissionError) as err:
+            score(release, bad, workers=workers)
+        reports.append(err.value.report)
+    assert reports[0] == reports[1] and reports[0]["n_errors"] == 2
+    assert len(list(marks.iterdir())) == 7
     import threading
 
     release_thread = threading.Event()
@@ -477,6 +489,6 @@ def test_forked_workers_give_the_same_result_for_a_folder_and_a_zip_and_survive_
     finally:
         release_thread.set()
         other.join()
-    assert len(list(marks.iterdir())) == 6
+    assert len(list(marks.iterdir())) == 7
     monkeypatch.setattr(scoring_module, "_child", lambda *args: os._exit(1))
     assert score(release, archive, by="recording", per_image=True, workers=2)["per_image"] == one["per_image"]
