@@ -378,7 +378,7 @@ def _pack_rows(rows: np.ndarray, on: int) -> np.ndarray | None:
         raise ValueError(f"on must be 1 or 255, got {on}")
     height = rows.shape[0]
     kinds = rows[:, 0]
-    if int(kinds.max()) > 2 or (kinds == 1).any():  # Sub, Average, Paeth or invalid rows
+    if np.bitwise_and(kinds, 0xFD).any():  # a type other than None (0) and Up (2)
         return None
     # whole contiguous rows (the filter byte included) are several times faster to pass over than a view
     shifted = np.add(rows, 1, out=_scratch_array(rows.shape))  # bytes 255, 0, 1 -> 0, 1, 2
@@ -390,8 +390,9 @@ def _pack_rows(rows: np.ndarray, on: int) -> np.ndarray | None:
     not_255 = np.packbits(shifted, axis=1)  # byte != 255
     words = _padded(changes).view(np.uint64)
     bits = np.bitwise_xor.accumulate(words, axis=0, out=words).view(np.uint8)
-    restarts = np.flatnonzero(kinds[1:] == 0) + 1  # None rows after the first (the first is one either way)
-    if restarts.size:
+    # None rows after the first (the first is one either way)
+    restarts = None if kinds[1:].all() else np.flatnonzero(kinds[1:] == 0) + 1
+    if restarts is not None:
         starts = np.zeros(height, np.intp)
         starts[restarts] = restarts
         starts = np.maximum.accumulate(starts)
@@ -400,7 +401,8 @@ def _pack_rows(rows: np.ndarray, on: int) -> np.ndarray | None:
     before = np.empty_like(changes)  # each pixel's state before its row: the row above, or off after a restart
     before[0] = 0
     before[1:] = bits[:-1, :n]
-    before[restarts] = 0
+    if restarts is not None:
+        before[restarts] = 0
     # on == 1: a 1 byte must turn a pixel on (before: off), a 255 byte turn it off; on == 255: the reverse
     wrong = np.bitwise_xor(not_255, before, out=before)
     if on == 1:
