@@ -18,7 +18,7 @@ included on every side, in one run:
 All must give the same confusion matrix. The fast variants run interleaved, round by round, so
 they share the machine's load; the load average and the share of idle CPU during the rounds are
 recorded. CPU seconds include those of the forked scoring processes; "busiest process CPU" is
-the CPU time of the process (this one or a forked child) that worked longest: the wall time on an
+the CPU time of the process (this one or a forked child) that worked longest: about the wall time on an
 idle machine with a core per process, the figure to read when a shared machine is busy. Run::
 
     .venv/bin/python benchmarks/bench_score.py            # full run (the sklearn loop takes ~15-30 s)
@@ -229,7 +229,7 @@ def main() -> int:
     print(f"speed-up over the plain loop: {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU; over the sklearn loop: "
           f"{rows[label][0] / best:.1f}x; target <= {TARGET_S} s: {'met' if best <= TARGET_S else 'NOT met'} "
           f"({best:.3f} s best, {rows['ours (folder)'][1]:.3f} s median; busiest process "
-          f"{rows['ours (folder)'][3]:.3f} s of CPU, the wall time on an idle machine)")
+          f"{rows['ours (folder)'][3]:.3f} s of CPU, about the wall time on an idle machine)")
     print(f"gas IoU of the degraded submission: {result['percent']['gas']['iou']} %")
 
     write_json(args.out, {
