@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["confusion", "scores", "ConfusionMatrix", "per_image_means", "box_iou", "CLASSES", "METRICS"]
+__all__ = ["confusion", "confusion_packed", "scores", "ConfusionMatrix", "per_image_means", "box_iou", "CLASSES", "METRICS"]
 
 #: Class names in confusion-matrix order (index 0 = background, 1 = gas).
 CLASSES = ("background", "gas")
@@ -132,9 +132,52 @@ def confusion(gt, pred, *, ignore_index: int | None = 255, valid=None) -> np.nda
     else:
         n = int(np.count_nonzero(keep))
         n_gt, n_pred, tp = (int(np.count_nonzero(np.logical_and(a, keep))) for a in (gt, pred, both))
+    return _matrix(n, n_gt, n_pred, tp)
+
+
+def _matrix(n: int, n_gt: int, n_pred: int, tp: int) -> np.ndarray:
+    """``[[tn, fp], [fn, tp]]`` from the scored pixels, gas in the ground truth, gas predicted, and both."""
     fn = n_gt - tp
     fp = n_pred - tp
     return np.array([[n - tp - fn - fp, fp], [fn, tp]], dtype=np.int64)
+
+
+def confusion_packed(gt, pred, *, n_pixels: int, ignore=None) -> np.ndarray:
+    """:func:`confusion` of two 0/1 masks given as packed bits (one bit a pixel, 1 = gas).
+
+    ``gt``, ``pred`` and ``ignore`` (bits of the pixels left out) are uint8 arrays of one shape in
+    one packing (e.g. :func:`numpy.packbits` along rows, or
+    :func:`gasdb_tools.submission.pack_bits`) whose padding bits are 0; ``n_pixels`` is the number
+    of pixels they pack. The counts are those of :func:`confusion` on the unpacked masks
+    (``ignore_index`` where ``ignore`` is set), by popcounts over an eighth of the bytes.
+
+    Examples
+    --------
+    >>> g, p = np.packbits([[0, 1], [1, 1]], axis=1), np.packbits([[0, 1], [0, 1]], axis=1)
+    >>> confusion_packed(g, p, n_pixels=4).tolist()
+    [[1, 0], [1, 2]]
+    """
+    gt, pred = np.asarray(gt), np.asarray(pred)
+    if gt.dtype != np.uint8 or pred.dtype != np.uint8 or gt.shape != pred.shape:
+        raise ValueError(f"gt and pred must be packed uint8 arrays of one shape, got gt {gt.dtype} {gt.shape} "
+                         f"and pred {pred.dtype} {pred.shape}")
+    both = np.bitwise_and(gt, pred)
+    if ignore is not None:
+        ignore = np.asarray(ignore)
+        if ignore.dtype != np.uint8 or ignore.shape != gt.shape:
+            raise ValueError(f"ignore must be packed uint8 of the shape of gt {gt.shape}, got {ignore.dtype} "
+                             f"{ignore.shape}")
+        kept = np.invert(ignore)
+        gt, pred, both = (np.bitwise_and(a, kept) for a in (gt, pred, both))
+        n_pixels -= _popcount(ignore)
+    return _matrix(int(n_pixels), _popcount(gt), _popcount(pred), _popcount(both))
+
+
+def _popcount(bits: np.ndarray) -> int:
+    """Set bits in a uint8 array (counted per 64-bit word where the rows allow: 3x fewer elements to sum)."""
+    if bits.flags.c_contiguous and bits.size % 8 == 0:
+        bits = bits.reshape(-1).view(np.uint64)
+    return int(np.bitwise_count(bits).sum(dtype=np.uint64))
 
 
 def _ratio(num: int, den: int):

@@ -4,13 +4,15 @@ For each ground-truth id in sorted order, the submitted mask is checked and deco
 (:mod:`gasdb_tools.submission`) and its 2×2 confusion matrix against the ground truth is added to
 one int64 total (:func:`gasdb_tools.metrics.confusion`); the metrics come from that total
 (``docs/reference-models.md`` §8, ``docs/formats.md`` §6.2). Reading, decoding, hashing and
-counting run on a thread pool; the result is the same for any number of threads. Plain 8-bit
-gray mask PNGs (rows filtered None, Sub or Up: ours, OpenCV's default) are decoded by
-:func:`gasdb_tools.submission.decode_png_gray8` in one inflate call into per-thread buffers: the
-ground truth always (zlib, or libdeflate when the ``deflate`` package is installed), submitted
-masks with libdeflate only; any other PNG goes to OpenCV as before, with the same pixels and
-verdicts. Inflating is the cost that matters: zlib 1.2's inflate, which libpng calls row by row,
-takes most of the time of ``cv2.imdecode`` on masks.
+counting run in one process per core (this one and forked ones, :func:`_map_chunks`); the result
+is the same for any number of processes. Plain 8-bit gray mask PNGs are inflated in one call
+(zlib, or libdeflate when the ``deflate`` package is installed; submitted masks with libdeflate
+only): two-valued masks whose rows are filtered None or Up (ours) are then counted on packed bits
+(:func:`gasdb_tools.submission.decode_png_bits`, :func:`gasdb_tools.metrics.confusion_packed`,
+no image is built), other None/Sub/Up masks are unfiltered whole
+(:func:`gasdb_tools.submission.decode_png_gray8`), and any other PNG goes to OpenCV as before,
+with the same pixels and verdicts. zlib 1.2's inflate, which libpng calls row by row, takes
+most of the time of ``cv2.imdecode`` on masks.
 
 The result is a deterministic JSON-ready dict (no wall-clock data, sorted keys when dumped):
 schema and tool versions, the confusion matrix, metrics at full precision and a 2-decimal percent
@@ -41,8 +43,8 @@ import csv
 import hashlib
 import os
 import re
+import multiprocessing
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -53,9 +55,9 @@ from gasdb_tools import __version__
 from gasdb_tools.errors import FormatError, SubmissionError
 from gasdb_tools.fsutil import atomic_write_bytes, read_file, sha256_bytes
 from gasdb_tools.imaging import decode_image, encode_png
-from gasdb_tools.metrics import METRICS, confusion, per_image_means, scores
-from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, decode_png_gray8,
-                                   open_submission, png_header)
+from gasdb_tools.metrics import METRICS, confusion, confusion_packed, per_image_means, scores
+from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, decode_png_bits,
+                                   decode_png_gray8, open_submission, png_header)
 
 __all__ = [
     "SCHEMA",
@@ -82,7 +84,8 @@ BY_COLUMNS = ("scene", "recording")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _UNINDEXED = "(not in index.csv)"
-_CHUNK = 16  # ids per thread-pool task
+_CHUNK = 16  # ids per task
+_MIN_FORK_IDS = 128  # fewer ids are scored in one process
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -275,8 +278,10 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
     limits : SubmissionLimits, optional
         Safety caps for the submission.
     workers : int, optional
-        Threads that read, decode and count the masks (default: every core, :func:`default_workers`).
-        The result does not depend on it: counts are exact integers summed in id order.
+        Processes that read, decode and count the masks (default: every core, :func:`default_workers`);
+        one (this process) for fewer than 128 ids, where there is no ``fork`` (Windows), or when
+        this process runs other Python threads. The result does not depend on it: counts are
+        exact integers summed in id order.
     count_ignore : bool
         Score ignore pixels as background (RT-CAN's official protocol, which has no ignore) instead
         of leaving them out (the default).
@@ -323,11 +328,7 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
         n_workers = max(1, min(int(workers or default_workers()), len(wanted) or 1))
         chunks = [wanted[k:k + _CHUNK] for k in range(0, len(wanted), _CHUNK)]
         work = partial(_score_chunk, truth=truth, sub=sub, binary_255=binary_255, count_ignore=count_ignore)
-        if n_workers == 1:
-            results = [r for chunk in chunks for r in work(chunk)]
-        else:  # decoding, hashing and counting release the GIL; results keep the order of ids
-            with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="gasdb-score") as pool:
-                results = [r for part in pool.map(work, chunks) for r in part]
+        results = _map_chunks(work, chunks, n_workers, sub)
 
         gt_errors = [r[3] for r in results if r[3] is not None]
         if gt_errors:
@@ -385,6 +386,57 @@ def score(gt, submission, *, split: str = "test", per_image: bool = False, by=No
     return result
 
 
+def _map_chunks(work, chunks: list, n_workers: int, sub) -> list:
+    """``work`` over ``chunks``, flattened in their order, on ``n_workers`` processes (this one and forked ones).
+
+    Processes, not threads: the per-mask work is many short numpy calls, and a thread would wait
+    for the GIL between them (two threads ran no faster than one). The children are forked, so
+    nothing but the ids and the results (small confusion matrices and hashes) cross a pipe; each
+    child opens its own handle on a zip (:meth:`Submission.reopen`). Chunks are dealt round-robin
+    and put back in order, so the result does not depend on ``n_workers``. A child that dies has
+    its share done here. Everything runs in this process where there is no fork (Windows), for
+    fewer than ``_MIN_FORK_IDS`` ids (a fork costs more than it saves), or while this process
+    runs other Python threads (a lock one of them holds would stay locked in a child; Python
+    3.12+ warns about such forks). The library threads of numpy and OpenCV are idle at a fork
+    and never used by a child (PNG decoding is single-threaded), as in ``gasdb release``.
+    """
+    n_ids = sum(len(c) for c in chunks)
+    if (n_workers <= 1 or n_ids < _MIN_FORK_IDS or threading.active_count() > 1
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        return [r for chunk in chunks for r in work(chunk)]
+    ctx = multiprocessing.get_context("fork")
+    n = min(n_workers, len(chunks))
+    shares = [chunks[i::n] for i in range(n)]
+    children = []
+    try:
+        for share in shares[1:]:
+            receive, send = ctx.Pipe(duplex=False)
+            child = ctx.Process(target=_child, args=(send, work, share, sub), daemon=True)
+            child.start()
+            send.close()
+            children.append((receive, child))
+        parts = [[work(chunk) for chunk in shares[0]]]
+        for (receive, child), share in zip(children, shares[1:]):
+            try:
+                parts.append(receive.recv())
+            except EOFError:  # the child died (killed, out of memory): its share is done here
+                parts.append([work(chunk) for chunk in share])
+    finally:  # on an error here too: no child outlives the call
+        for receive, child in children:
+            receive.close()
+            if child.is_alive():
+                child.terminate()
+            child.join()
+    return [r for j in range(len(chunks)) for r in parts[j % n][j // n]]
+
+
+def _child(send, work, share: list, sub) -> None:
+    """A forked scoring process: its share of the chunks, sent back through ``send``."""
+    sub.reopen()
+    send.send([work(chunk) for chunk in share])
+    send.close()
+
+
 def _score_chunk(ids: list, *, truth: GroundTruth, sub, binary_255: bool, count_ignore: bool) -> list:
     return [_score_one(id_, truth, sub, binary_255, count_ignore) for id_ in ids]
 
@@ -412,8 +464,9 @@ def _frame_buffers(shape: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarra
 def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore: bool):
     """``(confusion, gt sha256, submission sha256 or its SubmissionError, ground-truth error)`` of one id.
 
-    The masks live in this thread's reused buffers until the confusion is counted: no mask
-    outlives the call.
+    Two-valued masks filtered None or Up (ours) are counted on their packed bits
+    (:func:`gasdb_tools.submission.decode_png_bits`, :func:`gasdb_tools.metrics.confusion_packed`);
+    any other ground truth or ignore mask is decoded whole (:func:`_score_arrays`), with the same counts.
     """
     gt_path = os.path.join(truth.label_dir, f"{id_}.png")  # == str(truth.label_path(id_)), without pathlib's cost
     try:
@@ -421,6 +474,40 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore
     except OSError:
         return None, None, None, FormatError("ground-truth mask not readable", file=gt_path,
                                              fix="check the release with `gasdb verify`")
+    ignore_path, ignore_bytes = None, None
+    if not count_ignore and truth.ignore_dir is not None:
+        ignore_path = os.path.join(truth.ignore_dir, f"{id_}.png")
+        try:
+            ignore_bytes = read_file(ignore_path)
+        except OSError:  # reported after the ground truth's own problems, as the whole-mask path does
+            pass
+    shape = _png_size(gt_bytes)
+    gt_bits = decode_png_bits(gt_bytes) if shape[0] * shape[1] else None
+    ignore_bits = None
+    if gt_bits is not None and ignore_bytes is not None:
+        ignore_bits = decode_png_bits(ignore_bytes) if _png_size(ignore_bytes) == shape else None
+    if gt_bits is None or (ignore_path is not None and ignore_bits is None):
+        return _score_arrays(id_, truth, sub, binary_255, count_ignore, gt_path, gt_bytes, ignore_path, ignore_bytes)
+    gt_sha = sha256_bytes(gt_bytes if ignore_bits is None else gt_bytes + ignore_bytes)
+    if id_ in sub.files:
+        try:
+            data = sub.read(id_)
+            pred = decode_mask(data, shape=shape, name=sub.display_name(id_), binary_255=binary_255, packed=True)
+        except SubmissionError as exc:
+            return None, gt_sha, exc, None
+        sub_sha = sha256_bytes(data)
+    else:
+        pred, sub_sha = np.zeros_like(gt_bits), "-"
+    return confusion_packed(gt_bits, pred, n_pixels=shape[0] * shape[1], ignore=ignore_bits), gt_sha, sub_sha, None
+
+
+def _score_arrays(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore: bool, gt_path: str,
+                  gt_bytes: bytes, ignore_path: str | None, ignore_bytes: bytes | None):
+    """:func:`_score_one` on whole decoded masks (any PNG OpenCV reads, 255 = ignored in the ground truth).
+
+    The masks live in this thread's reused buffers until the confusion is counted: no mask
+    outlives the call.
+    """
     gt_buffer, pred_buffer = _frame_buffers(_png_size(gt_bytes))
     try:
         gt_mask = _decode_truth(gt_bytes, gt_path, out=gt_buffer)
@@ -431,12 +518,12 @@ def _score_one(id_: str, truth: GroundTruth, sub, binary_255: bool, count_ignore
                                              file=gt_path)
     if count_ignore:
         np.putmask(gt_mask, gt_mask == 255, 0)
-    elif truth.ignore_dir is not None:
-        ignore_path = os.path.join(truth.ignore_dir, f"{id_}.png")
+    elif ignore_path is not None:
         try:
-            ignore_bytes = read_file(ignore_path)
+            if ignore_bytes is None:
+                raise FormatError("not readable", file=ignore_path)
             ignore = _decode_truth(ignore_bytes, ignore_path)
-        except (OSError, FormatError):
+        except FormatError:
             return None, None, None, FormatError("ignore mask missing or unreadable", file=ignore_path,
                                                  fix="check the release with `gasdb verify`, or score with "
                                                      "--count-ignore")
@@ -479,7 +566,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 def default_workers() -> int:
-    """Threads :func:`score` uses by default: every core this process may run on."""
+    """Processes :func:`score` uses by default: every core this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):

@@ -50,6 +50,8 @@ __all__ = [
     "open_submission",
     "decode_mask",
     "decode_png_gray8",
+    "decode_png_bits",
+    "pack_bits",
     "png_header",
     "PNG_SIGNATURE",
 ]
@@ -180,6 +182,35 @@ def decode_png_gray8(data, *, out: np.ndarray | None = None) -> np.ndarray | Non
     -------
     (H, W) ndarray of uint8, or None
     """
+    rows = _png_rows(data)
+    return None if rows is None else _unfilter_rows(rows, out)
+
+
+def decode_png_bits(data, *, on: int = 1) -> np.ndarray | None:
+    """Decode a two-valued (0 / ``on``) 8-bit gray PNG straight to packed bits, or ``None``.
+
+    The mask path of :func:`gasdb_tools.scoring.score`: the pixels equal to ``on`` (1, or 255 for
+    0/255 masks), packed eight to a byte along each row in the layout of :func:`pack_bits`,
+    without building the image. It accepts
+    the same files as :func:`decode_png_gray8` whose rows are all filtered None or Up (ours, PNG
+    specification 1.2, section 6) and whose pixels are all 0 or ``on``; for anything else (Sub,
+    Average or Paeth rows, another value, a file :func:`decode_png_gray8` refuses) it returns
+    ``None`` and the caller decodes the whole image. See :func:`_pack_rows` for why this is exact.
+
+    Returns
+    -------
+    (H, 8 * ceil((W + 1) / 64)) ndarray of uint8, or None
+    """
+    rows = _png_rows(data)
+    return None if rows is None else _pack_rows(rows, on)
+
+
+def _png_rows(data) -> np.ndarray | None:
+    """The inflated, still filtered rows (H, 1 + W) of a plain 8-bit gray PNG, or ``None``.
+
+    ``None`` for whatever :func:`decode_png_gray8` leaves to libpng, except the row filter types,
+    which the callers check (column 0 holds them).
+    """
     view = memoryview(data)
     if len(view) < 45 or view[:16] != PNG_SIGNATURE + b"\x00\x00\x00\rIHDR":
         return None
@@ -206,11 +237,15 @@ def decode_png_gray8(data, *, out: np.ndarray | None = None) -> np.ndarray | Non
             return None
         pos = stop
     raw = _inflate(idat[0] if len(idat) == 1 else b"".join(idat), height * (width + 1))
-    if raw is None:
-        return None
-    if out is None or out.shape != (height, width) or out.dtype != np.uint8 or not out.flags.c_contiguous:
-        out = np.empty((height, width), np.uint8)
-    return _unfilter(raw, out)
+    return None if raw is None else np.frombuffer(raw, np.uint8).reshape(height, width + 1)
+
+
+def _unfilter_rows(rows: np.ndarray, out: np.ndarray | None) -> np.ndarray | None:
+    """:func:`_unfilter` of ``rows`` into ``out`` when it fits, else into a new array."""
+    shape = (rows.shape[0], rows.shape[1] - 1)
+    if out is None or out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        out = np.empty(shape, np.uint8)
+    return _unfilter(rows, out)
 
 
 def _inflate(stream, size: int) -> bytes | None:
@@ -228,16 +263,15 @@ def _inflate(stream, size: int) -> bytes | None:
     return out if len(out) == size else None
 
 
-def _unfilter(raw: bytes, image: np.ndarray) -> np.ndarray | None:
+def _unfilter(rows: np.ndarray, image: np.ndarray) -> np.ndarray | None:
     """Undo the PNG row filters None (0), Sub (1) and Up (2) of a 1-byte-per-pixel image.
 
     Sub rows are prefix sums along the row and Up rows prefix sums down the column, restarting at
     every row that is not Up; all arithmetic is modulo 256, as in the PNG specification. ``None``
     for Average (3) and Paeth (4) rows (sequential along the row) and invalid filter types.
-    ``image`` (H, W) receives the pixels.
+    ``rows`` are the inflated rows (H, 1 + W), ``image`` (H, W) receives the pixels.
     """
     height, width = image.shape
-    rows = np.frombuffer(raw, np.uint8).reshape(height, width + 1)
     kinds, pixels = rows[:, 0], rows[:, 1:]
     if int(kinds.max()) > 2:
         return None
@@ -264,6 +298,21 @@ _scratch = threading.local()
 _MAX_SCRATCH = 1 << 22  # bytes of scratch a thread keeps between images
 
 
+def _scratch_array(shape: tuple[int, int]) -> np.ndarray:
+    """A uint8 array of ``shape`` over this thread's scratch buffer (its content is undefined).
+
+    Fresh frame-sized arrays cost more than the passes over them: the allocator hands their pages
+    back to the system when they are freed, and every new one faults them in again.
+    """
+    size = shape[0] * shape[1]
+    scratch = getattr(_scratch, "buffer", None)
+    if scratch is None or scratch.size < size:
+        scratch = np.empty(size, np.uint8)
+        if size <= _MAX_SCRATCH:  # kept for the next image of this thread
+            _scratch.buffer = scratch
+    return scratch[:size].reshape(shape)
+
+
 def _prefix_sum(src: np.ndarray, axis: int, out: np.ndarray) -> np.ndarray:
     """Inclusive prefix sum of uint8 ``src`` along ``axis`` (0 or 1), modulo 256, written to ``out``.
 
@@ -276,12 +325,7 @@ def _prefix_sum(src: np.ndarray, axis: int, out: np.ndarray) -> np.ndarray:
     if passes == 0:
         np.copyto(out, src)
         return out
-    scratch = getattr(_scratch, "buffer", None)
-    if scratch is None or scratch.size < out.size:
-        scratch = np.empty(out.size, np.uint8)
-        if out.size <= _MAX_SCRATCH:  # kept for the next image of this thread
-            _scratch.buffer = scratch
-    scratch = scratch[:out.size].reshape(out.shape)
+    scratch = _scratch_array(out.shape)
     buffers = (out, scratch) if passes % 2 else (scratch, out)  # the last pass writes to out
     current, k, i = src, 1, 0
     while k < n:
@@ -296,8 +340,78 @@ def _prefix_sum(src: np.ndarray, axis: int, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def pack_bits(mask: np.ndarray) -> np.ndarray:
+    """Pack a (H, W) mask's nonzero pixels into the layout of :func:`decode_png_bits`.
+
+    Each row is :func:`numpy.packbits` of ``[0, *row]`` (the first bit stands where a PNG row's
+    filter-type byte is, so rows pack straight from the inflated data) padded with zero bytes to
+    a multiple of 8 bytes. Two masks of one size pack alike, so counts of ``a & b`` are counts of
+    pixels (:func:`gasdb_tools.metrics.confusion_packed`).
+    """
+    height, width = mask.shape
+    row = _scratch_array((height, width + 1))
+    row[:, 0] = 0
+    np.not_equal(mask, 0, out=row[:, 1:].view(np.bool_))
+    return _padded(np.packbits(row, axis=1))
+
+
+def _padded(packed: np.ndarray) -> np.ndarray:
+    """``packed`` (H, n) with zero bytes added to a multiple of 8 per row (whole uint64 words)."""
+    height, n = packed.shape
+    out = np.zeros((height, -(-n // 8) * 8), np.uint8)
+    out[:, :n] = packed
+    return out
+
+
+def _pack_rows(rows: np.ndarray, on: int) -> np.ndarray | None:
+    """The bits of ``image == on`` (:func:`pack_bits` layout) from rows filtered None or Up, or ``None``.
+
+    With every pixel 0 or ``on`` (1 or 255), a None row's bytes are its pixels and an Up row's
+    bytes are ``pixel - pixel above`` modulo 256: 0 where the pixel repeats the one above, ``on``
+    where it turns on and ``-on`` (255 or 1) where it turns off. So the bits are an XOR prefix
+    down each column of "byte != 0", restarted at every None row, computed on the packed bits
+    (eight times less data than the image). The result is exact, not assumed: the image is known
+    to be two-valued only if every byte is 0, 1 or 255 and every nonzero byte is the one its
+    pixel's previous state allows (``on`` after off, ``-on`` after on); else ``None``.
+    """
+    if on not in (1, 255):
+        raise ValueError(f"on must be 1 or 255, got {on}")
+    height = rows.shape[0]
+    kinds = rows[:, 0]
+    if np.bitwise_and(kinds, 0xFD).any():  # a type other than None (0) and Up (2)
+        return None
+    # whole contiguous rows (the filter byte included) are several times faster to pass over than a view
+    shifted = np.add(rows, 1, out=_scratch_array(rows.shape))  # bytes 255, 0, 1 -> 0, 1, 2
+    shifted[:, 0] = 1
+    if int(shifted.max()) > 2:
+        return None
+    changes = np.packbits(rows, axis=1)  # byte != 0
+    changes[:, 0] &= 0x7F  # the filter byte's bit
+    not_255 = np.packbits(shifted, axis=1)  # byte != 255
+    words = _padded(changes).view(np.uint64)
+    bits = np.bitwise_xor.accumulate(words, axis=0, out=words).view(np.uint8)
+    # None rows after the first (the first is one either way)
+    restarts = None if kinds[1:].all() else np.flatnonzero(kinds[1:] == 0) + 1
+    if restarts is not None:
+        starts = np.zeros(height, np.intp)
+        starts[restarts] = restarts
+        starts = np.maximum.accumulate(starts)
+        bits ^= np.concatenate([np.zeros((1, bits.shape[1]), np.uint8), bits])[starts]
+    n = changes.shape[1]
+    before = np.empty_like(changes)  # each pixel's state before its row: the row above, or off after a restart
+    before[0] = 0
+    before[1:] = bits[:-1, :n]
+    if restarts is not None:
+        before[restarts] = 0
+    # on == 1: a 1 byte must turn a pixel on (before: off), a 255 byte turn it off; on == 255: the reverse
+    wrong = np.bitwise_xor(not_255, before, out=before)
+    if on == 1:
+        np.invert(wrong, out=wrong)
+    return None if np.bitwise_and(changes, wrong, out=wrong).any() else bits
+
+
 def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", binary_255: bool = False,
-                out: np.ndarray | None = None) -> np.ndarray:
+                out: np.ndarray | None = None, packed: bool = False) -> np.ndarray:
     """Check and decode one submitted mask PNG into a ``uint8`` array of 0/1.
 
     Parameters
@@ -314,11 +428,14 @@ def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", b
         A reused (H, W) uint8 buffer the mask may be decoded into (see :func:`decode_png_gray8`,
         used for submitted masks when libdeflate is installed); use the returned array, which is
         ``out`` or a new one.
+    packed : bool
+        Return the gas pixels as packed bits (:func:`pack_bits` layout) instead: two-valued masks
+        filtered None or Up are then decoded without building the image (:func:`decode_png_bits`).
 
     Returns
     -------
     (H, W) ndarray of uint8
-        Class indices, 0 or 1.
+        Class indices, 0 or 1 (with ``packed``: their bits, see :func:`pack_bits`).
 
     Raises
     ------
@@ -352,7 +469,12 @@ def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", b
         else:
             # Any writer's file: tried only with libdeflate, where one it leaves to OpenCV (Pillow's
             # Paeth rows) costs ~30 us; with zlib that would be a whole wasted inflate.
-            mask = decode_png_gray8(data, out=out) if _libdeflate is not None else None
+            rows = _png_rows(data) if _libdeflate is not None else None
+            if rows is not None and packed:
+                bits = _pack_rows(rows, 255 if binary_255 else 1)
+                if bits is not None:  # a two-valued mask of the right values: nothing left to check
+                    return bits
+            mask = None if rows is None else _unfilter_rows(rows, out)
             if mask is None:
                 mask = decode_image(data, mode="unchanged", name=name)
     except Exception:  # noqa: BLE001 - any decoder failure is the file's problem
@@ -361,7 +483,8 @@ def decode_mask(data: bytes, *, shape: tuple[int, int], name: str = "<bytes>", b
     if mask.ndim != 2 or mask.dtype != np.uint8 or mask.shape != tuple(shape):
         raise _err(f"decoded to {mask.dtype} {mask.shape}, expected uint8 {tuple(shape)}", name,
                    "save a single-channel 8-bit PNG of class indices")
-    return _binarise(mask, name=name, binary_255=binary_255)
+    mask = _binarise(mask, name=name, binary_255=binary_255)
+    return pack_bits(mask) if packed else mask
 
 
 def _decode_indices(data: bytes) -> np.ndarray:
@@ -464,6 +587,13 @@ class Submission:
         if len(data) > cap:
             raise _err(f"file larger than {cap} bytes", name, "submit plain mask PNGs")
         return data
+
+    def reopen(self) -> None:
+        """Give this (forked) process its own handle on the zip: one inherited from the parent
+        shares its file offset with every other process, and their reads would mix."""
+        if self._zip is not None:
+            self._zip = zipfile.ZipFile(self.path)
+            self._lock = threading.Lock()
 
     def close(self) -> None:
         if self._zip is not None:

@@ -337,7 +337,6 @@ def test_fast_png_path_scores_exactly_like_opencv(tmp_path, monkeypatch):
     import cv2
     from PIL import Image
 
-    import gasdb_tools.scoring as scoring_module
     import gasdb_tools.submission as submission_module
     from gasdb_tools.imaging import encode_png
 
@@ -375,6 +374,121 @@ def test_fast_png_path_scores_exactly_like_opencv(tmp_path, monkeypatch):
     fast = run()
     assert fast[0]["ground_truth"]["ignore"] == "excluded (ignore/ masks)"
     assert fast[0]["n_pixels"] < fast[1]["n_pixels"]  # ignore pixels left out by default
-    monkeypatch.setattr(submission_module, "decode_png_gray8", lambda data, out=None: None)
-    monkeypatch.setattr(scoring_module, "decode_png_gray8", lambda data, out=None: None)
+    monkeypatch.setattr(submission_module, "_png_rows", lambda data: None)  # every fast path off
     assert run() == fast
+
+
+def test_masks_folder_with_ignore_pixels_and_0_255_submissions_score_alike_on_every_path(tmp_path, monkeypatch):
+    """Ground truth with 255 (whole-mask path), 0/1 ground truth with 0/255 predictions (bit path, on = 255),
+    a missing mask, and a prediction with a stray value: the same results (or errors) with the fast paths off."""
+    import gasdb_tools.submission as submission_module
+    from gasdb_tools.imaging import encode_png
+
+    rng = np.random.default_rng(5)
+    gt, sub = tmp_path / "gt", tmp_path / "sub"
+    sub.mkdir()
+    for k in range(8):
+        m = (rng.random((23, 41)) < 0.4).astype(np.uint8)
+        if k % 2:
+            m[rng.random(m.shape) < 0.1] = 255
+        write_image(gt / f"{k:03d}.png", m)
+        if k != 3:
+            (sub / f"{k:03d}.png").write_bytes(encode_png(np.roll(m == 1, k, axis=0).astype(np.uint8) * 255,
+                                                          png_filter=("up", "none", "sub")[k % 3]))
+
+    def run():
+        out = [score(gt, sub, binary_255=True, allow_missing=True, per_image=True, workers=w, count_ignore=c)
+               for w in (1, 2) for c in (False, True)]
+        bad = (rng_bad.random((23, 41)) < 0.4).astype(np.uint8) * 255
+        bad[0, 0] = 9
+        (sub / "001.png").write_bytes(encode_png(bad))
+        with pytest.raises(InvalidSubmissionError) as err:
+            score(gt, sub, binary_255=True, allow_missing=True)
+        (sub / "001.png").write_bytes(good)
+        return out, err.value.report
+
+    good = (sub / "001.png").read_bytes()
+    rng_bad = np.random.default_rng(0)
+    fast = run()
+    assert fast[0][0]["n_pixels"] < fast[0][1]["n_pixels"]
+    assert "values {9} outside" in fast[1]["errors"][0]["message"]
+    monkeypatch.setattr(submission_module, "_png_rows", lambda data: None)  # every fast path off
+    rng_bad = np.random.default_rng(0)
+    assert run() == fast
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_confusion_packed_equals_confusion_on_the_unpacked_masks(seed):
+    from gasdb_tools.metrics import confusion, confusion_packed
+    from gasdb_tools.submission import pack_bits
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(v) for v in rng.integers(1, 90, 2))
+    gt, pred, ignore = ((rng.random(shape) < rng.random()).astype(np.uint8) for _ in range(3))
+    n = gt.size
+    assert np.array_equal(confusion_packed(pack_bits(gt), pack_bits(pred), n_pixels=n), confusion(gt, pred))
+    assert np.array_equal(confusion_packed(np.packbits(gt, axis=1), np.packbits(pred, axis=1), n_pixels=n),
+                          confusion(gt, pred))
+    with_ignore = np.where(ignore == 1, 255, gt)
+    assert np.array_equal(confusion_packed(pack_bits(gt), pack_bits(pred), n_pixels=n, ignore=pack_bits(ignore)),
+                          confusion(with_ignore, pred, ignore_index=255))
+    with pytest.raises(ValueError, match="one shape"):
+        confusion_packed(pack_bits(gt), np.packbits(pred, axis=0), n_pixels=n)
+
+
+def test_forked_workers_give_the_same_result_for_a_folder_and_a_zip_and_survive_a_dead_child(tmp_path, monkeypatch):
+    """Scoring in several processes (forked; each opens its own zip handle) equals one process,
+    field for field; a child that dies has its share scored by the parent."""
+    import os
+
+    import gasdb_tools.scoring as scoring_module
+    from gasdb_tools.scoring import write_example_submission
+
+    rng = np.random.default_rng(9)
+    masks = {f"{k:04d}": (rng.random((31, 45)) < 0.3).astype(np.uint8) for k in range(70)}
+    release = _make_release(tmp_path / "rel", masks, index_rows=[(n, f"r{k % 3}", "s") for k, n in enumerate(masks)])
+    folder = write_example_submission(release, tmp_path / "sub", shift=2)
+    archive = write_example_submission(release, tmp_path / "sub.zip", shift=2, as_zip=True)
+    monkeypatch.setattr(scoring_module, "_CHUNK", 4)
+    one = score(release, folder, by="recording", per_image=True, workers=1)
+    monkeypatch.setattr(scoring_module, "_MIN_FORK_IDS", 0)
+    real_child, marks = scoring_module._child, tmp_path / "children"
+    marks.mkdir()
+
+    def child(*args):  # leaves a mark, so the test knows children did run
+        (marks / str(os.getpid())).touch()
+        real_child(*args)
+
+    monkeypatch.setattr(scoring_module, "_child", child)
+    for sub in (folder, archive):
+        for workers in (2, 3):
+            got = score(release, sub, by="recording", per_image=True, workers=workers)
+            assert {k: v for k, v in got.items() if k != "submission"} == \
+                {k: v for k, v in one.items() if k != "submission"}
+            assert got["submission"]["sha256"] == one["submission"]["sha256"]
+    assert len(list(marks.iterdir())) == 2 * (1 + 2)  # one child for 2 workers, two for 3, per submission
+    bad = tmp_path / "bad"  # problems found in children come back, each naming its file
+    bad.mkdir()
+    for k, name in enumerate(masks):
+        mask = (masks[name] * (7 if k in (5, 60) else 1)).astype(np.uint8)
+        write_image(bad / f"{name}.png", mask)
+    reports = []
+    for workers in (1, 2):
+        with pytest.raises(InvalidSubmissionError) as err:
+            score(release, bad, workers=workers)
+        reports.append(err.value.report)
+    assert reports[0] == reports[1] and reports[0]["n_errors"] == 2
+    assert len(list(marks.iterdir())) == 7
+    import threading
+
+    release_thread = threading.Event()
+    other = threading.Thread(target=release_thread.wait)
+    other.start()
+    try:  # another Python thread running: no fork, the same result
+        assert score(release, archive, by="recording", per_image=True, workers=2)["per_image"] == one["per_image"]
+    finally:
+        release_thread.set()
+        other.join()
+    assert len(list(marks.iterdir())) == 7
+    monkeypatch.setattr(scoring_module, "_child", lambda *args: os._exit(1))
+    assert score(release, archive, by="recording", per_image=True, workers=2)["per_image"] == one["per_image"]

@@ -22,8 +22,8 @@ from conftest import shared_data
 from gasdb_tools.errors import SubmissionError
 from gasdb_tools.imaging import encode_png, write_image
 from gasdb_tools.scoring import score
-from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, decode_png_gray8,
-                                    open_submission, png_header)
+from gasdb_tools.submission import (InvalidSubmissionError, SubmissionLimits, decode_mask, decode_png_bits,
+                                    decode_png_gray8, open_submission, pack_bits, png_header)
 
 SHAPE = (24, 32)  # (H, W)
 IDS = ["00001", "00002", "00003"]
@@ -433,6 +433,108 @@ def test_fast_path_matches_opencv_on_the_encoders_users_have(inflater, png_filte
     # OpenCV's own default (Sub rows) and Pillow's adaptive filters (Paeth rows: left to libpng)
     assert np.array_equal(decode_png_gray8(cv2.imencode(".png", m)[1].tobytes()), m)
     assert np.array_equal(decode_mask(_pil_png(m, "L"), shape=m.shape), m)
+
+
+def _pixels(kind: str, rng, shape) -> np.ndarray:
+    """Test images: two-valued masks, a mask with ignore (255) pixels, one stray value, any bytes."""
+    mask = (rng.random(shape) < rng.random()).astype(np.uint8)
+    if kind == "0/1":
+        return mask
+    if kind == "0/255":
+        return mask * 255
+    if kind == "0/1/255":
+        return np.where(rng.random(shape) < 0.2, 255, mask).astype(np.uint8)
+    if kind == "one stray value":
+        mask[rng.integers(shape[0]), rng.integers(shape[1])] = rng.integers(2, 255)
+        return mask
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def _check_bits(data: bytes, *, may_take: bool) -> int:
+    """decode_png_bits of ``data`` for both values of ``on``: exactly libpng's pixels where it answers,
+    and an answer exactly where the rows are None/Up and the pixels two-valued (``may_take``). Returns
+    how many of the two it answered."""
+    pixels = _opencv(data)
+    answered = 0
+    for on in (1, 255):
+        bits = decode_png_bits(data, on=on)
+        takes = may_take and set(np.unique(pixels).tolist()) <= {0, on}
+        if not takes:
+            assert bits is None, on
+            continue
+        assert bits is not None, on
+        assert np.array_equal(bits, pack_bits(pixels == on))
+        h, w = pixels.shape
+        assert bits.shape == (h, 8 * -(-(w + 1) // 64)) and bits.dtype == np.uint8
+        assert np.array_equal(np.unpackbits(bits, axis=1, count=w + 1), np.c_[np.zeros(h, np.uint8), pixels == on])
+        answered += 1
+    return answered
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(h=st.integers(1, 40), w=st.integers(1, 70), seed=st.integers(0, 2**31),
+       kind=st.sampled_from(["0/1", "0/255", "0/1/255", "one stray value", "any bytes"]),
+       filters=st.sampled_from(["none/up", "up", "any of the five"]), level=st.integers(0, 9),
+       split=st.sampled_from([0, 1, 7]))
+def test_bit_path_is_exact_for_every_filter_type_and_value_set(inflater, h, w, seed, kind, filters, level, split):
+    """PNGs written row by row with chosen filters (all five types, zlib): the bits are libpng's pixels
+    == on whenever decode_png_bits answers, and it answers for every None/Up two-valued image."""
+    rng = np.random.default_rng(seed)
+    image = _pixels(kind, rng, (h, w))
+    rows = {"none/up": rng.choice([0, 2], h), "up": np.full(h, 2), "any of the five": rng.integers(0, 5, h)}[filters]
+    data = _hand_png(image, rows, level=level, split_idat=split)
+    assert np.array_equal(_opencv(data), image)
+    _check_bits(data, may_take=set(rows.tolist()) <= {0, 2})
+
+
+@pytest.mark.parametrize("strategy", ["default", "filtered", "huffman", "rle"])
+@pytest.mark.parametrize("png_filter", ["none", "sub", "up", "avg", "paeth", "all"])
+def test_bit_path_matches_opencv_on_a_real_encoders_files(inflater, png_filter, strategy):
+    """libpng (through OpenCV) writing each filter type and zlib strategy: the bit path answers for
+    None and Up rows, and where it answers its bits are OpenCV's pixels."""
+    rng = np.random.default_rng(11)
+    for shape in ((37, 53), (5, 8), (1, 1), (64, 63)):
+        for kind in ("0/1", "0/255", "0/1/255", "one stray value"):
+            image = _pixels(kind, rng, shape)
+            data = encode_png(image, png_filter=png_filter, strategy=strategy, compression=int(rng.integers(0, 10)))
+            kinds = _row_filters(data)
+            if png_filter in ("none", "up"):  # libpng may write None rows where Up is asked (the first row)
+                assert kinds <= {0, 2}
+            answered = _check_bits(data, may_take=kinds <= {0, 2})
+            if png_filter in ("none", "up") and kind in ("0/1", "0/255"):
+                assert answered >= 1
+
+
+def _row_filters(data: bytes) -> set:
+    """The filter types a PNG's rows use (read with zlib, independently of the decoder under test)."""
+    h, w = png_header(data)[:2]
+    pos, stream = 8, b""
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            stream += data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+    return set(zlib.decompress(stream)[::w + 1])
+
+
+def test_packed_decode_mask_is_the_packed_mask_for_every_writer(inflater):
+    m = _mask(12, (29, 45))
+    writers = {"ours (Up)": encode_png(m), "OpenCV default (Sub)": cv2.imencode(".png", m)[1].tobytes(),
+               "Pillow (adaptive, Paeth)": _pil_png(m, "L"), "None rows": encode_png(m, png_filter="none"),
+               "palette": _pil_png(m, "P"), "1-bit": _pil_png(m, "1")}
+    for name, data in writers.items():
+        assert np.array_equal(decode_mask(data, shape=m.shape, packed=True), pack_bits(m)), name
+    for binary_255 in (False, True):
+        data = encode_png(m * (255 if binary_255 else 1))
+        assert np.array_equal(decode_mask(data, shape=m.shape, binary_255=binary_255, packed=True), pack_bits(m))
+    bad = m.copy()
+    bad[3, 4] = 7
+    for data in (encode_png(bad), encode_png(m * 255)):  # a value outside {0, 1}: the same error either way
+        with pytest.raises(SubmissionError, match="outside") as packed_error:
+            decode_mask(data, shape=m.shape, name="x.png", packed=True)
+        with pytest.raises(SubmissionError, match="outside") as whole_error:
+            decode_mask(data, shape=m.shape, name="x.png")
+        assert str(packed_error.value) == str(whole_error.value)
 
 
 def _corrupt(data: bytes, at: int) -> bytes:

@@ -35,7 +35,7 @@ FORMATS = ("table", "json", "codalab", "codabench", "evalai")
               help="Score ignore pixels as background, exactly as RT-CAN's official code (no ignore class); by "
                    "default they are left out (the release's gasdb/ignore/ masks, 255 in a masks folder).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, metavar="N",
-              help="Threads reading, decoding and counting masks (default: every core); the result is "
+              help="Processes reading, decoding and counting masks (default: every core); the result is "
                    "byte-identical for any N.")
 @json_option
 def score(gt: Path, submission: Path, split: str, out: Path | None, per_image: bool, by: tuple[str, ...],
