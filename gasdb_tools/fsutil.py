@@ -23,6 +23,7 @@ from gasdb_tools.errors import WorkspaceError
 __all__ = [
     "atomic_write_bytes",
     "stage_bytes",
+    "stage_path",
     "atomic_write_text",
     "dumps_json",
     "write_json",
@@ -90,6 +91,16 @@ def stage_bytes(path, data: bytes, *, sync: bool = True) -> Path:
             os.unlink(tmp)
         raise
     return Path(tmp)
+
+
+def stage_path(path) -> Path:
+    """A new, empty temp file beside ``path`` with the umask's mode, for a writer that streams into
+    it (then ``fsync``, then ``os.replace`` over ``path``; or delete it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return follow_umask(tmp)
 
 
 def atomic_write_text(path, text: str) -> Path:
