@@ -559,7 +559,7 @@ class Workspace:
         WorkspaceError
             An id that is not in the index (the message lists the known ids).
         """
-        known = (index or self.read_index()).recordings
+        known = index.recordings if index is not None else self._read_recordings()
         wanted = list(known) if recordings is None else list(recordings)
         for rec in wanted:
             if rec not in known:
@@ -583,7 +583,7 @@ class Workspace:
 
     def recording(self, recording_id: str) -> dict:
         """One recording row; raises naming the known ids when absent."""
-        recs = self.read_index().recordings
+        recs = self._read_recordings()  # recordings.csv alone: the pairs can be many
         if recording_id not in recs:
             known = ", ".join(recs) or "none"
             raise WorkspaceError(f"no recording {recording_id!r} (known: {known})", file=self.root / self.RECORDINGS,
