@@ -65,7 +65,7 @@ from gasdb_tools.errors import GasdbError, WorkspaceError
 from gasdb_tools.workspace import Index, Workspace
 
 __all__ = ["IndexOps", "Sink", "Committer", "apply_ops", "apply_streaming", "map_ordered", "limit_threads", "run_stage", "use_scheduler", "STAGE_ERRORS",
-           "MAX_ATTEMPTS", "SCHEDULER_ENV", "INDEX_TIME_SHARE", "os_error_text"]
+           "MAX_ATTEMPTS", "SCHEDULER_ENV", "INDEX_TIME_SHARE", "os_error_text", "prestart"]
 
 log = logging.getLogger(__name__)
 
@@ -663,6 +663,18 @@ def _start_forkserver() -> None:
             del os.environ["PYTHONPATH"]
         else:
             os.environ["PYTHONPATH"] = before
+
+
+def prestart(module: str | None = None) -> None:
+    """Start the fork server now, preloading ``module`` (a stage's), so that its imports (about
+    0.3-0.9 s) run on another core while the caller still imports and plans, instead of after:
+    the command line calls it as soon as it knows a stage will run on several local jobs. A
+    no-op where there is no fork server, or when it runs already."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_preload(module))
+    _start_forkserver()
 
 
 class _LocalBackend:
