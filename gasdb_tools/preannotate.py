@@ -409,17 +409,22 @@ def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s,
             plan[pid] = ("write", "")
         elif state.untouched:
             current = state.draft_inputs == recipe and state.geometry == geometry.key
-            plan[pid] = ("write", raw) if force or not current else ("skip", raw)
+            plan[pid] = ("write", raw) if force or not current else ("skip", "")  # (only a rewrite needs it)
         elif state.geometry and state.geometry != geometry.key and not state.error:
             plan[pid] = ("reproject", raw)
         else:
-            plan[pid] = ("keep", raw)
+            plan[pid] = ("keep", "")
         if plan[pid][0] in ("skip", "keep"):
             _count(entry, state)  # the review counts: what the documents are when this run ends
     entry["skipped"] = sum(1 for a, _ in plan.values() if a == "skip")
     entry["kept_edited"] = sum(1 for a, _ in plan.values() if a in ("keep", "reproject"))
-    updates: dict[str, dict] = {r["pair_id"]: {"label": ws.rel(_label_path(ws, rec, r["pair_id"]))}
-                                for r in rows if plan[r["pair_id"]][0] in ("skip", "keep")}
+    updates: dict[str, dict] = {}
+    for r in rows:
+        if plan[r["pair_id"]][0] in ("skip", "keep"):
+            updates[r["pair_id"]] = {"label": ws.rel(_label_path(ws, rec, r["pair_id"]))}
+            if len(updates) >= CHECKPOINT:  # a rerun of a long recording: committed as they come (memory)
+                sink.commit(IndexOps(pairs=dict(updates)))
+                updates.clear()
     for r in rows:
         if plan[r["pair_id"]][0] == "reproject":
             _reproject(ws, rec, r, geometry, kind, plan[r["pair_id"]][1], entry, updates)
