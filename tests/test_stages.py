@@ -509,3 +509,22 @@ def test_the_command_line_starts_the_workers_fork_server_while_it_still_imports(
     calls.clear()
     CliRunner().invoke(main, ["extract", str(one.root), "--jobs", "2"])
     assert calls == []  # one recording runs in the command's own process
+
+
+def test_workers_get_the_longest_recordings_first(tmp_path):
+    """Longest processing time first: the recordings with the most pairs are handed out first
+    (ties in index order); the summary keeps the index order."""
+    ws = Workspace.init(tmp_path / "ws")
+    with ws.transaction() as index:
+        for rec, n in (("a", 1), ("b", 3), ("c", 0), ("d", 3), ("e", 2)):
+            index.recordings[rec] = {"id": rec, "thermal": f"{rec}.mp4"}
+            for k in range(n):
+                index.pairs[f"{rec}_{k:08d}"] = {"pair_id": f"{rec}_{k:08d}", "recording": rec}
+    assert stages.largest_first(ws, ["a", "b", "c", "d", "e"]) == ["b", "d", "e", "a", "c"]
+    assert stages.largest_first(ws, ["e", "a"]) == ["e", "a"]
+    report = run_stage(ws, "noop", _noop_work, jobs=2)
+    assert [r["id"] for r in report["recordings"]] == ["a", "b", "c", "d", "e"]
+
+
+def _noop_work(ws, rec, sink):
+    return {"pairs": sum(1 for _ in ws.iter_pairs(rec))}
