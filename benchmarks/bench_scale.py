@@ -5,10 +5,13 @@ Three parts (each can be skipped):
 * **throughput** -- ``extract``, ``enhance`` and ``preannotate`` over 4 simulated recordings of
   equal length (320×256, offsets given, a pair every 0.1 s), with ``--jobs 1``, ``--jobs 2`` and
   a local Dask cluster (``dask scheduler`` + two ``dask worker --nthreads 1`` processes started
-  here). Pairs/s, the speed-up over one job, and the sha256 of every output file and of the
+  here, after the local runs: idle, they take about 9 % of a core, which would tax two jobs and
+  not one). Pairs/s, the speed-up over one job, and the sha256 of every output file and of the
   index, which must be identical for the three (LabelMe documents with the workspace's path
   replaced), with the CPU seconds each recording took where it ran (the summary's
   ``cpu_seconds``): with one job, a recording's wall time on a free core; their sum, the work.
+  ``cores_busy``: CPU seconds over wall seconds (``--jobs 1`` keeps one core busy: OpenCV, the
+  restoration's bands and the video decoder are held to one thread).
   Target: ``--jobs 2`` >= 1.8× ``--jobs 1`` for enhance and preannotate (on 2 quiet cores).
 * **memory** -- peak RSS (``ru_maxrss`` of a fresh process) of ``extract`` and ``preannotate`` on
   a 1-minute recording and on a 24-minute one (the 1-minute simulated clip looped 24 times,
@@ -145,43 +148,58 @@ def throughput(tmp: Path, *, recordings: int, seconds: float, size) -> dict:
         "enhance": (lambda ws, **kw: enhance_workspace(ws, sv=SV, **kw), "enhanced", "extract"),
         "preannotate": (lambda ws, **kw: _preannotate(preannotate_workspace, ws, **kw), "labels", "extract"),
     }
-    cluster = Cluster(tmp)
-    configs = {"jobs1": {"jobs": 1}, "jobs2": {"jobs": 2}, "dask2": {"scheduler": cluster.address}}
     out = {"recordings": recordings, "seconds": seconds, "size": list(size), "stages": {}}
     inputs = {None: base.root}
+    rows: dict[str, dict] = {stage: {} for stage in stages}
+
+    def measure(stage: str, name: str, kw: dict) -> None:
+        run, folder, needs = stages[stage]
+        ws_root = tmp / f"{stage}-{name}"
+        shutil.copytree(inputs[needs], ws_root)
+        ws = Workspace.open(ws_root)
+        load = _load()
+        t0, c0 = time.perf_counter(), _cpu()
+        report = run(ws, **kw)
+        wall, used = time.perf_counter() - t0, _cpu() - c0
+        if report["failed"]:
+            raise SystemExit(f"{stage} {name} failed: {report['recordings']}")
+        pairs = len(ws.read_index().pairs)
+        cpu = [r.get("cpu_seconds") or 0.0 for r in report["recordings"]]
+        if kw.get("jobs", 1) > 1:  # the workers' CPU (forked by the fork server: not our children)
+            used += sum(cpu)
+        rows[stage][name] = {
+            "seconds": round(wall, 3), "pairs": pairs, "pairs_per_s": round(pairs / wall, 2), "load_before": load,
+            "hash": _hashes(ws, folder),
+            # CPU time of each recording where it ran (its threads included): on a shared machine,
+            # the steadier figure (sum: the work; one job: its wall on a free core)
+            "cpu_seconds_per_recording": [round(c, 3) for c in cpu], "cpu_seconds": round(sum(cpu), 3),
+            # CPU of this process (threads included) plus, with jobs, its workers' recordings, over
+            # the wall time: the cores the run kept busy (--jobs 1 should keep at most one)
+            "cores_busy": None if "scheduler" in kw else round(used / wall, 2)}
+        busy = "" if "scheduler" in kw else f", {used / wall:.2f} cores busy"
+        print(f"  {stage:12s} {name:6s} {pairs} pairs in {wall:7.2f} s ({pairs / wall:6.1f} pairs/s), "
+              f"{sum(cpu):.2f} CPU s in the recordings{busy}, load {load[0]}", flush=True)
+        if name == "jobs1":
+            inputs[stage] = ws_root
+
+    # one job and two jobs first, with no cluster running: its idle scheduler and workers take
+    # about 9 % of a core (heartbeats), which a run on both cores would pay and a run on one would not
+    for stage in stages:
+        for name, kw in (("jobs1", {"jobs": 1}), ("jobs2", {"jobs": 2})):
+            measure(stage, name, kw)
+    cluster = Cluster(tmp)
     try:
-        for stage, (run, folder, needs) in stages.items():
-            row = {}
-            for name, kw in configs.items():
-                ws_root = tmp / f"{stage}-{name}"
-                shutil.copytree(inputs[needs], ws_root)
-                ws = Workspace.open(ws_root)
-                load = _load()
-                t0 = time.perf_counter()
-                report = run(ws, **kw)
-                wall = time.perf_counter() - t0
-                if report["failed"]:
-                    raise SystemExit(f"{stage} {name} failed: {report['recordings']}")
-                pairs = len(ws.read_index().pairs)
-                cpu = [r.get("cpu_seconds") or 0.0 for r in report["recordings"]]
-                row[name] = {"seconds": round(wall, 3), "pairs": pairs, "pairs_per_s": round(pairs / wall, 2),
-                             "load_before": load, "hash": _hashes(ws, folder),
-                             # CPU time of each recording where it ran (its threads included): on a
-                             # shared machine, the steadier figure (sum: the work; one job: its wall on a free core)
-                             "cpu_seconds_per_recording": [round(c, 3) for c in cpu],
-                             "cpu_seconds": round(sum(cpu), 3)}
-                print(f"  {stage:12s} {name:6s} {pairs} pairs in {wall:7.2f} s ({pairs / wall:6.1f} pairs/s), "
-                      f"{sum(cpu):.2f} CPU s in the recordings, load {load[0]}", flush=True)
-                if name == "jobs1":
-                    inputs[stage] = ws_root
-            for name in ("jobs2", "dask2"):
-                row[name]["speedup_vs_jobs1"] = round(row["jobs1"]["seconds"] / row[name]["seconds"], 3)
-            row["identical_outputs"] = len({r["hash"] for r in row.values() if isinstance(r, dict)}) == 1
-            out["stages"][stage] = row
-            print(f"  {stage:12s} jobs2 {row['jobs2']['speedup_vs_jobs1']:.2f}x, dask {row['dask2']['speedup_vs_jobs1']:.2f}x "
-                  f"of jobs1; identical outputs: {row['identical_outputs']}", flush=True)
+        for stage in stages:
+            measure(stage, "dask2", {"scheduler": cluster.address})
     finally:
         cluster.close()
+    for stage, row in rows.items():
+        for name in ("jobs2", "dask2"):
+            row[name]["speedup_vs_jobs1"] = round(row["jobs1"]["seconds"] / row[name]["seconds"], 3)
+        row["identical_outputs"] = len({r["hash"] for r in row.values() if isinstance(r, dict)}) == 1
+        out["stages"][stage] = row
+        print(f"  {stage:12s} jobs2 {row['jobs2']['speedup_vs_jobs1']:.2f}x, dask {row['dask2']['speedup_vs_jobs1']:.2f}x "
+              f"of jobs1; identical outputs: {row['identical_outputs']}", flush=True)
     return out
 
 

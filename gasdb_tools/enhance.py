@@ -273,9 +273,8 @@ def enhance_workspace(ws: Workspace, *, sv: int = 51, p: float = 0.95, gfactor: 
 
 def _enhance_work(ws: Workspace, rec: str, sink, *, settings, force, sample_frames, metrics, metrics_mode,
                   metrics_frames) -> dict:
-    index = ws.read_index()
-    rec_row = index.recordings[rec]
-    rows = index.pairs_of(rec)
+    rec_row = ws.recording(rec)
+    rows = sorted(ws.iter_pairs(rec), key=lambda p: p["pair_id"])  # this recording's rows only, as a stream
     kinds = {r["pair_id"]: views.source_kind(rec_row, r) for r in rows}
     entry = {"pairs": len(rows), "enhanced": 0, "skipped": 0,
              "sources": {"aligned": sum(1 for k in kinds.values() if k == "aligned"),

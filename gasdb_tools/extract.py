@@ -174,7 +174,7 @@ def extract_workspace(ws: Workspace, *, every: float | None = None, max_pairs: i
         "skipped": sum(r["status"] == "skipped" for r in results),
         "failed": sum(r["status"] == "failed" for r in results),
         "pairs_written": sum(r["written"] for r in results),
-        "pairs_total": len(ws.read_index().pairs),
+        "pairs_total": sum(1 for _ in ws.iter_pairs()),  # counted as a stream (memory: not the index)
     }
 
 
@@ -277,7 +277,7 @@ class _RecordingJob:
         rec = self.rec = self.ws.recording(self.rec_id)
         done = rec.get("extract_pairs", "") != "" and not rec.get("extract_error")
         if done and not self.force:
-            self.result.update(status="skipped", pairs=len(self.ws.pairs(self.rec_id)),
+            self.result.update(status="skipped", pairs=sum(1 for _ in self.ws.iter_pairs(self.rec_id)),
                                offset_s=_float_or_none(rec.get("offset_s")), offset_source=rec.get("offset_source", ""),
                                offset_confidence=_float_or_none(rec.get("offset_confidence")))
             return self.result
@@ -622,7 +622,7 @@ class _RecordingJob:
         same timestamps has the same frames, so its alignment, enhancement and labels still hold
         and are put back when it is committed again.
         """
-        pairs = self.ws.pairs(self.rec_id)
+        pairs = sorted(self.ws.iter_pairs(self.rec_id), key=lambda p: p["pair_id"])  # this recording's rows only
         stash_path = self._stash_path()
         if stash_path.is_file():
             self.stash = read_json(stash_path)

@@ -22,6 +22,8 @@ from gasdb_tools.errors import WorkspaceError
 
 __all__ = [
     "atomic_write_bytes",
+    "stage_bytes",
+    "stage_path",
     "atomic_write_text",
     "dumps_json",
     "write_json",
@@ -59,6 +61,22 @@ def atomic_write_bytes(path, data: bytes, *, sync: bool = True) -> Path:
     bulk writers (frame extraction) call :func:`os.sync` once before they record the files in the index.
     """
     path = Path(path)
+    tmp = stage_bytes(path, data, sync=sync)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def stage_bytes(path, data: bytes, *, sync: bool = True) -> Path:
+    """``data`` written (and synced) to a new temp file beside ``path``, with the umask's mode: the
+    first half of :func:`atomic_write_bytes`. The caller renames it over ``path`` (``os.replace``)
+    or deletes it; a writer that must check something under a lock first does the slow part, the
+    write and the ``fsync``, before it takes the lock."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -68,12 +86,21 @@ def atomic_write_bytes(path, data: bytes, *, sync: bool = True) -> Path:
             if sync:
                 os.fsync(fh.fileno())
         follow_umask(tmp)
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return path
+    return Path(tmp)
+
+
+def stage_path(path) -> Path:
+    """A new, empty temp file beside ``path`` with the umask's mode, for a writer that streams into
+    it (then ``fsync``, then ``os.replace`` over ``path``; or delete it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return follow_umask(tmp)
 
 
 def atomic_write_text(path, text: str) -> Path:
@@ -184,6 +211,7 @@ def file_lock(path, *, timeout: float = 60.0):
         if held.depth == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             fh = open(path, "a+")
+            pause = 0.0005
             while True:
                 try:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -195,7 +223,10 @@ def file_lock(path, *, timeout: float = 60.0):
                     if time.monotonic() > deadline:
                         fh.close()
                         raise busy() from None
-                    time.sleep(0.02)
+                    # another process writes a document or the index (milliseconds): ask again
+                    # soon, then less often (a fixed 20 ms made each wait cost a frame or two)
+                    time.sleep(pause)
+                    pause = min(2 * pause, 0.02)
             held.handle = fh
         held.depth += 1
         try:

@@ -65,6 +65,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -312,12 +313,69 @@ def _sorted_rows(rows) -> list:
     return sorted(rows, key=lambda r: (float(r.get("t_thermal") or 0), r["pair_id"]))
 
 
+class _Plan:
+    """``{pair id: (action, raw digest)}`` kept small (an action code a pair; digests only for
+    documents that exist): a fresh 24-minute recording's plan is a dict of 36,000 small ints."""
+
+    _ACTIONS = ("write", "skip", "reproject", "keep")
+
+    def __init__(self):
+        self._code: dict[str, int] = {}
+        self._raw: dict[str, str] = {}
+
+    def __setitem__(self, pid: str, value) -> None:
+        action, raw = value
+        self._code[pid] = self._ACTIONS.index(action)
+        if raw:
+            self._raw[pid] = raw
+
+    def __getitem__(self, pid: str) -> tuple[str, str]:
+        return self._ACTIONS[self._code[pid]], self._raw.get(pid, "")
+
+    def values(self):
+        return (self[pid] for pid in self._code)
+
+
+class _Rows(Sequence):
+    """A recording's pair rows in time order, each kept as one string (its values joined by NUL):
+    about 250 bytes a pair instead of about 900 as a dict, so a 24-minute recording's 36,000 rows
+    stay a few MB (memory flat with length). Items are read-only dicts made on access."""
+
+    _SEP = "\0"
+
+    def __init__(self, rows):
+        self._columns: tuple | None = None  # None: the items are plain dicts
+        self._items: list = []
+        rows = iter(rows)
+        last = None
+        for r in rows:
+            key = (float(r.get("t_thermal") or 0), r["pair_id"])
+            cols = tuple(r)
+            if (last is not None and key < last) or (self._columns is not None and cols != self._columns):
+                # not in time order, or rows of other columns (never from one CSV): plain dicts, sorted
+                plain = [self[k] for k in range(len(self._items))] + [dict(r)] + [dict(x) for x in rows]
+                self._columns, self._items = None, _sorted_rows(plain)
+                return
+            last, self._columns = key, cols
+            values = tuple(r.values())
+            self._items.append(values if any(self._SEP in v for v in values) else self._SEP.join(values))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        item = self._items[i]
+        if self._columns is None:
+            return item
+        return dict(zip(self._columns, item.split(self._SEP) if isinstance(item, str) else item))
+
+
 def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s, explicit_polarity, refine, model=None,
                       device="auto") -> dict:
-    index = ws.read_index()
-    rec_row = index.recordings[rec]
-    rows = _sorted_rows(index.pairs_of(rec))
-    del index  # only this recording's rows are kept (memory: a workspace of many long recordings)
+    rec_row = ws.recording(rec)
+    rows = _Rows(ws.iter_pairs(rec))  # only this recording's rows, read as a stream, kept compact (memory)
     entry = {"pairs": len(rows), "frame": None, "polarity": draft["params"].get("polarity"), "written": 0,
              "skipped": 0, "kept_edited": 0, "reprojected": 0, "changed_meanwhile": 0, "empty": 0,
              "frames_decoded": 0, "review": _sum_counts([])}
@@ -337,7 +395,7 @@ def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s,
         draft = {**draft, "model": {k: model[k] for k in ("sha256", "path", "train_pairs", "val_pairs", "val_iou")}}
         sup = supervision(ws, rec_row, rows, geometry)
     recipe = preannotate_recipe(rec_row, rows, kind, geometry, draft)
-    plan: dict[str, tuple[str, str]] = {}  # pair id -> (action, raw digest of the bytes the plan was made from)
+    plan = _Plan()  # pair id -> (action, raw digest of the bytes the plan was made from)
     for r in rows:
         pid = r["pair_id"]
         path = _label_path(ws, rec, pid)
@@ -351,17 +409,22 @@ def _preannotate_work(ws: Workspace, rec: str, sink, *, draft, force, lead_in_s,
             plan[pid] = ("write", "")
         elif state.untouched:
             current = state.draft_inputs == recipe and state.geometry == geometry.key
-            plan[pid] = ("write", raw) if force or not current else ("skip", raw)
+            plan[pid] = ("write", raw) if force or not current else ("skip", "")  # (only a rewrite needs it)
         elif state.geometry and state.geometry != geometry.key and not state.error:
             plan[pid] = ("reproject", raw)
         else:
-            plan[pid] = ("keep", raw)
+            plan[pid] = ("keep", "")
         if plan[pid][0] in ("skip", "keep"):
             _count(entry, state)  # the review counts: what the documents are when this run ends
     entry["skipped"] = sum(1 for a, _ in plan.values() if a == "skip")
     entry["kept_edited"] = sum(1 for a, _ in plan.values() if a in ("keep", "reproject"))
-    updates: dict[str, dict] = {r["pair_id"]: {"label": ws.rel(_label_path(ws, rec, r["pair_id"]))}
-                                for r in rows if plan[r["pair_id"]][0] in ("skip", "keep")}
+    updates: dict[str, dict] = {}
+    for r in rows:
+        if plan[r["pair_id"]][0] in ("skip", "keep"):
+            updates[r["pair_id"]] = {"label": ws.rel(_label_path(ws, rec, r["pair_id"]))}
+            if len(updates) >= CHECKPOINT:  # a rerun of a long recording: committed as they come (memory)
+                sink.commit(IndexOps(pairs=dict(updates)))
+                updates.clear()
     for r in rows:
         if plan[r["pair_id"]][0] == "reproject":
             _reproject(ws, rec, r, geometry, kind, plan[r["pair_id"]][1], entry, updates)

@@ -31,6 +31,7 @@ Approvals and rejections keep an audit trail (who, when, note) in the document's
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import getpass
 import hashlib
@@ -44,7 +45,7 @@ import numpy as np
 
 from gasdb_tools import labelme_format
 from gasdb_tools.errors import FormatError, WorkspaceError
-from gasdb_tools.fsutil import atomic_write_bytes, file_lock, write_json
+from gasdb_tools.fsutil import file_lock, stage_bytes, write_json
 from gasdb_tools.workspace import Index, Workspace, check_id
 
 __all__ = [
@@ -278,14 +279,21 @@ def write_document(ws: Workspace, path, doc, *, expected: str) -> bool:
     """
     path = Path(path)
     text = labelme_format.dumps(doc, path=path).encode("utf-8")
-    with file_lock(ws.root / ws.LOCK):
-        try:
-            now = path.read_bytes()
-        except FileNotFoundError:
-            now = None
-        if raw_digest(now) != expected:
-            return False
-        atomic_write_bytes(path, text)
+    tmp = stage_bytes(path, text)  # written and synced before the lock: under it, only a read and a rename
+    try:
+        with file_lock(ws.root / ws.LOCK):
+            try:
+                now = path.read_bytes()
+            except FileNotFoundError:
+                now = None
+            if raw_digest(now) != expected:
+                return False
+            os.replace(tmp, path)
+            tmp = None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     return True
 
 

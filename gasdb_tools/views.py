@@ -164,7 +164,8 @@ def _recipe(samples: list, kinds: list) -> str:
 
 def recorded_stretch(rec: dict, rows: list) -> Stretch | None:
     """The recording's stored stretch when its recipe still holds for ``rows``, else None (no file is read)."""
-    rows = [r for r in rows if r.get("thermal")]
+    if not all(r.get("thermal") for r in rows):  # (no copy of a long recording's rows when all have one)
+        rows = [r for r in rows if r.get("thermal")]
     samples = sample_rows(rows)
     recipe = _recipe(samples, [source_kind(rec, p) for p in samples])
     try:
@@ -184,7 +185,8 @@ def recording_stretch(ws: Workspace, rec: dict, rows: list) -> tuple[Stretch, di
     again, and ``{"view_stretch": ...}`` is returned for the caller to commit (None when reused).
     Read-only callers (export, release) just ignore it.
     """
-    rows = [r for r in rows if r.get("thermal")]
+    if not all(r.get("thermal") for r in rows):  # (no copy of a long recording's rows when all have one)
+        rows = [r for r in rows if r.get("thermal")]
     if not rows:
         raise WorkspaceError(f"recording {rec['id']} has no extracted frames", file=ws.root / ws.PAIRS,
                              fix="run `gasdb extract` first")

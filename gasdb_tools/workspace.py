@@ -27,13 +27,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gasdb_tools import __version__
 from gasdb_tools.errors import WorkspaceError
-from gasdb_tools.fsutil import atomic_write_bytes, file_lock, read_json, write_json
+from gasdb_tools.fsutil import atomic_write_bytes, file_lock, read_json, stage_path, write_json
 from gasdb_tools.scenes import SCENES  # the scene column's vocabulary (part of this module's API)
 
 __all__ = [
@@ -175,6 +176,72 @@ def _columns(base: tuple[str, ...], rows) -> list[str]:
     return list(base) + extra
 
 
+def _check_pair(row: dict, where: str, recordings, pair_file: Path) -> str:
+    """Check one pairs.csv row (ids, its recording, output paths); returns its pair id."""
+    for column in ("pair_id", "recording"):
+        if column not in row:
+            raise WorkspaceError(f"no {column!r} column", file=pair_file, fix="restore the header row")
+    pid = check_id(row["pair_id"], what="pair id", file=pair_file, field=f"{where}, column pair_id")
+    rec = check_id(row["recording"], file=pair_file, field=f"{where}, column recording")
+    if rec not in recordings:
+        raise WorkspaceError(f"pair {pid} belongs to recording {rec!r}, which recordings.csv does not list",
+                             file=pair_file, field=f"{where}, column recording",
+                             fix="restore the recording's row, or delete its pairs")
+    for column in OUTPUT_COLUMNS:
+        if row.get(column):
+            check_relative_path(row[column], file=pair_file, field=f"{where}, column {column}")
+    return pid
+
+
+def _twice(pid: str, pair_file: Path, where: str) -> WorkspaceError:
+    return WorkspaceError(f"pair {pid} is listed twice", file=pair_file, field=f"{where}, column pair_id",
+                          fix="delete one of the rows")
+
+
+@contextlib.contextmanager
+def _open_csv(path: Path):
+    """``(header, rows)`` of an index CSV read as a stream: ``rows`` yields ``(line number, values)``.
+    UTF-8 is checked as it is read (a byte-order mark is accepted)."""
+    try:
+        fh = open(path, encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise WorkspaceError("index file missing", file=path,
+                             fix="run `gasdb init` on a new folder, or restore the file") from None
+    with fh:
+        reader = csv.reader(fh)
+
+        def rows():
+            try:
+                for values in reader:
+                    if values:
+                        yield reader.line_num, values
+            except UnicodeDecodeError:
+                raise WorkspaceError(f"not UTF-8 text (near line {reader.line_num + 1})", file=path,
+                                     field=f"line {reader.line_num + 1}",
+                                     fix="save the file as UTF-8 (in Excel: 'CSV UTF-8'); gasdb does not guess "
+                                         "encodings") from None
+
+        it = rows()
+        first = next(it, None)
+        yield (list(first[1]) if first else []), it
+
+
+def _recolumn(tmp: Path, target: Path, columns: list[str], final: list[str]) -> Path:
+    """The rows of ``tmp`` (written with ``columns``) rewritten with ``final``, as a stream; a new temp file."""
+    keep = [columns.index(k) for k in final]
+    out = stage_path(target)
+    with open(tmp, encoding="utf-8", newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
+        reader, writer = csv.reader(src), csv.writer(dst, lineterminator="\n")
+        next(reader)
+        writer.writerow(final)
+        for values in reader:
+            writer.writerow([values[i] for i in keep])
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.unlink(tmp)
+    return out
+
+
 @dataclass
 class Index:
     """The in-memory index: recordings and pairs keyed by id, in file order (insertion order).
@@ -313,26 +380,154 @@ class Workspace:
             index.recordings[rec_id] = row
 
         def check_pair(row, where):
-            for column in ("pair_id", "recording"):
-                if column not in row:
-                    raise WorkspaceError(f"no {column!r} column", file=pair_file, fix="restore the header row")
-            pid = check_id(row["pair_id"], what="pair id", file=pair_file, field=f"{where}, column pair_id")
-            rec = check_id(row["recording"], file=pair_file, field=f"{where}, column recording")
-            if rec not in index.recordings:
-                raise WorkspaceError(f"pair {pid} belongs to recording {rec!r}, which recordings.csv does not list",
-                                     file=pair_file, field=f"{where}, column recording",
-                                     fix="restore the recording's row, or delete its pairs")
+            pid = _check_pair(row, where, index.recordings, pair_file)
             if pid in index.pairs:
-                raise WorkspaceError(f"pair {pid} is listed twice", file=pair_file, field=f"{where}, column pair_id",
-                                     fix="delete one of the rows")
-            for column in OUTPUT_COLUMNS:
-                if row.get(column):
-                    check_relative_path(row[column], file=pair_file, field=f"{where}, column {column}")
+                raise _twice(pid, pair_file, where)
             index.pairs[pid] = row
 
         _read_csv(rec_file, check_recording)
         _read_csv(pair_file, check_pair)
         return index
+
+    def _read_recordings(self) -> dict[str, dict]:
+        """recordings.csv alone, checked as :meth:`read_index` checks it."""
+        rec_file = self.root / self.RECORDINGS
+        out: dict[str, dict] = {}
+
+        def check(row, where):
+            rec_id = row.get("id")
+            if rec_id is None:
+                raise WorkspaceError("no 'id' column", file=rec_file, fix="restore the header row")
+            check_id(rec_id, file=rec_file, field=f"{where}, column id")
+            if row.get("rig"):
+                check_id(row["rig"], what="rig name", file=rec_file, field=f"{where}, column rig")
+            if rec_id in out:
+                raise WorkspaceError(f"recording {rec_id!r} is listed twice", file=rec_file, field=f"{where}, column id",
+                                     fix="delete one of the rows")
+            out[rec_id] = row
+
+        _read_csv(rec_file, check)
+        return out
+
+    def iter_pairs(self, recording: str | None = None):
+        """Pair rows in file order (sorted by pair id, as the index is written), read as a stream
+        and checked as :meth:`read_index` checks them, optionally only those of ``recording``:
+        memory does not grow with the index."""
+        pair_file = self.root / self.PAIRS
+        recordings = self._read_recordings()
+        seen_last = None
+        with _open_csv(pair_file) as (header, rows):
+            for lineno, values in rows:
+                row = dict(zip(header, values))
+                where = f"line {lineno}"
+                if len(values) > len(header):
+                    raise WorkspaceError("row has more fields than the header", file=pair_file, field=where,
+                                         fix="repair the row (quote values containing commas)")
+                for k in header[len(values):]:
+                    row[k] = ""
+                pid = _check_pair(row, where, recordings, pair_file)
+                if pid == seen_last:
+                    raise _twice(pid, pair_file, where)
+                seen_last = pid
+                if recording is None or row["recording"] == recording:
+                    yield row
+
+    def rewrite_pairs(self, edit, touched, *, columns=(), edit_recordings=None) -> bool:
+        """Apply ``edit`` to pairs.csv as a stream, under the lock: memory does not grow with the index.
+
+        ``edit(pair_id, row or None) -> row or None`` is called, in pair-id order, for every row
+        whose id is in ``touched`` or whose recording is in ``touched`` (``touched`` has
+        ``pairs``, a set of pair ids, and ``recordings``, a set of recording ids), and for each id
+        of ``touched.pairs`` not in the file (with None); None removes the row. Other rows are
+        copied as they are. ``columns``: every column ``edit`` may add. ``edit_recordings(dict)``
+        changes the recording rows (read whole: one per recording). The files written are those
+        :meth:`transaction` would write (rows sorted by pair id, columns: the index's own then the
+        others sorted, dropped when no row has them). Returns False, having written nothing, when
+        the file is not sorted by pair id (a hand edit) or an edit adds a column not in
+        ``columns``: then use :meth:`transaction`.
+        """
+        pair_file, rec_file = self.root / self.PAIRS, self.root / self.RECORDINGS
+        with file_lock(self.root / self.LOCK):
+            recordings = self._read_recordings()
+            new_ids = sorted(set(touched.pairs))
+            tmp = None
+            try:
+                with _open_csv(pair_file) as (header, rows):
+                    base = set(PAIR_COLUMNS)
+                    out_columns = list(PAIR_COLUMNS) + sorted((set(header) | set(columns)) - base)
+                    allowed = set(out_columns)
+                    same = out_columns == header
+                    pos = {k: i for i, k in enumerate(header)}
+                    used: set[str] = set()
+                    tmp = stage_path(pair_file)
+                    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                        writer = csv.writer(fh, lineterminator="\n")
+                        writer.writerow(out_columns)
+                        j, last, written = 0, None, 0
+
+                        def put(row) -> bool:
+                            if not allowed.issuperset(row):
+                                return False
+                            used.update(row)
+                            writer.writerow([_cell(row.get(k, "")) for k in out_columns])
+                            return True
+
+                        for lineno, values in rows:
+                            where = f"line {lineno}"
+                            if len(values) > len(header):
+                                raise WorkspaceError("row has more fields than the header", file=pair_file,
+                                                     field=where, fix="repair the row (quote values containing commas)")
+                            if len(values) < len(header):
+                                values = values + [""] * (len(header) - len(values))
+                            row = dict(zip(header, values))
+                            pid = _check_pair(row, where, recordings, pair_file)
+                            if last is not None and pid <= last:
+                                return False  # not sorted (or a pair twice): the in-memory route says which
+                            last = pid
+                            while j < len(new_ids) and new_ids[j] < pid:
+                                created = edit(new_ids[j], None)
+                                if created is not None:
+                                    if not put(created):
+                                        return False
+                                    written += 1
+                                j += 1
+                            if j < len(new_ids) and new_ids[j] == pid:
+                                j += 1
+                            if pid in touched.pairs or row["recording"] in touched.recordings:
+                                row = edit(pid, row)
+                                if row is None:
+                                    continue
+                                if not put(row):
+                                    return False
+                            elif same:
+                                writer.writerow(values)
+                                used.update(header)
+                            else:
+                                writer.writerow([values[pos[k]] if k in pos else "" for k in out_columns])
+                                used.update(header)
+                            written += 1
+                        for pid in new_ids[j:]:
+                            created = edit(pid, None)
+                            if created is not None:
+                                if not put(created):
+                                    return False
+                                written += 1
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                final = list(PAIR_COLUMNS) + sorted(used - base) if written else list(PAIR_COLUMNS)
+                if final != out_columns:  # a column no row kept: the rows again, without it
+                    tmp = _recolumn(tmp, pair_file, out_columns, final)
+                if edit_recordings is not None:
+                    edit_recordings(recordings)
+                os.replace(tmp, pair_file)
+                tmp = None
+            finally:
+                if tmp is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+            recs = list(recordings.values())
+            _write_csv(rec_file, _columns(RECORDING_COLUMNS, recs), recs)
+        return True
 
     def write_index(self, index: Index) -> None:
         """Write both index files atomically (pairs first). Prefer :meth:`transaction`."""
@@ -364,7 +559,7 @@ class Workspace:
         WorkspaceError
             An id that is not in the index (the message lists the known ids).
         """
-        known = (index or self.read_index()).recordings
+        known = index.recordings if index is not None else self._read_recordings()
         wanted = list(known) if recordings is None else list(recordings)
         for rec in wanted:
             if rec not in known:
@@ -388,7 +583,7 @@ class Workspace:
 
     def recording(self, recording_id: str) -> dict:
         """One recording row; raises naming the known ids when absent."""
-        recs = self.read_index().recordings
+        recs = self._read_recordings()  # recordings.csv alone: the pairs can be many
         if recording_id not in recs:
             known = ", ".join(recs) or "none"
             raise WorkspaceError(f"no recording {recording_id!r} (known: {known})", file=self.root / self.RECORDINGS,

@@ -70,3 +70,57 @@ def test_read_file_reads_whole_files_caps_and_refuses_links_on_request(tmp_path)
     assert read_file(tmp_path / "link") == data
     with pytest.raises(OSError):
         read_file(tmp_path / "link", follow_links=False)
+
+
+def test_stage_bytes_writes_a_temp_file_beside_the_target_and_leaves_the_target_alone(tmp_path):
+    import os
+
+    from gasdb_tools.fsutil import stage_bytes
+
+    target = tmp_path / "sub" / "doc.json"
+    tmp = stage_bytes(target, b"new")
+    assert tmp.parent == target.parent and tmp.name.startswith(".doc.json.") and tmp.suffix == ".tmp"
+    assert tmp.read_bytes() == b"new" and not target.exists()
+    assert os.stat(tmp).st_mode & 0o777 == 0o666 & ~_umask()  # the umask's mode, not mkstemp's 0600
+    os.replace(tmp, target)
+    assert target.read_bytes() == b"new" and list(target.parent.iterdir()) == [target]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_lock_released_by_another_process_is_taken_within_milliseconds(tmp_path):
+    """The waiter asks again after 0.5, 1, 2, ... ms (at most 20): a short hold (a document's
+    rename) costs the waiter about its length, not a fixed 20 ms poll (which it was)."""
+    import multiprocessing
+
+    lock = tmp_path / ".lock"
+    ctx = multiprocessing.get_context("spawn")
+    here, there = ctx.Pipe()
+    proc = ctx.Process(target=_hold_lock, args=(str(lock), there, 5))
+    proc.start()
+    waits = []
+    try:
+        for _ in range(5):
+            assert here.poll(60) and here.recv() == "held"
+            threading.Timer(0.002, here.send, args=("go",)).start()  # the holder lets go after about 2 ms
+            t0 = time.perf_counter()
+            with file_lock(lock, timeout=5):
+                waits.append(time.perf_counter() - t0)
+            here.send("next")
+    finally:
+        proc.join(30)
+    assert min(waits) < 0.015, waits
+
+
+def _hold_lock(path, conn, rounds):
+    for _ in range(rounds):
+        with file_lock(path):
+            conn.send("held")
+            conn.recv()
+        conn.recv()

@@ -480,3 +480,51 @@ def test_fork_server_preloads_the_stage_and_what_this_process_imported():
     assert "gasdb_tools.enhance" in names and len(names) == len(set(names))
     assert ("av" in _preload("gasdb_tools.enhance")) == ("av" in sys.modules)  # enhance decodes no video
     assert "gasdb_tools.align" not in _preload("gasdb_tools.enhance") or "gasdb_tools.align" in sys.modules
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--jobs", "2"], ["gasdb_tools.extract"]),  # two recordings on two local jobs: the server starts early
+    (["--jobs", "1"], []),
+    (["--jobs", "2", "--scheduler", "tcp://127.0.0.1:1"], []),  # a cluster: no local workers
+    (["--jobs", "2", "--recording", "a"], ["gasdb_tools.extract"]),  # (the selection is not looked at)
+])
+def test_the_command_line_starts_the_workers_fork_server_while_it_still_imports(tmp_path, monkeypatch, argv, expected):
+    """``gasdb <stage> --jobs N`` (N > 1, several recordings, no scheduler) starts the fork server
+    when its options are parsed, preloading the stage's module, so that the server's imports run
+    beside the command's own (:func:`gasdb_tools.stages.prestart`)."""
+    import gasdb_tools.cli.extract_cmd as extract_cmd
+
+    ws = Workspace.init(tmp_path / "ws")
+    with ws.transaction() as index:
+        for rec in ("a", "b"):
+            index.recordings[rec] = {"id": rec, "thermal": f"{rec}.mp4"}
+    calls = []
+    monkeypatch.setattr(stages, "prestart", lambda module=None: calls.append(module))
+    monkeypatch.setattr(extract_cmd, "extract_workspace", lambda *a, **k: (_ for _ in ()).throw(SystemExit(0)))
+    CliRunner().invoke(main, ["extract", str(ws.root), *argv])
+    assert calls == expected
+    one = Workspace.init(tmp_path / "one")
+    with one.transaction() as index:
+        index.recordings["a"] = {"id": "a", "thermal": "a.mp4"}
+    calls.clear()
+    CliRunner().invoke(main, ["extract", str(one.root), "--jobs", "2"])
+    assert calls == []  # one recording runs in the command's own process
+
+
+def test_workers_get_the_longest_recordings_first(tmp_path):
+    """Longest processing time first: the recordings with the most pairs are handed out first
+    (ties in index order); the summary keeps the index order."""
+    ws = Workspace.init(tmp_path / "ws")
+    with ws.transaction() as index:
+        for rec, n in (("a", 1), ("b", 3), ("c", 0), ("d", 3), ("e", 2)):
+            index.recordings[rec] = {"id": rec, "thermal": f"{rec}.mp4"}
+            for k in range(n):
+                index.pairs[f"{rec}_{k:08d}"] = {"pair_id": f"{rec}_{k:08d}", "recording": rec}
+    assert stages.largest_first(ws, ["a", "b", "c", "d", "e"]) == ["b", "d", "e", "a", "c"]
+    assert stages.largest_first(ws, ["e", "a"]) == ["e", "a"]
+    report = run_stage(ws, "noop", _noop_work, jobs=2)
+    assert [r["id"] for r in report["recordings"]] == ["a", "b", "c", "d", "e"]
+
+
+def _noop_work(ws, rec, sink):
+    return {"pairs": sum(1 for _ in ws.iter_pairs(rec))}

@@ -18,9 +18,11 @@ __all__ = ["workspace_argument", "json_option", "jobs_option", "emit_json", "fai
 def open_workspace(ctx, param, value) -> Workspace:
     """click callback: open a workspace or report a usage error (exit 2)."""
     try:
-        return Workspace.open(value)
+        ws = Workspace.open(value)
     except GasdbError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    _prestart_workers(ctx, workspace=ws)
+    return ws
 
 
 def key_values(ctx, param, values) -> dict:
@@ -58,7 +60,41 @@ def json_option(func):
 
 
 def _scheduler_callback(ctx, param, value):
-    return value.strip() or None if value else None
+    value = value.strip() or None if value else None
+    _prestart_workers(ctx, scheduler=value)
+    return value
+
+
+def _jobs_callback(ctx, param, value):
+    _prestart_workers(ctx, jobs=value)
+    return value
+
+
+#: The stage module each command runs (its workers' fork server preloads it).
+_STAGE_MODULES = {"extract": "gasdb_tools.extract", "calibrate": "gasdb_tools.calibration",
+                  "align": "gasdb_tools.align", "enhance": "gasdb_tools.enhance",
+                  "preannotate": "gasdb_tools.preannotate"}
+
+
+def _prestart_workers(ctx, **now) -> None:
+    """Once the workspace, ``--jobs`` and ``--scheduler`` are parsed: a stage that will run
+    recordings in local worker processes starts their fork server now
+    (:func:`gasdb_tools.stages.prestart`), so that its imports overlap the command's own."""
+    params = {**ctx.params, **now}
+    if ctx.resilient_parsing or ctx.meta.get("gasdb.prestart") or not {"jobs", "scheduler", "workspace"} <= set(params):
+        return
+    ctx.meta["gasdb.prestart"] = True
+    ws = params["workspace"]
+    if params["scheduler"] or not params["jobs"] or params["jobs"] < 2 or not isinstance(ws, Workspace):
+        return
+    try:
+        if len(ws.select_recordings()) < 2:  # one recording runs in this process
+            return
+    except GasdbError:
+        return  # the command reports it
+    from gasdb_tools.stages import prestart
+
+    prestart(_STAGE_MODULES.get(ctx.info_name))
 
 
 def jobs_option(func):
@@ -69,7 +105,7 @@ def jobs_option(func):
                         help="Run the recordings on this Dask scheduler's workers (tcp://host:8786), which must "
                              "see the workspace at the same path; see the README's cluster set-up.")(func)
     return click.option("-j", "--jobs", type=click.IntRange(min=1), default=lambda: os.cpu_count() or 1,
-                        show_default="all CPUs",
+                        show_default="all CPUs", callback=_jobs_callback,
                         help="Cores on this machine: recordings in parallel worker processes, and the frames of "
                              "a recording in threads when there are fewer recordings than jobs (1: one core; "
                              "outputs are byte-identical whatever the number).")(func)
