@@ -409,3 +409,20 @@ def test_fusion_samples_are_stratified_by_distance_to_the_plume_and_weighted_bac
     # every background pixel within 8 px of the plume is sampled (fewer than half the 8000), the rest thinned
     assert near.sum() == np.count_nonzero(ring & counted) and (~y).sum() == near.sum() + 4000
     assert np.array_equal(_sample(truth, counted, seed=1, units="frames")[0], idx)
+
+
+def test_corrections_that_agree_with_the_static_drafts_keep_them(tmp_path):
+    """The fallback: when nothing beats the current parameters on the held-out corrected pairs
+    (here the annotator approved three drafts as they were), the pending drafts stay the static ones."""
+    ws, truth = _make_workspace(tmp_path, contrast=10.0)
+    preannotate_workspace(ws)
+    pids = sorted(truth)
+    static = {pid: _draft_mask(ws, pid) for pid in pids}
+    gas = [p for p in pids if static[p].any()]
+    keys = [gas[2], gas[len(gas) // 2], gas[-2]]
+    review.approve(ws, keys, by="ana")
+    report = preannotate_workspace(ws, refine=True)
+    refined = report["recordings"][0]["refined"]
+    iou = refined["held_out"]["iou"]  # the drafts as drawn vs their LabelMe shapes: not quite 1
+    assert refined["choice"] == "base" and iou["base"] > 0.98 and iou["base"] >= max(iou.values()), iou
+    assert all(np.array_equal(_draft_mask(ws, pid), static[pid]) for pid in pids)
