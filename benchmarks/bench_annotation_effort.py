@@ -355,12 +355,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="gasdb-effort-") as tmp:
         work = Path(tmp)
         sets = {}
-        if (SHARED / "simgas").is_dir():
+        if videos and (SHARED / "simgas").is_dir():
             sets["simgas"] = {}
             for v in videos:
                 video, truth = simgas_recording(v, work)
                 sets["simgas"][v] = run_recording(f"simgas{v}", video, truth, work, strategies, BUDGETS)
-        else:
+        elif videos:
             print(f"SimGas skipped: {SHARED / 'simgas'} not found")
         if seeds:
             sets["synth"] = {}

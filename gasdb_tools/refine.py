@@ -15,8 +15,9 @@ output stage (smallest blob, hold) share one run.
 
 **Fusion** (:mod:`gasdb_tools.propagate`): a per-pixel logistic model of the background model's
 evidence and of the corrected masks carried to the pair by optical flow, fitted on pixels
-sampled from the corrected pairs (all gas pixels up to 4000 per pair, 8000 others; each sample
-weighted by the inverse of its sampling rate), its probability map smoothed, thresholded and
+sampled from the corrected pairs (per pair up to 4000 gas pixels, 4000 background pixels within 8 px
+of the gas, where the outline is decided, and 4000 further away; each sample weighted by the
+inverse of its stratum's sampling rate, so the fit's objective stays that of every pixel), its probability map smoothed, thresholded and
 cleaned like the background model's masks (:func:`fusion_mask`); the threshold is the one whose
 drafts of the corrected pairs have the best IoU (:data:`THRESHOLDS`; a fold's on its own training
 frames only).
@@ -26,7 +27,10 @@ pairs: for every corrected pair, the parameters (or the logistic model) are chos
 the *other* pairs and scored on the whole of it (a second read of the stream, with the drafts'
 own smoothing and clean-up; where the other pairs hold no gas to fit on, the current
 parameters' mask is scored, as the drafts would then be); the held-out IoU pools those
-confusions. When fewer than two corrected pairs show gas (0.5 % of their pixels), the two
+confusions. The parameter sets the folds chose are scored on runs over the whole stream from
+the lead-in, as the drafts are drawn, not on the search's windows: a set that lets the
+background model drift over a recording (a low threshold with hysteresis, say) looks good for
+4 s after the current model's state and fails on the recording. When fewer than two corrected pairs show gas (0.5 % of their pixels), the two
 checkerboard halves (32-pixel blocks) of every corrected pair stand in for frames: leaving out the
 one pair with a plume would leave nothing to learn a plume from. The drafts then
 come from whichever of *current parameters*, *fitted parameters* and *fusion* has the best
@@ -77,11 +81,12 @@ SEARCH_WINDOW_S = 4.0
 BLOCK = 32
 #: A corrected pair "shows gas" (counts towards leave-one-pair-out) from this fraction of its pixels.
 GAS_PAIR_FRACTION = 0.005
-#: Decision thresholds tried on the fusion's drafts (:func:`_fusion_held_out`).
+#: Decision thresholds tried on the fusion's drafts (:func:`_second_pass`).
 THRESHOLDS = tuple(round(0.2 + 0.05 * j, 2) for j in range(13))
 _DEFAULT_THRESHOLD = 0.5
 _POS_SAMPLES = 4000
 _NEG_SAMPLES = 8000
+_RING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (17, 17))
 
 
 @dataclass
@@ -219,18 +224,27 @@ def held_out_choice(conf: np.ndarray) -> tuple[int, float, float]:
     (0, 0.179, 0.5)
     """
     conf = np.asarray(conf, np.float64)
-    n_c, n_u, _ = conf.shape
+    best, chosen = fold_choices(conf)
+    score = _iou(conf[best].sum(axis=0))
+    if conf.shape[1] < 2:
+        return best, score, score
+    pooled = sum(conf[c, u] for u, c in enumerate(chosen))
+    return best, _iou(pooled), score
+
+
+def fold_choices(conf: np.ndarray) -> tuple[int, list[int]]:
+    """The candidate with the best IoU over all units, and per unit the one chosen on the other
+    units (the best over all when there is only one unit); ties: the first.
+
+    >>> fold_choices(np.array([[[5, 5, 0], [5, 5, 0]], [[9, 0, 1], [0, 9, 9]]], float))
+    (0, [0, 1])
+    """
+    conf = np.asarray(conf, np.float64)
     total = conf.sum(axis=1)
-    scores = np.array([_iou(c) for c in total])
-    best = int(np.argmax(scores))  # argmax: the first of equals
-    if n_u < 2:
-        return best, float(scores[best]), float(scores[best])
-    pooled = np.zeros(3)
-    for u in range(n_u):
-        rest = total - conf[:, u]
-        chosen = int(np.argmax([_iou(c) for c in rest]))
-        pooled += conf[chosen, u]
-    return best, _iou(pooled), float(scores[best])
+    best = int(np.argmax([_iou(c) for c in total]))  # argmax: the first of equals
+    if conf.shape[1] < 2:
+        return best, [best] * conf.shape[1]
+    return best, [int(np.argmax([_iou(c) for c in total - conf[:, u]])) for u in range(conf.shape[1])]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,8 +314,10 @@ def _sample(truth: np.ndarray, counted: np.ndarray, seed: int, units: str):
         yy, xx = np.indices(truth.shape)
         unit = (((yy // BLOCK + xx // BLOCK) % 2) != 0).astype(np.int8).ravel()
     idx, w = [], []
-    for cls, n in ((True, _POS_SAMPLES), (False, _NEG_SAMPLES)):
-        pool = np.flatnonzero(flat_c & (flat_t == cls))
+    near = (cv2.dilate(truth.astype(np.uint8), _RING) > 0).ravel() & ~flat_t
+    strata = ((flat_t, _POS_SAMPLES), (near, _NEG_SAMPLES // 2), (~flat_t & ~near, _NEG_SAMPLES - _NEG_SAMPLES // 2))
+    for stratum, n in strata:
+        pool = np.flatnonzero(flat_c & stratum)
         if pool.size == 0:
             continue
         take = pool if pool.size <= n else np.sort(rng.choice(pool, n, replace=False))
@@ -312,12 +328,12 @@ def _sample(truth: np.ndarray, counted: np.ndarray, seed: int, units: str):
     return idx, w, flat_t[idx], unit[idx]
 
 
-def _primed(open_stream, params: GasParams, lead_in_s: float):
+def _primed(open_stream, params: GasParams, lead_in_s: float, keep: bool = False):
     sub = GasSubtractor(params=params)
     primed = prime(open_stream(), lead_in_s=lead_in_s, blur_ksize=params.blur_ksize)
     if primed.background is not None:
         sub.set_background(primed.background, static=primed.static)
-    return sub, primed.frames
+    return (sub, primed.frames, primed) if keep else (sub, primed.frames)
 
 
 def fusion_mask(prob: np.ndarray, base: GasParams, threshold: float, seed: np.ndarray | None = None) -> np.ndarray:
@@ -439,9 +455,9 @@ def refine(open_stream: Callable[[], Iterable], times, supervision: Supervision,
     missing = clock.missing()
     if missing:
         raise ValueError(f"pair time t = {times[missing[0]]:.6f} s has no frame in the thermal stream")
-    best, held, _ = held_out_choice(conf)
-    scores = {"base": _iou(conf[0].sum(axis=0)), "params": held if search else None, "fusion": None}
-    model = None
+    best, chosen = fold_choices(conf)
+    scores = {"base": _iou(conf[0].sum(axis=0)), "params": None, "fusion": None}
+    model, folds = None, []
     note = ""
     if fusion:
         for _, payload, carried in released:
@@ -452,9 +468,18 @@ def refine(open_stream: Callable[[], Iterable], times, supervision: Supervision,
         model, folds = _fit_fusion(samples, n_units)
         if model is None:
             note = "no fusion model: the corrected pairs need both gas and background pixels"
-        else:
-            scores["fusion"], model.threshold = _fusion_held_out(open_stream, times, supervision, base, folds, model,
-                                                                 lead_in_s, window_s, levels)
+    # the sets the folds chose, run over the whole stream as the drafts would be (the search ran them
+    # in windows, from the current model's state: a set that drifts over a whole recording scores well there)
+    runs = sorted(set(chosen) | {best}) if search else []
+    if runs or model is not None:
+        second = _second_pass(open_stream, times, supervision, base, folds, model, [sets[c] for c in runs],
+                              lead_in_s, window_s, levels)
+        if runs:
+            full = second["params"]
+            pooled = sum(full[runs.index(c), u] for u, c in enumerate(chosen))
+            scores["params"] = _iou(pooled)
+        if model is not None:
+            scores["fusion"], model.threshold = second["fusion"]
     choice = "base"
     top = scores["base"]
     if search and scores["params"] is not None and scores["params"] > top + 1e-9:
@@ -483,9 +508,16 @@ def _fit_fusion(samples: dict, n_units: int) -> tuple[LogisticFusion | None, lis
     return fit(np.ones(len(y), bool)), folds
 
 
-def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasParams, folds: list, model,
-                     lead_in_s: float, window_s: float, levels) -> tuple[float, float]:
-    """Held-out IoU of the fusion and the final model's threshold, both on the drafts' own output.
+def _second_pass(open_stream, times, supervision: Supervision, base: GasParams, folds: list, model,
+                 param_sets: list, lead_in_s: float, window_s: float, levels) -> dict:
+    """The second read of the stream: ``{"fusion": (held-out IoU, threshold) or None, "params": (S, U, 3)
+    confusions}``.
+
+    **Parameter sets** (``param_sets``: those the search's folds chose) each run over the whole
+    stream from the lead-in, as :func:`refined_masks` runs them, and are scored on every unit.
+
+    **Fusion** (when ``model`` is given): held-out IoU and the final model's threshold, both on the
+    drafts' own output.
 
     Every model (each fold's and the final one) draws the whole corrected pairs with its
     probability map through :func:`fusion_mask` at each of :data:`THRESHOLDS`. A fold's threshold
@@ -496,11 +528,18 @@ def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasPara
     the bias the clean-up adds (a plume drawn too large or too small by a few pixels all round).
     """
     units = supervision.units()
-    n_units = len(folds)
-    models = list(folds) + [model]
+    n_units = len(supervision) if units == "frames" else 2
+    models = list(folds) + [model] if model is not None else []
     corrected = {i: k for k, i in enumerate(supervision.indices)}
     clock = PairTimes(times)
-    sub, frames = _primed(open_stream, base, lead_in_s)
+    sub, frames, primed = _primed(open_stream, base, lead_in_s, keep=True)
+    runs = []
+    for p in param_sets:
+        run = GasSubtractor(params=p)
+        if primed.background is not None:
+            run.set_background(primed.background, static=primed.static)
+        runs.append(run)
+    params_conf = np.zeros((len(runs), n_units, 3), np.int64)
     state = FeatureState()
     carrier = Carrier([times[i] for i in supervision.indices], window_s=window_s, levels=levels)
     conf = np.zeros((len(models), n_units, len(THRESHOLDS), 3), np.int64)
@@ -526,6 +565,12 @@ def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasPara
 
     for t, _, blurred in frames:
         base_mask = sub.apply(blurred, blurred=True)
+        drawn = [run.apply(blurred, blurred=True) for run in runs]
+        if not models:
+            i = clock.match(t)
+            if i is not None and i in corrected:
+                _score_runs(params_conf, drawn, supervision, corrected[i], units)
+            continue
         state.update(t, sub, blurred)
         score(carrier.step(t, blurred))
         i = clock.match(t)
@@ -535,10 +580,13 @@ def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasPara
             carrier.pair(i)
             continue
         k = corrected[i]
+        _score_runs(params_conf, drawn, supervision, k, units)
         maps = state.maps(sub, blurred, base_mask)
         flat = maps.reshape(-1, maps.shape[-1])
         partials = {m: mod.partial(flat).reshape(maps.shape[:2]) for m, mod in enumerate(models) if mod is not None}
         carrier.pair(i, payload=(k, partials, base_mask), correction=supervision.masks[k].astype(np.float32))
+    if not models:
+        return {"fusion": None, "params": params_conf}
     score(carrier.finish())
 
     def best(c):  # c: (thresholds, 3) -> index of the best IoU (ties: the first)
@@ -552,7 +600,14 @@ def _fusion_held_out(open_stream, times, supervision: Supervision, base: GasPara
         training = [u for u in range(n_units) if u != f]
         j = best(conf[f, training].sum(axis=0)) if training else THRESHOLDS.index(_DEFAULT_THRESHOLD)
         pooled += conf[f, f, j]
-    return _iou(pooled), float(THRESHOLDS[best(conf[-1].sum(axis=0))])
+    return {"fusion": (_iou(pooled), float(THRESHOLDS[best(conf[-1].sum(axis=0))])), "params": params_conf}
+
+
+def _score_runs(conf: np.ndarray, drawn: list, supervision: Supervision, k: int, units: str) -> None:
+    truth, counted = supervision.masks[k], supervision.counted[k]
+    for u, um in enumerate(_units_of(counted, units)):
+        for r, mask in enumerate(drawn):
+            conf[r, k if units == "frames" else u] += _confusion(mask, truth, um)
 
 
 def disagreement(mask: np.ndarray, other: np.ndarray) -> float:

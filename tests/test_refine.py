@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -339,3 +340,89 @@ def test_suggest_lists_pending_pairs_only_and_the_cli_prints_them(tmp_path):
     assert result.exit_code == 0 and chosen[0] in result.output and "--refine" in result.output
     assert CliRunner().invoke(main, ["suggest", str(ws.root), "--recording", "nope"]).exit_code == 1
     assert CliRunner().invoke(main, ["suggest", str(ws.root), "-n", "-2"]).exit_code == 2
+
+
+# ------------------------------------------------------------------------------------------
+# the search's choices are scored as the drafts are drawn; the fusion's samples
+# ------------------------------------------------------------------------------------------
+def _rig_stream(n_frames=40, fps=10.0):
+    from gasdb_tools.synth import SynthRig
+
+    rig = SynthRig(seed=3, size=(160, 128), contrast=12.0, polarity="emitting", distractors=False, sync_lamp=False,
+                   leak_start_s=1.5)
+    frames, masks = zip(*(rig.thermal(k / fps) for k in range(n_frames)))
+    times = [k / fps for k in range(n_frames)]
+    return (lambda: iter(zip(times, frames))), times, list(masks)
+
+
+def test_search_choices_are_scored_over_the_whole_stream_as_the_drafts_are_drawn():
+    """The second pass runs each parameter set from the lead-in over the whole stream: its masks of
+    the corrected pairs are exactly those refined_masks draws with that set (the search's windowed
+    runs, forked from the current model's state, are only used to choose)."""
+    from gasdb_tools.refine import Refinement, Supervision, _second_pass, refined_masks
+
+    open_stream, times, masks = _rig_stream()
+    keys = [22, 30, 37]
+    sup = Supervision(indices=keys, masks=[masks[i] for i in keys], counted=[np.ones_like(masks[i]) for i in keys],
+                      ids=[f"p{i}" for i in keys])
+    base = GasParams()
+    sets = [base, base.replace(k=3.0, k_low=1.8, hold=5), base.replace(polarity="absorbing")]
+    second = _second_pass(open_stream, times, sup, base, [], None, sets, 1.0, 2.0, (0.0, 255.0))
+    assert second["fusion"] is None and second["params"].shape == (3, 3, 3)
+    for s, p in enumerate(sets):
+        plain = Refinement(base=base, params=p, choice="params", units="frames", pairs=[], held_out_iou={})
+        drawn = {i: m for i, m, _ in refined_masks(open_stream, times, plain, Supervision())}
+        for u, i in enumerate(keys):
+            tp = int(np.count_nonzero(drawn[i] & masks[i]))
+            expected = [tp, int(np.count_nonzero(drawn[i])) - tp, int(np.count_nonzero(masks[i])) - tp]
+            assert second["params"][s, u].tolist() == expected, (p, i)
+    assert second["params"][2, :, 0].sum() < second["params"][0, :, 0].sum()  # the wrong polarity misses the plume
+
+
+def test_refine_reports_the_whole_stream_score_of_the_search():
+    from gasdb_tools.refine import Supervision, refine
+
+    open_stream, times, masks = _rig_stream()
+    keys = [22, 30, 37]
+    sup = Supervision(indices=keys, masks=[masks[i] for i in keys], counted=[np.ones_like(masks[i]) for i in keys],
+                      ids=[f"p{i}" for i in keys])
+    a = refine(open_stream, times, sup, base=GasParams(), fusion=False)
+    b = refine(open_stream, times, sup, base=GasParams(), fusion=False)
+    assert a.to_dict() == b.to_dict() and a.held_out_iou["params"] is not None and a.held_out_iou["fusion"] is None
+    assert 0 < a.held_out_iou["params"] <= 1 and a.choice in ("base", "params")
+
+
+def test_fusion_samples_are_stratified_by_distance_to_the_plume_and_weighted_back():
+    from gasdb_tools.refine import _sample
+
+    truth = np.zeros((240, 320), bool)
+    truth[100:140, 150:200] = True
+    counted = np.ones_like(truth)
+    counted[:, :10] = False
+    idx, w, y, unit = _sample(truth, counted, seed=1, units="frames")
+    assert np.all(counted.ravel()[idx]) and len(set(idx.tolist())) == len(idx)
+    # the weights give back every stratum's size: the fit's objective is that of all counted pixels
+    assert w[y].sum() == pytest.approx(np.count_nonzero(truth & counted))
+    assert w[~y].sum() == pytest.approx(np.count_nonzero(~truth & counted))
+    ring = (cv2.dilate(truth.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (17, 17))) > 0) & ~truth
+    near = ring.ravel()[idx] & ~y
+    # every background pixel within 8 px of the plume is sampled (fewer than half the 8000), the rest thinned
+    assert near.sum() == np.count_nonzero(ring & counted) and (~y).sum() == near.sum() + 4000
+    assert np.array_equal(_sample(truth, counted, seed=1, units="frames")[0], idx)
+
+
+def test_corrections_that_agree_with_the_static_drafts_keep_them(tmp_path):
+    """The fallback: when nothing beats the current parameters on the held-out corrected pairs
+    (here the annotator approved three drafts as they were), the pending drafts stay the static ones."""
+    ws, truth = _make_workspace(tmp_path, contrast=10.0)
+    preannotate_workspace(ws)
+    pids = sorted(truth)
+    static = {pid: _draft_mask(ws, pid) for pid in pids}
+    gas = [p for p in pids if static[p].any()]
+    keys = [gas[2], gas[len(gas) // 2], gas[-2]]
+    review.approve(ws, keys, by="ana")
+    report = preannotate_workspace(ws, refine=True)
+    refined = report["recordings"][0]["refined"]
+    iou = refined["held_out"]["iou"]  # the drafts as drawn vs their LabelMe shapes: not quite 1
+    assert refined["choice"] == "base" and iou["base"] > 0.98 and iou["base"] >= max(iou.values()), iou
+    assert all(np.array_equal(_draft_mask(ws, pid), static[pid]) for pid in pids)
