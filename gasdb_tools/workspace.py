@@ -364,20 +364,9 @@ class Workspace:
         hand-edited ``../x`` must never reach a path): a bad row raises naming the file, the line
         and the column.
         """
-        rec_file, pair_file = self.root / self.RECORDINGS, self.root / self.PAIRS
+        pair_file = self.root / self.PAIRS
         index = Index()
-
-        def check_recording(row, where):
-            rec_id = row.get("id")
-            if rec_id is None:
-                raise WorkspaceError("no 'id' column", file=rec_file, fix="restore the header row")
-            check_id(rec_id, file=rec_file, field=f"{where}, column id")
-            if row.get("rig"):
-                check_id(row["rig"], what="rig name", file=rec_file, field=f"{where}, column rig")
-            if rec_id in index.recordings:
-                raise WorkspaceError(f"recording {rec_id!r} is listed twice", file=rec_file, field=f"{where}, column id",
-                                     fix="delete one of the rows")
-            index.recordings[rec_id] = row
+        index.recordings = self._read_recordings()
 
         def check_pair(row, where):
             pid = _check_pair(row, where, index.recordings, pair_file)
@@ -385,7 +374,6 @@ class Workspace:
                 raise _twice(pid, pair_file, where)
             index.pairs[pid] = row
 
-        _read_csv(rec_file, check_recording)
         _read_csv(pair_file, check_pair)
         return index
 
