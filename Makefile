@@ -22,8 +22,9 @@ PYTEST := -m pytest -n 2 --dist loadfile -q
 
 install: $(STAMP)
 
-# setuptools comes from the pins too, and builds the editable install without an isolated env.
-$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
+# setuptools comes from the pins too, and builds the editable install without an isolated env
+# (and the C median, gasdb_tools/_median8.c, when a C compiler is present: setup.py).
+$(STAMP): setup.cfg setup.py pyproject.toml $(CONSTRAINTS) gasdb_tools/_median8.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip setuptools
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "$(TORCH)"
@@ -56,4 +57,4 @@ constraints: test-latest
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
-	rm -rf $(VENV) $(LATEST) $(DATUMARO) $(DEMO_DIR) build *.egg-info
+	rm -rf $(VENV) $(LATEST) $(DATUMARO) $(DEMO_DIR) build *.egg-info gasdb_tools/_median8.*.so

@@ -4,16 +4,20 @@ Input: one 640x512 gray thermal frame (DJI thermal 0001 from ``../shared/data`` 
 a simulated rig frame), sv = 51, p = 0.95, gfactor = 1.0, no white balance, bottom-third gamma.
 
 * **ours**: :func:`gasdb_tools.restoration.tarel_hautiere` on float32 input. The frame is on the
-  8-bit grid, so both medians are exact 8-bit medians (``cv2.medianBlur`` on reflect-padded codes
-  recoded to shorten OpenCV's histogram search, split in column bands over OpenCV's thread
-  count) and steps 4-7 run once per (W, veil) code pair; timed with the default threads and with
-  one thread.
+  8-bit grid, so both medians are exact 8-bit medians, computed by the project's C median
+  (``gasdb_tools/_median8.c``, Perreault–Hébert with the median tracked from one window to the
+  next; ``cv2.medianBlur`` where it was not built) on reflect-padded codes, in bands of rows over
+  OpenCV's thread count, and steps 4-7 run once per (W, veil) code pair; timed with the default
+  threads and with one thread.
 * **plain OpenCV port** (the baseline the speed ratio is quoted against): the authors' steps
   written directly in float32 with ``cv2.medianBlur`` on the reflect-padded 8-bit planes (exact on
   this frame), one thread: what a careful direct port does.
 * **median floor**: the port's two ``cv2.medianBlur`` calls alone, one after the other (the
-  second median needs the first): no exact implementation built on OpenCV's median does less work.
-  Ours is quoted against it as a ratio of CPU times, which a shared machine disturbs least.
+  second median needs the first): the least any exact implementation built on OpenCV's median
+  can spend. Ours is quoted against it as a ratio of CPU times, which a shared machine disturbs
+  least.
+* **C median**: the same two medians by the C median, one thread (the median's own peer ratio
+  against ``cv2.medianBlur``, bit-identical outputs checked in the run); absent when not built.
 * **critical path** (CPU): ours again, with each thread's CPU time recorded: the calling thread's
   own work plus, for every parallel phase, its slowest band. On an idle machine with a core per
   band that is the wall time, less thread hand-offs and memory contention; on a busy shared
@@ -102,6 +106,23 @@ def _finish(w, b, p, gfactor):
 def _median_u8(q: np.ndarray, sv: int) -> np.ndarray:
     r = sv // 2
     return cv2.medianBlur(cv2.copyMakeBorder(q, r, r, r, r, cv2.BORDER_REFLECT), sv)[r:-r, r:-r]
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _median_c(q: np.ndarray, sv: int) -> np.ndarray:
+    r = sv // 2
+    out = np.empty(q.shape, np.uint8)
+    restoration._median_rows_c(cv2.copyMakeBorder(q, r, r, r, r, cv2.BORDER_REFLECT), sv, 0, q.shape[0], out)
+    return out
 
 
 def opencv_port(x: np.ndarray, sv: int = SV, p: float = P, gfactor: float = GFACTOR) -> np.ndarray:
@@ -252,13 +273,23 @@ def main(argv=None) -> int:
 
     critical = CriticalPath(lambda: tarel_hautiere(x, sv=SV, p=P, gfactor=GFACTOR))
     load_before = os.getloadavg()[0]
-    rows, idle = interleaved({
+    variants = {
         "ours": lambda: tarel_hautiere(x, sv=SV, p=P, gfactor=GFACTOR),
         "ours, 1 thread": one_thread,
         "plain OpenCV port": lambda: opencv_port(x),
         "median floor (2 x cv2.medianBlur)": lambda: (_median_u8(q, SV), _median_u8(d, SV)),
         "ours, critical path": critical,
-    }, args.rounds)
+    }
+    c_built = restoration._median_rows_c is not None
+    if c_built:
+        same = all(np.array_equal(_median_c(m, SV), _median_u8(m, SV)) for m in (q, d))
+        print(f"C median built; its two medians equal cv2.medianBlur's: {same}", flush=True)
+        if not same:
+            raise SystemExit("the C median differs from cv2.medianBlur: not timing it")
+        variants["C median (2 x _median8, 1 thread)"] = lambda: (_median_c(q, SV), _median_c(d, SV))
+    else:
+        print("C median not built: ours uses cv2.medianBlur", flush=True)
+    rows, idle = interleaved(variants, args.rounds)
     load_after = os.getloadavg()[0]
     critical_ms = critical.ms[-args.rounds:]  # the timed rounds, not the warm-up
     rows["ours, critical path"].update(median_critical_ms=statistics.median(critical_ms),
@@ -267,7 +298,7 @@ def main(argv=None) -> int:
     rows["float baseline"] = timed(lambda: baseline(x), args.baseline_repeats)
     base = rows["float baseline"]["output"]
     agreement = {name: psnr(r["output"], base) for name, r in rows.items()
-                 if name != "float baseline" and not name.startswith("median floor")}
+                 if name != "float baseline" and not name.startswith(("median floor", "C median"))}
     authors = conformance()
 
     hist12 = None
@@ -309,6 +340,11 @@ def main(argv=None) -> int:
     cpu_ratios = {"ours_cpu_over_floor_cpu": rows["ours"]["median_cpu_ms"] / floor["median_cpu_ms"],
                   "ours_1_thread_cpu_over_floor_cpu": rows["ours, 1 thread"]["median_cpu_ms"] / floor["median_cpu_ms"],
                   "critical_path_over_floor_cpu": crit["median_critical_ms"] / floor["median_cpu_ms"]}
+    if c_built:
+        cm = rows["C median (2 x _median8, 1 thread)"]
+        cpu_ratios["opencv_median_cpu_over_c_median_cpu"] = floor["median_cpu_ms"] / cm["median_cpu_ms"]
+        print(f"C median: the two medians in {cm['median_cpu_ms']:.2f} ms of CPU against {floor['median_cpu_ms']:.2f} ms "
+              f"for cv2.medianBlur: {cpu_ratios['opencv_median_cpu_over_c_median_cpu']:.2f}x")
     print(f"critical path of ours: {crit['median_critical_ms']:.2f} ms CPU median ({crit['min_critical_ms']:.2f} min) "
           f"= {cpu_ratios['critical_path_over_floor_cpu']:.2f} x the two medians' CPU; ours on 1 thread: "
           f"{cpu_ratios['ours_1_thread_cpu_over_floor_cpu']:.2f} x; target {TARGET_MS:g} ms = "
@@ -323,7 +359,9 @@ def main(argv=None) -> int:
         "benchmark": "restoration",
         "gasdb_tools": __version__,
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                    "cpu_model": _cpu_model(),
                     "opencv": cv2.__version__, "numpy": np.__version__, "opencv_threads": threads,
+                    "c_median_built": c_built,
                     "load_average_1min_before": load_before, "load_average_1min_after": load_after,
                     "idle_cpu_share_during_rounds": idle, "scheduling": _scheduling()},
         "input": {"source": source, "width": int(x.shape[1]), "height": int(x.shape[0]),

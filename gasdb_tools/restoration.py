@@ -8,18 +8,19 @@ pleasant range by a gamma fitted on reference rows and a tone mapping.
 
 The specification is the authors' MATLAB ``visibresto.m`` (2009, corrected 18/08 and 29/09/2010),
 not the printed equations; the differences matter (see Notes of :func:`tarel_hautiere`). The
-large-window medians are the cost; :func:`median_filter` computes them with OpenCV's constant-time
-8-bit median on reflect-padded input, bit-exact for images on the 8-bit grid, and exact on finer
-integer grids (or to 12 bits on arbitrary floats) by threshold decomposition. The deviations
-``|W - A|`` are recoded first so that OpenCV's histogram search stays short, and medians of large
-images are split into bands of columns over OpenCV's thread count (``cv2.setNumThreads(1)``
-keeps them serial), the calling thread taking the first band; the veil's two medians, each with
-the work that follows it, run in bands cut where the threads' CPU times balanced on the last
-frame of the same size. On the 8-bit grid the veil is an exact integer, and a gray frame's
-remaining steps are evaluated once per pair (value, veil) present instead of once per pixel.
+large-window medians are the cost; :func:`median_filter` computes them as exact 8-bit medians on
+reflect-padded input, bit-exact for images on the 8-bit grid, and exact on finer integer grids (or
+to 12 bits on arbitrary floats) by threshold decomposition. The 8-bit median is the project's C
+module ``_median8`` [2]_ when it was built at install (it tracks each window's median from the
+previous one instead of searching for it: about twice as fast as ``cv2.medianBlur``), else
+OpenCV's, with identical results. Medians of large images are split into bands of rows over
+OpenCV's thread count (``cv2.setNumThreads(1)`` keeps them serial), the calling thread taking the
+first band; the veil's two medians, each with the work that follows it, run in bands cut where
+the threads' CPU times balanced on the last frame of the same size. On the 8-bit grid the veil is
+an exact integer, and a gray frame's remaining steps are evaluated once per pair (value, veil)
+present instead of once per pixel.
 
-On a 640×512 thermal frame (sv = 51) the two medians are about 85 % of the CPU time and cannot be
-split over two threads without recomputing a ``sv - 1`` column halo (about 7 % each);
+On a 640×512 thermal frame (sv = 51) the two medians are about 60 % of the CPU time;
 ``benchmarks/bench_restoration.py`` reports the CPU time along the longest chain of threaded work
 next to the wall time.
 
@@ -27,6 +28,8 @@ References
 ----------
 .. [1] J.-P. Tarel, N. Hautière, "Fast visibility restoration from a single color or gray level
    image", IEEE ICCV 2009, pp. 2201-2208. :doi:`10.1109/ICCV.2009.5459251`
+.. [2] S. Perreault, P. Hébert, "Median filtering in constant time", IEEE Transactions on Image
+   Processing 16(9), 2007, pp. 2389-2394. :doi:`10.1109/TIP.2007.902329`
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+
+try:  # the C median (gasdb_tools/_median8.c), built at install when a C compiler is present
+    from gasdb_tools._median8 import median_rows as _median_rows_c
+except ImportError:  # not built: cv2.medianBlur gives the same medians, at about half the speed
+    _median_rows_c = None
 
 
 _LOCAL = threading.local()
@@ -88,6 +96,7 @@ _GRID_DENOMINATORS = tuple(255 * n for n in range(1, 17)) + (65535,)
 _GRID_TOL = 0.02  # in units of the grid step
 _STRIP_ROWS = 96  # output rows per strip of the multi-level median
 _PARALLEL_PIXELS = 1 << 17  # split medians of images at least this big over threads
+_C_MAX_SV = 181  # the C median's counts are 16-bit: sv * sv <= 32767
 _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
 _BYTES = np.arange(256)
@@ -257,17 +266,23 @@ def _codes_for_bounds(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _median_blur(src: np.ndarray, sv: int, recode: bool = False) -> np.ndarray:
-    """Medians of the ``sv × sv`` windows lying inside the uint8 image ``src`` (``cv2.medianBlur``).
+    """Medians of the ``sv × sv`` windows lying inside the uint8 image ``src``.
 
-    The output is ``sv - 1`` rows and columns smaller than ``src``: OpenCV replicates the edges
-    for the windows that reach past them, and those medians are dropped. OpenCV's constant-time
+    The output is ``sv - 1`` rows and columns smaller than ``src``. Computed by the C median
+    (:func:`_median_rows`) when it is built; else by ``cv2.medianBlur``, which replicates the edges
+    for the windows that reach past them (those medians are dropped). OpenCV's constant-time
     median (Perreault–Hébert) finds each median by scanning a 16-bin coarse histogram, then 16
     fine bins, from the bottom: its cost grows with the median's code (3 ms for an all-zero
     640×512 frame, 7.5 ms for a thermal one). With ``recode`` the values are first recoded by
     :func:`_rank_codes`: worth its two look-ups and a histogram for deviations ``|W - A|``, whose
-    medians are small (about 15 % faster there), not for the frame itself.
+    medians are small (about 15 % faster there), not for the frame itself. The C median tracks
+    each median from the previous window's instead of searching for it, and needs no recoding.
     """
     r = sv // 2
+    if _median_rows_c is not None and sv <= _C_MAX_SV:
+        out = np.empty((src.shape[0] - 2 * r, src.shape[1] - 2 * r), np.uint8)
+        _median_rows_c(np.ascontiguousarray(src), sv, 0, out.shape[0], out)
+        return out
     codes = _rank_codes(src, sv) if recode and sv > 5 else None  # sv <= 5: sorting networks, no search
     if codes is None:
         return cv2.medianBlur(src, sv)[r:src.shape[0] - r, r:src.shape[1] - r]
@@ -275,14 +290,27 @@ def _median_blur(src: np.ndarray, sv: int, recode: bool = False) -> np.ndarray:
     return cv2.LUT(cv2.medianBlur(cv2.LUT(src, encode), sv)[r:src.shape[0] - r, r:src.shape[1] - r], decode)
 
 
-def _banded(h: int, w: int, work, *, rows: bool = False) -> list:
-    """``work(a0, a1)`` for bands of columns ``[a0, a1)`` (or of rows) of an ``h × w`` image, on threads.
+def _median_rows(padded: np.ndarray, sv: int, y0: int, y1: int, out: np.ndarray, recode: bool = False) -> None:
+    """Output rows ``[y0, y1)`` of the ``sv × sv`` median of an already padded uint8 image, into ``out``.
 
-    One band per worker (:func:`_workers`); OpenCV and numpy release the GIL, so the bands run at
-    once. For medians, bands of columns cost less halo than bands of rows: about 7 % more work for
-    two bands against 10 % (OpenCV's median already works in vertical stripes).
+    ``padded`` has ``sv - 1`` more rows and columns than the output; ``out`` is the band's
+    ``(y1 - y0, W)`` block. The C median reads only the rows the band's windows cover and computes
+    no other output, so bands of rows on threads share an image without recomputed halos (OpenCV's
+    median, the fallback, computes ``sv - 1`` extra rows per band: about 10 % for two bands).
     """
-    return _run_bands(_cuts(h if rows else w, _workers(h * w)), work)
+    if _median_rows_c is not None and sv <= _C_MAX_SV and padded.flags.c_contiguous:
+        _median_rows_c(padded, sv, y0, y1, out)
+    else:
+        out[...] = _median_blur(padded[y0:y1 + sv - 1], sv, recode)
+
+
+def _banded(h: int, w: int, work) -> list:
+    """``work(y0, y1)`` for bands of rows ``[y0, y1)`` of an ``h × w`` image, on threads.
+
+    One band per worker (:func:`_workers`); the C median, OpenCV and numpy release the GIL, so the
+    bands run at once.
+    """
+    return _run_bands(_cuts(h, _workers(h * w)), work)
 
 
 def _cuts(size: int, n: int) -> list:
@@ -355,19 +383,19 @@ def _run_bands(cuts: list, work) -> list:
 
 
 def _median_u8_padded(qpad: np.ndarray, sv: int, h: int, w: int, recode: bool = False) -> np.ndarray:
-    """8-bit median of an already reflect-padded image, cropped to ``h × w`` (bands on threads)."""
-    r = sv // 2
+    """8-bit median of an already reflect-padded image, cropped to ``h × w`` (bands of rows on threads)."""
     out = np.empty((h, w), np.uint8)
+    qpad = np.ascontiguousarray(qpad)
 
-    def work(x0, x1):
-        out[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv, recode)
+    def work(y0, y1):
+        _median_rows(qpad, sv, y0, y1, out[y0:y1], recode)
 
     _banded(h, w, work)
     return out
 
 
 def _median_u8(q: np.ndarray, sv: int, recode: bool = False) -> np.ndarray:
-    """Exact median of a uint8 image, reflect borders (cv2.medianBlur on a padded copy)."""
+    """Exact median of a uint8 image, reflect borders (:func:`_median_rows` on a padded copy)."""
     return _median_u8_padded(_pad(q, sv // 2), sv, *q.shape, recode)
 
 
@@ -524,8 +552,8 @@ def median_filter(image: np.ndarray, sv: int, *, method: str = "auto") -> np.nda
     sv : int
         Odd window size, at most ``min(H, W)``.
     method : {'auto', 'uint8', 'hist12', 'exact'}
-        ``uint8``: round to 1/255 and use OpenCV's constant-time 8-bit median (bit-exact when the
-        image is on the 8-bit grid; error up to 0.5/255 otherwise). ``hist12``: quantise the
+        ``uint8``: round to 1/255 and take the constant-time 8-bit median (the C module, or
+        OpenCV's; bit-exact when the image is on the 8-bit grid; error up to 0.5/255 otherwise). ``hist12``: quantise the
         image's own value range to 4095 levels and take an exact median of those codes by threshold
         decomposition into 8-bit medians (error up to 0.5/4095 of the range). ``exact``:
         ``scipy.ndimage.median_filter`` in float (slow: seconds per frame). ``auto``: exact and
@@ -576,36 +604,37 @@ class _VeilCodes(NamedTuple):
 def _veil_codes_u8(q: np.ndarray, sv: int, per_band=None, c: np.ndarray | None = None):
     """``c = max(min(q, A - M), 0)`` for 8-bit codes ``q``: ``A = median(q)``, ``M = median(|q - A|)``.
 
-    Each median runs in column bands (:func:`_balanced_bands`), the calling thread taking the
-    first; the second waits for the whole of ``A`` (its window reaches into the next band).
-    ``per_band(x0, x1, c_band)``, when given, runs in each band's thread right after it. ``c``: an
+    Each median runs in bands of rows (:func:`_balanced_bands`), the calling thread taking the
+    first; the second waits for the whole of ``A`` (its windows reach into the next band).
+    ``per_band(y0, y1, c_band)``, when given, runs in each band's thread right after it. ``c``: an
     array of the shape of ``q`` to fill (else a new one). Returns ``(c, [per_band results])``.
     """
     h, w = q.shape
     c = np.empty_like(q) if c is None else c
     if sv == 1:  # A = q, M = 0
         c[...] = q
-        return c, [per_band(0, w, c)] if per_band else []
+        return c, [per_band(0, h, c)] if per_band else []
     r = sv // 2
     n = _workers(h * w)
     qpad = cv2.copyMakeBorder(q, r, r, r, r, cv2.BORDER_REFLECT,
                               dst=_scratch("veil.qpad", (h + 2 * r, w + 2 * r), np.uint8))
     aq = _scratch("veil.a", q.shape, np.uint8)
 
-    def first(x0, x1):
-        aq[:, x0:x1] = _median_blur(qpad[:, x0:x1 + 2 * r], sv)
+    def first(y0, y1):
+        _median_rows(qpad, sv, y0, y1, aq[y0:y1])
 
-    _balanced_bands(("median", h, w, sv), w, n, first)
+    _balanced_bands(("median", h, w, sv), h, n, first)
 
-    def second(x0, x1):  # |q - A| over the band and its halo, mirrored where the halo leaves the image
-        a0, a1 = max(0, x0 - r), min(w, x1 + r)
-        dpad = cv2.copyMakeBorder(cv2.absdiff(q[:, a0:a1], aq[:, a0:a1]), r, r, r - (x0 - a0), x1 + r - a1,
-                                  cv2.BORDER_REFLECT)
-        m = _median_blur(dpad, sv, recode=True)
-        c[:, x0:x1] = cv2.min(q[:, x0:x1], cv2.subtract(aq[:, x0:x1], m))  # saturating: max(., 0)
-        return per_band(x0, x1, c[:, x0:x1]) if per_band else None
+    def second(y0, y1):  # |q - A| over the band and its halo, mirrored where the halo leaves the image
+        a0, a1 = max(0, y0 - r), min(h, y1 + r)
+        dpad = cv2.copyMakeBorder(cv2.absdiff(q[a0:a1], aq[a0:a1]), r - (y0 - a0), y1 + r - a1, r, r,
+                                  cv2.BORDER_REFLECT, dst=_scratch("veil.dpad", (y1 - y0 + 2 * r, w + 2 * r), np.uint8))
+        m = _scratch("veil.m", (y1 - y0, w), np.uint8)
+        _median_rows(dpad, sv, 0, y1 - y0, m, recode=True)
+        c[y0:y1] = cv2.min(q[y0:y1], cv2.subtract(aq[y0:y1], m))  # saturating: max(., 0)
+        return per_band(y0, y1, c[y0:y1]) if per_band else None
 
-    return c, _balanced_bands(("deviation median", h, w, sv, per_band is None), w, n, second)
+    return c, _balanced_bands(("deviation median", h, w, sv, per_band is None), h, n, second)
 
 
 def _veil(w: np.ndarray, sv: int, p: float, method: str, quantised=None):
@@ -971,19 +1000,22 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
     ranges = [0, 256, 0, 256]
 
     ref_rows = range(h)[rows]
-    if ref_rows.step == 1:  # the other rows: one pass over the image instead of 1 + 1/3
-        elsewhere = [slice(0, ref_rows.start), slice(ref_rows.stop, h)]
-    else:
-        elsewhere = [slice(0, h)]
 
-    def count_pairs(x0, x1, c_band):  # returns new arrays: one thread may run several bands
-        qb = q[:, x0:x1]
-        ref = cv2.calcHist([qb[rows], c_band[rows]], [0, 1], None, [256, 256], ranges)
+    def count_pairs(y0, y1, c_band):  # returns new arrays: one thread may run several bands
+        qb = q[y0:y1]
+        if ref_rows.step == 1:  # the band's reference rows, and the others: one pass over the band
+            lo = min(max(ref_rows.start, y0), y1) - y0
+            hi = max(min(ref_rows.stop, y1) - y0, lo)
+            refs, elsewhere = [slice(lo, hi)], [slice(0, lo), slice(hi, y1 - y0)]
+        else:  # any other slice of rows: pairs are present if in the band at all
+            refs, elsewhere = [np.array([k - y0 for k in ref_rows if y0 <= k < y1], np.intp)], [slice(0, y1 - y0)]
+        ref = np.zeros((256, 256), np.float32)
         other = _scratch("th.pairs", (256, 256), np.float32)  # only used inside this band
         other.fill(0)
-        for part in elsewhere:
-            if part.stop > part.start:
-                cv2.calcHist([qb[part], c_band[part]], [0, 1], None, [256, 256], ranges, hist=other, accumulate=True)
+        for hist, parts in ((ref, refs), (other, elsewhere)):
+            for part in parts:
+                if len(range(y1 - y0)[part] if isinstance(part, slice) else part):
+                    cv2.calcHist([qb[part], c_band[part]], [0, 1], None, [256, 256], ranges, hist=hist, accumulate=True)
         # counts >= 0, so a count is 0 iff all its bits are
         return ref, cv2.compare(cv2.bitwise_or(ref.view(np.int32), other.view(np.int32)), 0, cv2.CMP_NE)
 
@@ -1007,7 +1039,7 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
         index = _pair_index(q[y0:y1], c[y0:y1], _scratch("th.index", (y1 - y0, w, 2), np.uint8))
         np.take(table, index, out=out[y0:y1], mode="wrap")  # indices < 65536: "wrap" skips the clipping
 
-    _banded(h, w, look_up, rows=True)
+    _banded(h, w, look_up)
     return out, c
 
 

@@ -227,7 +227,7 @@ def test_hist12_median_error_bounded_by_half_a_level():
 @given(seed=st.integers(0, 2**16), lo=st.integers(0, 255), width=st.integers(0, 255), half=st.integers(3, 12),
        shape=st.tuples(st.integers(25, 60), st.integers(25, 60)))
 def test_recoded_median_blur_equals_opencv_inside(seed, lo, width, half, shape):
-    """The short-search recoding decodes to OpenCV's own median wherever the window is inside."""
+    """The short-search recoding (OpenCV's path) decodes to OpenCV's own median wherever the window is inside."""
     import cv2
 
     sv = 2 * half + 1
@@ -235,7 +235,120 @@ def test_recoded_median_blur_equals_opencv_inside(seed, lo, width, half, shape):
     src = np.random.default_rng(seed).integers(lo, hi + 1, shape).astype(np.uint8)
     r = sv // 2
     want = cv2.medianBlur(src, sv)[r:-r, r:-r]
-    assert np.array_equal(rs._median_blur(src, sv, recode=True), want)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rs, "_median_rows_c", None)
+        assert np.array_equal(rs._median_blur(src, sv, recode=True), want)
+
+
+# -- the C median (gasdb_tools/_median8.c) -----------------------------------------------------
+def _c_median():
+    if rs._median_rows_c is None:
+        pytest.skip("the C median is not built (no C compiler at install): cv2.medianBlur is used instead")
+    return rs._median_rows_c
+
+
+def _opencv_inside(padded, sv):
+    import cv2
+
+    r = sv // 2
+    if sv == 1:
+        return padded.copy()
+    return cv2.medianBlur(padded, sv)[r:padded.shape[0] - r, r:padded.shape[1] - r]
+
+
+def _test_image(seed, shape, kind, lo, hi):
+    rng = np.random.default_rng(seed)
+    if kind == "noise":  # medians jump between coarse bins from one window to the next
+        return rng.integers(lo, hi + 1, shape).astype(np.uint8)
+    # a ramp with noise: the median walks across many coarse bins, up and down
+    y, x = np.mgrid[:shape[0], :shape[1]]
+    ramp = lo + (hi - lo) * (0.5 + 0.5 * np.sin(x / 7.0 + y / 11.0))
+    return np.clip(ramp + rng.normal(0, 6, shape), 0, 255).round().astype(np.uint8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**16), half=st.integers(0, 20), kind=st.sampled_from(["noise", "ramp"]),
+       lo=st.integers(0, 255), width=st.integers(0, 255), extra=st.tuples(st.integers(0, 40), st.integers(0, 40)),
+       band=st.tuples(st.floats(0, 1), st.floats(0, 1)))
+def test_c_median_equals_opencv_on_any_band(seed, half, kind, lo, width, extra, band):
+    """Every output row of every band equals OpenCV's median of the same padded image, bit for bit."""
+    median_rows = _c_median()
+    sv = 2 * half + 1
+    padded = _test_image(seed, (sv + extra[0], sv + extra[1]), kind, lo, min(255, lo + width))
+    want = _opencv_inside(padded, sv)
+    y0, y1 = sorted(round(f * want.shape[0]) for f in band)
+    out = np.full((y1 - y0, want.shape[1]), 7, np.uint8)
+    median_rows(padded, sv, y0, y1, out)
+    np.testing.assert_array_equal(out, want[y0:y1])
+
+
+@pytest.mark.parametrize("sv", [3, 51, 181])
+def test_c_median_equals_opencv_on_a_real_thermal_frame(shared, sv):
+    import cv2
+
+    median_rows = _c_median()
+    frame = read_image(shared("thermal_frames", "DJI_20230810173411_0001_T.JPG"), mode="gray")
+    r = sv // 2
+    padded = cv2.copyMakeBorder(frame, r, r, r, r, cv2.BORDER_REFLECT)
+    out = np.empty(frame.shape, np.uint8)
+    median_rows(padded, sv, 0, frame.shape[0], out)
+    np.testing.assert_array_equal(out, _opencv_inside(padded, sv))
+    deviation = cv2.copyMakeBorder(cv2.absdiff(frame, out), r, r, r, r, cv2.BORDER_REFLECT)  # the veil's second median
+    median_rows(deviation, sv, 0, frame.shape[0], out)
+    np.testing.assert_array_equal(out, _opencv_inside(deviation, sv))
+
+
+def test_windows_past_the_c_median_limit_fall_back_to_opencv():
+    """sv > 181 would overflow the C median's 16-bit counts: OpenCV's median takes those."""
+    import cv2
+
+    x = _rng_image(21, (200, 210), levels=255)
+    q = (x * 255).round().astype(np.uint8)
+    want = _opencv_inside(cv2.copyMakeBorder(q, 91, 91, 91, 91, cv2.BORDER_REFLECT), 183)
+    np.testing.assert_array_equal((rs.median_filter(x, 183) * 255).round(), want)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda f, a, o: f(a, 4, 0, 10, o), "sv must be odd"),
+    (lambda f, a, o: f(a, 183, 0, 10, o), "between 1 and 181"),
+    (lambda f, a, o: f(a.astype(np.uint16), 5, 0, 10, o), "uint8"),
+    (lambda f, a, o: f(a[0], 5, 0, 10, o), "2-D"),
+    (lambda f, a, o: f(a, 5, 0, 10, o[:, :-1]), "columns"),
+    (lambda f, a, o: f(a, 5, 0, 11, o), "outside the output"),
+    (lambda f, a, o: f(a, 5, 3, 2, o), "outside the output"),
+    (lambda f, a, o: f(a[:, ::2], 5, 0, 10, o), "contiguous"),
+    (lambda f, a, o: f(a[::-1], 5, 0, 10, o), "top to bottom"),
+    (lambda f, a, o: f(a, 5, 0, 10, o.astype(np.int8)), "uint8"),
+])
+def test_c_median_rejects_bad_arguments(call, message):
+    median_rows = _c_median()
+    padded = np.zeros((14, 24), np.uint8)  # sv 5: 10 x 20 outputs
+    out = np.zeros((10, 20), np.uint8)
+    with pytest.raises((ValueError, TypeError, BufferError), match=message):
+        call(median_rows, padded, out)
+
+
+def test_c_median_is_built_where_a_c_compiler_is():
+    """`make install` builds it when the machine has a C compiler: a silent build failure shows here."""
+    import shutil
+    import sysconfig
+
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}) on this machine: the OpenCV median is the expected one")
+    assert rs._median_rows_c is not None, (
+        "gasdb_tools/_median8.c was not built although a C compiler is present; reinstall "
+        "(`make install`, or `pip install -e .`) and read the compiler's messages")
+
+
+def test_tarel_hautiere_is_identical_with_the_c_and_the_opencv_median(shared, monkeypatch):
+    frame = read_image(shared("thermal_frames", "DJI_20230810173411_0001_T.JPG"), mode="gray").astype(np.float32) / 255
+    _c_median()
+    with_c, veil_c = rs.tarel_hautiere(frame, sv=51, gfactor=1.0, return_veil=True)
+    monkeypatch.setattr(rs, "_median_rows_c", None)
+    with_opencv, veil_opencv = rs.tarel_hautiere(frame, sv=51, gfactor=1.0, return_veil=True)
+    np.testing.assert_array_equal(with_c, with_opencv)
+    np.testing.assert_array_equal(veil_c, veil_opencv)
 
 
 def test_rank_codes_bounds_every_inside_median():
@@ -456,7 +569,7 @@ def test_medians_work_in_a_forked_child():
 
 @pytest.mark.parametrize("bands", [2, 3, 4])
 def test_bands_narrower_than_the_window_equal_serial(monkeypatch, bands):
-    """Column bands narrower than the window's half-width still see the mirrored halo right."""
+    """Bands of rows narrower than the window still see the mirrored halo right."""
     x = _rng_image(14, (60, 30), levels=255).astype(np.float32)
     want_out, want_veil = rs.tarel_hautiere(x, sv=21, gfactor=1.0, return_veil=True)  # one band: too small to split
     want_rest = rs.restore_visibility(x, sv=21)
