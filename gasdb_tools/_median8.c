@@ -44,20 +44,6 @@ static inline int hsum(v16 v)
 #endif
 }
 
-/* Per-thread column histograms, kept between calls (a fresh 400 KB allocation page-faults). */
-static _Thread_local v16 *scratch = NULL;
-static _Thread_local size_t scratch_size = 0;
-
-static v16 *column_histograms(size_t n)
-{
-    if (n > scratch_size) {
-        free(scratch);
-        scratch = aligned_alloc(32, n * sizeof(v16));
-        scratch_size = scratch ? n : 0;
-    }
-    return scratch;
-}
-
 /* Fine bins of coarse bin g for the window whose leftmost column is x: from the last window they
  * were valid for (at most sv - 1 columns back), else summed afresh. */
 static inline void sync_fine(v16 *kf, long *last, const v16 *colf, int g, long x, int sv)
@@ -201,8 +187,11 @@ static PyObject *median_rows(PyObject *self, PyObject *args)
         goto done;
     }
     if (y1 > y0) {
+        /* the column histograms, coarse then fine: 544 bytes a column. Allocated per call (glibc
+         * then serves calls of the same size from its heap); a per-thread cache would leak
+         * with every thread that ends, and stages start pools of threads per recording. */
         const long width = (long)src.shape[1];
-        v16 *hist = column_histograms((size_t)width * 17);
+        v16 *hist = aligned_alloc(32, (size_t)width * 17 * sizeof(v16));
         if (!hist) {
             PyErr_NoMemory();
             goto done;
@@ -211,6 +200,7 @@ static PyObject *median_rows(PyObject *self, PyObject *args)
         median_band((const uint8_t *)src.buf, src.strides[0], width, sv, (long)y0, (long)y1,
                     (uint8_t *)out.buf, out.strides[0], hist, hist + width);
         Py_END_ALLOW_THREADS
+        free(hist);
     }
     result = Py_NewRef(Py_None);
 done:

@@ -26,7 +26,7 @@ LAYERS = {
     "arrays": (2, ("background", "coco", "croissant", "data", "gasdb_layout", "h5pack", "hf_export",
                    "labelme_format", "metrics", "polygons",
                    "pictures", "registration", "restoration", "sensors", "submission", "sync", "synth", "visibility",
-                   "dense", "propagate", "refine", "draftmodel"),
+                   "dense", "propagate", "refine", "draftmodel", "_median8"),
                "algorithms on arrays and single-file formats: usable in a notebook without a workspace"),
     "workspace": (3, ("workspace", "stages", "review", "views", "suggest"),
                   "the dataset folder, its index, the stage runner that writes it, the review state of its "
@@ -54,9 +54,13 @@ BENCH_MAY_USE = "arrays"
 UNIT_LAYER = {unit: layer for layer, (_, units, _) in LAYERS.items() for unit in units}
 
 
+#: C extension modules (setup.py builds each ``name.c`` into the module ``name``)
+C_SOURCES = sorted(PACKAGE_DIR.rglob("*.c"))
+
+
 def _known_modules() -> set[str]:
     mods = set()
-    for path in PACKAGE_DIR.rglob("*.py"):
+    for path in [*PACKAGE_DIR.rglob("*.py"), *C_SOURCES]:
         parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
         mods.add(".".join(parts[:-1]) if parts[-1] == "__init__" else ".".join(parts))
     return mods
@@ -218,7 +222,7 @@ SOURCES = sorted(PACKAGE_DIR.rglob("*.py"))
 
 def test_the_package_is_found_and_every_module_has_a_layer():
     assert len(SOURCES) > 40
-    units = {unit_of(module_name(p)) for p in SOURCES}
+    units = {unit_of(module_name(p)) for p in [*SOURCES, *C_SOURCES]}
     missing = sorted(units - set(UNIT_LAYER))
     assert not missing, f"add these to LAYERS in tests/test_layers.py: {missing}"
     stale = sorted(set(UNIT_LAYER) - units)

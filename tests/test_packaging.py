@@ -140,14 +140,21 @@ def test_wheel_from_a_clean_clone_runs_init_demo_and_label(tmp_path):
          cwd=tmp_path, env=env)
     (wheel,) = dist.glob("gasdb_tools-*.whl")
     tracked = _run(["git", "ls-files", "gasdb_tools"], cwd=src, env=env).stdout.split()
-    data = [f for f in tracked if not f.endswith(".py")]
+    c_sources = [f for f in tracked if f.endswith(".c")]  # compiled into the wheel, not shipped
+    data = [f for f in tracked if not f.endswith((".py", ".c"))]
     assert {"gasdb_tools/annotation/labelme.yaml", "gasdb_tools/annotation/labels.txt",
             "gasdb_tools/bench/configs/rtcan-r50.json"} <= set(data)
     assert all(any(fnmatch.fnmatch(f, p) for p in _package_data_patterns()) for f in data), data
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-    missing = sorted(set(tracked) - names)
+    missing = sorted(set(tracked) - set(c_sources) - names)
     assert not missing, f"the wheel lacks {missing}"
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    built = shutil.which(compiler) is not None
+    if built:  # the optional C median is compiled where a compiler is (setup.py)
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        unbuilt = [f for f in c_sources if f[:-2] + suffix not in names]
+        assert not unbuilt, f"the wheel lacks the compiled {unbuilt}"
 
     # a fresh venv: the wheel installed into it; the dependencies borrowed from this environment via
     # a .pth line (a directory added that way has its own .pth files ignored: no editable finder)
@@ -162,10 +169,12 @@ def test_wheel_from_a_clean_clone_runs_init_demo_and_label(tmp_path):
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    where = _run([py, "-c", "import gasdb_tools, gasdb_tools.resources as r; print(gasdb_tools.__file__); "
-                            "print(r.annotation_file('labelme.yaml'))"], cwd=run_dir, env=env).stdout.split("\n")
+    where = _run([py, "-c", "import gasdb_tools, gasdb_tools.resources as r, gasdb_tools.restoration as rs; "
+                            "print(gasdb_tools.__file__); print(r.annotation_file('labelme.yaml')); "
+                            "print(rs._median_rows_c is not None)"], cwd=run_dir, env=env).stdout.split("\n")
     assert Path(where[0]).is_relative_to(site), where  # the installed wheel, not the repository
     assert Path(where[1]) == site / "gasdb_tools" / "annotation" / "labelme.yaml"
+    assert where[2] == str(built), where  # the wheel's C median loads
     gasdb = target / "bin" / "gasdb"
 
     _run([gasdb, "init", "ws"], cwd=run_dir, env=env)
