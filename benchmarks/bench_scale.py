@@ -12,6 +12,8 @@ Three parts (each can be skipped):
   ``cpu_seconds``): with one job, a recording's wall time on a free core; their sum, the work.
   ``cores_busy``: CPU seconds over wall seconds (``--jobs 1`` keeps one core busy: OpenCV, the
   restoration's bands and the video decoder are held to one thread).
+  One and two jobs alternate over ``--rounds`` rounds (3 by default), then the cluster runs as
+  many; the speed-ups are ratios of median wall times, and every run's outputs must hash alike.
   Target: ``--jobs 2`` >= 1.8× ``--jobs 1`` for enhance and preannotate (on 2 quiet cores).
 * **memory** -- peak RSS (``ru_maxrss`` of a fresh process) of ``extract`` and ``preannotate`` on
   a 1-minute recording and on a 24-minute one (the 1-minute simulated clip looped 24 times,
@@ -41,6 +43,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +72,14 @@ def _cpu() -> float:
 
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def _cpu_model() -> str | None:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or None
 
 
 def _load() -> list[float]:
@@ -132,12 +143,13 @@ class Cluster:
                 proc.kill()
 
 
-def throughput(tmp: Path, *, recordings: int, seconds: float, size) -> dict:
+def throughput(tmp: Path, *, recordings: int, seconds: float, size, rounds: int = 3) -> dict:
     from gasdb_tools.enhance import enhance_workspace
     from gasdb_tools.extract import extract_workspace
     from gasdb_tools.preannotate import preannotate_workspace
 
-    print(f"throughput: {recordings} recordings of {seconds:g} s, {size[0]}x{size[1]}", flush=True)
+    print(f"throughput: {recordings} recordings of {seconds:g} s, {size[0]}x{size[1]}; "
+          f"one and two jobs alternated over {rounds} rounds", flush=True)
     recs = _recordings(tmp / "videos", recordings, seconds, size)
     base = Workspace.init(tmp / "base")
     for rec_id, folder, offset in recs:
@@ -148,13 +160,13 @@ def throughput(tmp: Path, *, recordings: int, seconds: float, size) -> dict:
         "enhance": (lambda ws, **kw: enhance_workspace(ws, sv=SV, **kw), "enhanced", "extract"),
         "preannotate": (lambda ws, **kw: _preannotate(preannotate_workspace, ws, **kw), "labels", "extract"),
     }
-    out = {"recordings": recordings, "seconds": seconds, "size": list(size), "stages": {}}
+    out = {"recordings": recordings, "seconds": seconds, "size": list(size), "rounds": rounds, "stages": {}}
     inputs = {None: base.root}
-    rows: dict[str, dict] = {stage: {} for stage in stages}
+    runs: dict[str, dict[str, list]] = {stage: {} for stage in stages}
 
-    def measure(stage: str, name: str, kw: dict) -> None:
+    def measure(stage: str, name: str, kw: dict, k: int) -> None:
         run, folder, needs = stages[stage]
-        ws_root = tmp / f"{stage}-{name}"
+        ws_root = tmp / f"{stage}-{name}-{k}"
         shutil.copytree(inputs[needs], ws_root)
         ws = Workspace.open(ws_root)
         load = _load()
@@ -167,7 +179,7 @@ def throughput(tmp: Path, *, recordings: int, seconds: float, size) -> dict:
         cpu = [r.get("cpu_seconds") or 0.0 for r in report["recordings"]]
         if kw.get("jobs", 1) > 1:  # the workers' CPU (forked by the fork server: not our children)
             used += sum(cpu)
-        rows[stage][name] = {
+        runs[stage].setdefault(name, []).append({
             "seconds": round(wall, 3), "pairs": pairs, "pairs_per_s": round(pairs / wall, 2), "load_before": load,
             "hash": _hashes(ws, folder),
             # CPU time of each recording where it ran (its threads included): on a shared machine,
@@ -175,31 +187,45 @@ def throughput(tmp: Path, *, recordings: int, seconds: float, size) -> dict:
             "cpu_seconds_per_recording": [round(c, 3) for c in cpu], "cpu_seconds": round(sum(cpu), 3),
             # CPU of this process (threads included) plus, with jobs, its workers' recordings, over
             # the wall time: the cores the run kept busy (--jobs 1 should keep at most one)
-            "cores_busy": None if "scheduler" in kw else round(used / wall, 2)}
+            "cores_busy": None if "scheduler" in kw else round(used / wall, 2)})
         busy = "" if "scheduler" in kw else f", {used / wall:.2f} cores busy"
         print(f"  {stage:12s} {name:6s} {pairs} pairs in {wall:7.2f} s ({pairs / wall:6.1f} pairs/s), "
               f"{sum(cpu):.2f} CPU s in the recordings{busy}, load {load[0]}", flush=True)
-        if name == "jobs1":
+        if name == "jobs1" and k == 0:
             inputs[stage] = ws_root
+        else:
+            shutil.rmtree(ws_root)
 
-    # one job and two jobs first, with no cluster running: its idle scheduler and workers take
-    # about 9 % of a core (heartbeats), which a run on both cores would pay and a run on one would not
+    # one job and two jobs first, alternated round by round so that both meet the machine's
+    # passing states alike (the first round also pays the first calls' costs), with no cluster
+    # running: its idle scheduler and workers take about 9 % of a core (heartbeats), which a run
+    # on both cores would pay and a run on one would not
     for stage in stages:
-        for name, kw in (("jobs1", {"jobs": 1}), ("jobs2", {"jobs": 2})):
-            measure(stage, name, kw)
+        for k in range(rounds):
+            for name, kw in (("jobs1", {"jobs": 1}), ("jobs2", {"jobs": 2})):
+                measure(stage, name, kw, k)
     cluster = Cluster(tmp)
     try:
         for stage in stages:
-            measure(stage, "dask2", {"scheduler": cluster.address})
+            for k in range(rounds):
+                measure(stage, "dask2", {"scheduler": cluster.address}, k)
     finally:
         cluster.close()
-    for stage, row in rows.items():
+    for stage, by_name in runs.items():
+        row = {}
+        for name, done in by_name.items():
+            seconds = [r["seconds"] for r in done]
+            row[name] = {"median_seconds": statistics.median(seconds), "seconds": seconds,
+                         "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in done),
+                         "pairs": done[0]["pairs"], "rounds": done}
         for name in ("jobs2", "dask2"):
-            row[name]["speedup_vs_jobs1"] = round(row["jobs1"]["seconds"] / row[name]["seconds"], 3)
-        row["identical_outputs"] = len({r["hash"] for r in row.values() if isinstance(r, dict)}) == 1
+            row[name]["speedup_vs_jobs1"] = round(row["jobs1"]["median_seconds"] / row[name]["median_seconds"], 3)
+        row["identical_outputs"] = len({r["hash"] for done in by_name.values() for r in done}) == 1
         out["stages"][stage] = row
-        print(f"  {stage:12s} jobs2 {row['jobs2']['speedup_vs_jobs1']:.2f}x, dask {row['dask2']['speedup_vs_jobs1']:.2f}x "
-              f"of jobs1; identical outputs: {row['identical_outputs']}", flush=True)
+        print(f"  {stage:12s} median of {rounds}: jobs1 {row['jobs1']['median_seconds']:.2f} s, jobs2 "
+              f"{row['jobs2']['median_seconds']:.2f} s ({row['jobs2']['speedup_vs_jobs1']:.2f}x), dask "
+              f"{row['dask2']['median_seconds']:.2f} s ({row['dask2']['speedup_vs_jobs1']:.2f}x); every run's "
+              f"outputs identical: {row['identical_outputs']}", flush=True)
     return out
 
 
@@ -346,19 +372,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=("throughput", "memory", "pairs"), action="append")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput: rounds of one and two jobs (median)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     args = parser.parse_args(argv)
     parts = args.only or ["throughput", "memory", "pairs"]
     result = {"benchmark": "scale: jobs, Dask cluster, long recordings, many pairs", "gasdb_tools": __version__,
               "command": "python benchmarks/bench_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                          "cpus": os.cpu_count(), "load_avg_at_start": _load()}}
+                          "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "load_avg_at_start": _load()}}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         tmp = Path(tmp)
         for sub in ("t", "m", "p"):
             (tmp / sub).mkdir()
         runs = {"throughput": lambda: throughput(tmp / "t", recordings=4, seconds=4.0 if args.quick else 8.0,
-                                                 size=(320, 256)),
+                                                 size=(320, 256), rounds=args.rounds),
                 "memory": lambda: memory(tmp / "m", minutes=(1, 4) if args.quick else (1, 24), size=(160, 128)),
                 "pairs": lambda: pairs_scaling(tmp / "p", counts=(100, 1000) if args.quick else (100, 1000, 10000))}
         for part in ("throughput", "memory", "pairs"):
