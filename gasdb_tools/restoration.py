@@ -20,7 +20,7 @@ the threads' CPU times balanced on the last frame of the same size. On the 8-bit
 an exact integer, and a gray frame's remaining steps are evaluated once per pair (value, veil)
 present instead of once per pixel.
 
-On a 640×512 thermal frame (sv = 51) the two medians are about 60 % of the CPU time;
+On a 640×512 thermal frame (sv = 51) the two medians are about three quarters of the CPU time;
 ``benchmarks/bench_restoration.py`` reports the CPU time along the longest chain of threaded work
 next to the wall time.
 
@@ -553,9 +553,10 @@ def median_filter(image: np.ndarray, sv: int, *, method: str = "auto") -> np.nda
         Odd window size, at most ``min(H, W)``.
     method : {'auto', 'uint8', 'hist12', 'exact'}
         ``uint8``: round to 1/255 and take the constant-time 8-bit median (the C module, or
-        OpenCV's; bit-exact when the image is on the 8-bit grid; error up to 0.5/255 otherwise). ``hist12``: quantise the
-        image's own value range to 4095 levels and take an exact median of those codes by threshold
-        decomposition into 8-bit medians (error up to 0.5/4095 of the range). ``exact``:
+        OpenCV's; bit-exact when the image is on the 8-bit grid; error up to 0.5/255 otherwise).
+        ``hist12``: quantise the image's own value range to 4095 levels and take an exact median of
+        those codes by threshold decomposition into 8-bit medians (error up to 0.5/4095 of the
+        range). ``exact``:
         ``scipy.ndimage.median_filter`` in float (slow: seconds per frame). ``auto``: exact and
         fast when the values lie on a grid ``k/N`` (N = 255·n for n ≤ 16, e.g. 765 for the mean of
         three 8-bit channels, or 65535), else ``hist12``.
