@@ -12,8 +12,8 @@ large-window medians are the cost; :func:`median_filter` computes them as exact 
 reflect-padded input, bit-exact for images on the 8-bit grid, and exact on finer integer grids (or
 to 12 bits on arbitrary floats) by threshold decomposition. The 8-bit median is the project's C
 module ``_median8`` [2]_ when it was built at install (it tracks each window's median from the
-previous one instead of searching for it: about twice as fast as ``cv2.medianBlur``), else
-OpenCV's, with identical results. Medians of large images are split into bands of rows over
+previous one instead of searching for it: 1.86× as fast as ``cv2.medianBlur`` on a thermal
+frame), else OpenCV's, with identical results. Medians of large images are split into bands of rows over
 OpenCV's thread count (``cv2.setNumThreads(1)`` keeps them serial), the calling thread taking the
 first band; the veil's two medians, each with the work that follows it, run in bands cut where
 the threads' CPU times balanced on the last frame of the same size. On the 8-bit grid the veil is
@@ -48,7 +48,7 @@ import numpy as np
 
 try:  # the C median (gasdb_tools/_median8.c), built at install when a C compiler is present
     from gasdb_tools._median8 import median_rows as _median_rows_c
-except ImportError:  # not built: cv2.medianBlur gives the same medians, at about half the speed
+except ImportError:  # not built: cv2.medianBlur gives the same medians, more slowly
     _median_rows_c = None
 
 
