@@ -60,6 +60,7 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import cpu_model  # noqa: E402  (benchmarks/_machine.py, beside this script)
 from gasdb_tools import __version__  # noqa: E402
 from gasdb_tools.fsutil import write_json  # noqa: E402
 from gasdb_tools.imaging import read_image  # noqa: E402
@@ -106,14 +107,6 @@ def _finish(w, b, p, gfactor):
 def _median_u8(q: np.ndarray, sv: int) -> np.ndarray:
     r = sv // 2
     return cv2.medianBlur(cv2.copyMakeBorder(q, r, r, r, r, cv2.BORDER_REFLECT), sv)[r:-r, r:-r]
-
-
-def _cpu_model() -> str | None:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or None
 
 
 def _median_c(q: np.ndarray, sv: int) -> np.ndarray:
@@ -357,7 +350,7 @@ def main(argv=None) -> int:
         "benchmark": "restoration",
         "gasdb_tools": __version__,
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-                    "cpu_model": _cpu_model(),
+                    "cpu_model": cpu_model(),
                     "opencv": cv2.__version__, "numpy": np.__version__, "opencv_threads": threads,
                     "c_median_built": c_built,
                     "load_average_1min_before": load_before, "load_average_1min_after": load_after,

@@ -55,6 +55,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import cpu_model  # noqa: E402  (benchmarks/_machine.py, beside this script)
 from gasdb_tools import __version__  # noqa: E402
 from gasdb_tools.fsutil import write_json  # noqa: E402
 from gasdb_tools.recordings import add_recording  # noqa: E402
@@ -72,14 +73,6 @@ def _cpu() -> float:
 
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def _cpu_model() -> str | None:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or None
 
 
 def _load() -> list[float]:
@@ -379,7 +372,7 @@ def main(argv=None) -> int:
     result = {"benchmark": "scale: jobs, Dask cluster, long recordings, many pairs", "gasdb_tools": __version__,
               "command": "python benchmarks/bench_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                          "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "load_avg_at_start": _load()}}
+                          "cpus": os.cpu_count(), "cpu_model": cpu_model(), "load_avg_at_start": _load()}}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         tmp = Path(tmp)
         for sub in ("t", "m", "p"):

@@ -265,12 +265,12 @@ def _codes_for_bounds(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray] | None:
     return encode, decode
 
 
-def _median_blur(src: np.ndarray, sv: int, recode: bool = False) -> np.ndarray:
-    """Medians of the ``sv × sv`` windows lying inside the uint8 image ``src``.
+def _median_blur(src: np.ndarray, sv: int, recode: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+    """Medians of the ``sv × sv`` windows lying inside the uint8 image ``src`` (into ``out`` if given).
 
     The output is ``sv - 1`` rows and columns smaller than ``src``. Computed by the C median
-    (:func:`_median_rows`) when it is built; else by ``cv2.medianBlur``, which replicates the edges
-    for the windows that reach past them (those medians are dropped). OpenCV's constant-time
+    (``_median8``) when it is built; else by ``cv2.medianBlur``, which replicates the edges for
+    the windows that reach past them (those medians are dropped). OpenCV's constant-time
     median (Perreault–Hébert) finds each median by scanning a 16-bin coarse histogram, then 16
     fine bins, from the bottom: its cost grows with the median's code (3 ms for an all-zero
     640×512 frame, 7.5 ms for a thermal one). With ``recode`` the values are first recoded by
@@ -280,14 +280,20 @@ def _median_blur(src: np.ndarray, sv: int, recode: bool = False) -> np.ndarray:
     """
     r = sv // 2
     if _median_rows_c is not None and sv <= _C_MAX_SV:
-        out = np.empty((src.shape[0] - 2 * r, src.shape[1] - 2 * r), np.uint8)
+        if out is None:
+            out = np.empty((src.shape[0] - 2 * r, src.shape[1] - 2 * r), np.uint8)
         _median_rows_c(np.ascontiguousarray(src), sv, 0, out.shape[0], out)
         return out
     codes = _rank_codes(src, sv) if recode and sv > 5 else None  # sv <= 5: sorting networks, no search
     if codes is None:
-        return cv2.medianBlur(src, sv)[r:src.shape[0] - r, r:src.shape[1] - r]
-    encode, decode = codes
-    return cv2.LUT(cv2.medianBlur(cv2.LUT(src, encode), sv)[r:src.shape[0] - r, r:src.shape[1] - r], decode)
+        med = cv2.medianBlur(src, sv)[r:src.shape[0] - r, r:src.shape[1] - r]
+    else:
+        encode, decode = codes
+        med = cv2.LUT(cv2.medianBlur(cv2.LUT(src, encode), sv)[r:src.shape[0] - r, r:src.shape[1] - r], decode)
+    if out is None:
+        return med
+    out[...] = med
+    return out
 
 
 def _median_rows(padded: np.ndarray, sv: int, y0: int, y1: int, out: np.ndarray, recode: bool = False) -> None:
@@ -298,10 +304,7 @@ def _median_rows(padded: np.ndarray, sv: int, y0: int, y1: int, out: np.ndarray,
     no other output, so bands of rows on threads share an image without recomputed halos (OpenCV's
     median, the fallback, computes ``sv - 1`` extra rows per band: about 10 % for two bands).
     """
-    if _median_rows_c is not None and sv <= _C_MAX_SV and padded.flags.c_contiguous:
-        _median_rows_c(padded, sv, y0, y1, out)
-    else:
-        out[...] = _median_blur(padded[y0:y1 + sv - 1], sv, recode)
+    _median_blur(padded[y0:y1 + sv - 1], sv, recode, out=out)
 
 
 def _banded(h: int, w: int, work) -> list:
@@ -1015,8 +1018,9 @@ def _tarel_codes(q: np.ndarray, n: int, out: np.ndarray, *, sv: int, p: float, g
         other.fill(0)
         for hist, parts in ((ref, refs), (other, elsewhere)):
             for part in parts:
-                if len(range(y1 - y0)[part] if isinstance(part, slice) else part):
-                    cv2.calcHist([qb[part], c_band[part]], [0, 1], None, [256, 256], ranges, hist=hist, accumulate=True)
+                block = qb[part]
+                if len(block):
+                    cv2.calcHist([block, c_band[part]], [0, 1], None, [256, 256], ranges, hist=hist, accumulate=True)
         # counts >= 0, so a count is 0 iff all its bits are
         return ref, cv2.compare(cv2.bitwise_or(ref.view(np.int32), other.view(np.int32)), 0, cv2.CMP_NE)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,12 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} (it sits beside the project in ../shared/data)")
     return path
+
+
+def c_compiler() -> str | None:
+    """The C compiler Python's extensions are built with (``CC``), if this machine has it: then
+    setup.py builds the optional C median at install."""
+    return shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0])
 
 
 @pytest.fixture

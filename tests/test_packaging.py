@@ -22,6 +22,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from conftest import c_compiler
 from gasdb_tools import labelme_format, resources
 from gasdb_tools.cli import main
 from gasdb_tools.resources import labelme_config
@@ -149,8 +150,7 @@ def test_wheel_from_a_clean_clone_runs_init_demo_and_label(tmp_path):
         names = set(zf.namelist())
     missing = sorted(set(tracked) - set(c_sources) - names)
     assert not missing, f"the wheel lacks {missing}"
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    built = shutil.which(compiler) is not None
+    built = c_compiler() is not None
     if built:  # the optional C median is compiled where a compiler is (setup.py)
         suffix = sysconfig.get_config_var("EXT_SUFFIX")
         unbuilt = [f for f in c_sources if f[:-2] + suffix not in names]

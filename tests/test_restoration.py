@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from gasdb_tools import restoration as rs
 from gasdb_tools.imaging import read_image
-from conftest import shared_data
+from conftest import c_compiler, shared_data
 
 
 def psnr(a, b) -> float:
@@ -330,12 +330,8 @@ def test_c_median_rejects_bad_arguments(call, message):
 
 def test_c_median_is_built_where_a_c_compiler_is():
     """`make install` builds it when the machine has a C compiler: a silent build failure shows here."""
-    import shutil
-    import sysconfig
-
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(compiler) is None:
-        pytest.skip(f"no C compiler ({compiler}) on this machine: the OpenCV median is the expected one")
+    if c_compiler() is None:
+        pytest.skip("no C compiler on this machine: the OpenCV median is the expected one")
     assert rs._median_rows_c is not None, (
         "gasdb_tools/_median8.c was not built although a C compiler is present; reinstall "
         "(`make install`, or `pip install -e .`) and read the compiler's messages")
