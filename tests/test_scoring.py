@@ -436,7 +436,26 @@ def test_confusion_packed_equals_confusion_on_the_unpacked_masks(seed):
         confusion_packed(pack_bits(gt), np.packbits(pred, axis=0), n_pixels=n)
 
 
-def test_forked_workers_give_the_same_result_for_a_folder_and_a_zip_and_survive_a_dead_child(tmp_path, monkeypatch):
+@pytest.fixture
+def no_other_threads():
+    """A process with no Python thread but this one, which scoring needs before it forks.
+
+    An earlier test in the same pytest worker may have left the restoration's median pool (kept
+    between calls, its threads idle) running: it is shut down here, and made again on next use.
+    """
+    import threading
+
+    from gasdb_tools import restoration
+
+    if restoration._POOL is not None:
+        restoration._POOL.shutdown(wait=True)
+        restoration._POOL = None
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    assert not others, f"threads left by earlier tests would stop scoring from forking: {others}"
+
+
+def test_forked_workers_give_the_same_result_for_a_folder_and_a_zip_and_survive_a_dead_child(tmp_path, monkeypatch,
+                                                                                           no_other_threads):
     """Scoring in several processes (forked; each opens its own zip handle) equals one process,
     field for field; a child that dies has its share scored by the parent."""
     import os
